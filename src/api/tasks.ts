@@ -1,0 +1,105 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { TASK_STATUSES } from '../storage/schema.js';
+import { NullableTimestamp, PageQuery, Timestamp } from './common.js';
+
+export const TaskStatusSchema = Type.Union(
+  TASK_STATUSES.map((s) => Type.Literal(s)),
+  { description: 'pending, running, paused, completed, failed, error or cancelled.' },
+);
+
+/** What a task needs of a client. Every field is optional; unknown fields are refused. */
+export const Requirements = Type.Object(
+  {
+    min_cpu_cores: Type.Optional(Type.Integer({ minimum: 1, description: 'Logical CPU cores.' })),
+    min_ram_gb: Type.Optional(Type.Number({ minimum: 0, description: 'Total RAM in GiB.' })),
+    gpu_count: Type.Optional(Type.Integer({ minimum: 0, description: 'GPUs needed (0: none).' })),
+    min_gpu_memory_gb: Type.Optional(Type.Number({ minimum: 0, description: 'Memory of each GPU, GiB.' })),
+  },
+  { additionalProperties: false },
+);
+export type Requirements = Static<typeof Requirements>;
+
+export const CreateTaskBody = Type.Object(
+  {
+    type: Type.String({
+      minLength: 1,
+      maxLength: 255,
+      description: 'Task type; the worker picks its executor by it (command, train_mnist, ...).',
+    }),
+    requirements: Requirements,
+    config: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), { description: 'Free-form task configuration.' }),
+    ),
+    priority: Type.Optional(
+      Type.Integer({ minimum: -1000000, maximum: 1000000, default: 0, description: 'Higher runs first.' }),
+    ),
+    name: Type.Optional(Type.String({ maxLength: 255 })),
+    max_attempts: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 100, default: 3, description: 'Attempts before the task fails.' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CreateTaskBody = Static<typeof CreateTaskBody>;
+
+export const Task = Type.Object(
+  {
+    id: Type.Integer(),
+    type: Type.String(),
+    name: Type.Union([Type.String(), Type.Null()]),
+    requirements: Type.Record(Type.String(), Type.Unknown()),
+    status: TaskStatusSchema,
+    client_id: Type.Union([Type.String(), Type.Null()], {
+      description: 'Client of the latest assignment (rank 0).',
+    }),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    result: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+    error_log: Type.Union([Type.String(), Type.Null()]),
+    priority: Type.Integer(),
+    config: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+    checkpoint_path: Type.Union([Type.String(), Type.Null()]),
+    created_by: Type.Union([Type.String(), Type.Null()]),
+    progress: Type.Number({ description: 'Percent done, 0-100.' }),
+    metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
+      description: 'Latest metrics reported.',
+    }),
+    attempts: Type.Integer(),
+    max_attempts: Type.Integer(),
+    world_size: Type.Integer(),
+    unschedulable_reason: Type.Union([Type.String(), Type.Null()], {
+      description: 'Why no known client can run this task, when that is so.',
+    }),
+    started_at: NullableTimestamp,
+    finished_at: NullableTimestamp,
+  },
+  { description: 'A task.' },
+);
+export type Task = Static<typeof Task>;
+
+export const ListTasksQuery = Type.Object(
+  {
+    status: Type.Optional(TaskStatusSchema),
+    type: Type.Optional(Type.String({ maxLength: 255 })),
+    client_id: Type.Optional(Type.String({ maxLength: 255 })),
+    ...PageQuery,
+  },
+  { additionalProperties: false },
+);
+export type ListTasksQuery = Static<typeof ListTasksQuery>;
+
+export const ChangeTaskStatusBody = Type.Object(
+  {
+    status: TaskStatusSchema,
+  },
+  { additionalProperties: false },
+);
+
+export const TaskEvent = Type.Object({
+  id: Type.Integer(),
+  at: Timestamp,
+  kind: Type.String(),
+  message: Type.String(),
+  data: Type.Unknown(),
+});
+export type TaskEvent = Static<typeof TaskEvent>;

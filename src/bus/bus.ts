@@ -1,0 +1,57 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * What travels between the parts of a server, and between server instances when Redis
+ * is configured. Each topic names its message type here, so publishers and subscribers
+ * agree at compile time.
+ */
+export interface BusTopics {
+  /** New or re-queued work exists: schedulers wake up. */
+  'work.available': { task_id: number };
+  /** A control order for the clients working on a task. */
+  'task.control': { task_id: number; action: 'pause' | 'resume' | 'stop' };
+  /** A task changed (status, progress); the admin panel listens. */
+  'task.changed': { task_id: number; status: string; progress?: number };
+  /** A client changed (connected, cordoned, utilization). */
+  'client.changed': { client_id: string; status?: string; connected?: boolean };
+}
+
+export type Topic = keyof BusTopics;
+
+/** Publish/subscribe between components; in-process by default, Redis when configured. */
+export interface Bus {
+  publish<T extends Topic>(topic: T, message: BusTopics[T]): Promise<void>;
+  /** Returns the function that unsubscribes. */
+  subscribe<T extends Topic>(topic: T, handler: (message: BusTopics[T]) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** The single-process bus: an event emitter, delivered synchronously. */
+export class InProcessBus implements Bus {
+  private readonly emitter = new EventEmitter();
+
+  constructor(private readonly onError: (err: unknown) => void = () => {}) {
+    // Many subscribers (panel streams) per topic are normal.
+    this.emitter.setMaxListeners(0);
+  }
+
+  async publish<T extends Topic>(topic: T, message: BusTopics[T]): Promise<void> {
+    this.emitter.emit(topic, message);
+  }
+
+  subscribe<T extends Topic>(topic: T, handler: (message: BusTopics[T]) => void): () => void {
+    const safe = (m: BusTopics[T]) => {
+      try {
+        handler(m);
+      } catch (err) {
+        this.onError(err);
+      }
+    };
+    this.emitter.on(topic, safe);
+    return () => this.emitter.off(topic, safe);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}

@@ -1,0 +1,29 @@
+import { Command, CommanderError } from 'commander';
+import { AppError } from '../errors.js';
+import { adminCommands } from './admin-commands.js';
+import { serverCommand } from './server-command.js';
+
+/** The `ai-farm` command line; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const setExit = (code: number) => {
+    exitCode = code;
+  };
+  const program = new Command('ai-farm')
+    .description('AI Farm: farm machine-learning training out to many machines')
+    .exitOverride()
+    .showHelpAfterError();
+  serverCommand(program, setExit);
+  adminCommands(program, setExit);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof AppError) {
+      console.error(`error: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  return exitCode;
+}

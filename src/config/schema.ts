@@ -1,0 +1,138 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/**
+ * The server's configuration: one object, validated once at start.
+ * The seed's keys (config.py) keep their names and defaults; the rest are AI Farm's.
+ * docs/configuration.md is the user-facing copy of this table.
+ */
+const port = (def: number, description: string) =>
+  Type.Integer({ minimum: 0, maximum: 65535, default: def, description });
+
+export const DbConfigSchema = Type.Object(
+  {
+    host: Type.String({ default: 'localhost' }),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    user: Type.String({ default: 'root' }),
+    password: Type.String({ default: '' }),
+    database: Type.String({ minLength: 1, default: 'ai_farm' }),
+    charset: Type.Optional(Type.String()),
+    collation: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+export type DbConfig = Static<typeof DbConfigSchema>;
+
+export const ConfigSchema = Type.Object(
+  {
+    SERVER_HOST: Type.String({
+      default: '0.0.0.0',
+      description: 'Address the HTTP API and WebSocket server bind to.',
+    }),
+    SERVER_PORT: port(8000, 'HTTP API, admin panel and /ws port (0 picks a free port).'),
+    WEBSOCKET_PORT: port(8765, 'Dedicated WebSocket port for workers (0 picks a free port).'),
+    MODEL_SERVER_PORT: port(5000, 'Model download server port (0 picks a free port).'),
+    MAX_CLIENTS: Type.Integer({ minimum: 1, default: 100, description: 'Most connected workers at once.' }),
+    MAX_TASKS_PER_CLIENT: Type.Integer({
+      minimum: 1,
+      default: 3,
+      description: 'Most tasks running on one worker at once.',
+    }),
+    CONNECTION_TIMEOUT: Type.Number({
+      exclusiveMinimum: 0,
+      default: 60,
+      description: 'Seconds of silence (no message, no pong) after which a worker is declared gone.',
+    }),
+    DEFAULT_BATCH_SIZE: Type.Integer({
+      minimum: 1,
+      default: 32,
+      description: 'Batch size when a task names none.',
+    }),
+    DEFAULT_EPOCHS: Type.Integer({ minimum: 1, default: 10, description: 'Epochs when a task names none.' }),
+    CHECKPOINT_FREQUENCY: Type.Integer({
+      minimum: 1,
+      default: 5,
+      description: 'Write a checkpoint every this many rounds (and at the end).',
+    }),
+    LOG_DIR: Type.String({
+      minLength: 1,
+      default: 'logs',
+      description: 'Folder of server.log, error.log, access.log.',
+    }),
+    CHECKPOINT_DIR: Type.String({
+      minLength: 1,
+      default: 'checkpoints',
+      description: 'Folder of model checkpoints.',
+    }),
+    MODEL_CACHE_DIR: Type.String({
+      minLength: 1,
+      default: 'model_cache',
+      description: 'Folder of global models and uploaded updates.',
+    }),
+    db_config: Type.Union([DbConfigSchema, Type.Null()], {
+      default: null,
+      description: 'MySQL connection as in the seed; used when DATABASE_URL is not set.',
+    }),
+    DATA_DIR: Type.String({
+      minLength: 1,
+      default: './data',
+      description: 'Where the embedded SQLite database lives.',
+    }),
+    DATABASE_URL: Type.String({
+      default: '',
+      description:
+        'mysql://user:pass@host:port/db, or a SQLite file path; empty means DATA_DIR/ai_farm.sqlite.',
+    }),
+    REDIS_URL: Type.String({ default: '', description: 'redis://host:port; empty means in-process only.' }),
+    RATE_LIMIT: Type.String({
+      default: '60/minute',
+      pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
+      description: 'Requests per client address, e.g. "60/minute"; "off" disables.',
+    }),
+    ADMIN_TOKEN: Type.String({
+      default: '',
+      description: 'Bootstrap admin API token; when empty the first start creates one and prints it once.',
+    }),
+    ADMIN_USERNAME: Type.String({ default: 'admin', description: 'Username of the first admin-panel user.' }),
+    ADMIN_PASSWORD: Type.String({
+      default: '',
+      description:
+        'Password of the first admin-panel user; when empty the first start generates and prints one.',
+    }),
+    ALLOW_ANONYMOUS_CLIENTS: Type.Boolean({
+      default: false,
+      description: 'UNSAFE: accept workers without a token, identified by client id only (the seed mode).',
+    }),
+    MAX_MESSAGE_BYTES: Type.Integer({
+      minimum: 1024,
+      default: 1024 * 1024,
+      description: 'Largest WebSocket frame accepted from a worker.',
+    }),
+    MAX_BODY_BYTES: Type.Integer({
+      minimum: 1024,
+      default: 1024 * 1024,
+      description: 'Largest JSON body accepted.',
+    }),
+    MAX_UPLOAD_BYTES: Type.Integer({
+      minimum: 1024,
+      default: 4 * 1024 * 1024 * 1024,
+      description: 'Largest model upload accepted.',
+    }),
+    TORCHSERVE_URL: Type.String({
+      default: '',
+      description: 'TorchServe management API; when set, finished models are registered there.',
+    }),
+    LOG_LEVEL: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l)),
+      { default: 'info', description: 'Least severe level written to server.log and the terminal.' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** The validated configuration object. */
+export type Config = Static<typeof ConfigSchema>;
+
+/** Keys whose values are masked when printed. */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['ADMIN_TOKEN', 'ADMIN_PASSWORD']);
+
+export const CONFIG_KEYS = Object.keys(ConfigSchema.properties) as (keyof Config)[];

@@ -1,0 +1,125 @@
+import fastifyRateLimit from '@fastify/rate-limit';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Config } from '../config/schema.js';
+import { AppError } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import { authHook, type SessionAuthenticator } from './auth.js';
+import { errorHandler, formatValidationErrors } from './errors.js';
+import { clientRoutes } from './routes/clients-routes.js';
+import { healthRoutes } from './routes/health-routes.js';
+import { taskRoutes } from './routes/tasks-routes.js';
+import { tokenRoutes } from './routes/tokens-routes.js';
+import type { Services } from './services.js';
+
+export type App = FastifyInstance;
+
+export interface HttpAppOptions {
+  config: Config;
+  services: Services;
+  logger: Logger;
+  /** access.log: one line per request. */
+  access: Logger;
+  sessions?: SessionAuthenticator;
+  /** More routes (model store, panel) registered by their own modules. */
+  plugins?: ((app: App) => Promise<void>)[];
+}
+
+/** Parses RATE_LIMIT ("60/minute") into the plugin's terms; null when "off". */
+export function parseRateLimit(spec: string): { max: number; timeWindow: number } | null {
+  if (spec === 'off') return null;
+  const [n, unit] = spec.split('/');
+  const ms = { second: 1000, minute: 60_000, hour: 3_600_000, day: 86_400_000 }[unit ?? 'minute'] ?? 60_000;
+  return { max: Number(n), timeWindow: ms };
+}
+
+/** Builds the HTTP API: validation, auth, rate limits, OpenAPI, access log, routes. */
+export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
+  const { config, logger } = opts;
+  const app = Fastify({
+    loggerInstance: logger.child({ component: 'http' }) as FastifyBaseLogger,
+    // access.log has one line per request; Fastify's own request logs would repeat it.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.MAX_BODY_BYTES,
+    trustProxy: false,
+    // Slow or silent senders do not hold a socket forever.
+    requestTimeout: 120_000,
+    connectionTimeout: 0,
+    ajv: { customOptions: {} },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are validated strictly (a "5" is not a number); query strings and path
+  // parameters are text by nature and are coerced.
+  const strict = addFormats.default(new Ajv({ coerceTypes: false, useDefaults: true, allErrors: false }));
+  const coercing = addFormats.default(new Ajv({ coerceTypes: 'array', useDefaults: true, allErrors: false }));
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart === 'body' ? strict.compile(schema) : coercing.compile(schema),
+  );
+  app.setSchemaErrorFormatter((errors, part) => formatValidationErrors(errors, part));
+  // The API speaks JSON; other bodies get 415 rather than a confusing validation error.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler(errorHandler(logger));
+  app.setNotFoundHandler((req) => {
+    throw new AppError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, 404);
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    opts.access.info({
+      method: req.method,
+      path: req.url.split('?')[0],
+      status: reply.statusCode,
+      duration_ms: Math.round(reply.elapsedTime * 10) / 10,
+      remote_addr: req.ip,
+      principal: req.principal?.name,
+    });
+  });
+
+  const limit = parseRateLimit(config.RATE_LIMIT);
+  if (limit) {
+    await app.register(fastifyRateLimit, {
+      global: true,
+      max: limit.max,
+      timeWindow: limit.timeWindow,
+      keyGenerator: (req) => req.ip,
+      allowList: (req) => req.url === '/health' || req.url === '/ready',
+      errorResponseBuilder: (_req, ctx) =>
+        new AppError(
+          'rate_limited',
+          `rate limit of ${config.RATE_LIMIT} exceeded; retry in ${ctx.after}`,
+          429,
+          {
+            limit: ctx.max,
+          },
+        ),
+    });
+  }
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'AI Farm API',
+        version: '1',
+        description:
+          'Tasks, clients, tokens and models of an AI Farm server. Send Authorization: Bearer <token>.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+
+  app.addHook('onRequest', authHook(opts.services.tokens, opts.sessions));
+
+  await app.register(healthRoutes(opts.services));
+  await app.register(taskRoutes(opts.services));
+  await app.register(clientRoutes(opts.services));
+  await app.register(tokenRoutes(opts.services));
+  for (const p of opts.plugins ?? []) await app.register(p);
+  return app as unknown as App;
+}

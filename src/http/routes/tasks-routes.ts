@@ -1,0 +1,97 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { ErrorBody, IdParam, Page } from '../../api/common.js';
+import { ChangeTaskStatusBody, CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../../api/tasks.js';
+import { principalOf } from '../auth.js';
+import type { Services } from '../services.js';
+
+const people = { roles: ['admin', 'user'] as const };
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+/** The seed's task endpoints, plus the task's events. */
+export const taskRoutes =
+  (services: Services): FastifyPluginAsyncTypebox =>
+  async (app) => {
+    app.get(
+      '/api/tasks',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'List tasks',
+          querystring: ListTasksQuery,
+          response: { 200: Page(Task), ...errors },
+        },
+      },
+      async (req) => services.tasks.list(principalOf(req), req.query),
+    );
+    app.post(
+      '/api/tasks',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Create a task',
+          body: CreateTaskBody,
+          response: { 201: Task, ...errors },
+        },
+      },
+      async (req, reply) => reply.status(201).send(await services.tasks.create(principalOf(req), req.body)),
+    );
+    app.get(
+      '/api/tasks/:id',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Get a task',
+          params: IdParam,
+          response: { 200: Task, ...errors },
+        },
+      },
+      async (req) => services.tasks.get(principalOf(req), req.params.id),
+    );
+    app.put(
+      '/api/tasks/:id/status',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Change a task status (pause, resume, cancel, retry)',
+          params: IdParam,
+          body: ChangeTaskStatusBody,
+          response: { 200: Task, ...errors },
+        },
+      },
+      async (req) => services.tasks.changeStatus(principalOf(req), req.params.id, req.body.status),
+    );
+    app.delete(
+      '/api/tasks/:id',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Delete a task (stopping its clients first)',
+          params: IdParam,
+          response: { 204: Type.Null(), ...errors },
+        },
+      },
+      async (req, reply) => {
+        await services.tasks.delete(principalOf(req), req.params.id);
+        return reply.status(204).send(null);
+      },
+    );
+    app.get(
+      '/api/tasks/:id/events',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: "A task's events, newest first",
+          params: IdParam,
+          response: { 200: Type.Object({ items: Type.Array(TaskEvent) }), ...errors },
+        },
+      },
+      async (req) => ({ items: await services.tasks.events(principalOf(req), req.params.id) }),
+    );
+  };

@@ -1,0 +1,135 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, MysqlDialect, SqliteDialect, sql } from 'kysely';
+import { createPool, createConnection } from 'mysql2';
+import type { Config } from '../config/schema.js';
+import type { Database } from './schema.js';
+
+export type Dialect = 'sqlite' | 'mysql';
+
+/** Where the state lives, resolved from DATABASE_URL, db_config or DATA_DIR. */
+export type DatabaseTarget =
+  { dialect: 'sqlite'; file: string } | { dialect: 'mysql'; options: MysqlOptions };
+
+/** What it takes to reach a MySQL or MariaDB database. */
+export interface MysqlOptions {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+/** An open database with its dialect, closed with `close()`. */
+export interface DatabaseHandle {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** Human-readable location, password masked. */
+  describe: string;
+  close(): Promise<void>;
+}
+
+/** Chooses the database from the config: DATABASE_URL, then db_config, then SQLite in DATA_DIR. */
+export function resolveDatabaseTarget(
+  config: Pick<Config, 'DATABASE_URL' | 'db_config' | 'DATA_DIR'>,
+): DatabaseTarget {
+  const url = config.DATABASE_URL.trim();
+  if (/^mysql:\/\//i.test(url) || /^mariadb:\/\//i.test(url)) {
+    const u = new URL(url.replace(/^mariadb:/i, 'mysql:'));
+    const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || 'ai_farm';
+    return {
+      dialect: 'mysql',
+      options: {
+        host: u.hostname || 'localhost',
+        port: u.port ? Number(u.port) : 3306,
+        user: decodeURIComponent(u.username || 'root'),
+        password: decodeURIComponent(u.password),
+        database,
+      },
+    };
+  }
+  if (url) {
+    const file = url.replace(/^(sqlite|file):(\/\/)?/i, '');
+    return { dialect: 'sqlite', file: isAbsolute(file) ? file : resolve(file) };
+  }
+  if (config.db_config) {
+    const c = config.db_config;
+    return {
+      dialect: 'mysql',
+      options: {
+        host: c.host,
+        port: c.port ?? 3306,
+        user: c.user,
+        password: c.password,
+        database: c.database,
+      },
+    };
+  }
+  return { dialect: 'sqlite', file: resolve(join(config.DATA_DIR, 'ai_farm.sqlite')) };
+}
+
+/** Opens the database, creating the SQLite file or the MySQL database when missing. */
+export async function openDatabase(target: DatabaseTarget): Promise<DatabaseHandle> {
+  if (target.dialect === 'sqlite') return openSqlite(target.file);
+  return openMysql(target.options);
+}
+
+function openSqlite(file: string): DatabaseHandle {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  const native = new SqliteDatabase(file);
+  // WAL: readers never block the writer, and a committed transaction survives a killed process.
+  native.pragma('journal_mode = WAL');
+  native.pragma('synchronous = NORMAL');
+  native.pragma('foreign_keys = ON');
+  native.pragma('busy_timeout = 5000');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: native }) });
+  return { db, dialect: 'sqlite', describe: `sqlite:${file}`, close: () => db.destroy() };
+}
+
+async function openMysql(options: MysqlOptions): Promise<DatabaseHandle> {
+  await ensureMysqlDatabase(options);
+  const pool = createPool({
+    ...options,
+    charset: 'utf8mb4_general_ci',
+    dateStrings: true,
+    timezone: 'Z',
+    connectionLimit: 10,
+    enableKeepAlive: true,
+    connectTimeout: 5000,
+    // Big enough for JSON results; models never travel through the database.
+    maxPreparedStatements: 256,
+  });
+  // Each new connection speaks UTC so DATETIME values mean the same on every instance.
+  pool.on('connection', (conn) => {
+    conn.query("SET time_zone = '+00:00'");
+  });
+  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }) });
+  const describe = `mysql://${options.user}@${options.host}:${options.port}/${options.database}`;
+  return { db, dialect: 'mysql', describe, close: () => db.destroy() };
+}
+
+/** Creates the MySQL database when it does not exist (the configured user may create it). */
+async function ensureMysqlDatabase(options: MysqlOptions): Promise<void> {
+  const conn = createConnection({
+    host: options.host,
+    port: options.port,
+    user: options.user,
+    password: options.password,
+    connectTimeout: 5000,
+  });
+  try {
+    await conn
+      .promise()
+      .query(
+        `CREATE DATABASE IF NOT EXISTS \`${options.database.replace(/`/g, '``')}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+      );
+  } finally {
+    conn.destroy();
+  }
+}
+
+/** A cheap round trip that proves the database answers. */
+export async function pingDatabase(db: Kysely<Database>): Promise<void> {
+  await sql`select 1`.execute(db);
+}

@@ -1,0 +1,30 @@
+import { Migrator, type Kysely, type Migration, type MigrationResultSet } from 'kysely';
+import type { Dialect } from './db.js';
+import type { Database } from './schema.js';
+import * as m001 from './migrations/001-initial.js';
+
+interface DialectMigration {
+  up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
+}
+
+/** Numbered migrations, in order. Only ever add to this list. */
+const MIGRATIONS: Record<string, DialectMigration> = {
+  '001-initial': m001,
+};
+
+/** Brings the schema up to date; returns the names applied now. */
+export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<string[]> {
+  const migrations: Record<string, Migration> = {};
+  for (const [name, m] of Object.entries(MIGRATIONS)) {
+    migrations[name] = { up: (d) => m.up(d, dialect) };
+  }
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => migrations },
+    migrationTableName: 'ai_farm_migrations',
+    migrationLockTableName: 'ai_farm_migrations_lock',
+  });
+  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+  if (error) throw error;
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}

@@ -1,0 +1,158 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/**
+ * Row types of the database, table by table. Column names are the seed's (snake_case)
+ * and are also the API's field names. These are storage types: API types live apart.
+ *
+ * JSON columns read back as a string (SQLite, MariaDB) or a parsed value (MySQL 8):
+ * repositories normalise them with `parseJson`.
+ */
+type Json = ColumnType<unknown, string, string>;
+type NullableJson = ColumnType<unknown, string | null | undefined, string | null>;
+/** 'YYYY-MM-DD HH:MM:SS[.fff]' in UTC on both dialects. */
+type Time = string;
+
+export const TASK_STATUSES = [
+  'pending',
+  'running',
+  'completed',
+  'failed',
+  'error',
+  'paused',
+  'cancelled',
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export const ASSIGNMENT_STATUSES = [
+  'assigned',
+  'training',
+  'completed',
+  'failed',
+  'paused',
+  'lost',
+  'cancelled',
+] as const;
+export type AssignmentStatus = (typeof ASSIGNMENT_STATUSES)[number];
+
+export const ROLES = ['admin', 'user', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface TasksTable {
+  id: Generated<number>;
+  type: string;
+  requirements: Json;
+  status: TaskStatus;
+  client_id: string | null;
+  created_at: Time;
+  updated_at: Time;
+  result: NullableJson;
+  error_log: string | null;
+  priority: ColumnType<number, number | undefined, number>;
+  config: NullableJson;
+  checkpoint_path: string | null;
+  // AI Farm's additions.
+  name: string | null;
+  created_by: string | null;
+  progress: ColumnType<number, number | undefined, number>;
+  metrics: NullableJson;
+  attempts: ColumnType<number, number | undefined, number>;
+  max_attempts: ColumnType<number, number | undefined, number>;
+  world_size: ColumnType<number, number | undefined, number>;
+  unschedulable_reason: string | null;
+  started_at: Time | null;
+  finished_at: Time | null;
+}
+
+export interface TaskAssignmentsTable {
+  id: Generated<number>;
+  task_id: number;
+  client_id: string;
+  assigned_at: Time;
+  status: AssignmentStatus;
+  rank: number;
+  checkpoint_path: string | null;
+  // AI Farm's additions.
+  attempt: number;
+  progress: ColumnType<number, number | undefined, number>;
+  updated_at: Time;
+  finished_at: Time | null;
+  error: string | null;
+}
+
+export interface ClientsTable {
+  id: string;
+  cpu_info: Json;
+  ram_info: Json;
+  gpu_info: NullableJson;
+  session_info: NullableJson;
+  last_seen: Time;
+  status: 'active' | 'inactive';
+  // AI Farm's additions.
+  hostname: string | null;
+  token_id: string | null;
+  connected: ColumnType<number, number | undefined, number>;
+  cordoned: ColumnType<number, number | undefined, number>;
+  registered_at: Time;
+  utilization: NullableJson;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  name: string;
+  role: Role;
+  token_hash: string;
+  created_at: Time;
+  created_by: string | null;
+  last_used_at: Time | null;
+  revoked_at: Time | null;
+}
+
+export interface UsersTable {
+  id: Generated<number>;
+  username: string;
+  password_hash: string;
+  role: 'admin';
+  created_at: Time;
+  updated_at: Time;
+}
+
+export interface TaskEventsTable {
+  id: Generated<number>;
+  task_id: number;
+  at: Time;
+  kind: string;
+  message: string;
+  data: NullableJson;
+}
+
+export interface TaskMetricsTable {
+  id: Generated<number>;
+  task_id: number;
+  at: Time;
+  rank: number;
+  attempt: number;
+  round: number | null;
+  progress: number;
+  metrics: Json;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  at: Time;
+  actor: string;
+  action: string;
+  target: string;
+  detail: NullableJson;
+}
+
+/** The whole database, for Kysely. */
+export interface Database {
+  tasks: TasksTable;
+  task_assignments: TaskAssignmentsTable;
+  clients: ClientsTable;
+  api_tokens: ApiTokensTable;
+  users: UsersTable;
+  task_events: TaskEventsTable;
+  task_metrics: TaskMetricsTable;
+  audit_log: AuditLogTable;
+}

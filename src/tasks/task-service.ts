@@ -1,0 +1,198 @@
+import type { Kysely } from 'kysely';
+import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../api/tasks.js';
+import { isAdmin, type Principal } from '../auth/principal.js';
+import type { Bus } from '../bus/bus.js';
+import { conflict, notFound } from '../errors.js';
+import type { Database, TaskStatus } from '../storage/schema.js';
+import * as repo from '../storage/task-repo.js';
+import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
+import { LIVE_STATUSES, USER_TRANSITIONS, resolveUserTarget, userMayChange } from './task-state.js';
+
+export interface TaskPage {
+  items: Task[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+/** Control message clients receive for a status change made by a user. */
+const CONTROL_FOR: Partial<Record<TaskStatus, 'pause' | 'resume' | 'stop'>> = {
+  paused: 'pause',
+  running: 'resume',
+  cancelled: 'stop',
+};
+
+/** Task use cases behind the HTTP API and the CLI. */
+export class TaskService {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly bus: Bus,
+    private readonly clock: Clock,
+  ) {}
+
+  async create(principal: Principal, body: CreateTaskBody): Promise<Task> {
+    const now = toDbTime(this.clock.now());
+    const id = await this.db.transaction().execute(async (trx) => {
+      const id = await repo.insertTask(trx, {
+        type: body.type,
+        name: body.name ?? null,
+        requirements: JSON.stringify(body.requirements),
+        config: body.config === undefined ? null : JSON.stringify(body.config),
+        priority: body.priority ?? 0,
+        max_attempts: body.max_attempts ?? 3,
+        world_size: 1,
+        created_by: principal.name,
+        now,
+      });
+      await repo.insertTaskEvent(trx, {
+        task_id: id,
+        at: toDbTime(this.clock.now(), true),
+        kind: 'created',
+        message: `created by ${principal.name}`,
+      });
+      return id;
+    });
+    await this.bus.publish('work.available', { task_id: id });
+    await this.bus.publish('task.changed', { task_id: id, status: 'pending' });
+    return this.present(await this.mustFind(id));
+  }
+
+  async get(principal: Principal, id: number): Promise<Task> {
+    return this.present(await this.visible(principal, id));
+  }
+
+  async list(principal: Principal, q: ListTasksQuery): Promise<TaskPage> {
+    const limit = q.limit ?? 50;
+    const offset = q.offset ?? 0;
+    const { rows, total } = await repo.listTasks(this.db, {
+      status: q.status,
+      type: q.type,
+      client_id: q.client_id,
+      created_by: isAdmin(principal) ? undefined : principal.name,
+      limit,
+      offset,
+    });
+    return { items: rows.map((r) => this.present(r)), total, limit, offset };
+  }
+
+  /** A user's status change: checked against the state machine, then announced to clients. */
+  async changeStatus(principal: Principal, id: number, to: TaskStatus): Promise<Task> {
+    const row = await this.visible(principal, id);
+    const from = row.status;
+    if (!userMayChange(from, to)) {
+      throw conflict('illegal_transition', `task ${id} is ${from}; it cannot become ${to}`, {
+        from,
+        to,
+        allowed: USER_TRANSITIONS[from],
+      });
+    }
+    const live = await this.liveAssignmentCount(id);
+    const target = resolveUserTarget(from, to, live > 0);
+    const now = toDbTime(this.clock.now());
+    const changes: Parameters<typeof repo.updateTaskIf>[3] = { status: target, updated_at: now };
+    if (target === 'cancelled') changes.finished_at = now;
+    if (target === 'pending' && (from === 'failed' || from === 'error' || from === 'cancelled')) {
+      Object.assign(changes, { attempts: 0, progress: 0, client_id: null, finished_at: null, result: null });
+    }
+    const done = await this.db.transaction().execute(async (trx) => {
+      if (!(await repo.updateTaskIf(trx, id, [from], changes))) return false;
+      await repo.insertTaskEvent(trx, {
+        task_id: id,
+        at: toDbTime(this.clock.now(), true),
+        kind: target,
+        message: `${from} -> ${target} by ${principal.name}`,
+        data: { from, to: target, requested: to },
+      });
+      return true;
+    });
+    if (!done) {
+      const now = await this.mustFind(id);
+      throw conflict('status_changed', `task ${id} changed to ${now.status} meanwhile; try again`, {
+        from: now.status,
+        allowed: USER_TRANSITIONS[now.status],
+      });
+    }
+    const action = live > 0 || from === 'running' ? CONTROL_FOR[target] : undefined;
+    if (action) await this.bus.publish('task.control', { task_id: id, action });
+    if (target === 'pending') await this.bus.publish('work.available', { task_id: id });
+    await this.bus.publish('task.changed', { task_id: id, status: target });
+    return this.present(await this.mustFind(id));
+  }
+
+  /** Deletes a task; clients still working on it are told to stop first. */
+  async delete(principal: Principal, id: number): Promise<void> {
+    const row = await this.visible(principal, id);
+    if (LIVE_STATUSES.has(row.status) || (await this.liveAssignmentCount(id)) > 0) {
+      await this.bus.publish('task.control', { task_id: id, action: 'stop' });
+    }
+    await repo.deleteTask(this.db, id);
+    await this.bus.publish('task.changed', { task_id: id, status: 'deleted' });
+  }
+
+  async events(principal: Principal, id: number, limit = 200): Promise<TaskEvent[]> {
+    await this.visible(principal, id);
+    const rows = await repo.listTaskEvents(this.db, id, limit);
+    return rows.map((e) => ({
+      id: Number(e.id),
+      at: fromDbTime(e.at) as string,
+      kind: e.kind,
+      message: e.message,
+      data: parseJson(e.data),
+    }));
+  }
+
+  /** The task if this principal may see it; 404 otherwise (not 403: ids are not secrets to confirm). */
+  async visible(principal: Principal, id: number): Promise<repo.TaskRow> {
+    const row = await repo.findTask(this.db, id);
+    if (!row || (!isAdmin(principal) && row.created_by !== principal.name)) throw notFound('task', id);
+    return row;
+  }
+
+  private async mustFind(id: number): Promise<repo.TaskRow> {
+    const row = await repo.findTask(this.db, id);
+    if (!row) throw notFound('task', id);
+    return row;
+  }
+
+  private async liveAssignmentCount(taskId: number): Promise<number> {
+    const r = await this.db
+      .selectFrom('task_assignments')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('task_id', '=', taskId)
+      .where('status', 'in', ['assigned', 'training', 'paused'])
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  present(r: repo.TaskRow): Task {
+    return presentTask(r);
+  }
+}
+
+/** A task row as the API shows it: JSON parsed, times in ISO 8601. */
+export function presentTask(r: repo.TaskRow): Task {
+  return {
+    id: Number(r.id),
+    type: r.type,
+    name: r.name,
+    requirements: (parseJson(r.requirements) ?? {}) as Record<string, unknown>,
+    status: r.status,
+    client_id: r.client_id,
+    created_at: fromDbTime(r.created_at) as string,
+    updated_at: fromDbTime(r.updated_at) as string,
+    result: parseJson(r.result),
+    error_log: r.error_log,
+    priority: Number(r.priority ?? 0),
+    config: parseJson(r.config),
+    checkpoint_path: r.checkpoint_path,
+    created_by: r.created_by,
+    progress: Number(r.progress),
+    metrics: parseJson(r.metrics),
+    attempts: Number(r.attempts),
+    max_attempts: Number(r.max_attempts),
+    world_size: Number(r.world_size),
+    unschedulable_reason: r.unschedulable_reason,
+    started_at: fromDbTime(r.started_at),
+    finished_at: fromDbTime(r.finished_at),
+  };
+}

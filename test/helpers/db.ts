@@ -1,0 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createConnection } from 'mysql2/promise';
+import type { Dialect } from '../../src/storage/db.js';
+
+/** The MariaDB server tests use; CI starts it (scripts/ensure-services.sh). */
+export const TEST_MYSQL_URL = process.env.AI_FARM_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306';
+
+/** Every storage-touching suite runs once per dialect. */
+export const DIALECTS: readonly Dialect[] = ['sqlite', 'mysql'];
+
+export interface TestDatabase {
+  dialect: Dialect;
+  /** DATABASE_URL for the server under test. */
+  url: string;
+  /** A scratch folder for DATA_DIR, LOG_DIR and friends. */
+  dir: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database of its own: a SQLite file, or a MariaDB database with a random name. */
+export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
+  const dir = mkdtempSync(join(tmpdir(), 'aifarm-test-'));
+  if (dialect === 'sqlite') {
+    return {
+      dialect,
+      url: join(dir, 'test.sqlite'),
+      dir,
+      drop: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  }
+  const name = `aifarm_t_${randomBytes(5).toString('hex')}`;
+  return {
+    dialect,
+    url: `${TEST_MYSQL_URL.replace(/\/$/, '')}/${name}`,
+    dir,
+    drop: async () => {
+      const conn = await createConnection(TEST_MYSQL_URL);
+      try {
+        await conn.query(`DROP DATABASE IF EXISTS \`${name}\``);
+      } finally {
+        await conn.end();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
