@@ -157,7 +157,7 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
       body: 'hello',
     });
     expect(media.status).toBe(415);
-    expect((await media.json()).error.code).toBe('unsupported_media_type');
+    expect(((await media.json()) as { error: { code: string } }).error.code).toBe('unsupported_media_type');
     const huge = { type: 'x', requirements: {}, config: { blob: 'a'.repeat(2 * 1024 * 1024) } };
     const big = await t.api('POST', '/api/tasks', huge, userToken);
     expect(big.status).toBe(413);

@@ -1,0 +1,286 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+/**
+ * The worker protocol: JSON messages over WebSocket, one schema per message. The seed's
+ * messages keep their exact names and fields; AI Farm adds registration, heartbeats,
+ * acks and errors. Every message may carry `msg_id`; the `ack` or `error` that answers
+ * it carries the same value in `reply_to`.
+ *
+ * docs/protocol.md is generated from these schemas (npm run docs:protocol).
+ */
+export const PROTOCOL_VERSION = 1;
+
+const MsgId = Type.Optional(
+  Type.Union([Type.String({ maxLength: 128 }), Type.Integer()], {
+    description: 'Chosen by the sender; echoed as reply_to in the answer.',
+  }),
+);
+const ClientId = Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_.:@-]+$' });
+const TaskId = Type.Union([Type.Integer({ minimum: 1 }), Type.String({ pattern: '^[1-9][0-9]{0,9}$' })], {
+  description: 'Task id; the original client sends it as a string.',
+});
+const Metrics = Type.Record(Type.String(), Type.Unknown(), {
+  description: 'Free-form metrics (loss, accuracy, ...).',
+});
+
+/** The machine's hardware, as the original AI Farm client reports it (sizes in bytes, GPU memory in MB). */
+export const SystemInfo = Type.Object(
+  {
+    id: Type.Optional(ClientId),
+    client_id: Type.Optional(ClientId),
+    hostname: Type.Optional(Type.String({ maxLength: 255 })),
+    platform: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    cpu: Type.Object(
+      {
+        brand: Type.Optional(Type.String()),
+        cores_physical: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+        cores_logical: Type.Integer({ minimum: 1 }),
+        frequency: Type.Optional(Type.Unknown()),
+        usage_percent: Type.Optional(Type.Unknown()),
+      },
+      { additionalProperties: true },
+    ),
+    ram: Type.Object(
+      {
+        total: Type.Number({ minimum: 0, description: 'Bytes.' }),
+        available: Type.Optional(Type.Number()),
+        used: Type.Optional(Type.Number()),
+        percent: Type.Optional(Type.Number()),
+      },
+      { additionalProperties: true },
+    ),
+    gpu: Type.Optional(
+      Type.Union([
+        Type.Array(
+          Type.Object(
+            {
+              id: Type.Optional(Type.Union([Type.Integer(), Type.String()])),
+              name: Type.Optional(Type.String()),
+              load: Type.Optional(Type.Number({ description: '0..1' })),
+              memory: Type.Optional(
+                Type.Object(
+                  {
+                    total: Type.Number({ description: 'MB' }),
+                    used: Type.Optional(Type.Number()),
+                    free: Type.Optional(Type.Number()),
+                  },
+                  { additionalProperties: true },
+                ),
+              ),
+              temperature: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
+            },
+            { additionalProperties: true },
+          ),
+          { maxItems: 64 },
+        ),
+        Type.Null(),
+      ]),
+    ),
+    session: Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()])),
+  },
+  { additionalProperties: true },
+);
+export type SystemInfo = Static<typeof SystemInfo>;
+
+/** Utilization a worker reports with each heartbeat (percent, 0-100). */
+export const Utilization = Type.Object(
+  {
+    cpu_utilization: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+    ram_utilization: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+    gpu_utilization: Type.Optional(
+      Type.Array(
+        Type.Object({
+          id: Type.Union([Type.Integer(), Type.String()]),
+          utilization: Type.Number({ minimum: 0, maximum: 100 }),
+          memory_used: Type.Optional(Type.Number({ minimum: 0, description: 'MB' })),
+        }),
+        { maxItems: 64 },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type Utilization = Static<typeof Utilization>;
+
+// ---- client -> server ------------------------------------------------------------
+
+export const RegisterMessage = Type.Composite([
+  Type.Object({
+    type: Type.Literal('register'),
+    msg_id: MsgId,
+    protocol_version: Type.Optional(Type.Integer({ minimum: 1 })),
+    max_tasks: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1000, description: 'Tasks it runs at once.' }),
+    ),
+    task_types: Type.Optional(
+      Type.Array(Type.String({ maxLength: 255 }), { maxItems: 100, description: 'Task types it can run.' }),
+    ),
+  }),
+  SystemInfo,
+]);
+export type RegisterMessage = Static<typeof RegisterMessage>;
+
+export const TaskRequestMessage = Type.Object({
+  type: Type.Literal('task_request'),
+  msg_id: MsgId,
+  client_id: Type.Optional(ClientId),
+});
+export type TaskRequestMessage = Static<typeof TaskRequestMessage>;
+
+export const TaskProgressMessage = Type.Object({
+  type: Type.Literal('task_progress'),
+  msg_id: MsgId,
+  task_id: TaskId,
+  progress: Type.Number({ minimum: 0, maximum: 100, description: 'Percent done.' }),
+  metrics: Type.Optional(Metrics),
+  client_id: Type.Optional(ClientId),
+  attempt: Type.Optional(
+    Type.Integer({ minimum: 1, description: 'The lease; omitted by the original client.' }),
+  ),
+  rank: Type.Optional(Type.Integer({ minimum: 0 })),
+  round: Type.Optional(Type.Integer({ minimum: 0 })),
+  timestamp: Type.Optional(Type.Union([Type.Number(), Type.String()])),
+});
+export type TaskProgressMessage = Static<typeof TaskProgressMessage>;
+
+export const TaskResultMessage = Type.Object({
+  type: Type.Literal('task_result'),
+  msg_id: MsgId,
+  task_id: TaskId,
+  status: Type.Union([Type.Literal('completed'), Type.Literal('failed'), Type.Literal('error')]),
+  metrics: Type.Optional(Metrics),
+  result: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  checkpoint_path: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()])),
+  error_log: Type.Optional(Type.Union([Type.String({ maxLength: 65536 }), Type.Null()])),
+  client_id: Type.Optional(ClientId),
+  attempt: Type.Optional(Type.Integer({ minimum: 1 })),
+  rank: Type.Optional(Type.Integer({ minimum: 0 })),
+  timestamp: Type.Optional(Type.Union([Type.Number(), Type.String()])),
+});
+export type TaskResultMessage = Static<typeof TaskResultMessage>;
+
+export const HeartbeatMessage = Type.Object({
+  type: Type.Literal('heartbeat'),
+  msg_id: MsgId,
+  client_id: Type.Optional(ClientId),
+  timestamp: Type.Optional(Type.Union([Type.Number(), Type.String()])),
+  utilization: Type.Optional(Utilization),
+  system_info: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+});
+export type HeartbeatMessage = Static<typeof HeartbeatMessage>;
+
+/** Every message a client may send, by type. */
+export const CLIENT_MESSAGES = {
+  register: RegisterMessage,
+  task_request: TaskRequestMessage,
+  task_progress: TaskProgressMessage,
+  task_result: TaskResultMessage,
+  heartbeat: HeartbeatMessage,
+} as const satisfies Record<string, TSchema>;
+export type ClientMessageType = keyof typeof CLIENT_MESSAGES;
+export type ClientMessage =
+  RegisterMessage | TaskRequestMessage | TaskProgressMessage | TaskResultMessage | HeartbeatMessage;
+
+// ---- server -> client ------------------------------------------------------------
+
+export const TaskData = Type.Object({
+  id: Type.Integer(),
+  type: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  config: Type.Record(Type.String(), Type.Unknown()),
+  requirements: Type.Record(Type.String(), Type.Unknown()),
+  attempt: Type.Integer({ description: 'The lease: send it back with progress and results.' }),
+  rank: Type.Integer(),
+  world_size: Type.Integer(),
+  paused: Type.Optional(Type.Boolean({ description: 'The task is paused: hold until resume.' })),
+});
+export type TaskData = Static<typeof TaskData>;
+
+export const TaskMessage = Type.Object({ type: Type.Literal('task'), data: TaskData });
+export type TaskMessage = Static<typeof TaskMessage>;
+
+export const ControlMessage = Type.Object({
+  type: Type.Union([Type.Literal('pause'), Type.Literal('resume'), Type.Literal('stop')]),
+  task_id: Type.Integer(),
+  reason: Type.Optional(Type.String()),
+});
+export type ControlMessage = Static<typeof ControlMessage>;
+
+export const RegisteredMessage = Type.Object({
+  type: Type.Literal('registered'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  client_id: Type.String(),
+  protocol_version: Type.Integer(),
+  heartbeat_interval: Type.Number({ description: 'Seconds between heartbeats the server expects.' }),
+  connection_timeout: Type.Number({
+    description: 'Seconds of silence before the server gives up on a client.',
+  }),
+});
+export type RegisteredMessage = Static<typeof RegisteredMessage>;
+
+export const HeartbeatAckMessage = Type.Object({
+  type: Type.Literal('heartbeat_ack'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  timestamp: Type.Number({ description: 'Server time, ms since the epoch.' }),
+});
+
+export const NoTaskMessage = Type.Object({
+  type: Type.Literal('no_task'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  reason: Type.String(),
+});
+
+export const AckMessage = Type.Object({
+  type: Type.Literal('ack'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  of: Type.String({ description: 'Type of the message acknowledged.' }),
+  task_id: Type.Optional(Type.Integer()),
+  duplicate: Type.Optional(Type.Boolean({ description: 'Already counted before; nothing changed.' })),
+});
+
+export const ErrorMessage = Type.Object({
+  type: Type.Literal('error'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  code: Type.String({ description: 'Stable code, e.g. invalid_message, stale_attempt.' }),
+  message: Type.String(),
+});
+export type ErrorMessage = Static<typeof ErrorMessage>;
+
+/** Every message the server may send, by type. */
+export const SERVER_MESSAGES = {
+  registered: RegisteredMessage,
+  task: TaskMessage,
+  control: ControlMessage,
+  heartbeat_ack: HeartbeatAckMessage,
+  no_task: NoTaskMessage,
+  ack: AckMessage,
+  error: ErrorMessage,
+} as const satisfies Record<string, TSchema>;
+
+export type ServerMessage =
+  | Static<typeof RegisteredMessage>
+  | TaskMessage
+  | ControlMessage
+  | Static<typeof HeartbeatAckMessage>
+  | Static<typeof NoTaskMessage>
+  | Static<typeof AckMessage>
+  | ErrorMessage;
+
+/** WebSocket close codes the server uses (4000-4999 are the application's). */
+export const CLOSE_CODES = {
+  /** Frame larger than MAX_MESSAGE_BYTES (RFC 6455's "message too big"). */
+  tooBig: 1009,
+  /** Policy violation: flooding, bad origin. */
+  policy: 1008,
+  /** Server shutting down: reconnect elsewhere or later. */
+  goingAway: 1001,
+  unauthorized: 4001,
+  /** The client id is bound to another token, or already connected. */
+  clientIdTaken: 4003,
+  /** MAX_CLIENTS reached. */
+  serverFull: 4004,
+  /** Silent past CONNECTION_TIMEOUT. */
+  timeout: 4008,
+  /** Did not register in time. */
+  registrationTimeout: 4009,
+} as const;
