@@ -2,6 +2,7 @@ import { Migrator, type Kysely, type Migration, type MigrationResultSet } from '
 import type { Dialect } from './db.js';
 import type { Database } from './schema.js';
 import * as m001 from './migrations/001-initial.js';
+import * as m003 from './migrations/003-sessions.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -10,6 +11,7 @@ interface DialectMigration {
 /** Numbered migrations, in order. Only ever add to this list. */
 const MIGRATIONS: Record<string, DialectMigration> = {
   '001-initial': m001,
+  '003-sessions': m003,
 };
 
 /** Brings the schema up to date; returns the names applied now. */
@@ -23,6 +25,9 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
     provider: { getMigrations: async () => migrations },
     migrationTableName: 'ai_farm_migrations',
     migrationLockTableName: 'ai_farm_migrations_lock',
+    // Numbers are reserved per feature and may land out of order (003 before 002); each
+    // migration touches its own tables, so a late lower number is applied, not refused.
+    allowUnorderedMigrations: true,
   });
   const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
   if (error) throw error;

@@ -145,6 +145,27 @@ export interface AuditLogTable {
   detail: NullableJson;
 }
 
+/** An admin-panel login: the cookie's secret is stored only as its SHA-256 (`id`). */
+export interface SessionsTable {
+  id: string;
+  user_id: number;
+  created_at: Time;
+  last_seen_at: Time;
+  /** Idle expiry, pushed forward while the session is used (never past `absolute_expires_at`). */
+  expires_at: Time;
+  absolute_expires_at: Time;
+  ip: string | null;
+  user_agent: string | null;
+}
+
+/** One failed login; counted per address and per username to throttle guessing. */
+export interface LoginFailuresTable {
+  id: Generated<number>;
+  at: Time;
+  ip: string;
+  username: string;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -155,4 +176,6 @@ export interface Database {
   task_events: TaskEventsTable;
   task_metrics: TaskMetricsTable;
   audit_log: AuditLogTable;
+  sessions: SessionsTable;
+  login_failures: LoginFailuresTable;
 }
