@@ -3,7 +3,9 @@ import { TokenService } from './auth/token-service.js';
 import { InProcessBus, type Bus } from './bus/bus.js';
 import { ClientService } from './clients/client-service.js';
 import type { Config } from './config/schema.js';
+import { createFarm } from './farm.js';
 import { buildHttpApp, type App } from './http/app.js';
+import { createPanel } from './http/panel.js';
 import type { Services } from './http/services.js';
 import { createLoggers, type ConsoleMode, type Logger } from './observability/logger.js';
 import { openDatabase, pingDatabase, resolveDatabaseTarget, type DatabaseHandle } from './storage/db.js';
@@ -19,8 +21,12 @@ export interface RunningServer {
   http: App;
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:8000. */
   httpUrl: string;
+  /** URL workers connect to on WEBSOCKET_PORT, e.g. ws://127.0.0.1:8765. */
+  wsUrl: string;
   /** The admin token created at first start, if one was (printed once by the CLI). */
   createdAdminToken?: string | undefined;
+  /** The first admin-panel user's generated password, if this start created one (printed once by the CLI). */
+  createdAdminPassword?: string | undefined;
   /** Stops in order: no new requests, finish those in flight, close the database, flush logs. */
   stop(): Promise<void>;
 }
@@ -52,22 +58,38 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const bus: Bus = new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
     cleanups.push(() => bus.close());
     const tokens = new TokenService(database.db, clock);
+    const farm = createFarm({ config, db: database.db, bus, tokens, clock, logger });
     const services: Services = {
       tasks: new TaskService(database.db, bus, clock),
       clients: new ClientService(database.db, bus, clock),
       tokens,
+      monitoring: farm.monitoring,
       ping: () => pingDatabase(database.db),
     };
     const boot = await tokens.bootstrap(config.ADMIN_TOKEN);
 
-    const http = await buildHttpApp({ config, services, logger, access: loggers.access });
+    const panel = await createPanel({ config, db: database.db, bus, tokens, clock, logger });
+    const http = await buildHttpApp({
+      config,
+      services,
+      logger,
+      access: loggers.access,
+      sessions: panel.sessions,
+      plugins: [panel.plugin],
+    });
+    farm.gateway.attach(http.server, '/ws');
+    // Stopped after the HTTP server: requests in flight may still queue writes.
+    cleanups.push(() => farm.stop());
+    const wsPort = await farm.start();
     cleanups.push(() => http.close());
     await http.listen({ host: config.SERVER_HOST, port: config.SERVER_PORT });
     const address = http.server.address() as AddressInfo;
     const host =
       config.SERVER_HOST === '0.0.0.0' || config.SERVER_HOST === '::' ? '127.0.0.1' : config.SERVER_HOST;
-    const httpUrl = `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
-    logger.info({ url: httpUrl, database: database.describe }, 'AI Farm server listening');
+    const hostPart = host.includes(':') ? `[${host}]` : host;
+    const httpUrl = `http://${hostPart}:${address.port}`;
+    const wsUrl = `ws://${hostPart}:${wsPort}`;
+    logger.info({ url: httpUrl, websocket: wsUrl, database: database.describe }, 'AI Farm server listening');
 
     let stopped: Promise<void> | undefined;
     return {
@@ -76,7 +98,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       database,
       http,
       httpUrl,
+      wsUrl,
       createdAdminToken: boot.created,
+      createdAdminPassword: panel.createdAdminPassword,
       stop: () => {
         stopped ??= (async () => {
           logger.info('shutting down');

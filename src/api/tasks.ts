@@ -103,3 +103,37 @@ export const TaskEvent = Type.Object({
   data: Type.Unknown(),
 });
 export type TaskEvent = Static<typeof TaskEvent>;
+
+export const AssignmentView = Type.Object({
+  id: Type.Integer(),
+  task_id: Type.Integer(),
+  client_id: Type.String(),
+  rank: Type.Integer(),
+  attempt: Type.Integer(),
+  status: Type.String({ description: 'assigned, training, paused, completed, failed, lost or cancelled.' }),
+  progress: Type.Number(),
+  assigned_at: Timestamp,
+  updated_at: Timestamp,
+  finished_at: NullableTimestamp,
+  checkpoint_path: Type.Union([Type.String(), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+});
+export type AssignmentView = Static<typeof AssignmentView>;
+
+export const TaskMetricsView = Type.Object({
+  task_id: Type.Integer(),
+  progress: Type.Number(),
+  latest: Type.Unknown({ description: 'Latest metrics reported.' }),
+  items: Type.Array(
+    Type.Object({
+      at: Timestamp,
+      rank: Type.Integer(),
+      attempt: Type.Integer(),
+      round: Type.Union([Type.Integer(), Type.Null()]),
+      progress: Type.Number(),
+      metrics: Type.Record(Type.String(), Type.Unknown()),
+    }),
+    { description: 'Sampled history, oldest first (one sample per rank every 2 s at most; 2,000 kept).' },
+  ),
+});
+export type TaskMetricsView = Static<typeof TaskMetricsView>;

@@ -12,6 +12,7 @@ import { authHook, type SessionAuthenticator } from './auth.js';
 import { errorHandler, formatValidationErrors } from './errors.js';
 import { clientRoutes } from './routes/clients-routes.js';
 import { healthRoutes } from './routes/health-routes.js';
+import { metricsRoutes } from './routes/metrics-routes.js';
 import { taskRoutes } from './routes/tasks-routes.js';
 import { tokenRoutes } from './routes/tokens-routes.js';
 import type { Services } from './services.js';
@@ -67,6 +68,17 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     throw new AppError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, 404);
   });
 
+  // Shutdown: Fastify answers new requests with 503, but a request already in flight
+  // would leave its keep-alive connection open afterwards, holding close() (and the
+  // process) until the client hangs up. Answering it with `Connection: close` ends it.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) void reply.header('connection', 'close');
+  });
+
   app.addHook('onResponse', async (req, reply) => {
     opts.access.info({
       method: req.method,
@@ -120,6 +132,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
   await app.register(taskRoutes(opts.services));
   await app.register(clientRoutes(opts.services));
   await app.register(tokenRoutes(opts.services));
+  await app.register(metricsRoutes(opts.services));
   for (const p of opts.plugins ?? []) await app.register(p);
   return app as unknown as App;
 }

@@ -71,6 +71,8 @@ export function createLoggers(opts: { logDir: string; level: string; console: Co
         } catch {
           // Nothing buffered, or already closed.
         }
+        // Late lines (a socket closing during shutdown) must not crash the process.
+        d.on('error', () => {});
         d.end();
       }
     },

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { Kysely, Selectable, Transaction, UpdateObject } from 'kysely';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -70,7 +70,7 @@ export async function updateTaskIf(
   db: Db,
   id: number,
   from: readonly TaskStatus[],
-  changes: Updateable<TasksTable>,
+  changes: UpdateObject<Database, 'tasks'>,
 ): Promise<boolean> {
   const res = await db
     .updateTable('tasks')

@@ -1,10 +1,18 @@
 import type { Kysely } from 'kysely';
-import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../api/tasks.js';
+import type {
+  AssignmentView,
+  CreateTaskBody,
+  ListTasksQuery,
+  Task,
+  TaskEvent,
+  TaskMetricsView,
+} from '../api/tasks.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
 import { conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
+import { listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
 import { LIVE_STATUSES, USER_TRANSITIONS, resolveUserTarget, userMayChange } from './task-state.js';
 
@@ -138,6 +146,44 @@ export class TaskService {
       kind: e.kind,
       message: e.message,
       data: parseJson(e.data),
+    }));
+  }
+
+  /** Metrics history (sampled, bounded) and the latest values. */
+  async metrics(principal: Principal, id: number, limit = 1000): Promise<TaskMetricsView> {
+    const row = await this.visible(principal, id);
+    const samples = await listMetricSamples(this.db, id, limit);
+    return {
+      task_id: id,
+      progress: Number(row.progress),
+      latest: parseJson(row.metrics),
+      items: samples.map((s) => ({
+        at: fromDbTime(s.at) as string,
+        rank: Number(s.rank),
+        attempt: Number(s.attempt),
+        round: s.round === null ? null : Number(s.round),
+        progress: Number(s.progress),
+        metrics: (parseJson(s.metrics) ?? {}) as Record<string, unknown>,
+      })),
+    };
+  }
+
+  /** Every attempt at every rank, oldest first. */
+  async assignments(principal: Principal, id: number): Promise<AssignmentView[]> {
+    await this.visible(principal, id);
+    return (await listAssignments(this.db, id)).map((a) => ({
+      id: Number(a.id),
+      task_id: Number(a.task_id),
+      client_id: a.client_id,
+      rank: Number(a.rank),
+      attempt: Number(a.attempt),
+      status: a.status,
+      progress: Number(a.progress),
+      assigned_at: fromDbTime(a.assigned_at) as string,
+      updated_at: fromDbTime(a.updated_at) as string,
+      finished_at: fromDbTime(a.finished_at),
+      checkpoint_path: a.checkpoint_path,
+      error: a.error,
     }));
   }
 

@@ -1,7 +1,15 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorBody, IdParam, Page } from '../../api/common.js';
-import { ChangeTaskStatusBody, CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../../api/tasks.js';
+import {
+  AssignmentView,
+  ChangeTaskStatusBody,
+  CreateTaskBody,
+  ListTasksQuery,
+  Task,
+  TaskEvent,
+  TaskMetricsView,
+} from '../../api/tasks.js';
 import { principalOf } from '../auth.js';
 import type { Services } from '../services.js';
 
@@ -93,5 +101,31 @@ export const taskRoutes =
         },
       },
       async (req) => ({ items: await services.tasks.events(principalOf(req), req.params.id) }),
+    );
+    app.get(
+      '/api/tasks/:id/metrics',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: "A task's progress and metrics history",
+          params: IdParam,
+          response: { 200: TaskMetricsView, ...errors },
+        },
+      },
+      async (req) => services.tasks.metrics(principalOf(req), req.params.id),
+    );
+    app.get(
+      '/api/tasks/:id/assignments',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Every attempt at every rank of a task',
+          params: IdParam,
+          response: { 200: Type.Object({ items: Type.Array(AssignmentView) }), ...errors },
+        },
+      },
+      async (req) => ({ items: await services.tasks.assignments(principalOf(req), req.params.id) }),
     );
   };

@@ -1,0 +1,109 @@
+import type { ServerMessage, SystemInfo, Utilization } from '../api/protocol.js';
+import type { ClientCapacity } from '../scheduling/policy.js';
+
+/** A lease held by a client: one attempt at one rank of one task. */
+export interface Lease {
+  taskId: number;
+  rank: number;
+  attempt: number;
+  assignmentId: number;
+  clientId: string;
+  status: 'assigned' | 'training' | 'paused';
+  progress: number;
+  metrics: Record<string, unknown> | null;
+  round: number | null;
+  /** When the last progress reached the database (ms), for throttling. */
+  lastWrite: number;
+  lastSample: number;
+  /** Progress not yet written. */
+  dirty: boolean;
+}
+
+/** A client this server instance knows to be connected, or in its grace period after a drop. */
+export interface FarmClient {
+  id: string;
+  tokenId: string | null;
+  hardware: Omit<ClientCapacity, 'freeSlots' | 'cordoned' | 'id'>;
+  maxTasks: number;
+  cordoned: boolean;
+  /** How to reach it; null while disconnected (leases kept until CONNECTION_TIMEOUT). */
+  send: ((msg: ServerMessage) => void) | null;
+  /** The connection behind `send`, so a stale connection's close does not cut a newer one. */
+  owner: { close(code: number, reason: string): void } | null;
+  /** Last sign of life (message, pong or transfer), ms since the epoch. */
+  lastSeen: number;
+  leases: Map<number, Lease>;
+  utilization: Utilization | null;
+}
+
+/** Hardware from a system-info object (the original client's shape). */
+export function capacityFromSystemInfo(info: SystemInfo): FarmClient['hardware'] {
+  const gpus = Array.isArray(info.gpu) ? info.gpu : [];
+  return {
+    cpuCores: Math.max(1, Number(info.cpu.cores_logical) || 1),
+    ramGb: Number(info.ram.total) / 2 ** 30,
+    gpuMemoryGb: gpus.map((g) => (Number(g.memory?.total) || 0) / 1024),
+  };
+}
+
+/**
+ * The in-memory working set of clients: who is connected, what they can run, which
+ * leases they hold. The database is the source of truth it is rebuilt from at start.
+ */
+export class ClientRegistry {
+  private readonly clients = new Map<string, FarmClient>();
+  /** Hardware of every client ever registered, for "no known client can run this". */
+  private readonly known = new Map<string, FarmClient['hardware']>();
+
+  get(id: string): FarmClient | undefined {
+    return this.clients.get(id);
+  }
+
+  all(): IterableIterator<FarmClient> {
+    return this.clients.values();
+  }
+
+  connectedCount(): number {
+    let n = 0;
+    for (const c of this.clients.values()) if (c.send) n++;
+    return n;
+  }
+
+  add(client: FarmClient): void {
+    this.clients.set(client.id, client);
+    this.known.set(client.id, client.hardware);
+  }
+
+  remember(id: string, hardware: FarmClient['hardware']): void {
+    this.known.set(id, hardware);
+  }
+
+  remove(id: string): void {
+    this.clients.delete(id);
+  }
+
+  knownHardware(): Omit<ClientCapacity, 'freeSlots' | 'cordoned'>[] {
+    return [...this.known.entries()].map(([id, h]) => ({ id, ...h }));
+  }
+
+  /** Connected clients with their free slots, for the scheduler. */
+  capacities(maxTasksPerClient: number): ClientCapacity[] {
+    const out: ClientCapacity[] = [];
+    for (const c of this.clients.values()) {
+      if (!c.send) continue;
+      const slots = Math.min(maxTasksPerClient, c.maxTasks) - c.leases.size;
+      out.push({ id: c.id, ...c.hardware, freeSlots: Math.max(0, slots), cordoned: c.cordoned });
+    }
+    return out;
+  }
+
+  /** Every lease on a task held through this instance. */
+  leasesOf(taskId: number): Lease[] {
+    const out: Lease[] = [];
+    for (const c of this.clients.values()) {
+      const l = c.leases.get(taskId);
+      if (l) out.push(l);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,115 @@
+import type { Kysely } from 'kysely';
+import type { TokenService } from './auth/token-service.js';
+import type { Bus } from './bus/bus.js';
+import { recoverRegistry } from './clients/recovery.js';
+import { ClientRegistry } from './clients/registry.js';
+import type { Config } from './config/schema.js';
+import type { Logger } from './observability/logger.js';
+import { createMetrics, type FarmMetrics } from './observability/metrics.js';
+import { MonitoringService } from './observability/monitoring.js';
+import { Dispatcher } from './scheduling/dispatcher.js';
+import { findClient } from './storage/client-repo.js';
+import type { Database } from './storage/schema.js';
+import { countTasksByStatus } from './storage/task-repo.js';
+import type { Clock } from './storage/values.js';
+import { WriteQueue } from './storage/write-queue.js';
+import { LeaseService } from './tasks/lease-service.js';
+import { Gateway } from './ws/gateway.js';
+import { Handlers } from './ws/handlers.js';
+
+/** The worker-facing half of the server: registry, dispatcher, leases, gateway. */
+export interface Farm {
+  registry: ClientRegistry;
+  dispatcher: Dispatcher;
+  leases: LeaseService;
+  gateway: Gateway;
+  writes: WriteQueue;
+  metrics: FarmMetrics;
+  monitoring: MonitoringService;
+  /** Restores leases and the queue from the database, opens the WebSocket port; returns it. */
+  start(): Promise<number>;
+  /** Closes sockets, writes pending progress, drains the write queue. */
+  stop(): Promise<void>;
+}
+
+export function createFarm(d: {
+  config: Config;
+  db: Kysely<Database>;
+  bus: Bus;
+  tokens: TokenService;
+  clock: Clock;
+  logger: Logger;
+}): Farm {
+  const logger = d.logger.child({ component: 'farm' });
+  const registry = new ClientRegistry();
+  const writes = new WriteQueue(d.db, logger);
+  const countTasks = () => countTasksByStatus(d.db) as Promise<Record<string, number>>;
+  const metrics = createMetrics({ tasksByStatus: countTasks, connected: () => registry.connectedCount() });
+  const base = { db: d.db, writes, registry, bus: d.bus, clock: d.clock, logger };
+  const dispatcher = new Dispatcher({ ...base, metrics, maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT });
+  const leases = new LeaseService({ ...base, dispatcher });
+  const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases });
+  const gateway = new Gateway({
+    config: d.config,
+    tokens: d.tokens,
+    registry,
+    handlers,
+    leases,
+    clock: d.clock,
+    logger,
+    metrics,
+  });
+  const monitoring = new MonitoringService(registry, metrics, countTasks);
+  const unsubscribe: (() => void)[] = [];
+  let flusher: NodeJS.Timeout | null = null;
+  const fail = (what: string) => (err: unknown) => logger.error({ err }, what);
+
+  return {
+    registry,
+    dispatcher,
+    leases,
+    gateway,
+    writes,
+    metrics,
+    monitoring,
+    async start() {
+      const restored = await recoverRegistry(d.db, registry, d.clock, d.config.MAX_TASKS_PER_CLIENT);
+      if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
+      unsubscribe.push(
+        d.bus.subscribe(
+          'task.control',
+          (m) => void leases.control(m.task_id, m.action).catch(fail('control failed')),
+        ),
+        d.bus.subscribe('work.available', (m) => {
+          if (m.task_id > 0) void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
+          else dispatcher.schedule();
+        }),
+        d.bus.subscribe('task.changed', (m) => {
+          if (m.status === 'pending') void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
+          else dispatcher.drop(m.task_id);
+        }),
+        d.bus.subscribe('client.changed', (m) => {
+          const c = registry.get(m.client_id);
+          if (!c || m.status === undefined) return;
+          void findClient(d.db, m.client_id)
+            .then((row) => {
+              if (row) c.cordoned = Number(row.cordoned) === 1;
+              dispatcher.schedule();
+            })
+            .catch(fail('client refresh failed'));
+        }),
+      );
+      await dispatcher.loadPending();
+      flusher = setInterval(() => void leases.flushDirty().catch(fail('progress flush failed')), 1000);
+      return gateway.listen(d.config.SERVER_HOST, d.config.WEBSOCKET_PORT);
+    },
+    async stop() {
+      dispatcher.close();
+      if (flusher) clearInterval(flusher);
+      for (const u of unsubscribe) u();
+      await gateway.close();
+      await leases.flushDirty().catch(fail('progress flush failed'));
+      await writes.close();
+    },
+  };
+}

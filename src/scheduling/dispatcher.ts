@@ -1,0 +1,239 @@
+import { sql, type Kysely } from 'kysely';
+import type { TaskData } from '../api/protocol.js';
+import type { Bus } from '../bus/bus.js';
+import type { ClientRegistry, Lease } from '../clients/registry.js';
+import type { Logger } from '../observability/logger.js';
+import type { FarmMetrics } from '../observability/metrics.js';
+import { insertAssignment } from '../storage/assignment-repo.js';
+import type { Database } from '../storage/schema.js';
+import { findTask, insertTaskEvent, updateTaskIf, type TaskRow } from '../storage/task-repo.js';
+import { parseJson, toDbTime, type Clock } from '../storage/values.js';
+import type { WriteQueue } from '../storage/write-queue.js';
+import {
+  byPriorityThenAge,
+  placeTasks,
+  unschedulableReason,
+  type PendingTask,
+  type Placement,
+} from './policy.js';
+
+interface QueuedTask extends PendingTask {
+  queuedAt: number;
+  name: string | null;
+  config: Record<string, unknown>;
+  unschedulable: string | null;
+}
+
+/**
+ * Pushes pending work to idle clients. Keeps the queue in memory (rebuilt from the
+ * database at start and on every "work.available"), asks the pure policy where each task
+ * goes, claims the tasks with conditional updates in one group transaction, and only
+ * then sends the `task` messages.
+ */
+export class Dispatcher {
+  private readonly queue = new Map<number, QueuedTask>();
+  private passScheduled = false;
+  /** Passes run one after another, never two at once. */
+  private passes: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly deps: {
+      db: Kysely<Database>;
+      writes: WriteQueue;
+      registry: ClientRegistry;
+      bus: Bus;
+      clock: Clock;
+      logger: Logger;
+      metrics: FarmMetrics;
+      maxTasksPerClient: number;
+    },
+  ) {}
+
+  /** Loads every pending task (at start). */
+  async loadPending(): Promise<void> {
+    const rows = await this.deps.db.selectFrom('tasks').selectAll().where('status', '=', 'pending').execute();
+    for (const r of rows) this.enqueueRow(r);
+    this.schedule();
+  }
+
+  /** (Re)reads one task and queues it if it is pending; drops it otherwise. */
+  async refresh(taskId: number): Promise<void> {
+    const row = await findTask(this.deps.db, taskId);
+    if (!row || row.status !== 'pending') {
+      this.queue.delete(taskId);
+      return;
+    }
+    this.enqueueRow(row);
+    this.schedule();
+  }
+
+  drop(taskId: number): void {
+    this.queue.delete(taskId);
+  }
+
+  pendingCount(): number {
+    return this.queue.size;
+  }
+
+  /** Runs a dispatch pass soon; many calls in one turn make one pass. */
+  schedule(): void {
+    if (this.closed || this.passScheduled) return;
+    this.passScheduled = true;
+    setImmediate(() => {
+      this.passScheduled = false;
+      void this.passNow();
+    });
+  }
+
+  /** Runs a pass now (after any pass under way) and resolves when its tasks are sent. */
+  passNow(): Promise<void> {
+    this.passes = this.passes.then(() => this.pass());
+    return this.passes;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Explains unschedulable tasks, and clears the note when a fitting client appears. */
+  async reviewUnschedulable(): Promise<void> {
+    const known = this.deps.registry.knownHardware();
+    for (const t of this.queue.values()) {
+      const reason = unschedulableReason(t, known);
+      if (reason === t.unschedulable) continue;
+      t.unschedulable = reason;
+      await this.deps.writes.run((trx) =>
+        trx.updateTable('tasks').set({ unschedulable_reason: reason }).where('id', '=', t.id).execute(),
+      );
+    }
+  }
+
+  private enqueueRow(r: TaskRow): void {
+    const existing = this.queue.get(r.id);
+    this.queue.set(r.id, {
+      id: r.id,
+      type: r.type,
+      priority: Number(r.priority ?? 0),
+      requirements: (parseJson(r.requirements) ?? {}) as PendingTask['requirements'],
+      worldSize: Number(r.world_size),
+      queuedAt: existing?.queuedAt ?? this.deps.clock.now().getTime(),
+      name: r.name,
+      config: (parseJson(r.config) ?? {}) as Record<string, unknown>,
+      unschedulable: r.unschedulable_reason,
+    });
+  }
+
+  private async pass(): Promise<void> {
+    if (this.closed || this.queue.size === 0) return;
+    try {
+      const tasks = [...this.queue.values()].sort(byPriorityThenAge);
+      const placements = placeTasks(tasks, this.deps.registry.capacities(this.deps.maxTasksPerClient));
+      if (placements.length > 0) await this.claim(placements);
+      if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
+    } catch (err) {
+      this.deps.logger.error({ err }, 'dispatch pass failed');
+    }
+  }
+
+  /** Claims placed tasks in one group transaction, then sends them. */
+  private async claim(placements: Placement[]): Promise<void> {
+    const { registry, writes, clock } = this.deps;
+    const byTask = new Map<number, Placement[]>();
+    for (const p of placements) byTask.set(p.taskId, [...(byTask.get(p.taskId) ?? []), p]);
+    const claims = [...byTask.entries()].map(async ([taskId, ps]) => {
+      const task = this.queue.get(taskId);
+      if (!task) return;
+      this.queue.delete(taskId);
+      // Reserve the slots now so a concurrent pass cannot place on them too.
+      const provisional = ps.map((p) => this.reserve(p));
+      const now = clock.now();
+      const claimed = await writes
+        .run(async (trx) => {
+          const won = await updateTaskIf(trx, taskId, ['pending'], {
+            status: 'running',
+            client_id: ps[0]?.clientId ?? null,
+            attempts: sql<number>`attempts + 1`,
+            started_at: toDbTime(now),
+            updated_at: toDbTime(now),
+            unschedulable_reason: null,
+          });
+          if (!won) return null;
+          const row = await trx
+            .selectFrom('tasks')
+            .select(['attempts'])
+            .where('id', '=', taskId)
+            .executeTakeFirstOrThrow();
+          const attempt = Number(row.attempts);
+          const ids: number[] = [];
+          for (const p of ps) {
+            ids.push(
+              await insertAssignment(trx, {
+                task_id: taskId,
+                client_id: p.clientId,
+                rank: p.rank,
+                attempt,
+                at: toDbTime(now),
+              }),
+            );
+          }
+          await insertTaskEvent(trx, {
+            task_id: taskId,
+            at: toDbTime(now, true),
+            kind: 'assigned',
+            message: `attempt ${attempt} assigned to ${ps.map((p) => `${p.clientId} (rank ${p.rank})`).join(', ')}`,
+            data: { attempt, clients: ps.map((p) => p.clientId) },
+          });
+          return { attempt, ids };
+        })
+        .catch((err: unknown) => {
+          this.deps.logger.error({ err, taskId }, 'claim failed');
+          return null;
+        });
+      if (!claimed) {
+        for (const l of provisional) registry.get(l.clientId)?.leases.delete(taskId);
+        // Someone else (another instance, a cancel) changed it: re-read the truth.
+        await this.refresh(taskId);
+        return;
+      }
+      ps.forEach((p, i) => {
+        const lease = provisional[i] as Lease;
+        lease.attempt = claimed.attempt;
+        lease.assignmentId = claimed.ids[i] as number;
+        const data: TaskData = {
+          id: taskId,
+          type: task.type,
+          name: task.name,
+          config: task.config,
+          requirements: task.requirements as Record<string, unknown>,
+          attempt: claimed.attempt,
+          rank: p.rank,
+          world_size: task.worldSize,
+        };
+        registry.get(p.clientId)?.send?.({ type: 'task', data });
+      });
+      this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
+      await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
+    });
+    await Promise.all(claims);
+  }
+
+  private reserve(p: Placement): Lease {
+    const lease: Lease = {
+      taskId: p.taskId,
+      rank: p.rank,
+      attempt: 0,
+      assignmentId: 0,
+      clientId: p.clientId,
+      status: 'assigned',
+      progress: 0,
+      metrics: null,
+      round: null,
+      lastWrite: 0,
+      lastSample: 0,
+      dirty: false,
+    };
+    this.deps.registry.get(p.clientId)?.leases.set(p.taskId, lease);
+    return lease;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * The matching policy: which client runs which task. Pure code, no I/O: the dispatcher
+ * feeds it a snapshot and carries out what it returns.
+ */
+
+/** What a client offers, from its registration. */
+export interface ClientCapacity {
+  id: string;
+  cpuCores: number;
+  ramGb: number;
+  /** Memory of each GPU in GiB. */
+  gpuMemoryGb: number[];
+  /** Task types it declared it can run; undefined means any. */
+  taskTypes?: readonly string[] | undefined;
+  /** Free task slots right now (MAX_TASKS_PER_CLIENT or its own max_tasks, minus running). */
+  freeSlots: number;
+  cordoned: boolean;
+}
+
+export interface TaskRequirements {
+  min_cpu_cores?: number | undefined;
+  min_ram_gb?: number | undefined;
+  gpu_count?: number | undefined;
+  min_gpu_memory_gb?: number | undefined;
+}
+
+/** A pending task as the scheduler sees it. */
+export interface PendingTask {
+  id: number;
+  type: string;
+  priority: number;
+  requirements: TaskRequirements;
+  /** Ranks to place at once (gang scheduling); 1 for a single-client task. */
+  worldSize: number;
+  /** Ranks still to place; defaults to every rank. A retried rank of a running task lists just itself. */
+  ranks?: readonly number[] | undefined;
+  /** Clients that must not get this task again (e.g. already hold another rank). */
+  excludeClients?: ReadonlySet<string> | undefined;
+}
+
+export interface Placement {
+  taskId: number;
+  rank: number;
+  clientId: string;
+}
+
+/** Whether a client's hardware meets a task's requirements (ignoring load and cordon). */
+export function fits(
+  req: TaskRequirements,
+  c: Omit<ClientCapacity, 'freeSlots' | 'cordoned'>,
+  type?: string,
+): boolean {
+  if (type !== undefined && c.taskTypes && !c.taskTypes.includes(type)) return false;
+  if (req.min_cpu_cores !== undefined && c.cpuCores < req.min_cpu_cores) return false;
+  if (req.min_ram_gb !== undefined && c.ramGb + 1e-9 < req.min_ram_gb) return false;
+  const gpus = req.gpu_count ?? (req.min_gpu_memory_gb ? 1 : 0);
+  if (gpus > 0) {
+    const good = c.gpuMemoryGb.filter((m) => m + 1e-9 >= (req.min_gpu_memory_gb ?? 0)).length;
+    if (good < gpus) return false;
+  }
+  return true;
+}
+
+/** Highest priority first, then oldest (lowest id). */
+export function byPriorityThenAge(a: PendingTask, b: PendingTask): number {
+  return b.priority - a.priority || a.id - b.id;
+}
+
+/**
+ * Places as many pending tasks as the clients' free slots allow. Tasks go in priority
+ * then age order; a task whose ranks cannot all be placed at once is skipped (it never
+ * holds slots half-placed) so smaller tasks behind it still run. Among eligible clients
+ * the least loaded wins, which spreads work across the farm.
+ *
+ * `tasks` must already be sorted with byPriorityThenAge.
+ */
+export function placeTasks(tasks: readonly PendingTask[], clients: readonly ClientCapacity[]): Placement[] {
+  const free = new Map<string, number>();
+  for (const c of clients) if (!c.cordoned && c.freeSlots > 0) free.set(c.id, c.freeSlots);
+  const placements: Placement[] = [];
+  for (const task of tasks) {
+    if (free.size === 0) break;
+    const ranks = task.ranks ?? Array.from({ length: task.worldSize }, (_, i) => i);
+    if (ranks.length === 0) continue;
+    const candidates = clients
+      .filter(
+        (c) =>
+          (free.get(c.id) ?? 0) > 0 &&
+          !task.excludeClients?.has(c.id) &&
+          fits(task.requirements, c, task.type),
+      )
+      .sort((a, b) => (free.get(b.id) ?? 0) - (free.get(a.id) ?? 0) || a.id.localeCompare(b.id));
+    // Each rank of one task goes to a different client: ranks are meant to run in parallel.
+    if (candidates.length < ranks.length) continue;
+    ranks.forEach((rank, i) => {
+      const c = candidates[i] as ClientCapacity;
+      placements.push({ taskId: task.id, rank, clientId: c.id });
+      const left = (free.get(c.id) ?? 0) - 1;
+      if (left > 0) free.set(c.id, left);
+      else free.delete(c.id);
+    });
+  }
+  return placements;
+}
+
+/**
+ * Why no known client could ever run a task, or null when one could. Used to tell users
+ * instead of leaving the task silently pending.
+ */
+export function unschedulableReason(
+  task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type'>,
+  known: readonly Omit<ClientCapacity, 'freeSlots' | 'cordoned'>[],
+): string | null {
+  const able = known.filter((c) => fits(task.requirements, c, task.type)).length;
+  if (able >= task.worldSize) return null;
+  const r = task.requirements;
+  const needs: string[] = [];
+  if (r.min_cpu_cores !== undefined) needs.push(`${r.min_cpu_cores} CPU cores`);
+  if (r.min_ram_gb !== undefined) needs.push(`${r.min_ram_gb} GiB RAM`);
+  if (r.gpu_count || r.min_gpu_memory_gb) {
+    needs.push(
+      `${r.gpu_count ?? 1} GPU(s)${r.min_gpu_memory_gb ? ` with ${r.min_gpu_memory_gb} GiB each` : ''}`,
+    );
+  }
+  const wants = task.worldSize > 1 ? `${task.worldSize} clients with ` : 'a client with ';
+  const best = known.length
+    ? `; known clients have at most ${Math.max(...known.map((c) => c.cpuCores))} cores, ` +
+      `${Math.max(...known.map((c) => c.ramGb)).toFixed(1)} GiB RAM, ` +
+      `${Math.max(...known.map((c) => c.gpuMemoryGb.length))} GPU(s)`
+    : '; no client has registered yet';
+  return `needs ${wants}${needs.join(', ') || `task type ${task.type}`}; ${able} known client(s) qualify${best}`;
+}

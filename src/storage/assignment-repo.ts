@@ -1,0 +1,119 @@
+import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { AssignmentStatus, Database, TaskAssignmentsTable } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+export type AssignmentRow = Selectable<TaskAssignmentsTable>;
+
+/** Statuses in which an assignment is a live lease. */
+export const LIVE_ASSIGNMENT: readonly AssignmentStatus[] = ['assigned', 'training', 'paused'];
+
+export async function insertAssignment(
+  db: Db,
+  a: { task_id: number; client_id: string; rank: number; attempt: number; at: string },
+): Promise<number> {
+  const res = await db
+    .insertInto('task_assignments')
+    .values({
+      task_id: a.task_id,
+      client_id: a.client_id,
+      rank: a.rank,
+      attempt: a.attempt,
+      assigned_at: a.at,
+      updated_at: a.at,
+      status: 'assigned',
+    })
+    .executeTakeFirstOrThrow();
+  return Number(res.insertId);
+}
+
+/** Changes an assignment only while it is still in one of `from` (a lease can end once). */
+export async function updateAssignmentIf(
+  db: Db,
+  id: number,
+  from: readonly AssignmentStatus[],
+  changes: Updateable<TaskAssignmentsTable>,
+): Promise<boolean> {
+  const res = await db
+    .updateTable('task_assignments')
+    .set(changes)
+    .where('id', '=', id)
+    .where('status', 'in', from as AssignmentStatus[])
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+export async function listAssignments(db: Db, taskId: number): Promise<AssignmentRow[]> {
+  return db
+    .selectFrom('task_assignments')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .orderBy('rank', 'asc')
+    .orderBy('attempt', 'asc')
+    .execute();
+}
+
+export async function listLiveAssignments(db: Db): Promise<AssignmentRow[]> {
+  return db
+    .selectFrom('task_assignments')
+    .selectAll()
+    .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .execute();
+}
+
+export async function listClientAssignments(
+  db: Db,
+  clientId: string,
+  limit: number,
+): Promise<AssignmentRow[]> {
+  return db
+    .selectFrom('task_assignments')
+    .selectAll()
+    .where('client_id', '=', clientId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+}
+
+export async function insertMetricSample(
+  db: Db,
+  m: {
+    task_id: number;
+    at: string;
+    rank: number;
+    attempt: number;
+    round: number | null;
+    progress: number;
+    metrics: unknown;
+  },
+): Promise<void> {
+  await db
+    .insertInto('task_metrics')
+    .values({ ...m, metrics: JSON.stringify(m.metrics ?? {}) })
+    .execute();
+}
+
+export async function listMetricSamples(db: Db, taskId: number, limit: number) {
+  const rows = await db
+    .selectFrom('task_metrics')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.reverse();
+}
+
+/** Keeps at most `keep` history rows for a task, dropping the oldest. */
+export async function pruneMetricSamples(db: Db, taskId: number, keep: number): Promise<void> {
+  const cutoff = await db
+    .selectFrom('task_metrics')
+    .select('id')
+    .where('task_id', '=', taskId)
+    .orderBy('id', 'desc')
+    .offset(keep)
+    .limit(1)
+    .executeTakeFirst();
+  if (cutoff) {
+    await db.deleteFrom('task_metrics').where('task_id', '=', taskId).where('id', '<=', cutoff.id).execute();
+  }
+}

@@ -1,0 +1,326 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
+import type { Bus } from '../bus/bus.js';
+import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
+import { AppError } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { Dispatcher } from '../scheduling/dispatcher.js';
+import * as assignments from '../storage/assignment-repo.js';
+import type { Database } from '../storage/schema.js';
+import { findTask, insertTaskEvent, updateTaskIf } from '../storage/task-repo.js';
+import { parseJson, toDbTime, type Clock } from '../storage/values.js';
+import type { WriteQueue } from '../storage/write-queue.js';
+
+/** Progress reaches the database at most this often per lease (latest value wins). */
+const PROGRESS_WRITE_MS = 1000;
+/** One metrics-history row per lease at most this often. */
+const SAMPLE_MS = 2000;
+/** History rows kept per task. */
+const SAMPLES_KEPT = 2000;
+
+type Outcome = 'completed' | 'failed' | 'error' | 'lost';
+
+/**
+ * Leases: every progress and result names (task, attempt) and is refused when that
+ * attempt is no longer the client's; a result ends its lease exactly once; a lost client's
+ * leases go back to the queue until max_attempts is used up.
+ */
+export class LeaseService {
+  /** Results being committed, so a repeat arriving meanwhile waits for the same outcome. */
+  private readonly finishing = new Map<string, Promise<void>>();
+  private samplesSincePrune = 0;
+
+  constructor(
+    private readonly deps: {
+      db: Kysely<Database>;
+      writes: WriteQueue;
+      registry: ClientRegistry;
+      dispatcher: Dispatcher;
+      bus: Bus;
+      clock: Clock;
+      logger: Logger;
+    },
+  ) {}
+
+  /** The live lease `clientId` holds on `taskId`, or an AppError `stale_attempt`. */
+  lease(clientId: string, taskId: number, attempt: number | undefined): Lease {
+    const lease = this.deps.registry.get(clientId)?.leases.get(taskId);
+    if (!lease || lease.assignmentId === 0) {
+      throw new AppError(
+        'stale_attempt',
+        `task ${taskId} is not assigned to client ${clientId} (it may have been reassigned or cancelled)`,
+      );
+    }
+    if (attempt !== undefined && attempt !== lease.attempt) {
+      throw new AppError(
+        'stale_attempt',
+        `attempt ${attempt} of task ${taskId} is stale; the current attempt is ${lease.attempt}`,
+      );
+    }
+    return lease;
+  }
+
+  /** Records progress: in memory at once, in the database throttled, history sampled. */
+  async progress(clientId: string, taskId: number, msg: TaskProgressMessage): Promise<void> {
+    const lease = this.lease(clientId, taskId, msg.attempt);
+    const firstProgress = lease.status === 'assigned';
+    if (firstProgress) lease.status = 'training';
+    lease.progress = msg.progress;
+    if (msg.metrics) lease.metrics = msg.metrics;
+    if (msg.round !== undefined) lease.round = msg.round;
+    lease.dirty = true;
+    const now = this.deps.clock.now().getTime();
+    if (firstProgress || now - lease.lastWrite >= PROGRESS_WRITE_MS) await this.flushLease(lease);
+    void this.deps.bus.publish('task.changed', {
+      task_id: taskId,
+      status: 'running',
+      progress: msg.progress,
+    });
+  }
+
+  /** Writes every lease whose latest progress is not in the database yet (called on a timer). */
+  async flushDirty(): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (const c of this.deps.registry.all()) {
+      for (const l of c.leases.values()) if (l.dirty && l.assignmentId) writes.push(this.flushLease(l));
+    }
+    await Promise.all(writes);
+  }
+
+  private async flushLease(lease: Lease): Promise<void> {
+    const now = this.deps.clock.now();
+    const t = now.getTime();
+    lease.dirty = false;
+    lease.lastWrite = t;
+    const sample = t - lease.lastSample >= SAMPLE_MS;
+    if (sample) lease.lastSample = t;
+    const prune = sample && ++this.samplesSincePrune >= 100;
+    if (prune) this.samplesSincePrune = 0;
+    const { taskId, assignmentId, progress, metrics } = lease;
+    await this.deps.writes.run(async (trx) => {
+      await assignments.updateAssignmentIf(trx, assignmentId, ['assigned', 'training'], {
+        status: 'training',
+        progress,
+        updated_at: toDbTime(now),
+      });
+      // A multi-rank task shows the mean progress of its ranks; rank 0 writes it.
+      if (lease.rank === 0) {
+        await trx
+          .updateTable('tasks')
+          .set({ progress, metrics: JSON.stringify(metrics ?? {}), updated_at: toDbTime(now) })
+          .where('id', '=', taskId)
+          .where('status', 'in', ['running', 'paused'])
+          .execute();
+      }
+      if (sample) {
+        await assignments.insertMetricSample(trx, {
+          task_id: taskId,
+          at: toDbTime(now, true),
+          rank: lease.rank,
+          attempt: lease.attempt,
+          round: lease.round,
+          progress,
+          metrics: metrics ?? {},
+        });
+      }
+      if (prune) await assignments.pruneMetricSamples(trx, taskId, SAMPLES_KEPT);
+    });
+  }
+
+  /**
+   * Ends a lease with the client's result, exactly once: a repeat of the same result is
+   * acknowledged as a duplicate and changes nothing. Resolves after the commit.
+   */
+  async result(clientId: string, taskId: number, msg: TaskResultMessage): Promise<{ duplicate: boolean }> {
+    const client = this.deps.registry.get(clientId);
+    const lease = client?.leases.get(taskId);
+    const key = `${taskId}:${clientId}`;
+    const inFlight = this.finishing.get(key);
+    if (inFlight && (!lease || lease.assignmentId === 0)) {
+      await inFlight;
+      return { duplicate: true };
+    }
+    if (!lease || lease.assignmentId === 0 || (msg.attempt !== undefined && msg.attempt !== lease.attempt)) {
+      if (await this.alreadyFinished(clientId, taskId, msg.attempt)) return { duplicate: true };
+      this.lease(clientId, taskId, msg.attempt); // throws the precise stale_attempt error
+    }
+    const l = lease as Lease;
+    client?.leases.delete(taskId);
+    const done = this.finish(l, msg.status, {
+      metrics: msg.metrics ?? l.metrics ?? null,
+      result: msg.result ?? null,
+      checkpoint_path: msg.checkpoint_path ?? null,
+      error_log: msg.error_log ?? null,
+    });
+    this.finishing.set(key, done);
+    try {
+      await done;
+    } finally {
+      this.finishing.delete(key);
+    }
+    return { duplicate: false };
+  }
+
+  /** Gives up every lease a client holds (silent past CONNECTION_TIMEOUT, or gone for good). */
+  async releaseClient(client: FarmClient, reason: string): Promise<void> {
+    const leases = [...client.leases.values()].filter((l) => l.assignmentId !== 0);
+    client.leases.clear();
+    await Promise.all(leases.map((l) => this.finish(l, 'lost', { error_log: reason })));
+  }
+
+  private async alreadyFinished(
+    clientId: string,
+    taskId: number,
+    attempt: number | undefined,
+  ): Promise<boolean> {
+    const rows = await assignments.listAssignments(this.deps.db, taskId);
+    return rows.some(
+      (r) =>
+        r.client_id === clientId &&
+        (attempt === undefined || r.attempt === attempt) &&
+        (r.status === 'completed' || r.status === 'failed'),
+    );
+  }
+
+  /** One transaction: the assignment ends, the task completes, retries or fails. */
+  private async finish(
+    lease: Lease,
+    outcome: Outcome,
+    info: { metrics?: unknown; result?: unknown; checkpoint_path?: string | null; error_log: string | null },
+  ): Promise<void> {
+    const now = this.deps.clock.now();
+    const nowDb = toDbTime(now);
+    const requeued = await this.deps.writes.run(async (trx) => {
+      const ended = await assignments.updateAssignmentIf(
+        trx,
+        lease.assignmentId,
+        assignments.LIVE_ASSIGNMENT,
+        {
+          status: outcome === 'completed' ? 'completed' : outcome === 'lost' ? 'lost' : 'failed',
+          progress: outcome === 'completed' ? 100 : lease.progress,
+          updated_at: nowDb,
+          finished_at: nowDb,
+          error: outcome === 'completed' ? null : info.error_log,
+          checkpoint_path: info.checkpoint_path ?? null,
+        },
+      );
+      if (!ended) return false;
+      const task = await trx
+        .selectFrom('tasks')
+        .select(['status', 'attempts', 'max_attempts', 'error_log', 'world_size'])
+        .where('id', '=', lease.taskId)
+        .executeTakeFirst();
+      if (!task || (task.status !== 'running' && task.status !== 'paused')) return false;
+      return this.settleTask(trx, lease, outcome, info, task, now);
+    });
+    if (requeued) await this.deps.dispatcher.refresh(lease.taskId);
+    this.deps.dispatcher.schedule();
+    const row = await findTask(this.deps.db, lease.taskId);
+    if (row)
+      await this.deps.bus.publish('task.changed', {
+        task_id: row.id,
+        status: row.status,
+        progress: row.progress,
+      });
+  }
+
+  /** Returns true when the task went back to the queue. */
+  private async settleTask(
+    trx: Transaction<Database>,
+    lease: Lease,
+    outcome: Outcome,
+    info: { metrics?: unknown; result?: unknown; checkpoint_path?: string | null; error_log: string | null },
+    task: { status: string; attempts: number; max_attempts: number; error_log: string | null },
+    now: Date,
+  ): Promise<boolean> {
+    const nowDb = toDbTime(now);
+    const at = toDbTime(now, true);
+    const from = ['running', 'paused'] as const;
+    if (outcome === 'completed') {
+      await updateTaskIf(trx, lease.taskId, from, {
+        status: 'completed',
+        progress: 100,
+        result: JSON.stringify({ metrics: info.metrics ?? null, ...((info.result as object | null) ?? {}) }),
+        metrics:
+          info.metrics === undefined || info.metrics === null ? undefined : JSON.stringify(info.metrics),
+        checkpoint_path: info.checkpoint_path ?? null,
+        finished_at: nowDb,
+        updated_at: nowDb,
+      });
+      await insertTaskEvent(trx, {
+        task_id: lease.taskId,
+        at,
+        kind: 'completed',
+        message: `completed by ${lease.clientId} (attempt ${lease.attempt})`,
+      });
+      return false;
+    }
+    const why =
+      outcome === 'lost'
+        ? (info.error_log ?? 'client lost')
+        : `${outcome}${info.error_log ? `: ${info.error_log.slice(-2000)}` : ''}`;
+    const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;
+    const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
+    const attempts = Number(task.attempts);
+    const maxAttempts = Number(task.max_attempts);
+    const retry = attempts < maxAttempts;
+    const status = retry ? 'pending' : outcome === 'error' ? 'error' : 'failed';
+    await updateTaskIf(trx, lease.taskId, from, {
+      status,
+      error_log: retry ? errorLog : `${errorLog}\ngave up after ${attempts} of ${maxAttempts} attempts`,
+      client_id: retry ? null : lease.clientId,
+      finished_at: retry ? null : nowDb,
+      updated_at: nowDb,
+    });
+    await insertTaskEvent(trx, {
+      task_id: lease.taskId,
+      at,
+      kind: retry ? 'retry' : status,
+      message: retry ? `${line}; retrying (${attempts}/${maxAttempts} attempts used)` : line,
+      data: { attempt: lease.attempt, client_id: lease.clientId, outcome },
+    });
+    return retry;
+  }
+
+  /** Carries a pause, resume or stop to the clients of a task that this instance holds. */
+  async control(taskId: number, action: 'pause' | 'resume' | 'stop'): Promise<void> {
+    const now = toDbTime(this.deps.clock.now());
+    for (const lease of this.deps.registry.leasesOf(taskId)) {
+      const client = this.deps.registry.get(lease.clientId);
+      if (action === 'stop') client?.leases.delete(taskId);
+      else lease.status = action === 'pause' ? 'paused' : 'training';
+      if (lease.assignmentId) {
+        await this.deps.writes.run((trx) =>
+          assignments.updateAssignmentIf(trx, lease.assignmentId, assignments.LIVE_ASSIGNMENT, {
+            status: action === 'stop' ? 'cancelled' : action === 'pause' ? 'paused' : 'training',
+            updated_at: now,
+            finished_at: action === 'stop' ? now : null,
+          }),
+        );
+      }
+      client?.send?.({ type: action, task_id: taskId });
+    }
+    if (action === 'stop') this.deps.dispatcher.schedule();
+  }
+
+  /** Sends a reconnecting client the tasks it still holds (paused ones marked so). */
+  async resend(client: FarmClient): Promise<void> {
+    for (const lease of client.leases.values()) {
+      if (!lease.assignmentId) continue;
+      const row = await findTask(this.deps.db, lease.taskId);
+      if (!row) continue;
+      const data: TaskData = {
+        id: row.id,
+        type: row.type,
+        name: row.name,
+        config: (parseJson(row.config) ?? {}) as Record<string, unknown>,
+        requirements: (parseJson(row.requirements) ?? {}) as Record<string, unknown>,
+        attempt: lease.attempt,
+        rank: lease.rank,
+        world_size: Number(row.world_size),
+        ...(lease.status === 'paused' || row.status === 'paused' ? { paused: true } : {}),
+      };
+      client.send?.({ type: 'task', data });
+    }
+  }
+}

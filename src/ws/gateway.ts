@@ -1,0 +1,254 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CLOSE_CODES } from '../api/protocol.js';
+import type { Principal } from '../auth/principal.js';
+import type { TokenService } from '../auth/token-service.js';
+import type { ClientRegistry } from '../clients/registry.js';
+import type { Config } from '../config/schema.js';
+import { AppError, isConnectionError } from '../errors.js';
+import { bearerToken } from '../http/auth.js';
+import type { Logger } from '../observability/logger.js';
+import type { FarmMetrics } from '../observability/metrics.js';
+import type { Clock } from '../storage/values.js';
+import type { LeaseService } from '../tasks/lease-service.js';
+import { decodeFrame } from './codec.js';
+import { Connection } from './connection.js';
+import { heartbeatInterval, type Handlers } from './handlers.js';
+
+/** A connection must register within this long. */
+const REGISTER_WITHIN_MS = 10_000;
+
+export interface GatewayDeps {
+  config: Config;
+  tokens: TokenService;
+  registry: ClientRegistry;
+  handlers: Handlers;
+  leases: LeaseService;
+  clock: Clock;
+  logger: Logger;
+  metrics: FarmMetrics;
+}
+
+/**
+ * The WebSocket side of the server: authenticates upgrades, enforces frame size, flood
+ * and connection limits, hands each message to the handlers in order, and notices
+ * silence. Serves on WEBSOCKET_PORT and at /ws on the API port.
+ */
+export class Gateway {
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<Connection>();
+  private dedicated: Server | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
+  private pinger: NodeJS.Timeout | null = null;
+  private stopping = false;
+
+  constructor(private readonly d: GatewayDeps) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: d.config.MAX_MESSAGE_BYTES,
+      clientTracking: false,
+    });
+  }
+
+  /** Serves the gateway at `path` of an existing HTTP server (the API's /ws). */
+  attach(server: Server, path: string): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if ((req.url ?? '').split('?')[0] !== path) return void refuse(socket, 404, 'Not Found');
+      void this.upgrade(req, socket, head);
+    });
+  }
+
+  /** Starts the dedicated WebSocket port and the liveness timers; returns the port. */
+  async listen(host: string, port: number): Promise<number> {
+    const server = createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain' }).end('This port speaks WebSocket only.\n');
+    });
+    server.on(
+      'upgrade',
+      (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head),
+    );
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    this.dedicated = server;
+    const timeoutMs = this.d.config.CONNECTION_TIMEOUT * 1000;
+    this.sweeper = setInterval(() => void this.sweep(), Math.min(1000, timeoutMs / 4));
+    this.pinger = setInterval(() => this.ping(), heartbeatInterval(this.d.config) * 1000);
+    return (server.address() as AddressInfo).port;
+  }
+
+  connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Marks a client alive (used by uploads in flight, which are not WebSocket messages). */
+  touch(clientId: string): void {
+    const c = this.d.registry.get(clientId);
+    if (c) c.lastSeen = this.d.clock.now().getTime();
+  }
+
+  /** Closes every connection (clients reconnect elsewhere or later) and the port. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    if (this.pinger) clearInterval(this.pinger);
+    for (const c of this.connections) c.close(CLOSE_CODES.goingAway, 'server shutting down');
+    await Promise.all([...this.connections].map((c) => c.queue));
+    for (const c of this.connections) c.ws.terminate();
+    this.wss.close();
+    if (this.dedicated) {
+      const s = this.dedicated;
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+    }
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    if (this.stopping) return refuse(socket, 503, 'Server shutting down');
+    try {
+      const origin = req.headers.origin;
+      if (origin && !sameOrigin(origin, req.headers.host)) return refuse(socket, 403, 'Forbidden origin');
+      const url = new URL(req.url ?? '/', 'http://x');
+      const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token');
+      let principal: Principal | null = null;
+      if (token) {
+        principal = await this.d.tokens.authenticate(token);
+        if (!principal) return refuse(socket, 401, 'Unauthorized: unknown or revoked token');
+        if (principal.role !== 'worker' && principal.role !== 'admin') {
+          return refuse(socket, 403, `Forbidden: a ${principal.role} token cannot connect as a worker`);
+        }
+      } else if (!this.d.config.ALLOW_ANONYMOUS_CLIENTS) {
+        return refuse(socket, 401, 'Unauthorized: send a worker token');
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) =>
+        this.accept(ws, principal, req.socket.remoteAddress ?? ''),
+      );
+    } catch (err) {
+      this.d.logger.error({ err }, 'websocket upgrade failed');
+      refuse(socket, isConnectionError(err) ? 503 : 500, 'Upgrade failed');
+    }
+  }
+
+  private accept(ws: WebSocket, principal: Principal | null, remote: string): void {
+    const now = this.d.clock.now().getTime();
+    const conn = new Connection(ws, principal, remote, now, (type) =>
+      this.d.metrics.messages.inc({ type, direction: 'out' }),
+    );
+    if (this.connections.size >= this.d.config.MAX_CLIENTS) {
+      conn.close(CLOSE_CODES.serverFull, `server full: MAX_CLIENTS=${this.d.config.MAX_CLIENTS} reached`);
+      return;
+    }
+    this.connections.add(conn);
+    const registerTimer = setTimeout(() => {
+      if (!conn.clientId) conn.close(CLOSE_CODES.registrationTimeout, 'register within 10 s of connecting');
+    }, REGISTER_WITHIN_MS);
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(conn, data, isBinary));
+    ws.on('pong', () => this.seen(conn));
+    ws.on('error', (err) => this.d.logger.debug({ err, client: conn.clientId }, 'websocket error'));
+    ws.on('close', (code) => {
+      clearTimeout(registerTimer);
+      conn.closed = true;
+      this.connections.delete(conn);
+      if (code === CLOSE_CODES.tooBig) this.d.metrics.errors.inc({ code: 'message_too_big' });
+      // At shutdown clients keep their leases: the next start restores them.
+      if (this.stopping) return;
+      conn.queue = conn.queue.then(() =>
+        this.d.handlers
+          .disconnected(conn)
+          .catch((err: unknown) => this.d.logger.error({ err }, 'disconnect failed')),
+      );
+    });
+  }
+
+  private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
+    const now = this.d.clock.now().getTime();
+    if (!conn.take(now)) {
+      this.d.metrics.errors.inc({ code: 'message_flood' });
+      conn.close(CLOSE_CODES.policy, `message flood: more than ${500}/s`);
+      return;
+    }
+    this.seen(conn);
+    const decoded = decodeFrame(data, isBinary, conn.clientId !== null);
+    if (!decoded.ok) {
+      this.d.metrics.errors.inc({ code: decoded.code });
+      conn.send({ type: 'error', reply_to: decoded.msgId, code: decoded.code, message: decoded.message });
+      return;
+    }
+    const msg = decoded.msg;
+    this.d.metrics.messages.inc({ type: msg.type, direction: 'in' });
+    conn.queue = conn.queue.then(async () => {
+      if (conn.closed && msg.type !== 'task_result') return;
+      try {
+        await this.d.handlers.handle(conn, msg);
+      } catch (err) {
+        const app = err instanceof AppError ? err : null;
+        const code = app?.code ?? (isConnectionError(err) ? 'database_unavailable' : 'internal_error');
+        if (!app)
+          this.d.logger.error({ err, type: msg.type, client: conn.clientId }, 'message handling failed');
+        this.d.metrics.errors.inc({ code });
+        conn.send({
+          type: 'error',
+          reply_to: msg.msg_id ?? null,
+          code,
+          message:
+            app?.message ??
+            (code === 'database_unavailable' ? 'database unavailable; retry' : 'internal error'),
+        });
+      }
+    });
+  }
+
+  private seen(conn: Connection): void {
+    const now = this.d.clock.now().getTime();
+    conn.lastSeen = now;
+    if (conn.clientId) {
+      const c = this.d.registry.get(conn.clientId);
+      if (c && c.owner === conn) c.lastSeen = now;
+    }
+  }
+
+  private ping(): void {
+    for (const c of this.connections) if (!c.closed) c.ws.ping();
+  }
+
+  /** Silent connections are closed; leases of clients gone past CONNECTION_TIMEOUT are released. */
+  private async sweep(): Promise<void> {
+    const now = this.d.clock.now().getTime();
+    const timeoutMs = this.d.config.CONNECTION_TIMEOUT * 1000;
+    for (const c of this.connections) {
+      if (now - c.lastSeen > timeoutMs)
+        c.close(CLOSE_CODES.timeout, `silent for ${this.d.config.CONNECTION_TIMEOUT} s`);
+    }
+    for (const client of [...this.d.registry.all()]) {
+      if (now - client.lastSeen <= timeoutMs) continue;
+      if (client.owner)
+        client.owner.close(CLOSE_CODES.timeout, `silent for ${this.d.config.CONNECTION_TIMEOUT} s`);
+      client.send = null;
+      client.owner = null;
+      this.d.registry.remove(client.id);
+      const seconds = Math.round((now - client.lastSeen) / 1000);
+      await this.d.leases
+        .releaseClient(client, `client ${client.id} silent for ${seconds} s (lease expired)`)
+        .catch((err: unknown) => this.d.logger.error({ err, client: client.id }, 'releasing leases failed'));
+    }
+  }
+}
+
+function refuse(socket: Duplex, status: number, text: string): void {
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  }
+  socket.destroy();
+}
+
+/** Browsers send Origin; only the server's own pages may open a socket from one. */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  try {
+    return new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import {
+  CLOSE_CODES,
+  PROTOCOL_VERSION,
+  type ClientMessage,
+  type HeartbeatMessage,
+  type RegisterMessage,
+  type TaskProgressMessage,
+  type TaskResultMessage,
+} from '../api/protocol.js';
+import type { Bus } from '../bus/bus.js';
+import { capacityFromSystemInfo, type ClientRegistry, type FarmClient } from '../clients/registry.js';
+import type { Config } from '../config/schema.js';
+import { AppError } from '../errors.js';
+import type { Dispatcher } from '../scheduling/dispatcher.js';
+import { findClient, updateClient, upsertClient } from '../storage/client-repo.js';
+import type { Database } from '../storage/schema.js';
+import { toDbTime, type Clock } from '../storage/values.js';
+import type { WriteQueue } from '../storage/write-queue.js';
+import type { LeaseService } from '../tasks/lease-service.js';
+import { taskIdOf } from './codec.js';
+import type { Connection } from './connection.js';
+
+export interface HandlerDeps {
+  config: Config;
+  db: Kysely<Database>;
+  writes: WriteQueue;
+  registry: ClientRegistry;
+  dispatcher: Dispatcher;
+  leases: LeaseService;
+  bus: Bus;
+  clock: Clock;
+}
+
+/** Heartbeats reach the database at most this often per client. */
+const HEARTBEAT_WRITE_MS = 10_000;
+
+/** Seconds between heartbeats the server asks for: a third of the timeout, at most 30. */
+export function heartbeatInterval(config: Config): number {
+  return Math.min(30, config.CONNECTION_TIMEOUT / 3);
+}
+
+/** Message handlers: thin, they check who is asking and call the services. */
+export class Handlers {
+  private readonly lastHeartbeatWrite = new Map<string, number>();
+
+  constructor(private readonly d: HandlerDeps) {}
+
+  async handle(conn: Connection, msg: ClientMessage): Promise<void> {
+    if (msg.type === 'register') return this.register(conn, msg);
+    const client = this.registered(conn, msg);
+    switch (msg.type) {
+      case 'task_request':
+        return this.taskRequest(conn, client, msg.msg_id ?? null);
+      case 'heartbeat':
+        return this.heartbeat(conn, client, msg);
+      case 'task_progress':
+        return this.progress(conn, client, msg);
+      case 'task_result':
+        return this.result(conn, client, msg);
+    }
+  }
+
+  private registered(conn: Connection, msg: Exclude<ClientMessage, RegisterMessage>): FarmClient {
+    if (!conn.clientId)
+      throw new AppError('not_registered', 'send register (or the system-info object) first');
+    if ('client_id' in msg && msg.client_id && msg.client_id !== conn.clientId) {
+      throw new AppError(
+        'client_id_mismatch',
+        `this connection is client ${conn.clientId}, not ${msg.client_id}`,
+      );
+    }
+    const client = this.d.registry.get(conn.clientId);
+    if (!client) throw new AppError('not_registered', 'register again');
+    return client;
+  }
+
+  private async register(conn: Connection, msg: RegisterMessage): Promise<void> {
+    const { registry, config, clock } = this.d;
+    if (conn.clientId) throw new AppError('already_registered', `already registered as ${conn.clientId}`);
+    const id = msg.id ?? msg.client_id ?? `c-${randomUUID()}`;
+    const tokenId = conn.principal?.id ?? null;
+    const existing = await findClient(this.d.db, id);
+    if (existing?.token_id && existing.token_id !== tokenId) {
+      conn.send({
+        type: 'error',
+        reply_to: msg.msg_id ?? null,
+        code: 'client_id_taken',
+        message: `client id ${id} belongs to another token`,
+      });
+      conn.close(CLOSE_CODES.clientIdTaken, 'client id belongs to another token');
+      return;
+    }
+    const hardware = capacityFromSystemInfo(msg);
+    const now = clock.now();
+    const cordoned = Number(existing?.cordoned ?? 0) === 1;
+    const known = registry.get(id);
+    // The same client connecting again replaces its older connection (often a dead one).
+    if (known?.owner)
+      known.owner.close(CLOSE_CODES.clientIdTaken, 'replaced by a newer connection of this client');
+    conn.clientId = id;
+    const client: FarmClient = known ?? {
+      id,
+      tokenId,
+      hardware,
+      maxTasks: config.MAX_TASKS_PER_CLIENT,
+      cordoned,
+      send: null,
+      owner: null,
+      lastSeen: now.getTime(),
+      leases: new Map(),
+      utilization: null,
+    };
+    client.hardware = hardware;
+    client.tokenId = tokenId;
+    client.cordoned = cordoned;
+    client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, msg.max_tasks ?? config.MAX_TASKS_PER_CLIENT);
+    client.lastSeen = now.getTime();
+    client.send = (m) => conn.send(m);
+    client.owner = conn;
+    registry.add(client);
+    const session = {
+      ...(msg.session ?? {}),
+      platform: msg.platform ?? null,
+      task_types: msg.task_types ?? null,
+    };
+    await this.d.writes.run((trx) =>
+      upsertClient(trx as unknown as Kysely<Database>, {
+        id,
+        cpu_info: JSON.stringify(msg.cpu),
+        ram_info: JSON.stringify(msg.ram),
+        gpu_info: msg.gpu === undefined || msg.gpu === null ? null : JSON.stringify(msg.gpu),
+        session_info: JSON.stringify(session),
+        hostname: msg.hostname ?? null,
+        token_id: tokenId,
+        connected: 1,
+        status: cordoned ? 'inactive' : 'active',
+        last_seen: toDbTime(now),
+        registered_at: toDbTime(now),
+        utilization: null,
+      }),
+    );
+    conn.send({
+      type: 'registered',
+      reply_to: msg.msg_id ?? null,
+      client_id: id,
+      protocol_version: PROTOCOL_VERSION,
+      heartbeat_interval: heartbeatInterval(config),
+      connection_timeout: config.CONNECTION_TIMEOUT,
+    });
+    await this.d.leases.resend(client);
+    await this.d.bus.publish('client.changed', {
+      client_id: id,
+      connected: true,
+      status: cordoned ? 'inactive' : 'active',
+    });
+    this.d.dispatcher.schedule();
+    void this.d.dispatcher.reviewUnschedulable();
+  }
+
+  private async taskRequest(
+    conn: Connection,
+    client: FarmClient,
+    replyTo: string | number | null,
+  ): Promise<void> {
+    const before = client.leases.size;
+    await this.d.dispatcher.passNow();
+    if (client.leases.size > before) return;
+    const slots = Math.min(this.d.config.MAX_TASKS_PER_CLIENT, client.maxTasks);
+    const reason = client.cordoned
+      ? 'this client is cordoned (status inactive)'
+      : client.leases.size >= slots
+        ? `this client already runs ${client.leases.size} task(s), its limit`
+        : 'no pending task fits this client';
+    conn.send({ type: 'no_task', reply_to: replyTo, reason });
+  }
+
+  private async heartbeat(conn: Connection, client: FarmClient, msg: HeartbeatMessage): Promise<void> {
+    if (msg.utilization) client.utilization = msg.utilization;
+    const now = this.d.clock.now();
+    conn.send({ type: 'heartbeat_ack', reply_to: msg.msg_id ?? null, timestamp: now.getTime() });
+    const last = this.lastHeartbeatWrite.get(client.id) ?? 0;
+    if (now.getTime() - last < HEARTBEAT_WRITE_MS) return;
+    this.lastHeartbeatWrite.set(client.id, now.getTime());
+    await this.d.writes.run((trx) =>
+      updateClient(trx as unknown as Kysely<Database>, client.id, {
+        last_seen: toDbTime(now),
+        utilization: msg.utilization ? JSON.stringify(msg.utilization) : undefined,
+      }),
+    );
+  }
+
+  private async progress(conn: Connection, client: FarmClient, msg: TaskProgressMessage): Promise<void> {
+    const taskId = taskIdOf(msg.task_id);
+    await this.d.leases.progress(client.id, taskId, msg);
+    if (msg.msg_id !== undefined)
+      conn.send({ type: 'ack', reply_to: msg.msg_id, of: 'task_progress', task_id: taskId });
+  }
+
+  private async result(conn: Connection, client: FarmClient, msg: TaskResultMessage): Promise<void> {
+    const taskId = taskIdOf(msg.task_id);
+    const { duplicate } = await this.d.leases.result(client.id, taskId, msg);
+    conn.send({
+      type: 'ack',
+      reply_to: msg.msg_id ?? null,
+      of: 'task_result',
+      task_id: taskId,
+      ...(duplicate ? { duplicate: true } : {}),
+    });
+  }
+
+  /** The client's socket closed: it keeps its leases until CONNECTION_TIMEOUT after it was last seen. */
+  async disconnected(conn: Connection): Promise<void> {
+    if (!conn.clientId) return;
+    const client = this.d.registry.get(conn.clientId);
+    if (!client || client.owner !== conn) return;
+    client.send = null;
+    client.owner = null;
+    this.lastHeartbeatWrite.delete(client.id);
+    const now = this.d.clock.now();
+    await this.d.writes.run((trx) =>
+      updateClient(trx as unknown as Kysely<Database>, client.id, {
+        connected: 0,
+        status: 'inactive',
+        last_seen: toDbTime(now),
+      }),
+    );
+    await this.d.bus.publish('client.changed', {
+      client_id: client.id,
+      connected: false,
+      status: 'inactive',
+    });
+  }
+}

@@ -1,0 +1,366 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DIALECTS } from './helpers/db.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { RawClient, registeredClient, systemInfo } from './helpers/ws-client.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`condition not met: ${JSON.stringify(v)}`);
+    await sleep(50);
+  }
+}
+
+describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
+  let t: TestServer;
+  let workerToken: string;
+  let otherWorkerToken: string;
+  const clients: RawClient[] = [];
+  const connect = async (
+    id: string,
+    over: Parameters<typeof registeredClient>[3] = {},
+    token = workerToken,
+  ) => {
+    const c = await registeredClient(t.server.wsUrl, token, id, over);
+    clients.push(c);
+    return c;
+  };
+  const createTask = async (body: Record<string, unknown> = {}) => {
+    const r = await t.api('POST', '/api/tasks', {
+      type: 'command',
+      requirements: {},
+      config: { command: 'true' },
+      ...body,
+    });
+    expect(r.status).toBe(201);
+    return r.body as { id: number };
+  };
+  const task = async (id: number) => (await t.api('GET', `/api/tasks/${id}`)).body;
+
+  beforeAll(async () => {
+    t = await startTestServer(dialect, { CONNECTION_TIMEOUT: 1.5, MAX_CLIENTS: 20, MAX_TASKS_PER_CLIENT: 2 });
+    workerToken = (await t.api('POST', '/api/tokens', { name: 'workers', role: 'worker' })).body.token;
+    otherWorkerToken = (await t.api('POST', '/api/tokens', { name: 'other', role: 'worker' })).body.token;
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await t?.stop();
+  });
+
+  it('registers, pushes a task, records progress and completes it exactly once', async () => {
+    const w = await connect(`w-basic-${dialect}`);
+    const { id } = await createTask({ name: 'basic' });
+    const msg = await w.type('task');
+    const data = msg.data as Record<string, unknown>;
+    expect(data).toMatchObject({
+      id,
+      type: 'command',
+      config: { command: 'true' },
+      attempt: 1,
+      rank: 0,
+      world_size: 1,
+    });
+    expect((await task(id)).status).toBe('running');
+
+    w.send({
+      type: 'task_progress',
+      msg_id: 'p1',
+      task_id: String(id),
+      progress: 40,
+      metrics: { loss: 0.5 },
+    });
+    expect(await w.type('ack')).toMatchObject({ reply_to: 'p1', of: 'task_progress' });
+    const running = await waitFor(
+      () => task(id),
+      (x) => x.progress === 40,
+    );
+    expect(running.metrics).toEqual({ loss: 0.5 });
+
+    w.send({
+      type: 'task_result',
+      msg_id: 'r1',
+      task_id: id,
+      status: 'completed',
+      metrics: { loss: 0.1 },
+      attempt: 1,
+    });
+    expect(await w.type('ack')).toMatchObject({ reply_to: 'r1', of: 'task_result', task_id: id });
+    const done = await task(id);
+    expect(done).toMatchObject({ status: 'completed', progress: 100, client_id: `w-basic-${dialect}` });
+    expect(done.result.metrics).toEqual({ loss: 0.1 });
+
+    // The client repeats itself (lost ack): counted once.
+    w.send({ type: 'task_result', msg_id: 'r2', task_id: id, status: 'completed', metrics: {}, attempt: 1 });
+    expect(await w.type('ack')).toMatchObject({ reply_to: 'r2', duplicate: true });
+    const assignments = (await t.api('GET', `/api/tasks/${id}/assignments`)).body.items;
+    expect(assignments).toHaveLength(1);
+    expect(assignments[0]).toMatchObject({ status: 'completed', attempt: 1, rank: 0 });
+    const metrics = (await t.api('GET', `/api/tasks/${id}/metrics`)).body;
+    expect(metrics.items.length).toBeGreaterThanOrEqual(1);
+    expect(metrics.items[0]).toMatchObject({ rank: 0, attempt: 1, progress: 40, metrics: { loss: 0.5 } });
+    w.close();
+  });
+
+  it('stores the hardware in the seed columns and shows the client', async () => {
+    const w = await connect(`w-hw-${dialect}`, { cores: 12, ramGb: 64, gpus: [24] });
+    const c = (await t.api('GET', `/api/clients/w-hw-${dialect}`)).body;
+    expect(c).toMatchObject({
+      status: 'active',
+      connected: true,
+      cordoned: false,
+      hostname: `host-w-hw-${dialect}`,
+    });
+    expect(c.cpu_info.cores_logical).toBe(12);
+    expect(c.ram_info.total).toBe(64 * 2 ** 30);
+    expect(c.gpu_info[0].memory.total).toBe(24 * 1024);
+    w.close();
+    await waitFor(
+      () => t.api('GET', `/api/clients/w-hw-${dialect}`),
+      (r) => r.body.connected === false,
+    );
+  });
+
+  it('sends work only to a client that meets its requirements, and explains when none can', async () => {
+    const small = await connect(`w-small-${dialect}`, { cores: 2, ramGb: 4 });
+    const { id } = await createTask({ requirements: { min_cpu_cores: 48, min_ram_gb: 500 } });
+    const why = await waitFor(
+      () => task(id),
+      (x) => x.unschedulable_reason !== null,
+    );
+    expect(why.status).toBe('pending');
+    expect(why.unschedulable_reason).toMatch(/48 CPU cores, 500 GiB RAM/);
+    const big = await connect(`w-big-${dialect}`, { cores: 64, ramGb: 512 });
+    const msg = await big.type('task');
+    expect((msg.data as { id: number }).id).toBe(id);
+    expect(small.received.filter((m) => m.type === 'task')).toHaveLength(0);
+    const running = await waitFor(
+      () => task(id),
+      (x) => x.status === 'running',
+    );
+    expect(running.unschedulable_reason).toBeNull();
+    big.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 1 });
+    await big.type('ack');
+    small.close();
+    big.close();
+  });
+
+  it('answers task_request with no_task when nothing fits', async () => {
+    const w = await connect(`w-pull-${dialect}`);
+    w.send({ type: 'task_request', client_id: `w-pull-${dialect}`, msg_id: 'q' });
+    expect(await w.type('no_task')).toMatchObject({
+      reply_to: 'q',
+      reason: expect.stringMatching(/no pending task/),
+    });
+    w.close();
+  });
+
+  it('retries a failed attempt elsewhere and gives up after max_attempts with every attempt explained', async () => {
+    const a = await connect(`w-fail-a-${dialect}`, { max_tasks: 1 });
+    const { id } = await createTask({ max_attempts: 2, requirements: { min_ram_gb: 15 } });
+    let m = await a.type('task');
+    a.send({ type: 'task_result', task_id: id, status: 'failed', error_log: 'exit code 3', attempt: 1 });
+    await a.type('ack');
+    m = await a.type('task');
+    expect((m.data as { attempt: number }).attempt).toBe(2);
+    a.send({ type: 'task_result', task_id: id, status: 'failed', error_log: 'exit code 4', attempt: 2 });
+    await a.type('ack');
+    const failed = await waitFor(
+      () => task(id),
+      (x) => x.status === 'failed',
+    );
+    expect(failed.attempts).toBe(2);
+    expect(failed.error_log).toMatch(/attempt 1 on w-fail-a.*exit code 3/);
+    expect(failed.error_log).toMatch(/attempt 2 on w-fail-a.*exit code 4/);
+    expect(failed.error_log).toMatch(/gave up after 2 of 2 attempts/);
+    a.close();
+  });
+
+  it('releases the lease of a silent client, reassigns, and refuses the stale attempt', async () => {
+    const a = await connect(`w-stale-a-${dialect}`, { ramGb: 100 });
+    const { id } = await createTask({ requirements: { min_ram_gb: 90 } });
+    await a.type('task');
+    a.send({ type: 'task_progress', task_id: id, progress: 10, attempt: 1 });
+    // The client disappears without a word (socket dropped); after CONNECTION_TIMEOUT its lease ends.
+    a.close();
+    const b = await connect(`w-stale-b-${dialect}`, { ramGb: 100 });
+    const m = await b.type('task', 15_000);
+    expect(m.data).toMatchObject({ id, attempt: 2 });
+    // The first client comes back and reports on its old attempt: refused, not counted.
+    const back = await connect(`w-stale-a-${dialect}`, { ramGb: 100 });
+    back.send({ type: 'task_progress', msg_id: 's1', task_id: id, progress: 90, attempt: 1 });
+    expect(await back.type('error')).toMatchObject({ reply_to: 's1', code: 'stale_attempt' });
+    back.send({ type: 'task_result', msg_id: 's2', task_id: id, status: 'completed', attempt: 1 });
+    expect(await back.type('error')).toMatchObject({ reply_to: 's2', code: 'stale_attempt' });
+    expect((await task(id)).status).toBe('running');
+    b.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 2 });
+    await b.type('ack');
+    const done = await task(id);
+    expect(done).toMatchObject({ status: 'completed', client_id: `w-stale-b-${dialect}`, attempts: 2 });
+    expect(done.error_log).toMatch(/attempt 1 on w-stale-a.*silent/);
+    const assignments = (await t.api('GET', `/api/tasks/${id}/assignments`)).body.items;
+    expect(assignments.map((x: { status: string }) => x.status)).toEqual(['lost', 'completed']);
+    back.close();
+    b.close();
+  });
+
+  it('pauses, resumes and cancels, and tells a reconnecting client its task is paused', async () => {
+    const w = await connect(`w-ctl-${dialect}`, { ramGb: 200 });
+    const { id } = await createTask({ requirements: { min_ram_gb: 150 } });
+    await w.type('task');
+    w.send({ type: 'task_progress', task_id: id, progress: 5, attempt: 1 });
+    await waitFor(
+      () => task(id),
+      (x) => x.progress === 5,
+    );
+    expect((await t.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' })).body.status).toBe('paused');
+    expect(await w.type('pause')).toEqual({ type: 'pause', task_id: id });
+    // Reconnect while paused: the task comes back marked paused.
+    w.close();
+    const again = await connect(`w-ctl-${dialect}`, { ramGb: 200 });
+    const re = await again.type('task');
+    expect(re.data).toMatchObject({ id, attempt: 1, paused: true });
+    expect((await t.api('PUT', `/api/tasks/${id}/status`, { status: 'running' })).body.status).toBe(
+      'running',
+    );
+    expect(await again.type('resume')).toEqual({ type: 'resume', task_id: id });
+    expect((await t.api('PUT', `/api/tasks/${id}/status`, { status: 'cancelled' })).body.status).toBe(
+      'cancelled',
+    );
+    expect(await again.type('stop')).toEqual({ type: 'stop', task_id: id });
+    const a = (await t.api('GET', `/api/tasks/${id}/assignments`)).body.items;
+    expect(a[0].status).toBe('cancelled');
+    // A late result for the cancelled work changes nothing.
+    again.send({ type: 'task_result', msg_id: 'late', task_id: id, status: 'completed', attempt: 1 });
+    expect(await again.type('error')).toMatchObject({ reply_to: 'late', code: 'stale_attempt' });
+    expect((await task(id)).status).toBe('cancelled');
+    again.close();
+  });
+
+  it('stops a task before deleting it', async () => {
+    const w = await connect(`w-del-${dialect}`, { ramGb: 300 });
+    const { id } = await createTask({ requirements: { min_ram_gb: 250 } });
+    await w.type('task');
+    expect((await t.api('DELETE', `/api/tasks/${id}`)).status).toBe(204);
+    expect(await w.type('stop')).toEqual({ type: 'stop', task_id: id });
+    w.close();
+  });
+
+  it('cordons a client: no new work goes to it', async () => {
+    const w = await connect(`w-cordon-${dialect}`, { ramGb: 400 });
+    const put = await t.api('PUT', `/api/clients/w-cordon-${dialect}/status`, { status: 'inactive' });
+    expect(put.body).toMatchObject({ status: 'inactive', cordoned: true });
+    const { id } = await createTask({ requirements: { min_ram_gb: 350 } });
+    await sleep(300);
+    expect(w.received.filter((m) => m.type === 'task')).toHaveLength(0);
+    await t.api('PUT', `/api/clients/w-cordon-${dialect}/status`, { status: 'active' });
+    expect(((await w.type('task')).data as { id: number }).id).toBe(id);
+    w.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 1 });
+    await w.type('ack');
+    w.close();
+  });
+
+  it('answers every malformed message with an error and keeps the connection usable', async () => {
+    const w = await RawClient.connect(t.server.wsUrl, workerToken);
+    clients.push(w);
+    w.send({ type: 'task_request' });
+    expect(await w.type('error')).toMatchObject({ code: 'not_registered' });
+    w.send('not json');
+    expect(await w.type('error')).toMatchObject({ code: 'invalid_json' });
+    w.send({ type: 'explode', msg_id: 9 });
+    expect(await w.type('error')).toMatchObject({ code: 'unknown_type', reply_to: 9 });
+    // The original client's typeless first frame registers.
+    w.send(systemInfo(`w-bad-${dialect}`));
+    expect(await w.type('registered')).toMatchObject({ client_id: `w-bad-${dialect}` });
+    w.send({ type: 'task_progress', task_id: 1, progress: 'half', msg_id: 'x' });
+    expect(await w.type('error')).toMatchObject({ code: 'invalid_message', reply_to: 'x' });
+    w.send({ type: 'task_progress', task_id: 999999, progress: 1, msg_id: 'y' });
+    expect(await w.type('error')).toMatchObject({ code: 'stale_attempt', reply_to: 'y' });
+    w.send({ type: 'heartbeat', msg_id: 'hb', utilization: { cpu_utilization: 12, ram_utilization: 30 } });
+    expect(await w.type('heartbeat_ack')).toMatchObject({ reply_to: 'hb' });
+    w.close();
+  });
+
+  it('closes oversize frames and floods on that connection only', async () => {
+    const bystander = await connect(`w-by-${dialect}`);
+    const big = await RawClient.connect(t.server.wsUrl, workerToken);
+    big.send('x'.repeat(1024 * 1024 + 10));
+    expect(await big.closed()).toBe(1009);
+    const flood = await RawClient.connect(t.server.wsUrl, workerToken);
+    flood.send(systemInfo(`w-flood-${dialect}`));
+    for (let i = 0; i < 3000 && flood.ws.readyState === flood.ws.OPEN; i++) flood.send({ type: 'heartbeat' });
+    expect(await flood.closed()).toBe(1008);
+    bystander.send({ type: 'heartbeat', msg_id: 'still-here' });
+    expect(await bystander.type('heartbeat_ack')).toMatchObject({ reply_to: 'still-here' });
+    bystander.close();
+  });
+
+  it('refuses bad tokens, foreign origins, other tokens taking a client id, and clients past MAX_CLIENTS', async () => {
+    await expect(RawClient.connect(t.server.wsUrl, null)).rejects.toThrow(/401/);
+    await expect(RawClient.connect(t.server.wsUrl, 'afm_nope')).rejects.toThrow(/401/);
+    await expect(
+      RawClient.connect(t.server.wsUrl, t.adminToken, { origin: 'https://evil.example' }),
+    ).rejects.toThrow(/403/);
+    const userToken = (await t.api('POST', '/api/tokens', { name: 'u', role: 'user' })).body.token;
+    await expect(RawClient.connect(t.server.wsUrl, userToken)).rejects.toThrow(/403/);
+    // Also served at /ws on the API port, with the token in the query string.
+    const viaApi = await RawClient.connect(`${t.url.replace('http', 'ws')}/ws?token=${workerToken}`, null);
+    viaApi.send({ type: 'register', ...systemInfo(`w-owned-${dialect}`) });
+    await viaApi.type('registered');
+    viaApi.close();
+    const thief = await RawClient.connect(t.server.wsUrl, otherWorkerToken);
+    thief.send({ type: 'register', ...systemInfo(`w-owned-${dialect}`) });
+    expect(await thief.type('error')).toMatchObject({ code: 'client_id_taken' });
+    expect(await thief.closed()).toBe(4003);
+
+    const crowd: RawClient[] = [];
+    for (let i = 0; i < 20; i++) crowd.push(await RawClient.connect(t.server.wsUrl, workerToken));
+    const extra = await RawClient.connect(t.server.wsUrl, workerToken);
+    expect(await extra.closed()).toBe(4004);
+    expect(extra.closeReason).toMatch(/MAX_CLIENTS=20/);
+    for (const c of crowd) c.close();
+  });
+
+  it('reports the seed metrics object and Prometheus metrics', async () => {
+    const w = await connect(`w-metrics-${dialect}`);
+    w.send({
+      type: 'heartbeat',
+      utilization: {
+        cpu_utilization: 40,
+        ram_utilization: 60,
+        gpu_utilization: [{ id: 0, utilization: 80, memory_used: 4096 }],
+      },
+    });
+    await w.type('heartbeat_ack');
+    const m = (await t.api('GET', '/api/metrics')).body;
+    expect(m).toMatchObject({
+      cpu_utilization: expect.any(Number),
+      ram_utilization: expect.any(Number),
+      gpu_utilization: [],
+      active_tasks: expect.any(Number),
+      connected_clients: expect.any(Number),
+    });
+    expect(m.farm.gpu_utilization).toContainEqual({
+      client_id: `w-metrics-${dialect}`,
+      id: 0,
+      utilization: 80,
+      memory_used: 4096,
+    });
+    const prom = await fetch(`${t.url}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } });
+    const text = await prom.text();
+    for (const name of [
+      'aifarm_connected_clients',
+      'aifarm_tasks{status="completed"}',
+      'aifarm_dispatch_latency_seconds_bucket',
+      'aifarm_ws_messages_total',
+      'aifarm_errors_total',
+    ]) {
+      expect(text).toContain(name);
+    }
+    expect((await fetch(`${t.url}/metrics`)).status).toBe(401);
+    w.close();
+  });
+});
