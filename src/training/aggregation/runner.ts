@@ -1,0 +1,168 @@
+/**
+ * Runs aggregation off the event loop, in worker threads: one-shot jobs with {@link aggregate},
+ * and an incremental FedAvg session with {@link createFedAvgSession} whose adds run in its
+ * worker as updates arrive.
+ *
+ * Finding the worker script: next to this module, `aggregate.worker.js` exists when running
+ * from the compiled `dist/` and is started as is. When running from TypeScript sources (vitest,
+ * tsx) only `aggregate.worker.ts` exists. Node 20 does not apply `--import tsx` from a worker's
+ * execArgv to the worker's entry module, so the worker starts from a two-line bootstrap that
+ * registers tsx's ESM hooks (`tsx/esm/api`, a dev dependency, located through tsx's own
+ * package.json so the working directory does not matter) and then imports the .ts entry.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { SafetensorsHeader } from '../safetensors/header.js';
+import type { AccumulatorOptions, AddOutcome, FinishOutcome } from './fedavg.js';
+import { flatLayout, type LayoutFailure } from './layout.js';
+import type { AggregateJob, AggregateOutcome } from './types.js';
+import type { SessionCall, SessionRequest, WorkerData, WorkerReply } from './worker-protocol.js';
+
+/** Where the worker script is, and the bootstrap that loads it when it is TypeScript. */
+export function workerScript(): { url: URL; bootstrap?: string } {
+  const js = new URL('./aggregate.worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return { url: js };
+  const ts = new URL('./aggregate.worker.ts', import.meta.url);
+  const require = createRequire(import.meta.url);
+  const pkgPath = require.resolve('tsx/package.json');
+  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
+    exports: Record<string, { import: { default: string } }>;
+  };
+  const api = pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api']!.import.default)).href;
+  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts.href)}); });`;
+  return { url: ts, bootstrap };
+}
+
+function startWorker(data: WorkerData): Worker {
+  const { url, bootstrap } = workerScript();
+  return bootstrap === undefined
+    ? new Worker(url, { workerData: data })
+    : new Worker(bootstrap, { eval: true, workerData: data });
+}
+
+function toError(e: { message: string; stack?: string }): Error {
+  const err = new Error(e.message);
+  if (e.stack) err.stack = e.stack;
+  return err;
+}
+
+/**
+ * Runs one aggregation in a fresh worker thread and resolves with its outcome
+ * (`{ ok: true, outPath, digest, bytesRead, ms, used, rejected }` or a failure value).
+ * Rejects only on unexpected errors (I/O, a crashed worker).
+ */
+export function aggregate(job: AggregateJob): Promise<AggregateOutcome> {
+  return new Promise((resolve, reject) => {
+    const worker = startWorker({ mode: 'job', job });
+    let settled = false;
+    worker.once('message', (reply: WorkerReply) => {
+      settled = true;
+      if (reply.ok) resolve(reply.value as AggregateOutcome);
+      else reject(toError(reply.error));
+      void worker.terminate();
+    });
+    worker.once('error', (err) => {
+      if (!settled) reject(err);
+      settled = true;
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new Error(`aggregation worker exited with code ${code}`));
+      settled = true;
+    });
+  });
+}
+
+/** What a session's finish reports. */
+export type SessionFinishOutcome =
+  | (Extract<FinishOutcome, { ok: true }> & { bytesRead: number; ms: number })
+  | Extract<FinishOutcome, { ok: false }>;
+
+/** An incremental FedAvg/FedProx aggregation whose adds run in a worker thread. */
+export interface FedAvgSession {
+  /** The running weighted sum (flat order, float64), shared with the worker: read, do not write. */
+  readonly sum: Float64Array;
+  /** Accepted updates and their total weight so far. */
+  readonly count: number;
+  readonly totalWeight: number;
+  /** FedProx mu when given. */
+  readonly mu: number | undefined;
+  /** Adds one stored update; resolves when it is in the sum or rejected (sum untouched). */
+  add(path: string, weight: number): Promise<AddOutcome>;
+  /** Writes the weighted mean with the global dtypes; the session stays usable. */
+  finish(outPath: string, metadata?: Record<string, string>): Promise<SessionFinishOutcome>;
+  /** Stops the worker; pending calls reject. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a FedAvg session for updates shaped like `header`. `options.sum` (with `totalWeight`
+ * and `count`) resumes from an existing sum, e.g. one rebuilt from the round's journal.
+ * If the worker crashes mid-add the sum may hold part of that update: rebuild it from the journal.
+ */
+export function createFedAvgSession(
+  header: SafetensorsHeader,
+  options: AccumulatorOptions = {},
+): { ok: true; session: FedAvgSession } | LayoutFailure {
+  const built = flatLayout(header);
+  if (!built.ok) return built;
+  const sumBuffer = options.sum ?? new SharedArrayBuffer(built.layout.totalElements * 8);
+  const sum = new Float64Array(sumBuffer, 0, built.layout.totalElements);
+  const worker = startWorker({ mode: 'session', header, options: { ...options, sum: sumBuffer } });
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let nextId = 1;
+  let broken: Error | undefined;
+  let count = options.count ?? 0;
+  let totalWeight = options.totalWeight ?? 0;
+
+  const failAll = (err: Error): void => {
+    broken ??= err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  worker.on('message', (reply: WorkerReply) => {
+    const p = pending.get(reply.id);
+    if (!p) return;
+    pending.delete(reply.id);
+    if (reply.ok) p.resolve(reply.value);
+    else p.reject(toError(reply.error));
+  });
+  worker.on('error', (err) => failAll(err));
+  worker.on('exit', (code) => failAll(new Error(`aggregation session worker exited with code ${code}`)));
+
+  const call = <T>(req: SessionCall): Promise<T> => {
+    if (broken) return Promise.reject(broken);
+    const id = nextId++;
+    return new Promise<T>((resolve, reject) => {
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      worker.postMessage({ ...req, id } satisfies SessionRequest);
+    });
+  };
+
+  const session: FedAvgSession = {
+    sum,
+    get count() {
+      return count;
+    },
+    get totalWeight() {
+      return totalWeight;
+    },
+    mu: options.mu,
+    async add(path, weight) {
+      const r = await call<AddOutcome>({ op: 'add', path, weight });
+      if (r.ok) ({ count, totalWeight } = r);
+      return r;
+    },
+    finish: (outPath, metadata) =>
+      call<SessionFinishOutcome>(
+        metadata === undefined ? { op: 'finish', outPath } : { op: 'finish', outPath, metadata },
+      ),
+    async close() {
+      broken ??= new Error('session closed');
+      await worker.terminate();
+    },
+  };
+  return { ok: true, session };
+}

@@ -1,0 +1,217 @@
+/**
+ * Safetensors writers: an in-memory encoder for small models and tests, and a streaming file
+ * writer that never holds the whole buffer and replaces its target atomically
+ * (temp file in the same directory, fsync, rename), hashing the bytes as they go.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { dtypeSize, type Dtype } from './dtypes.js';
+import type { SafetensorsHeader, TensorInfo } from './header.js';
+import { f32ToBf16, f32ToF16 } from './half.js';
+
+/** Name, dtype and shape of a tensor to write. */
+export interface TensorSpec {
+  name: string;
+  dtype: Dtype;
+  shape: readonly number[];
+}
+
+/**
+ * A tensor with its data. `Float32Array` data is accepted for F32, and for F16/BF16 (converted,
+ * rounding to nearest even); `Uint16Array` holds raw F16/BF16 bits; a `Uint8Array`/`Buffer`
+ * holds the raw little-endian bytes of any dtype.
+ */
+export interface TensorData extends TensorSpec {
+  data: Float32Array | Uint16Array | Uint8Array;
+}
+
+/**
+ * Lays tensors out contiguously in the given order and builds the header prefix
+ * (8-byte length + JSON, padded with spaces so the buffer starts 8-byte aligned).
+ */
+export function buildHeader(
+  specs: readonly TensorSpec[],
+  metadata?: Record<string, string>,
+): { header: SafetensorsHeader; prefix: Uint8Array } {
+  const json: Record<string, unknown> = {};
+  if (metadata !== undefined) json['__metadata__'] = metadata;
+  const tensors: TensorInfo[] = [];
+  const names = new Set<string>();
+  let offset = 0;
+  for (const s of specs) {
+    if (s.name === '__metadata__' || names.has(s.name))
+      throw new Error(`invalid or duplicate name "${s.name}"`);
+    names.add(s.name);
+    const numel = s.shape.reduce((a, b) => a * b, 1);
+    const end = offset + numel * dtypeSize(s.dtype);
+    json[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, end] };
+    tensors.push({ name: s.name, dtype: s.dtype, shape: [...s.shape], numel, begin: offset, end });
+    offset = end;
+  }
+  const text = Buffer.from(JSON.stringify(json), 'utf8');
+  const pad = (8 - (text.length % 8)) % 8;
+  const headerBytes = text.length + pad;
+  const prefix = Buffer.alloc(8 + headerBytes, 0x20);
+  prefix.writeBigUInt64LE(BigInt(headerBytes), 0);
+  text.copy(prefix, 8);
+  const header: SafetensorsHeader = {
+    tensors,
+    metadata,
+    headerBytes,
+    dataStart: 8 + headerBytes,
+    bufferBytes: offset,
+    fileBytes: 8 + headerBytes + offset,
+  };
+  return { header, prefix };
+}
+
+/** The raw little-endian bytes of one tensor's data, converting Float32Array to half when asked. */
+export function tensorBytes(t: TensorData): Uint8Array {
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  let d: Float32Array | Uint16Array | Uint8Array = t.data;
+  if (d instanceof Float32Array && t.dtype === 'F16') d = f32ToF16(d);
+  else if (d instanceof Float32Array && t.dtype === 'BF16') d = f32ToBf16(d);
+  const ok =
+    d instanceof Uint8Array ||
+    (d instanceof Float32Array && t.dtype === 'F32') ||
+    (d instanceof Uint16Array && (t.dtype === 'F16' || t.dtype === 'BF16'));
+  if (!ok)
+    throw new TypeError(`tensor "${t.name}": ${d.constructor.name} data does not fit dtype ${t.dtype}`);
+  const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  if (bytes.length !== numel * dtypeSize(t.dtype)) {
+    throw new RangeError(`tensor "${t.name}": ${bytes.length} bytes, expected ${numel * dtypeSize(t.dtype)}`);
+  }
+  return bytes;
+}
+
+/** Encodes tensors (in the given order) into one safetensors Buffer. */
+export function encodeSafetensors(tensors: readonly TensorData[], metadata?: Record<string, string>): Buffer {
+  const { header, prefix } = buildHeader(tensors, metadata);
+  const out = Buffer.allocUnsafe(header.fileBytes);
+  out.set(prefix, 0);
+  tensors.forEach((t, i) => out.set(tensorBytes(t), header.dataStart + header.tensors[i]!.begin));
+  return out;
+}
+
+/** What a finished file write reports. */
+export interface WrittenFile {
+  path: string;
+  /** Total file size. */
+  bytes: number;
+  /** sha256 of the whole file, hex. */
+  digest: string;
+}
+
+/** A streaming writer: body bytes are appended in tensor order, then `close()` publishes the file. */
+export interface SafetensorsFileWriter {
+  /** The header being written (tensor offsets in the order given). */
+  readonly header: SafetensorsHeader;
+  /** Appends body bytes; the total must end up equal to `header.bufferBytes`. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Checks the length, fsyncs, renames over the target and returns its digest. */
+  close(): Promise<WrittenFile>;
+  /** Discards the temp file; the target is left untouched. Safe to call after a failure. */
+  abort(): Promise<void>;
+}
+
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done);
+    done += bytesWritten;
+  }
+}
+
+/** Opens a temp file next to `path` and writes the header; see {@link SafetensorsFileWriter}. */
+export async function createSafetensorsWriter(
+  path: string,
+  specs: readonly TensorSpec[],
+  metadata?: Record<string, string>,
+): Promise<SafetensorsFileWriter> {
+  const { header, prefix } = buildHeader(specs, metadata);
+  // Same directory as the target so the final rename is atomic (no cross-device move).
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx');
+  const hash = createHash('sha256');
+  let written = 0;
+  let state: 'open' | 'closed' | 'aborted' = 'open';
+  const abort = async (): Promise<void> => {
+    if (state !== 'open') return;
+    state = 'aborted';
+    await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+  };
+  try {
+    await writeAll(fh, prefix);
+    hash.update(prefix);
+  } catch (err) {
+    await abort();
+    throw err;
+  }
+  return {
+    header,
+    async write(chunk) {
+      if (state !== 'open') throw new Error('writer is not open');
+      if (written + chunk.length > header.bufferBytes) {
+        throw new RangeError(
+          `writing ${written + chunk.length} body bytes, header declares ${header.bufferBytes}`,
+        );
+      }
+      hash.update(chunk);
+      written += chunk.length;
+      await writeAll(fh, chunk);
+    },
+    async close() {
+      if (state !== 'open') throw new Error('writer is not open');
+      if (written !== header.bufferBytes) {
+        await abort();
+        throw new RangeError(`wrote ${written} body bytes, header declares ${header.bufferBytes}`);
+      }
+      try {
+        await fh.sync();
+        await fh.close();
+        state = 'closed';
+        await rename(tmp, path);
+      } catch (err) {
+        if (state === 'open') await fh.close().catch(() => undefined);
+        state = 'aborted';
+        await unlink(tmp).catch(() => undefined);
+        throw err;
+      }
+      await syncDirectory(dirname(path));
+      return { path, bytes: header.fileBytes, digest: hash.digest('hex') };
+    },
+    abort,
+  };
+}
+
+/** Makes the rename durable; best effort because some filesystems refuse fsync on directories. */
+async function syncDirectory(dir: string): Promise<void> {
+  try {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    // Durability of the directory entry is a bonus, not a requirement for correctness here.
+  }
+}
+
+/** Writes tensors to `path` atomically, one tensor at a time (no full-file buffer). */
+export async function writeSafetensorsFile(
+  path: string,
+  tensors: readonly TensorData[],
+  metadata?: Record<string, string>,
+): Promise<WrittenFile> {
+  const w = await createSafetensorsWriter(path, tensors, metadata);
+  try {
+    for (const t of tensors) await w.write(tensorBytes(t));
+    return await w.close();
+  } catch (err) {
+    await w.abort();
+    throw err;
+  }
+}
