@@ -364,3 +364,53 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     w.close();
   });
 });
+
+describe('multi-rank tasks on sqlite', () => {
+  let t: TestServer;
+  let token: string;
+  const clients: RawClient[] = [];
+  beforeAll(async () => {
+    t = await startTestServer('sqlite', { CONNECTION_TIMEOUT: 1 });
+    token = (await t.api('POST', '/api/tokens', { name: 'w', role: 'worker' })).body.token;
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await t?.stop();
+  });
+
+  it('places every rank on a distinct client, re-places a lost rank alone, and completes when all ranks do', async () => {
+    const a = await registeredClient(t.server.wsUrl, token, 'gang-a');
+    clients.push(a);
+    const { body } = await t.api('POST', '/api/tasks', { type: 'command', requirements: {}, world_size: 2 });
+    expect(body.world_size).toBe(2);
+    await sleep(200);
+    expect(a.received.filter((m) => m.type === 'task')).toHaveLength(0);
+    const b = await registeredClient(t.server.wsUrl, token, 'gang-b');
+    clients.push(b);
+    const ta = (await a.type('task')).data as { rank: number; attempt: number };
+    const tb = (await b.type('task')).data as { rank: number; attempt: number };
+    expect(new Set([ta.rank, tb.rank])).toEqual(new Set([0, 1]));
+    // b vanishes; its rank alone moves to c, with that rank's next attempt.
+    b.close();
+    const c = await registeredClient(t.server.wsUrl, token, 'gang-c');
+    clients.push(c);
+    const tc = (await c.type('task', 15_000)).data as { rank: number; attempt: number };
+    expect(tc).toMatchObject({ rank: tb.rank, attempt: 2 });
+    a.send({ type: 'task_result', task_id: body.id, status: 'completed', attempt: ta.attempt });
+    await a.type('ack');
+    expect((await t.api('GET', `/api/tasks/${body.id}`)).body.status).toBe('running');
+    c.send({ type: 'task_result', task_id: body.id, status: 'completed', attempt: 2 });
+    await c.type('ack');
+    const done = (await t.api('GET', `/api/tasks/${body.id}`)).body;
+    expect(done.status).toBe('completed');
+    const rows = (await t.api('GET', `/api/tasks/${body.id}/assignments`)).body.items;
+    expect(
+      rows.map((r: { rank: number; attempt: number; status: string }) => [r.rank, r.attempt, r.status]),
+    ).toEqual([
+      [0, 1, tb.rank === 0 ? 'lost' : 'completed'],
+      ...(tb.rank === 0 ? [[0, 2, 'completed']] : []),
+      [1, 1, tb.rank === 1 ? 'lost' : 'completed'],
+      ...(tb.rank === 1 ? [[1, 2, 'completed']] : []),
+    ]);
+  });
+});

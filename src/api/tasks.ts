@@ -35,7 +35,20 @@ export const CreateTaskBody = Type.Object(
     ),
     name: Type.Optional(Type.String({ maxLength: 255 })),
     max_attempts: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 100, default: 3, description: 'Attempts before the task fails.' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 100,
+        default: 3,
+        description: 'Attempts before the task fails (per rank for multi-rank tasks).',
+      }),
+    ),
+    world_size: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        default: 1,
+        description: 'Ranks run at once on distinct clients (gang scheduled); each gets AI_FARM_RANK.',
+      }),
     ),
   },
   { additionalProperties: false },

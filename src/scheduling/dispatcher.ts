@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { TaskData } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
@@ -18,6 +18,8 @@ import {
 } from './policy.js';
 
 interface QueuedTask extends PendingTask {
+  /** True for ranks of a task that already runs (re-placing a lost rank). */
+  partial: boolean;
   queuedAt: number;
   name: string | null;
   config: Record<string, unknown>;
@@ -69,7 +71,20 @@ export class Dispatcher {
   }
 
   drop(taskId: number): void {
-    this.queue.delete(taskId);
+    if (!this.queue.get(taskId)?.partial) this.queue.delete(taskId);
+  }
+
+  /** Queues one rank of a running multi-rank task for a new client; the other ranks go on. */
+  async requeueRank(taskId: number, rank: number): Promise<void> {
+    const row = await findTask(this.deps.db, taskId);
+    if (!row || row.status !== 'running') return;
+    const ranks = new Set(this.queue.get(taskId)?.ranks ?? []);
+    ranks.add(rank);
+    this.enqueueRow(
+      row,
+      [...ranks].sort((a, b) => a - b),
+    );
+    this.schedule();
   }
 
   pendingCount(): number {
@@ -109,10 +124,12 @@ export class Dispatcher {
     }
   }
 
-  private enqueueRow(r: TaskRow): void {
+  private enqueueRow(r: TaskRow, ranks?: number[]): void {
     const existing = this.queue.get(r.id);
     this.queue.set(r.id, {
       id: r.id,
+      partial: ranks !== undefined,
+      ranks,
       type: r.type,
       priority: Number(r.priority ?? 0),
       requirements: (parseJson(r.requirements) ?? {}) as PendingTask['requirements'],
@@ -128,6 +145,10 @@ export class Dispatcher {
     if (this.closed || this.queue.size === 0) return;
     try {
       const tasks = [...this.queue.values()].sort(byPriorityThenAge);
+      for (const t of tasks) {
+        // A re-placed rank never lands next to another rank of its task.
+        if (t.partial) t.excludeClients = new Set(this.deps.registry.leasesOf(t.id).map((l) => l.clientId));
+      }
       const placements = placeTasks(tasks, this.deps.registry.capacities(this.deps.maxTasksPerClient));
       if (placements.length > 0) await this.claim(placements);
       if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
@@ -150,6 +171,7 @@ export class Dispatcher {
       const now = clock.now();
       const claimed = await writes
         .run(async (trx) => {
+          if (task.partial) return this.claimRanks(trx, taskId, ps, now);
           const won = await updateTaskIf(trx, taskId, ['pending'], {
             status: 'running',
             client_id: ps[0]?.clientId ?? null,
@@ -184,7 +206,7 @@ export class Dispatcher {
             message: `attempt ${attempt} assigned to ${ps.map((p) => `${p.clientId} (rank ${p.rank})`).join(', ')}`,
             data: { attempt, clients: ps.map((p) => p.clientId) },
           });
-          return { attempt, ids };
+          return { attempts: ps.map(() => attempt), ids };
         })
         .catch((err: unknown) => {
           this.deps.logger.error({ err, taskId }, 'claim failed');
@@ -198,7 +220,7 @@ export class Dispatcher {
       }
       ps.forEach((p, i) => {
         const lease = provisional[i] as Lease;
-        lease.attempt = claimed.attempt;
+        lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
         const data: TaskData = {
           id: taskId,
@@ -206,7 +228,7 @@ export class Dispatcher {
           name: task.name,
           config: task.config,
           requirements: task.requirements as Record<string, unknown>,
-          attempt: claimed.attempt,
+          attempt: lease.attempt,
           rank: p.rank,
           world_size: task.worldSize,
         };
@@ -216,6 +238,50 @@ export class Dispatcher {
       await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
     });
     await Promise.all(claims);
+  }
+
+  /** Claims re-placed ranks of a running task: each rank's next attempt. */
+  private async claimRanks(
+    trx: Transaction<Database>,
+    taskId: number,
+    ps: Placement[],
+    now: Date,
+  ): Promise<{ attempts: number[]; ids: number[] } | null> {
+    const task = await trx.selectFrom('tasks').select(['status']).where('id', '=', taskId).executeTakeFirst();
+    if (task?.status !== 'running') return null;
+    const attempts: number[] = [];
+    const ids: number[] = [];
+    for (const p of ps) {
+      const prev = await trx
+        .selectFrom('task_assignments')
+        .select((eb) => eb.fn.max('attempt').as('a'))
+        .where('task_id', '=', taskId)
+        .where('rank', '=', p.rank)
+        .executeTakeFirst();
+      const attempt = Number(prev?.a ?? 0) + 1;
+      attempts.push(attempt);
+      ids.push(
+        await insertAssignment(trx, {
+          task_id: taskId,
+          client_id: p.clientId,
+          rank: p.rank,
+          attempt,
+          at: toDbTime(now),
+        }),
+      );
+    }
+    await trx
+      .updateTable('tasks')
+      .set({ attempts: sql<number>`attempts + ${ps.length}`, updated_at: toDbTime(now) })
+      .where('id', '=', taskId)
+      .execute();
+    await insertTaskEvent(trx, {
+      task_id: taskId,
+      at: toDbTime(now, true),
+      kind: 'rank_assigned',
+      message: ps.map((p, i) => `rank ${p.rank} attempt ${attempts[i]} assigned to ${p.clientId}`).join('; '),
+    });
+    return { attempts, ids };
   }
 
   private reserve(p: Placement): Lease {

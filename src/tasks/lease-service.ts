@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
@@ -7,9 +7,10 @@ import type { Logger } from '../observability/logger.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
 import * as assignments from '../storage/assignment-repo.js';
 import type { Database } from '../storage/schema.js';
-import { findTask, insertTaskEvent, updateTaskIf } from '../storage/task-repo.js';
+import { findTask } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
+import { settleTask, type EndInfo, type Outcome, type Settlement } from './settle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;
@@ -17,8 +18,6 @@ const PROGRESS_WRITE_MS = 1000;
 const SAMPLE_MS = 2000;
 /** History rows kept per task. */
 const SAMPLES_KEPT = 2000;
-
-type Outcome = 'completed' | 'failed' | 'error' | 'lost';
 
 /**
  * Leases: every progress and result names (task, attempt) and is refused when that
@@ -183,14 +182,10 @@ export class LeaseService {
   }
 
   /** One transaction: the assignment ends, the task completes, retries or fails. */
-  private async finish(
-    lease: Lease,
-    outcome: Outcome,
-    info: { metrics?: unknown; result?: unknown; checkpoint_path?: string | null; error_log: string | null },
-  ): Promise<void> {
+  private async finish(lease: Lease, outcome: Outcome, info: EndInfo): Promise<void> {
     const now = this.deps.clock.now();
     const nowDb = toDbTime(now);
-    const requeued = await this.deps.writes.run(async (trx) => {
+    const settled = await this.deps.writes.run(async (trx): Promise<Settlement> => {
       const ended = await assignments.updateAssignmentIf(
         trx,
         lease.assignmentId,
@@ -204,16 +199,18 @@ export class LeaseService {
           checkpoint_path: info.checkpoint_path ?? null,
         },
       );
-      if (!ended) return false;
+      if (!ended) return { kind: 'none' };
       const task = await trx
         .selectFrom('tasks')
         .select(['status', 'attempts', 'max_attempts', 'error_log', 'world_size'])
         .where('id', '=', lease.taskId)
         .executeTakeFirst();
-      if (!task || (task.status !== 'running' && task.status !== 'paused')) return false;
-      return this.settleTask(trx, lease, outcome, info, task, now);
+      if (!task || (task.status !== 'running' && task.status !== 'paused')) return { kind: 'none' };
+      return settleTask(trx, lease, outcome, info, task, now);
     });
-    if (requeued) await this.deps.dispatcher.refresh(lease.taskId);
+    if (settled.kind === 'requeue_task') await this.deps.dispatcher.refresh(lease.taskId);
+    if (settled.kind === 'requeue_rank') await this.deps.dispatcher.requeueRank(lease.taskId, settled.rank);
+    if (settled.kind === 'failed') await this.control(lease.taskId, 'stop');
     this.deps.dispatcher.schedule();
     const row = await findTask(this.deps.db, lease.taskId);
     if (row)
@@ -222,64 +219,6 @@ export class LeaseService {
         status: row.status,
         progress: row.progress,
       });
-  }
-
-  /** Returns true when the task went back to the queue. */
-  private async settleTask(
-    trx: Transaction<Database>,
-    lease: Lease,
-    outcome: Outcome,
-    info: { metrics?: unknown; result?: unknown; checkpoint_path?: string | null; error_log: string | null },
-    task: { status: string; attempts: number; max_attempts: number; error_log: string | null },
-    now: Date,
-  ): Promise<boolean> {
-    const nowDb = toDbTime(now);
-    const at = toDbTime(now, true);
-    const from = ['running', 'paused'] as const;
-    if (outcome === 'completed') {
-      await updateTaskIf(trx, lease.taskId, from, {
-        status: 'completed',
-        progress: 100,
-        result: JSON.stringify({ metrics: info.metrics ?? null, ...((info.result as object | null) ?? {}) }),
-        metrics:
-          info.metrics === undefined || info.metrics === null ? undefined : JSON.stringify(info.metrics),
-        checkpoint_path: info.checkpoint_path ?? null,
-        finished_at: nowDb,
-        updated_at: nowDb,
-      });
-      await insertTaskEvent(trx, {
-        task_id: lease.taskId,
-        at,
-        kind: 'completed',
-        message: `completed by ${lease.clientId} (attempt ${lease.attempt})`,
-      });
-      return false;
-    }
-    const why =
-      outcome === 'lost'
-        ? (info.error_log ?? 'client lost')
-        : `${outcome}${info.error_log ? `: ${info.error_log.slice(-2000)}` : ''}`;
-    const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;
-    const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
-    const attempts = Number(task.attempts);
-    const maxAttempts = Number(task.max_attempts);
-    const retry = attempts < maxAttempts;
-    const status = retry ? 'pending' : outcome === 'error' ? 'error' : 'failed';
-    await updateTaskIf(trx, lease.taskId, from, {
-      status,
-      error_log: retry ? errorLog : `${errorLog}\ngave up after ${attempts} of ${maxAttempts} attempts`,
-      client_id: retry ? null : lease.clientId,
-      finished_at: retry ? null : nowDb,
-      updated_at: nowDb,
-    });
-    await insertTaskEvent(trx, {
-      task_id: lease.taskId,
-      at,
-      kind: retry ? 'retry' : status,
-      message: retry ? `${line}; retrying (${attempts}/${maxAttempts} attempts used)` : line,
-      data: { attempt: lease.attempt, client_id: lease.clientId, outcome },
-    });
-    return retry;
   }
 
   /** Carries a pause, resume or stop to the clients of a task that this instance holds. */

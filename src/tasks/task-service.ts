@@ -48,7 +48,7 @@ export class TaskService {
         config: body.config === undefined ? null : JSON.stringify(body.config),
         priority: body.priority ?? 0,
         max_attempts: body.max_attempts ?? 3,
-        world_size: 1,
+        world_size: body.world_size ?? 1,
         created_by: principal.name,
         now,
       });
