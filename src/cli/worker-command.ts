@@ -1,0 +1,94 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { LineDisplay, TtyDisplay } from '../worker/display.js';
+import { defaultIdFile, IdFile } from '../worker/id-file.js';
+import { resolveServerUrls } from '../worker/server-url.js';
+import { Worker } from '../worker/worker.js';
+
+interface WorkerFlags {
+  server?: string;
+  token?: string;
+  apiUrl?: string;
+  maxTasks: number;
+  idFile?: string;
+  name?: string;
+  verbose?: boolean;
+  progress?: boolean;
+}
+
+/** Parses a positive integer option. */
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+/**
+ * `ai-farm worker`: runs tasks for a server until SIGINT or SIGTERM. The first signal stops
+ * running tasks (their processes get SIGTERM, then SIGKILL after 5 s) and disconnects, so
+ * the server reassigns them; a second signal kills them at once. Exit code 0 after a
+ * signal, 1 when the server refuses the token or the connection is given up, 2 on bad flags.
+ */
+export function workerCommand(program: Command, setExit: (code: number) => void): void {
+  program
+    .command('worker')
+    .description("run tasks for an AI Farm server with this machine's CPUs and GPUs")
+    .option('--server <url>', 'server: http(s)://host:8000 or ws(s)://host:8765 (or AI_FARM_SERVER)')
+    .option('--token <token>', 'worker token (or AI_FARM_TOKEN)')
+    .option('--api-url <url>', 'HTTP API URL when --server is a ws:// URL (default: same host, port 8000)')
+    .option('--max-tasks <n>', 'tasks run at once', positiveInt, 1)
+    .option('--id-file <file>', 'where the client id is kept between runs (default ~/.ai-farm/worker-id)')
+    .option('--name <name>', 'a label for this worker, shown by the server')
+    .option('-v, --verbose', "print the tasks' output")
+    .option('--no-progress', 'plain log lines even on a terminal')
+    .action(async (flags: WorkerFlags) => {
+      const server = flags.server ?? process.env.AI_FARM_SERVER;
+      const token = flags.token ?? process.env.AI_FARM_TOKEN;
+      if (!server) {
+        console.error('error: give the server with --server URL or AI_FARM_SERVER');
+        return setExit(2);
+      }
+      if (!token) console.error('warning: no token (--token or AI_FARM_TOKEN); the server may refuse');
+      let urls;
+      try {
+        urls = resolveServerUrls(server, flags.apiUrl);
+      } catch (err) {
+        console.error(`error: --server: ${(err as Error).message}`);
+        return setExit(2);
+      }
+      let idFile: IdFile;
+      try {
+        idFile = IdFile.open(flags.idFile ?? defaultIdFile());
+      } catch (err) {
+        console.error(`error: ${(err as Error).message}`);
+        return setExit(1);
+      }
+      const tty = process.stdout.isTTY && flags.progress !== false;
+      const display = tty ? new TtyDisplay(flags.verbose) : new LineDisplay(flags.verbose);
+      const worker = new Worker({
+        wsUrl: urls.wsUrl,
+        httpUrl: urls.httpUrl,
+        token,
+        maxTasks: flags.maxTasks,
+        name: flags.name,
+        idFile,
+        display,
+      });
+      const onSignal = (sig: NodeJS.Signals) => {
+        display.info(`${sig} received${worker.taskIds.length ? '' : '; bye'}`);
+        void worker.shutdown();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        // A refused token or exhausted retries end `finished` too, with the error.
+        worker.start().catch(() => undefined);
+        const error = await worker.finished;
+        await worker.shutdown();
+        setExit(error ? 1 : 0);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        idFile.release();
+      }
+    });
+}

@@ -1,0 +1,112 @@
+import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../api/tasks.js';
+import type { TaskStatus } from '../storage/schema.js';
+
+/** How to reach the HTTP API. */
+export interface ApiClientOptions {
+  /** Base URL, e.g. http://host:8000 (a trailing slash is fine). */
+  baseUrl: string;
+  /** An API token (role user or admin for tasks), sent as `Authorization: Bearer`. */
+  token?: string | undefined;
+  /** Per-request timeout, ms. Default 30 000. */
+  timeoutMs?: number;
+  /** The fetch to use. Default: the global one. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * The API refused a request (`status` >= 400, `code` and `message` from its
+ * `{error:{code,message}}` body), or could not be reached (`status` 0, code `unreachable`).
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** A page of tasks. */
+export interface TaskList {
+  items: Task[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+/** A typed client of the HTTP API: the task endpoints, with the bearer token. */
+export class ApiClient {
+  private readonly base: string;
+  private readonly opts: ApiClientOptions;
+
+  constructor(opts: ApiClientOptions) {
+    this.opts = opts;
+    this.base = opts.baseUrl.replace(/\/+$/, '');
+  }
+
+  /** The task endpoints. */
+  readonly tasks = {
+    create: (body: CreateTaskBody): Promise<Task> => this.call<Task>('POST', '/api/tasks', body),
+    list: (query: ListTasksQuery = {}): Promise<TaskList> => {
+      const qs = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined) qs.set(k, String(v));
+      const s = qs.toString();
+      return this.call<TaskList>('GET', `/api/tasks${s ? `?${s}` : ''}`);
+    },
+    get: (id: number): Promise<Task> => this.call<Task>('GET', `/api/tasks/${id}`),
+    /** paused pauses, running resumes, cancelled cancels, pending retries. */
+    changeStatus: (id: number, status: TaskStatus): Promise<Task> =>
+      this.call<Task>('PUT', `/api/tasks/${id}/status`, { status }),
+    delete: async (id: number): Promise<void> => {
+      await this.call<null>('DELETE', `/api/tasks/${id}`);
+    },
+    /** The task's metrics history (GET /api/tasks/{id}/metrics). */
+    metrics: (id: number): Promise<unknown> => this.call<unknown>('GET', `/api/tasks/${id}/metrics`),
+    events: async (id: number): Promise<TaskEvent[]> =>
+      (await this.call<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`)).items,
+  };
+
+  /** Any request; JSON in and out. Throws ApiError. */
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const doFetch = this.opts.fetch ?? fetch;
+    let res: Response;
+    try {
+      res = await doFetch(this.base + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
+      });
+    } catch (err) {
+      const cause =
+        err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
+      throw new ApiError(0, 'unreachable', `cannot reach ${this.base}: ${cause}`);
+    }
+    const text = await res.text();
+    let parsed: unknown = null;
+    if (text) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text;
+      }
+    }
+    if (!res.ok) {
+      const e = (parsed as { error?: { code?: unknown; message?: unknown; details?: unknown } } | null)
+        ?.error;
+      throw new ApiError(
+        res.status,
+        typeof e?.code === 'string' ? e.code : `http_${res.status}`,
+        typeof e?.message === 'string' ? e.message : `${method} ${path} answered ${res.status}`,
+        e?.details && typeof e.details === 'object' ? (e.details as Record<string, unknown>) : undefined,
+      );
+    }
+    return parsed as T;
+  }
+}

@@ -1,0 +1,74 @@
+import type { TaskData } from '../../api/protocol.js';
+
+/** Free-form metrics a task reports (loss, accuracy, ...). */
+export type Metrics = Record<string, unknown>;
+
+/** What an executor is given to run one task. */
+export interface ExecutionContext {
+  task: TaskData;
+  /** Base URL of the HTTP API; commands see it as AI_FARM_SERVER. */
+  serverUrl: string;
+  /** Every progress report, 0-100 (the worker throttles what it sends). */
+  onProgress(progress: number, metrics?: Metrics): void;
+  /** Output that is not a progress report, line by line. */
+  onOutput?(line: string, stream: 'stdout' | 'stderr'): void;
+}
+
+/** How a task's execution ended. Maps onto task_result. */
+export interface ExecutionOutcome {
+  /** completed; failed (the task's own work failed or was stopped); error (it could not run). */
+  status: 'completed' | 'failed' | 'error';
+  /** The latest metrics reported. */
+  metrics?: Metrics | undefined;
+  result?: Record<string, unknown> | undefined;
+  error_log?: string | undefined;
+  /** Set when stop() ended it; the worker then decides whether to report it. */
+  stopped?: boolean | undefined;
+}
+
+/** One running task. */
+export interface Execution {
+  /** Settles once, when the task has ended and its processes are gone; never rejects. */
+  readonly done: Promise<ExecutionOutcome>;
+  /** Suspends the work where it is (the task stays assigned). */
+  pause(): void;
+  resume(): void;
+  /**
+   * Ends the work; resolves like `done`, with `stopped: true` unless it had already ended.
+   * `graceMs` bounds how long the work may take to wind down (0: kill now); calling again
+   * with a shorter grace hurries a stop already under way.
+   */
+  stop(graceMs?: number): Promise<ExecutionOutcome>;
+}
+
+/**
+ * Runs tasks of one type. The extension point of the worker: register an executor for a
+ * task type in an ExecutorRegistry and workers built with it advertise that type.
+ */
+export interface Executor {
+  start(ctx: ExecutionContext): Execution;
+}
+
+/** Task type -> executor. The worker advertises its keys as task_types. */
+export class ExecutorRegistry {
+  private readonly byType = new Map<string, Executor>();
+
+  register(type: string, executor: Executor): this {
+    this.byType.set(type, executor);
+    return this;
+  }
+
+  get(type: string): Executor | undefined {
+    return this.byType.get(type);
+  }
+
+  types(): string[] {
+    return [...this.byType.keys()];
+  }
+}
+
+/** An execution that is over before it starts (bad configuration, unknown type). */
+export function finishedExecution(outcome: ExecutionOutcome): Execution {
+  const done = Promise.resolve(outcome);
+  return { done, pause: () => undefined, resume: () => undefined, stop: () => done };
+}
