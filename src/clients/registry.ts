@@ -54,6 +54,8 @@ export class ClientRegistry {
   private readonly clients = new Map<string, FarmClient>();
   /** Hardware of every client ever registered, for "no known client can run this". */
   private readonly known = new Map<string, FarmClient['hardware']>();
+  /** Changes whenever the known hardware does, so unschedulable notes are rechecked only then. */
+  hardwareVersion = 0;
 
   get(id: string): FarmClient | undefined {
     return this.clients.get(id);
@@ -71,11 +73,14 @@ export class ClientRegistry {
 
   add(client: FarmClient): void {
     this.clients.set(client.id, client);
-    this.known.set(client.id, client.hardware);
+    this.remember(client.id, client.hardware);
   }
 
   remember(id: string, hardware: FarmClient['hardware']): void {
+    const before = this.known.get(id);
+    if (before && JSON.stringify(before) === JSON.stringify(hardware)) return;
     this.known.set(id, hardware);
+    this.hardwareVersion++;
   }
 
   remove(id: string): void {

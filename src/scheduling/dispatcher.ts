@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { TaskData } from '../api/protocol.js';
+import type { TaskData, TrainingData } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
@@ -9,13 +9,13 @@ import type { Database } from '../storage/schema.js';
 import { findTask, insertTaskEvent, updateTaskIf, type TaskRow } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
-import {
-  byPriorityThenAge,
-  placeTasks,
-  unschedulableReason,
-  type PendingTask,
-  type Placement,
-} from './policy.js';
+import { PendingQueue } from './pending-queue.js';
+import { placeTasks, unschedulableReason, type PendingTask, type Placement } from './policy.js';
+
+/** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
+export interface TrainingHook {
+  describeTraining(taskId: number, rank: number, attempt: number): Promise<TrainingData | undefined>;
+}
 
 interface QueuedTask extends PendingTask {
   /** True for ranks of a task that already runs (re-placing a lost rank). */
@@ -24,6 +24,8 @@ interface QueuedTask extends PendingTask {
   name: string | null;
   config: Record<string, unknown>;
   unschedulable: string | null;
+  /** registry.hardwareVersion when the unschedulable note was last checked. */
+  reviewedVersion: number;
 }
 
 /**
@@ -33,7 +35,7 @@ interface QueuedTask extends PendingTask {
  * then sends the `task` messages.
  */
 export class Dispatcher {
-  private readonly queue = new Map<number, QueuedTask>();
+  private readonly queue = new PendingQueue<QueuedTask>();
   private passScheduled = false;
   /** Passes run one after another, never two at once. */
   private passes: Promise<void> = Promise.resolve();
@@ -49,6 +51,7 @@ export class Dispatcher {
       logger: Logger;
       metrics: FarmMetrics;
       maxTasksPerClient: number;
+      training?: TrainingHook;
     },
   ) {}
 
@@ -113,8 +116,12 @@ export class Dispatcher {
 
   /** Explains unschedulable tasks, and clears the note when a fitting client appears. */
   async reviewUnschedulable(): Promise<void> {
-    const known = this.deps.registry.knownHardware();
+    const version = this.deps.registry.hardwareVersion;
+    let known: ReturnType<ClientRegistry['knownHardware']> | null = null;
     for (const t of this.queue.values()) {
+      if (t.reviewedVersion === version) continue;
+      t.reviewedVersion = version;
+      known ??= this.deps.registry.knownHardware();
       const reason = unschedulableReason(t, known);
       if (reason === t.unschedulable) continue;
       t.unschedulable = reason;
@@ -126,7 +133,7 @@ export class Dispatcher {
 
   private enqueueRow(r: TaskRow, ranks?: number[]): void {
     const existing = this.queue.get(r.id);
-    this.queue.set(r.id, {
+    this.queue.set({
       id: r.id,
       partial: ranks !== undefined,
       ranks,
@@ -138,18 +145,22 @@ export class Dispatcher {
       name: r.name,
       config: (parseJson(r.config) ?? {}) as Record<string, unknown>,
       unschedulable: r.unschedulable_reason,
+      reviewedVersion: -1,
     });
   }
 
   private async pass(): Promise<void> {
     if (this.closed || this.queue.size === 0) return;
     try {
-      const tasks = [...this.queue.values()].sort(byPriorityThenAge);
-      for (const t of tasks) {
-        // A re-placed rank never lands next to another rank of its task.
-        if (t.partial) t.excludeClients = new Set(this.deps.registry.leasesOf(t.id).map((l) => l.clientId));
-      }
-      const placements = placeTasks(tasks, this.deps.registry.capacities(this.deps.maxTasksPerClient));
+      const registry = this.deps.registry;
+      const tasks = function* (queue: PendingQueue<QueuedTask>) {
+        for (const t of queue.ordered()) {
+          // A re-placed rank never lands next to another rank of its task.
+          if (t.partial) t.excludeClients = new Set(registry.leasesOf(t.id).map((l) => l.clientId));
+          yield t;
+        }
+      };
+      const placements = placeTasks(tasks(this.queue), registry.capacities(this.deps.maxTasksPerClient));
       if (placements.length > 0) await this.claim(placements);
       if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
     } catch (err) {
@@ -218,7 +229,7 @@ export class Dispatcher {
         await this.refresh(taskId);
         return;
       }
-      ps.forEach((p, i) => {
+      for (const [i, p] of ps.entries()) {
         const lease = provisional[i] as Lease;
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
@@ -232,8 +243,10 @@ export class Dispatcher {
           rank: p.rank,
           world_size: task.worldSize,
         };
+        const training = await this.deps.training?.describeTraining(taskId, p.rank, lease.attempt);
+        if (training) data.training = training;
         registry.get(p.clientId)?.send?.({ type: 'task', data });
-      });
+      }
       this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
       await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
     });

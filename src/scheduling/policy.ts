@@ -72,9 +72,9 @@ export function byPriorityThenAge(a: PendingTask, b: PendingTask): number {
  * holds slots half-placed) so smaller tasks behind it still run. Among eligible clients
  * the least loaded wins, which spreads work across the farm.
  *
- * `tasks` must already be sorted with byPriorityThenAge.
+ * `tasks` must come in byPriorityThenAge order; iteration stops once every slot is taken.
  */
-export function placeTasks(tasks: readonly PendingTask[], clients: readonly ClientCapacity[]): Placement[] {
+export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly ClientCapacity[]): Placement[] {
   const free = new Map<string, number>();
   for (const c of clients) if (!c.cordoned && c.freeSlots > 0) free.set(c.id, c.freeSlots);
   const placements: Placement[] = [];
