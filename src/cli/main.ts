@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { AppError } from '../errors.js';
 import { adminCommands } from './admin-commands.js';
 import { serverCommand } from './server-command.js';
+import { usersCommands } from './users-commands.js';
 
 /** The `ai-farm` command line; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -15,6 +16,7 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   serverCommand(program, setExit);
   adminCommands(program, setExit);
+  usersCommands(program, setExit);
   try {
     await program.parseAsync(argv);
   } catch (err) {

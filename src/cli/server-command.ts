@@ -22,7 +22,21 @@ export function serverCommand(program: Command, setExit: (code: number) => void)
           ].join('\n'),
         );
       }
-      console.log(`AI Farm server on ${server.httpUrl} (API docs: ${server.httpUrl}/docs)`);
+      if (server.createdAdminPassword) {
+        console.log(
+          [
+            '',
+            `First start: admin-panel user "${server.config.ADMIN_USERNAME}" was created with this password,`,
+            'shown this once (change it in the panel, or with `ai-farm users passwd`):',
+            '',
+            `    ${server.createdAdminPassword}`,
+            '',
+          ].join('\n'),
+        );
+      }
+      console.log(
+        `AI Farm server on ${server.httpUrl} (admin panel: ${server.httpUrl}/, API docs: ${server.httpUrl}/docs)`,
+      );
       await new Promise<void>((resolve) => {
         const onSignal = (sig: string) => {
           process.off('SIGINT', onSignal);
