@@ -61,4 +61,4 @@ else
 fi
 
 # Packages the browser, any-language and PyTorch tests use (Debian's, not pip's).
-apt_install python3 python3-websockets python3-torch
+apt_install python3 python3-websockets python3-torch chromium
