@@ -129,6 +129,22 @@ describe('WorkerClient against the real server', () => {
     expect(drops).toEqual([]);
   });
 
+  it('gives up when its id is taken over by another connection or belongs to another token', async () => {
+    const first = client({ id: 'sdk-dup' });
+    await first.connect();
+    const lost = once(first, 'closed');
+    const second = client({ id: 'sdk-dup' });
+    await second.connect();
+    // Reconnecting would knock the newer connection off in turn: the older one stops.
+    expect((await lost)[0]).toMatchObject({ code: 'client_id_taken' });
+    expect(second.connected).toBe(true);
+
+    const other = (await ts.api('POST', '/api/tokens', { name: 'sdk-other', role: 'worker' })).body.token;
+    const thief = client({ id: 'sdk-dup', token: other });
+    await expect(thief.connect()).rejects.toMatchObject({ code: 'client_id_taken' });
+    expect(second.connected).toBe(true);
+  });
+
   it('ApiClient surfaces the API error code', async () => {
     const err = await api.tasks.get(999_999).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);

@@ -143,7 +143,7 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
     .option('--name <name>', 'a name for the task')
     .option('--max-attempts <n>', 'attempts before the task fails (default 3)', integer)
     .option('-w, --watch', 'then watch it until it ends (exit code as watch)')
-    .option('--interval <ms>', 'polling interval of --watch', integer, 1000)
+    .option('--interval <ms>', 'polling interval of --watch', integer, 2000)
     .action(
       withApi(async (api, flags: CreateFlags) => {
         const body = createBodyFromFlags(flags);
@@ -211,7 +211,7 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
       .description('follow a task until it ends; exit 0 if it completed')
       .argument('<id>', 'task id', taskId),
   )
-    .option('--interval <ms>', 'polling interval', integer, 1000)
+    .option('--interval <ms>', 'polling interval (the API allows 60 requests/min by default)', integer, 2000)
     .action(
       withApi(async (api, id: number, f: Conn & { interval: number }) =>
         watchTask(api, id, f.interval, f.json),
@@ -271,9 +271,9 @@ export async function watchTask(
         task = await api.tasks.get(id);
         failures = 0;
       } catch (err) {
-        // A server restart is no reason to stop watching; a missing task is.
-        if (!(err instanceof ApiError) || err.status !== 0 || ++failures > 30) throw err;
-        await sleep(intervalMs);
+        // A server restart or the rate limit is no reason to stop watching; a missing task is.
+        if (!(err instanceof ApiError) || ![0, 429, 503].includes(err.status) || ++failures > 30) throw err;
+        await sleep(Math.max(intervalMs, err.retryAfterMs ?? 0));
         continue;
       }
       const metrics = summarizeMetrics(task.metrics ?? undefined);

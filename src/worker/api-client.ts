@@ -23,6 +23,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly details?: Record<string, unknown>,
+    /** From Retry-After (429, 503): when asking again may succeed, ms. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'ApiError';
@@ -105,8 +107,18 @@ export class ApiClient {
         typeof e?.code === 'string' ? e.code : `http_${res.status}`,
         typeof e?.message === 'string' ? e.message : `${method} ${path} answered ${res.status}`,
         e?.details && typeof e.details === 'object' ? (e.details as Record<string, unknown>) : undefined,
+        retryAfterMs(res.headers.get('retry-after')),
       );
     }
     return parsed as T;
   }
+}
+
+/** Retry-After as seconds or an HTTP date, in ms. */
+function retryAfterMs(header: string | null): number | undefined {
+  if (!header) return undefined;
+  const s = Number(header);
+  if (Number.isFinite(s)) return Math.max(0, s * 1000);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }

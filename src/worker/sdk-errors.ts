@@ -5,6 +5,7 @@
  * - `timeout`: no answer within the request timeout;
  * - `closed`: close() was called;
  * - `unauthorized`: the server refused the token (no point retrying);
+ * - `client_id_taken`: the id belongs to another token, or another connection took it over;
  * - `gave_up`: reconnection attempts exhausted;
  * - any code the server sends in an `error` message (see ProtocolError).
  */
@@ -38,6 +39,7 @@ export class ProtocolError extends WorkerClientError {
 export const FATAL_REGISTRATION_CODES: ReadonlySet<string> = new Set([
   'unauthorized',
   'forbidden',
+  'client_id_taken',
   'invalid_message',
   'unsupported_protocol_version',
 ]);

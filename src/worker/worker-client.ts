@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import {
+  CLOSE_CODES,
   PROTOCOL_VERSION,
   type RegisteredMessage,
   type ServerMessage,
@@ -273,6 +274,12 @@ export class WorkerClient extends EventEmitter<WorkerClientEvents> {
       case 'stop':
         this.emit(msg.type, msg);
         break;
+      case 'round_start':
+        this.emit('round_start', msg);
+        break;
+      case 'training_complete':
+        this.emit('training_complete', msg);
+        break;
       default:
         break;
     }
@@ -357,13 +364,21 @@ export class WorkerClient extends EventEmitter<WorkerClientEvents> {
       }
     }
     if (this.closing) return;
-    if (code === 4001 || httpStatus === 401 || httpStatus === 403) {
+    if (code === CLOSE_CODES.unauthorized || httpStatus === 401 || httpStatus === 403) {
       this.fail(
         new WorkerClientError('unauthorized', `the server refused the token (${httpStatus ?? code})`),
       );
       return;
     }
-    if (this.fatal) return;
+    // Another connection uses this id (a copied id file, another token): reconnecting would
+    // only knock it off in turn, back and forth.
+    if (code === CLOSE_CODES.clientIdTaken) {
+      const why = reason || 'client id taken';
+      this.fail(
+        new WorkerClientError('client_id_taken', `client id ${this.clientId} is in use elsewhere: ${why}`),
+      );
+      return;
+    }
     if (this.registeredAt && Date.now() - this.registeredAt >= (this.opts.stableAfterMs ?? 30_000)) {
       this.backoff.reset();
     }

@@ -99,10 +99,15 @@ export class Worker {
     this.client.on('pause', (c) => this.onControl(c));
     this.client.on('resume', (c) => this.onControl(c));
     this.client.on('stop', (c) => this.onControl(c));
+    // Training rounds go to the task's execution (see executors/training-loop.ts).
+    this.client.on('round_start', (m) => this.runs.get(m.task_id)?.execution?.deliver?.(m));
+    this.client.on('training_complete', (m) => this.runs.get(m.task_id)?.execution?.deliver?.(m));
     this.client.on('server_error', (e) => opts.display.warn(`server error ${e.code}: ${e.message}`));
     this.client.on('invalid_message', (problem) => opts.display.warn(`ignored a message: ${problem}`));
     this.client.on('closed', (err) => {
-      if (err) opts.display.warn(`stopped: ${err.message}`);
+      if (!err) return;
+      const hint = err.code === 'client_id_taken' ? ' (give each worker its own --id-file)' : '';
+      opts.display.warn(`stopped: ${err.message}${hint}`);
     });
   }
 
@@ -182,6 +187,9 @@ export class Worker {
     if (current && current.task.attempt === task.attempt && current.task.rank === task.rank) {
       // The same assignment again (after a reconnection): only its paused flag may be news.
       if (task.paused && !current.paused) this.pause(current);
+      // ...and, for a training task, the round it is at now.
+      if (current.execution) current.execution.deliver?.({ type: 'task', data: task });
+      else current.task = task;
       return;
     }
     if (current) this.abandon(current, 'reassigned');
@@ -217,10 +225,12 @@ export class Worker {
     const execution = executor.start({
       task,
       serverUrl: this.opts.httpUrl,
-      onProgress: (progress, metrics) => {
-        if (!run.abandoned) run.throttle.push({ progress, metrics });
+      onProgress: (progress, metrics, round) => {
+        if (!run.abandoned) run.throttle.push({ progress, metrics, round });
       },
       onOutput: (line) => this.opts.display.taskOutput(task.id, line),
+      token: this.opts.token,
+      clientId: this.client.id,
     });
     run.execution = execution;
     void execution.done.then((outcome) => this.onDone(run, outcome));
@@ -263,7 +273,13 @@ export class Worker {
   private sendProgress(run: Run, s: ProgressSample): void {
     const { task } = run;
     this.opts.display.taskProgress(task.id, s.progress, s.metrics);
-    const report = { task_id: task.id, progress: s.progress, attempt: task.attempt, rank: task.rank };
+    const report = {
+      task_id: task.id,
+      progress: s.progress,
+      attempt: task.attempt,
+      rank: task.rank,
+      ...(s.round === undefined ? {} : { round: s.round }),
+    };
     this.client.sendProgress(s.metrics ? { ...report, metrics: s.metrics } : report).catch((err: unknown) => {
       // A lost progress message is superseded by the next; a refused lease is not.
       if (err instanceof ProtocolError && isLeaseGone(err.code)) this.abandon(run, 'reassigned');
