@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { AppError } from '../errors.js';
 import { adminCommands } from './admin-commands.js';
 import { serverCommand } from './server-command.js';
+import { tasksCommands } from './tasks-commands.js';
+import { workerCommand } from './worker-command.js';
 import { usersCommands } from './users-commands.js';
 
 /** The `ai-farm` command line; returns the exit code. */
@@ -16,6 +18,8 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   serverCommand(program, setExit);
   adminCommands(program, setExit);
+  workerCommand(program, setExit);
+  tasksCommands(program, setExit);
   usersCommands(program, setExit);
   try {
     await program.parseAsync(argv);
