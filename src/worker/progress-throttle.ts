@@ -2,6 +2,8 @@
 export interface ProgressSample {
   progress: number;
   metrics?: Record<string, unknown> | undefined;
+  /** The round of a training task. */
+  round?: number | undefined;
 }
 
 /**

@@ -4,10 +4,12 @@ import type {
   ControlMessage,
   HeartbeatAckMessage,
   RegisteredMessage,
+  RoundStartMessage,
   SystemInfo,
   TaskData,
   TaskProgressMessage,
   TaskResultMessage,
+  TrainingCompleteMessage,
   Utilization,
 } from '../api/protocol.js';
 import type { BackoffOptions } from './backoff.js';
@@ -70,6 +72,10 @@ export interface WorkerClientEvents {
   pause: [control: ControlMessage];
   resume: [control: ControlMessage];
   stop: [control: ControlMessage];
+  /** A training task's next round opened (docs/training.md): download, train, upload. */
+  round_start: [message: RoundStartMessage];
+  /** A training task finished: no more rounds. */
+  training_complete: [message: TrainingCompleteMessage];
   disconnected: [info: DisconnectInfo];
   /** An `error` from the server that answers no pending request. */
   server_error: [error: ProtocolError];

@@ -37,5 +37,7 @@ export {
   type ExecutionContext,
   type ExecutionOutcome,
   type Executor,
+  type TrainingEvent,
 } from './executors/index.js';
+export { TrainMnistExecutor } from './executors/train-mnist.js';
 export * from '../api/protocol.js';

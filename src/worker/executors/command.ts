@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
+import { startCommandRounds } from './command-rounds.js';
 import { LineSplitter, parseOutputLine, TailBuffer } from './output-lines.js';
+import { isTrainingTask } from './training-loop.js';
 import {
   finishedExecution,
   type Execution,
@@ -104,14 +106,16 @@ export function taskEnvironment(
 export class CommandExecutor implements Executor {
   constructor(private readonly opts: CommandExecutorOptions = {}) {}
 
-  start(ctx: ExecutionContext): Execution {
+  /** Runs the command; a training task (config.rounds) runs it once per round (command-rounds.ts). */
+  start(ctx: ExecutionContext, roundEnv?: Record<string, string>): Execution {
     const cfg = parseCommandConfig(ctx.task.config);
     if (typeof cfg === 'string') return finishedExecution({ status: 'error', error_log: cfg });
+    if (roundEnv === undefined && isTrainingTask(ctx.task)) return startCommandRounds(ctx, this);
     let child: ChildProcess;
     try {
       child = spawn(cfg.file, cfg.args, {
         cwd: cfg.cwd,
-        env: taskEnvironment(ctx, this.opts.baseEnv ?? process.env, cfg.env),
+        env: taskEnvironment(ctx, this.opts.baseEnv ?? process.env, { ...cfg.env, ...roundEnv }),
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

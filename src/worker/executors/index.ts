@@ -1,4 +1,5 @@
 import { CommandExecutor, type CommandExecutorOptions } from './command.js';
+import { TrainMnistExecutor } from './train-mnist.js';
 import { ExecutorRegistry } from './types.js';
 
 export { CommandExecutor, type CommandExecutorOptions } from './command.js';
@@ -15,5 +16,7 @@ export interface DefaultExecutorOptions {
  * registry instead.
  */
 export function defaultExecutors(opts: DefaultExecutorOptions = {}): ExecutorRegistry {
-  return new ExecutorRegistry().register('command', new CommandExecutor(opts.command));
+  return new ExecutorRegistry()
+    .register('command', new CommandExecutor(opts.command))
+    .register('train_mnist', new TrainMnistExecutor());
 }

@@ -8,11 +8,24 @@ export interface ExecutionContext {
   task: TaskData;
   /** Base URL of the HTTP API; commands see it as AI_FARM_SERVER. */
   serverUrl: string;
-  /** Every progress report, 0-100 (the worker throttles what it sends). */
-  onProgress(progress: number, metrics?: Metrics): void;
+  /** Every progress report, 0-100 (the worker throttles what it sends); `round` for training tasks. */
+  onProgress(progress: number, metrics?: Metrics, round?: number): void;
   /** Output that is not a progress report, line by line. */
   onOutput?(line: string, stream: 'stdout' | 'stderr'): void;
+  /** The worker's token, for model downloads and uploads (never given to commands). */
+  token?: string | undefined;
+  /** This client's id, sent as X-AI-Farm-Client with uploads. */
+  clientId?: string | undefined;
 }
+
+/**
+ * A message about a training task's rounds, passed on to its execution: `round_start`,
+ * `training_complete`, or the `task` itself sent again (after a reconnection) with the
+ * current `training` state. Fields as in docs/training.md; the executor validates them.
+ */
+export type TrainingEvent =
+  | ({ type: 'round_start' | 'training_complete' } & Record<string, unknown>)
+  | { type: 'task'; data: TaskData };
 
 /** How a task's execution ended. Maps onto task_result. */
 export interface ExecutionOutcome {
@@ -39,6 +52,8 @@ export interface Execution {
    * with a shorter grace hurries a stop already under way.
    */
   stop(graceMs?: number): Promise<ExecutionOutcome>;
+  /** Training tasks only: a round_start, training_complete or re-sent task for this task. */
+  deliver?(event: TrainingEvent): void;
 }
 
 /**
