@@ -14,6 +14,8 @@ import { countTasksByStatus } from './storage/task-repo.js';
 import type { Clock } from './storage/values.js';
 import { WriteQueue } from './storage/write-queue.js';
 import { LeaseService } from './tasks/lease-service.js';
+import { RoundCoordinator } from './training/coordinator/coordinator.js';
+import { TrainingPaths } from './training/coordinator/paths.js';
 import { Gateway } from './ws/gateway.js';
 import { Handlers } from './ws/handlers.js';
 
@@ -26,6 +28,9 @@ export interface Farm {
   writes: WriteQueue;
   metrics: FarmMetrics;
   monitoring: MonitoringService;
+  /** Rounds of distributed training tasks (src/training). */
+  training: RoundCoordinator;
+  trainingPaths: TrainingPaths;
   /** Restores leases and the queue from the database, opens the WebSocket port; returns it. */
   start(): Promise<number>;
   /** Closes sockets, writes pending progress, drains the write queue. */
@@ -39,6 +44,8 @@ export function createFarm(d: {
   tokens: TokenService;
   clock: Clock;
   logger: Logger;
+  /** Called once a training task's final model is stored (TorchServe registration). */
+  onTrainingComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
 }): Farm {
   const logger = d.logger.child({ component: 'farm' });
   const registry = new ClientRegistry();
@@ -46,8 +53,21 @@ export function createFarm(d: {
   const countTasks = () => countTasksByStatus(d.db) as Promise<Record<string, number>>;
   const metrics = createMetrics({ tasksByStatus: countTasks, connected: () => registry.connectedCount() });
   const base = { db: d.db, writes, registry, bus: d.bus, clock: d.clock, logger };
-  const dispatcher = new Dispatcher({ ...base, metrics, maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT });
-  const leases = new LeaseService({ ...base, dispatcher });
+  const trainingPaths = new TrainingPaths(d.config.MODEL_CACHE_DIR, d.config.CHECKPOINT_DIR);
+  const training = new RoundCoordinator({
+    ...base,
+    logger: logger.child({ component: 'training' }),
+    paths: trainingPaths,
+    checkpointFrequency: d.config.CHECKPOINT_FREQUENCY,
+    ...(d.onTrainingComplete ? { onComplete: d.onTrainingComplete } : {}),
+  });
+  const dispatcher = new Dispatcher({
+    ...base,
+    metrics,
+    maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
+    training,
+  });
+  const leases = new LeaseService({ ...base, dispatcher, training });
   const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases });
   const gateway = new Gateway({
     config: d.config,
@@ -72,6 +92,8 @@ export function createFarm(d: {
     writes,
     metrics,
     monitoring,
+    training,
+    trainingPaths,
     async start() {
       const restored = await recoverRegistry(d.db, registry, d.clock, d.config.MAX_TASKS_PER_CLIENT);
       if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
@@ -99,6 +121,8 @@ export function createFarm(d: {
             .catch(fail('client refresh failed'));
         }),
       );
+      // Open rounds resume before any client can reconnect and ask for its task.
+      await training.start();
       await dispatcher.loadPending();
       flusher = setInterval(() => void leases.flushDirty().catch(fail('progress flush failed')), 1000);
       return gateway.listen(d.config.SERVER_HOST, d.config.WEBSOCKET_PORT);
@@ -108,6 +132,7 @@ export function createFarm(d: {
       if (flusher) clearInterval(flusher);
       for (const u of unsubscribe) u();
       await gateway.close();
+      await training.stop();
       await leases.flushDirty().catch(fail('progress flush failed'));
       await writes.close();
     },

@@ -12,6 +12,13 @@ import { openDatabase, pingDatabase, resolveDatabaseTarget, type DatabaseHandle 
 import { migrateToLatest } from './storage/migrate.js';
 import { systemClock, type Clock } from './storage/values.js';
 import { TaskService } from './tasks/task-service.js';
+import { modelRoutes, buildModelServer } from './http/routes/models-routes.js';
+import { trainingRoutes } from './http/routes/training-routes.js';
+import { insertTaskEvent } from './storage/task-repo.js';
+import { toDbTime } from './storage/values.js';
+import { registerWithTorchServe } from './training/coordinator/torchserve.js';
+import { UploadService } from './training/coordinator/uploads.js';
+import { TrainingService } from './training/training-service.js';
 
 /** A running server and how to stop it. */
 export interface RunningServer {
@@ -23,6 +30,8 @@ export interface RunningServer {
   httpUrl: string;
   /** URL workers connect to on WEBSOCKET_PORT, e.g. ws://127.0.0.1:8765. */
   wsUrl: string;
+  /** Base URL of the model server on MODEL_SERVER_PORT, e.g. http://127.0.0.1:5000. */
+  modelUrl: string;
   /** The admin token created at first start, if one was (printed once by the CLI). */
   createdAdminToken?: string | undefined;
   /** The first admin-panel user's generated password, if this start created one (printed once by the CLI). */
@@ -58,24 +67,72 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const bus: Bus = new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
     cleanups.push(() => bus.close());
     const tokens = new TokenService(database.db, clock);
-    const farm = createFarm({ config, db: database.db, bus, tokens, clock, logger });
+    let modelBase = '';
+    const torchserve = async (taskId: number): Promise<void> => {
+      const r = await registerWithTorchServe(
+        config.TORCHSERVE_URL,
+        taskId,
+        `${modelBase}/tasks/${taskId}/model`,
+      );
+      logger.info({ taskId, request: r.request, status: r.status }, 'TorchServe registration answered');
+      await insertTaskEvent(database.db, {
+        task_id: taskId,
+        at: toDbTime(clock.now(), true),
+        kind: r.status < 300 ? 'torchserve_registered' : 'torchserve_refused',
+        message: `POST ${r.request} -> ${r.status}`,
+        data: { status: r.status, body: r.body },
+      });
+    };
+    const farm = createFarm({
+      config,
+      db: database.db,
+      bus,
+      tokens,
+      clock,
+      logger,
+      ...(config.TORCHSERVE_URL ? { onTrainingComplete: torchserve } : {}),
+    });
     const services: Services = {
-      tasks: new TaskService(database.db, bus, clock),
+      tasks: new TaskService(database.db, bus, clock, {
+        defaultEpochs: config.DEFAULT_EPOCHS,
+        defaultBatchSize: config.DEFAULT_BATCH_SIZE,
+      }),
       clients: new ClientService(database.db, bus, clock),
       tokens,
       monitoring: farm.monitoring,
       ping: () => pingDatabase(database.db),
     };
     const boot = await tokens.bootstrap(config.ADMIN_TOKEN);
+    const training = new TrainingService({ db: database.db, tasks: services.tasks, registry: farm.registry });
+    const uploads = new UploadService({
+      db: database.db,
+      registry: farm.registry,
+      coordinator: farm.training,
+      paths: farm.trainingPaths,
+      maxUploadBytes: config.MAX_UPLOAD_BYTES,
+      touch: (clientId) => farm.gateway.touch(clientId),
+    });
+    const trainingPlugin = async (app: App): Promise<void> => {
+      await app.register(modelRoutes(training, uploads));
+      await app.register(trainingRoutes(training));
+    };
 
-    const panel = await createPanel({ config, db: database.db, bus, tokens, clock, logger });
+    const panel = await createPanel({
+      config,
+      db: database.db,
+      bus,
+      tokens,
+      clock,
+      logger,
+      monitoring: farm.monitoring,
+    });
     const http = await buildHttpApp({
       config,
       services,
       logger,
       access: loggers.access,
       sessions: panel.sessions,
-      plugins: [panel.plugin],
+      plugins: [panel.plugin, trainingPlugin],
     });
     farm.gateway.attach(http.server, '/ws');
     // Stopped after the HTTP server: requests in flight may still queue writes.
@@ -83,12 +140,19 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const wsPort = await farm.start();
     cleanups.push(() => http.close());
     await http.listen({ host: config.SERVER_HOST, port: config.SERVER_PORT });
+    // Closed first at shutdown (cleanups run in reverse): downloads end before the farm stops.
+    const modelServer = await buildModelServer({ tokens, training, logger });
+    cleanups.push(() => modelServer.close());
+    await modelServer.listen({ host: config.SERVER_HOST, port: config.MODEL_SERVER_PORT });
     const address = http.server.address() as AddressInfo;
+    const modelPort = (modelServer.server.address() as AddressInfo).port;
     const host =
       config.SERVER_HOST === '0.0.0.0' || config.SERVER_HOST === '::' ? '127.0.0.1' : config.SERVER_HOST;
     const hostPart = host.includes(':') ? `[${host}]` : host;
     const httpUrl = `http://${hostPart}:${address.port}`;
     const wsUrl = `ws://${hostPart}:${wsPort}`;
+    const modelUrl = `http://${hostPart}:${modelPort}`;
+    modelBase = modelUrl;
     logger.info({ url: httpUrl, websocket: wsUrl, database: database.describe }, 'AI Farm server listening');
 
     let stopped: Promise<void> | undefined;
@@ -99,6 +163,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       http,
       httpUrl,
       wsUrl,
+      modelUrl,
       createdAdminToken: boot.created,
       createdAdminPassword: panel.createdAdminPassword,
       stop: () => {

@@ -183,6 +183,25 @@ export type ClientMessage =
 
 // ---- server -> client ------------------------------------------------------------
 
+/** Where a rank of a training task stands (docs/training.md); URLs are relative to the HTTP API. */
+export const TrainingData = Type.Object({
+  round: Type.Integer({ minimum: 1, description: 'The open round.' }),
+  rounds: Type.Integer({ minimum: 1 }),
+  global_model_url: Type.Union([Type.String(), Type.Null()], {
+    description: 'GET it (bearer token) to start the round from; null in round 1 (initialise from seed).',
+  }),
+  upload_url: Type.String({
+    description: 'PUT the update here, adding &num_samples=<n> (it already carries ?attempt=).',
+  }),
+  deadline_at: Type.String({ description: 'When the round closes at the latest (ISO 8601).' }),
+  accepted: Type.Optional(
+    Type.Boolean({
+      description: "This rank's update of this round is already accepted: wait for round_start.",
+    }),
+  ),
+});
+export type TrainingData = Static<typeof TrainingData>;
+
 export const TaskData = Type.Object({
   id: Type.Integer(),
   type: Type.String(),
@@ -193,6 +212,7 @@ export const TaskData = Type.Object({
   rank: Type.Integer(),
   world_size: Type.Integer(),
   paused: Type.Optional(Type.Boolean({ description: 'The task is paused: hold until resume.' })),
+  training: Type.Optional(TrainingData),
 });
 export type TaskData = Static<typeof TaskData>;
 
@@ -205,6 +225,28 @@ export const ControlMessage = Type.Object({
   reason: Type.Optional(Type.String()),
 });
 export type ControlMessage = Static<typeof ControlMessage>;
+
+/** A new round of a training task opened: download its global model, train, upload. */
+export const RoundStartMessage = Type.Composite([
+  Type.Object({
+    type: Type.Literal('round_start'),
+    task_id: Type.Integer(),
+    attempt: Type.Integer(),
+    rank: Type.Integer(),
+  }),
+  TrainingData,
+]);
+export type RoundStartMessage = Static<typeof RoundStartMessage>;
+
+/** A training task finished: its final model is at model_url; no more rounds. */
+export const TrainingCompleteMessage = Type.Object({
+  type: Type.Literal('training_complete'),
+  task_id: Type.Integer(),
+  rounds: Type.Integer(),
+  model_url: Type.String(),
+  model_digest: Type.String(),
+});
+export type TrainingCompleteMessage = Static<typeof TrainingCompleteMessage>;
 
 export const RegisteredMessage = Type.Object({
   type: Type.Literal('registered'),
@@ -255,6 +297,8 @@ export const SERVER_MESSAGES = {
   no_task: NoTaskMessage,
   ack: AckMessage,
   error: ErrorMessage,
+  round_start: RoundStartMessage,
+  training_complete: TrainingCompleteMessage,
 } as const satisfies Record<string, TSchema>;
 
 export type ServerMessage =
@@ -264,7 +308,9 @@ export type ServerMessage =
   | Static<typeof HeartbeatAckMessage>
   | Static<typeof NoTaskMessage>
   | Static<typeof AckMessage>
-  | ErrorMessage;
+  | ErrorMessage
+  | RoundStartMessage
+  | TrainingCompleteMessage;
 
 /** WebSocket close codes the server uses (4000-4999 are the application's). */
 export const CLOSE_CODES = {

@@ -148,5 +148,20 @@ export const TaskMetricsView = Type.Object({
     }),
     { description: 'Sampled history, oldest first (one sample per rank every 2 s at most; 2,000 kept).' },
   ),
+  rounds: Type.Optional(
+    Type.Array(
+      Type.Object({
+        round: Type.Integer(),
+        state: Type.String({ description: 'open or closed.' }),
+        closed_at: NullableTimestamp,
+        num_updates: Type.Integer(),
+        metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+      }),
+      {
+        description:
+          "Training tasks: per round, the ranks' metrics weighted by samples (plus heldout_* for train_mnist).",
+      },
+    ),
+  ),
 });
 export type TaskMetricsView = Static<typeof TaskMetricsView>;

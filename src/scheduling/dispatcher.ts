@@ -14,7 +14,12 @@ import { placeTasks, unschedulableReason, type PendingTask, type Placement } fro
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
 export interface TrainingHook {
-  describeTraining(taskId: number, rank: number, attempt: number): Promise<TrainingData | undefined>;
+  describeTraining(
+    taskId: number,
+    config: Record<string, unknown> | null,
+    rank: number,
+    attempt: number,
+  ): Promise<TrainingData | undefined>;
 }
 
 interface QueuedTask extends PendingTask {
@@ -243,7 +248,12 @@ export class Dispatcher {
           rank: p.rank,
           world_size: task.worldSize,
         };
-        const training = await this.deps.training?.describeTraining(taskId, p.rank, lease.attempt);
+        const training = await this.deps.training?.describeTraining(
+          taskId,
+          task.config,
+          p.rank,
+          lease.attempt,
+        );
         if (training) data.training = training;
         registry.get(p.clientId)?.send?.({ type: 'task', data });
       }

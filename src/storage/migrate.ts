@@ -3,6 +3,7 @@ import type { Dialect } from './db.js';
 import type { Database } from './schema.js';
 import * as m001 from './migrations/001-initial.js';
 import * as m003 from './migrations/003-sessions.js';
+import * as m004 from './migrations/004-training.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -12,6 +13,7 @@ interface DialectMigration {
 const MIGRATIONS: Record<string, DialectMigration> = {
   '001-initial': m001,
   '003-sessions': m003,
+  '004-training': m004,
 };
 
 /** Brings the schema up to date; returns the names applied now. */

@@ -166,6 +166,40 @@ export interface LoginFailuresTable {
   username: string;
 }
 
+/** One round of a distributed training task (the round journal, migration 004). */
+export interface TrainingRoundsTable {
+  id: Generated<number>;
+  task_id: number;
+  round: number;
+  state: 'open' | 'closed';
+  opened_at: Time;
+  deadline_at: Time;
+  closed_at: Time | null;
+  /** The global model this round starts from (null in round 1 without an initial model). */
+  global_path: string | null;
+  global_digest: string | null;
+  num_updates: ColumnType<number, number | undefined, number>;
+  /** Deadlines passed below quorum. */
+  extensions: ColumnType<number, number | undefined, number>;
+  metrics: NullableJson;
+}
+
+/** An update accepted into a round: at most one per (task, round, rank). */
+export interface RoundUpdatesTable {
+  id: Generated<number>;
+  task_id: number;
+  round: number;
+  rank: number;
+  attempt: number;
+  client_id: string;
+  num_samples: number;
+  path: string;
+  digest: string;
+  bytes: number;
+  metrics: NullableJson;
+  accepted_at: Time;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -178,4 +212,6 @@ export interface Database {
   audit_log: AuditLogTable;
   sessions: SessionsTable;
   login_failures: LoginFailuresTable;
+  training_rounds: TrainingRoundsTable;
+  round_updates: RoundUpdatesTable;
 }

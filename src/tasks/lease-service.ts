@@ -4,7 +4,7 @@ import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
-import type { Dispatcher } from '../scheduling/dispatcher.js';
+import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
 import * as assignments from '../storage/assignment-repo.js';
 import type { Database } from '../storage/schema.js';
 import { findTask } from '../storage/task-repo.js';
@@ -38,6 +38,7 @@ export class LeaseService {
       bus: Bus;
       clock: Clock;
       logger: Logger;
+      training?: TrainingHook;
     },
   ) {}
 
@@ -259,6 +260,13 @@ export class LeaseService {
         world_size: Number(row.world_size),
         ...(lease.status === 'paused' || row.status === 'paused' ? { paused: true } : {}),
       };
+      const training = await this.deps.training?.describeTraining(
+        row.id,
+        data.config,
+        lease.rank,
+        lease.attempt,
+      );
+      if (training) data.training = training;
       client.send?.({ type: 'task', data });
     }
   }

@@ -13,7 +13,13 @@ import { conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
 import { listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
+import { listRounds } from '../storage/training-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
+import {
+  isTrainingConfig,
+  prepareTrainingConfig,
+  type TrainingDefaults,
+} from '../training/training-config.js';
 import { LIVE_STATUSES, USER_TRANSITIONS, resolveUserTarget, userMayChange } from './task-state.js';
 
 export interface TaskPage {
@@ -36,9 +42,17 @@ export class TaskService {
     private readonly db: Kysely<Database>,
     private readonly bus: Bus,
     private readonly clock: Clock,
+    /** DEFAULT_EPOCHS and DEFAULT_BATCH_SIZE, filled into training configs. */
+    private readonly training: TrainingDefaults = { defaultEpochs: 10, defaultBatchSize: 32 },
   ) {}
 
-  async create(principal: Principal, body: CreateTaskBody): Promise<Task> {
+  async create(principal: Principal, input: CreateTaskBody): Promise<Task> {
+    let body = input;
+    if (isTrainingConfig(body.config)) {
+      const prepared = prepareTrainingConfig(body.config ?? {}, body.world_size, this.training);
+      if (!prepared.ok) throw prepared.error;
+      body = { ...body, config: prepared.config, world_size: prepared.worldSize };
+    }
     const now = toDbTime(this.clock.now());
     const id = await this.db.transaction().execute(async (trx) => {
       const id = await repo.insertTask(trx, {
@@ -153,7 +167,19 @@ export class TaskService {
   async metrics(principal: Principal, id: number, limit = 1000): Promise<TaskMetricsView> {
     const row = await this.visible(principal, id);
     const samples = await listMetricSamples(this.db, id, limit);
+    const rounds = await listRounds(this.db, id);
     return {
+      ...(rounds.length > 0
+        ? {
+            rounds: rounds.map((r) => ({
+              round: Number(r.round),
+              state: r.state,
+              closed_at: fromDbTime(r.closed_at),
+              num_updates: Number(r.num_updates),
+              metrics: parseJson<Record<string, unknown>>(r.metrics),
+            })),
+          }
+        : {}),
       task_id: id,
       progress: Number(row.progress),
       latest: parseJson(row.metrics),

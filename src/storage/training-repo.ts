@@ -1,0 +1,114 @@
+import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { Database, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+export type RoundRow = Selectable<TrainingRoundsTable>;
+export type UpdateRow = Selectable<RoundUpdatesTable>;
+
+/** Opens a round; fails on the unique key when it already exists. */
+export async function insertRound(
+  db: Db,
+  r: {
+    task_id: number;
+    round: number;
+    opened_at: string;
+    deadline_at: string;
+    global_path: string | null;
+    global_digest: string | null;
+  },
+): Promise<void> {
+  await db
+    .insertInto('training_rounds')
+    .values({ ...r, state: 'open' })
+    .execute();
+}
+
+export async function findRound(db: Db, taskId: number, round: number): Promise<RoundRow | undefined> {
+  return db
+    .selectFrom('training_rounds')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .executeTakeFirst();
+}
+
+/** The latest round of a task (open or closed). */
+export async function latestRound(db: Db, taskId: number): Promise<RoundRow | undefined> {
+  return db
+    .selectFrom('training_rounds')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .orderBy('round', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export async function listRounds(db: Db, taskId: number): Promise<RoundRow[]> {
+  return db
+    .selectFrom('training_rounds')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .orderBy('round', 'asc')
+    .execute();
+}
+
+/** Changes a round only while it is open; true when it was. */
+export async function updateOpenRound(
+  db: Db,
+  taskId: number,
+  round: number,
+  changes: Updateable<TrainingRoundsTable>,
+): Promise<boolean> {
+  const res = await db
+    .updateTable('training_rounds')
+    .set(changes)
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .where('state', '=', 'open')
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+/** Running tasks with an open round: what a restart resumes. */
+export async function listOpenRounds(db: Db): Promise<RoundRow[]> {
+  return db
+    .selectFrom('training_rounds')
+    .innerJoin('tasks', 'tasks.id', 'training_rounds.task_id')
+    .selectAll('training_rounds')
+    .where('training_rounds.state', '=', 'open')
+    .where('tasks.status', 'in', ['running', 'paused'])
+    .execute();
+}
+
+/** Records an accepted update; the unique key (task, round, rank) refuses a second one. */
+export async function insertUpdate(
+  db: Db,
+  u: Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null },
+): Promise<void> {
+  await db.insertInto('round_updates').values(u).execute();
+}
+
+export async function listUpdates(db: Db, taskId: number, round: number): Promise<UpdateRow[]> {
+  return db
+    .selectFrom('round_updates')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .orderBy('id', 'asc')
+    .execute();
+}
+
+export async function findUpdate(
+  db: Db,
+  taskId: number,
+  round: number,
+  rank: number,
+): Promise<UpdateRow | undefined> {
+  return db
+    .selectFrom('round_updates')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .where('rank', '=', rank)
+    .executeTakeFirst();
+}

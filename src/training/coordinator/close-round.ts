@@ -1,0 +1,181 @@
+/**
+ * Closing a round: aggregate (the FedAvg session's sum, or a robust strategy over the stored
+ * updates, chunk by chunk, in a worker thread), measure, checkpoint, and record it all in one
+ * transaction that also opens the next round or completes the task. Files are durable (temp +
+ * fsync + rename) before the transaction that names them commits.
+ */
+import { unlink } from 'node:fs/promises';
+import { sql } from 'kysely';
+import type { Logger } from '../../observability/logger.js';
+import { LIVE_ASSIGNMENT } from '../../storage/assignment-repo.js';
+import type { AssignmentStatus } from '../../storage/schema.js';
+import { insertTaskEvent } from '../../storage/task-repo.js';
+import { insertRound, updateOpenRound } from '../../storage/training-repo.js';
+import { toDbTime, type Clock } from '../../storage/values.js';
+import type { WriteQueue } from '../../storage/write-queue.js';
+import { aggregate } from '../aggregation/runner.js';
+import { copyFileAtomic } from '../model-store/atomic-file.js';
+import { strategySpec } from '../training-config.js';
+import type { TrainingPaths } from './paths.js';
+import { incremental, weightedMetrics, type Run } from './run.js';
+import { runThread } from './thread.js';
+
+export interface CloseDeps {
+  writes: WriteQueue;
+  paths: TrainingPaths;
+  clock: Clock;
+  logger: Logger;
+  checkpointFrequency: number;
+}
+
+/** What a closed round produced. */
+export type CloseOutcome =
+  | {
+      ok: true;
+      last: boolean;
+      outPath: string;
+      digest: string;
+      metrics: Record<string, number>;
+      checkpoint: string | null;
+    }
+  | { ok: false; message: string };
+
+/** Aggregates the accepted updates of the open round into the next global model. */
+async function aggregateRound(
+  run: Run,
+  outPath: string,
+): Promise<{ ok: true; digest: string } | { ok: false; message: string }> {
+  const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank);
+  const settled = await Promise.allSettled(run.adds);
+  if (settled.some((s) => s.status === 'rejected')) run.sessionSound = false;
+  const metadata = { format: 'pt', producer: 'ai-farm', task: String(run.taskId), round: String(run.round) };
+  if (incremental(run) && run.session && run.sessionSound && run.session.count === updates.length) {
+    const fin = await run.session.finish(outPath, metadata);
+    if (fin.ok) return { ok: true, digest: fin.digest };
+  }
+  if (!run.reference) return { ok: false, message: 'no update to aggregate' };
+  // Robust strategies, or a FedAvg sum that cannot be trusted: one pass over the journal's files.
+  const r = await aggregate({
+    ...strategySpec(run.config.aggregation),
+    inputs: updates.map((u) => ({ path: u.path, weight: u.numSamples })),
+    globalHeader: run.reference,
+    outPath,
+    metadata,
+  });
+  if (!r.ok) return { ok: false, message: `${r.code}: ${r.message}` };
+  return { ok: true, digest: r.digest };
+}
+
+/** Held-out loss and accuracy of a train_mnist model, computed in a worker thread. */
+async function heldOut(path: string, logger: Logger): Promise<Record<string, number>> {
+  try {
+    const r = await runThread<{ ok: boolean; loss?: number; accuracy?: number; message?: string }>(
+      'evaluate.worker',
+      { path },
+    );
+    if (r.ok && r.loss !== undefined && r.accuracy !== undefined) {
+      return { heldout_loss: r.loss, heldout_accuracy: r.accuracy };
+    }
+    logger.warn({ path, message: r.message }, 'held-out evaluation refused the model');
+  } catch (err) {
+    logger.warn({ err, path }, 'held-out evaluation failed');
+  }
+  return {};
+}
+
+/**
+ * Closes the open round of `run`. On success the journal says: this round closed, and either the
+ * next round is open (starting from the new global model) or the task completed with its result.
+ */
+export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> {
+  const t0 = Date.now();
+  const last = run.round >= run.config.rounds;
+  const outPath = d.paths.global(run.taskId, run.round + 1);
+  const agg = await aggregateRound(run, outPath);
+  if (!agg.ok) return agg;
+  const updates = [...run.accepted.values()];
+  const metrics: Record<string, number> = {
+    ...weightedMetrics(updates),
+    num_samples: updates.reduce((s, u) => s + u.numSamples, 0),
+    aggregation_ms: Date.now() - t0,
+  };
+  if (run.type === 'train_mnist') Object.assign(metrics, await heldOut(outPath, d.logger));
+  const checkpoint =
+    last || run.round % d.checkpointFrequency === 0 ? d.paths.checkpoint(run.taskId, run.round) : null;
+  if (checkpoint) await copyFileAtomic(outPath, checkpoint);
+
+  const now = d.clock.now();
+  const nowDb = toDbTime(now);
+  const at = toDbTime(now, true);
+  const { taskId, round } = run;
+  const progress = Math.min(100, (100 * round) / run.config.rounds);
+  await d.writes.run(async (trx) => {
+    const closed = await updateOpenRound(trx, taskId, round, {
+      state: 'closed',
+      closed_at: at,
+      num_updates: updates.length,
+      metrics: JSON.stringify(metrics),
+    });
+    if (!closed) return;
+    if (!last) {
+      await insertRound(trx, {
+        task_id: taskId,
+        round: round + 1,
+        opened_at: at,
+        deadline_at: toDbTime(new Date(now.getTime() + run.config.round_deadline_s * 1000), true),
+        global_path: outPath,
+        global_digest: agg.digest,
+      });
+    }
+    const live = LIVE_ASSIGNMENT as AssignmentStatus[];
+    if (checkpoint) {
+      await trx
+        .updateTable('task_assignments')
+        .set({ checkpoint_path: checkpoint })
+        .where('task_id', '=', taskId)
+        .where('status', 'in', live)
+        .execute();
+    }
+    await trx
+      .updateTable('tasks')
+      .set({
+        metrics: JSON.stringify({ ...metrics, round }),
+        updated_at: nowDb,
+        ...(checkpoint ? { checkpoint_path: checkpoint } : {}),
+        ...(last
+          ? {
+              status: 'completed' as const,
+              progress: 100,
+              finished_at: nowDb,
+              result: JSON.stringify({
+                rounds: run.config.rounds,
+                metrics,
+                model_digest: agg.digest,
+                model_path: checkpoint,
+              }),
+            }
+          : { progress: sql<number>`CASE WHEN progress < ${progress} THEN ${progress} ELSE progress END` }),
+      })
+      .where('id', '=', taskId)
+      .where('status', 'in', last ? ['running', 'paused', 'completed'] : ['running', 'paused'])
+      .execute();
+    if (last) {
+      await trx
+        .updateTable('task_assignments')
+        .set({ status: 'completed', progress: 100, finished_at: nowDb, updated_at: nowDb })
+        .where('task_id', '=', taskId)
+        .where('status', 'in', live)
+        .execute();
+    }
+    await insertTaskEvent(trx, {
+      task_id: taskId,
+      at,
+      kind: last ? 'completed' : 'round_closed',
+      message: `round ${round}/${run.config.rounds} closed with ${updates.length} update(s)${last ? '; training complete' : ''}`,
+      data: { round, metrics, digest: agg.digest },
+    });
+  });
+  // The next global model is durable and recorded: this round's updates are no longer needed.
+  await Promise.all(updates.map((u) => unlink(u.path).catch(() => undefined)));
+  return { ok: true, last, outPath, digest: agg.digest, metrics, checkpoint };
+}

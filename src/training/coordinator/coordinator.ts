@@ -1,0 +1,367 @@
+import type { Kysely } from 'kysely';
+import type { TrainingData } from '../../api/protocol.js';
+import type { Bus } from '../../bus/bus.js';
+import type { ClientRegistry } from '../../clients/registry.js';
+import type { Database } from '../../storage/schema.js';
+import { findTask, insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
+import * as journal from '../../storage/training-repo.js';
+import { parseJson, toDbTime } from '../../storage/values.js';
+import { createFedAvgSession } from '../aggregation/runner.js';
+import { readHeaderFile } from '../safetensors/read.js';
+import type { SafetensorsHeader } from '../safetensors/header.js';
+import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
+import { closeRound, type CloseDeps } from './close-round.js';
+import { incremental, trainingData, type AcceptedUpdate, type Run } from './run.js';
+
+/** Deadlines passed below quorum before a round (and its task) fails. */
+export const MAX_EXTENSIONS = 3;
+
+export interface CoordinatorDeps extends CloseDeps {
+  db: Kysely<Database>;
+  registry: ClientRegistry;
+  bus: Bus;
+  /** Called with a finished task (e.g. TorchServe registration); errors are logged. */
+  onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
+}
+
+/**
+ * Runs the rounds of every training task this server holds: opens round 1 when the ranks are
+ * placed, accepts updates (summing FedAvg ones as they arrive), closes rounds when every rank
+ * has reported or at the deadline once the quorum has, publishes each global model and tells
+ * the ranks (`round_start`), and completes the task after the last round (`training_complete`).
+ * Every state change is in the round journal first; this class only caches it.
+ */
+export class RoundCoordinator {
+  private readonly runs = new Map<number, Run>();
+  private readonly locks = new Map<number, Promise<unknown>>();
+  private unsubscribe: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(private readonly d: CoordinatorDeps) {}
+
+  /** Resumes every running training task from the journal (after a restart). */
+  async start(): Promise<void> {
+    this.unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
+      if (!['running', 'paused'].includes(m.status)) this.drop(m.task_id);
+    });
+    for (const r of await journal.listOpenRounds(this.d.db)) {
+      await this.withLock(r.task_id, () => this.ensureRun(r.task_id)).catch((err: unknown) =>
+        this.d.logger.error({ err, taskId: r.task_id }, 'resuming a training task failed'),
+      );
+    }
+  }
+
+  /** Stops timers and threads; the journal already holds everything. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    await Promise.all([...this.locks.values()].map((p) => p.catch(() => undefined)));
+    for (const id of [...this.runs.keys()]) this.drop(id);
+  }
+
+  /** TrainingHook: the round a rank joins; opens round 1 the first time. Never throws. */
+  async describeTraining(
+    taskId: number,
+    config: Record<string, unknown> | null,
+    rank: number,
+    attempt: number,
+  ): Promise<TrainingData | undefined> {
+    if (!isTrainingConfig(config)) return undefined;
+    try {
+      const run = await this.withLock(taskId, () => this.ensureRun(taskId));
+      return run ? trainingData(run, rank, attempt) : undefined;
+    } catch (err) {
+      this.d.logger.error({ err, taskId }, 'describing a training round failed');
+      return undefined;
+    }
+  }
+
+  /** The live run of a task, loading it from the journal when needed. */
+  async run(taskId: number): Promise<Run | undefined> {
+    return this.runs.get(taskId) ?? this.withLock(taskId, () => this.ensureRun(taskId));
+  }
+
+  /** Runs `fn` after every earlier operation on the same task. */
+  withLock<T>(taskId: number, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(taskId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(taskId, tail);
+    void tail.then(() => {
+      if (this.locks.get(taskId) === tail) this.locks.delete(taskId);
+    });
+    return next;
+  }
+
+  /**
+   * Records an accepted update (its file already renamed into place) and adds it to the sum.
+   * Caller holds the task's lock and has checked the round and the lease.
+   */
+  async record(run: Run, u: AcceptedUpdate, header: SafetensorsHeader): Promise<void> {
+    const now = this.d.clock.now();
+    await this.d.writes.run((trx) =>
+      journal.insertUpdate(trx, {
+        task_id: run.taskId,
+        round: run.round,
+        rank: u.rank,
+        attempt: u.attempt,
+        client_id: u.clientId,
+        num_samples: u.numSamples,
+        path: u.path,
+        digest: u.digest,
+        bytes: u.bytes,
+        metrics: u.metrics ? JSON.stringify(u.metrics) : null,
+        accepted_at: toDbTime(now, true),
+      }),
+    );
+    run.reference ??= header;
+    this.add(run, u);
+    if (run.accepted.size >= run.worldSize) this.closeSoon(run);
+  }
+
+  private add(run: Run, u: AcceptedUpdate): void {
+    run.accepted.set(u.rank, u);
+    if (!incremental(run) || !run.sessionSound || !run.reference) return;
+    if (!run.session) {
+      const made = createFedAvgSession(
+        run.reference,
+        run.config.aggregation.mu === undefined ? {} : { mu: run.config.aggregation.mu },
+      );
+      if (!made.ok) {
+        run.sessionSound = false;
+        return;
+      }
+      run.session = made.session;
+    }
+    const session = run.session;
+    run.adds.push(
+      session.add(u.path, u.numSamples).then((r) => {
+        if (!r.ok) {
+          run.sessionSound = false;
+          this.d.logger.error({ taskId: run.taskId, rank: u.rank, r }, 'an accepted update did not add');
+        }
+      }),
+    );
+  }
+
+  /** Loads the open round from the journal (opening round 1 when there is none). Caller holds the lock. */
+  private async ensureRun(taskId: number): Promise<Run | undefined> {
+    const known = this.runs.get(taskId);
+    if (known) return known;
+    if (this.stopped) return undefined;
+    const task = await findTask(this.d.db, taskId);
+    if (!task || (task.status !== 'running' && task.status !== 'paused')) return undefined;
+    const config = parseJson<TrainingConfig>(task.config);
+    if (!config || !isTrainingConfig(config)) return undefined;
+    let row = await journal.latestRound(this.d.db, taskId);
+    if (!row) {
+      const now = this.d.clock.now();
+      await this.d.writes.run((trx) =>
+        journal.insertRound(trx, {
+          task_id: taskId,
+          round: 1,
+          opened_at: toDbTime(now, true),
+          deadline_at: toDbTime(new Date(now.getTime() + config.round_deadline_s * 1000), true),
+          global_path: null,
+          global_digest: null,
+        }),
+      );
+      row = await journal.latestRound(this.d.db, taskId);
+    }
+    if (!row || row.state !== 'open') return undefined;
+    const run: Run = {
+      taskId,
+      type: task.type,
+      config,
+      worldSize: Number(task.world_size),
+      round: Number(row.round),
+      deadlineAt: new Date(`${String(row.deadline_at).replace(' ', 'T')}Z`),
+      extensions: Number(row.extensions),
+      globalPath: row.global_path,
+      globalDigest: row.global_digest,
+      reference: null,
+      session: null,
+      sessionSound: true,
+      accepted: new Map(),
+      adds: [],
+      timer: null,
+      closing: false,
+      ended: false,
+    };
+    const updates = await journal.listUpdates(this.d.db, taskId, run.round);
+    const first = run.globalPath ?? updates[0]?.path;
+    if (first) {
+      const h = await readHeaderFile(first);
+      if (h.ok) run.reference = h.header;
+    }
+    // Each journaled update once, in acceptance order: the sum is exactly the acknowledged ones.
+    for (const u of updates) {
+      this.add(run, {
+        rank: Number(u.rank),
+        attempt: Number(u.attempt),
+        clientId: u.client_id,
+        numSamples: Number(u.num_samples),
+        path: u.path,
+        digest: u.digest,
+        bytes: Number(u.bytes),
+        metrics: parseJson<Record<string, unknown>>(u.metrics),
+      });
+    }
+    this.runs.set(taskId, run);
+    if (updates.length > 0)
+      this.d.logger.info(
+        { taskId, round: run.round, updates: updates.length },
+        'round resumed from the journal',
+      );
+    this.arm(run);
+    if (run.accepted.size >= run.worldSize) this.closeSoon(run);
+    return run;
+  }
+
+  private arm(run: Run): void {
+    if (run.timer) clearTimeout(run.timer);
+    const delay = Math.max(0, run.deadlineAt.getTime() - this.d.clock.now().getTime());
+    // setTimeout caps at 2^31-1 ms; a longer deadline re-arms when that fires.
+    run.timer = setTimeout(() => void this.deadline(run), Math.min(delay, 2 ** 31 - 1));
+    run.timer.unref();
+  }
+
+  private closeSoon(run: Run): void {
+    if (run.closing || run.ended) return;
+    run.closing = true;
+    if (run.timer) clearTimeout(run.timer);
+    void this.withLock(run.taskId, () => this.close(run)).catch((err: unknown) => {
+      this.d.logger.error({ err, taskId: run.taskId, round: run.round }, 'closing a round failed');
+      run.closing = false;
+      if (!run.ended) this.arm(run);
+    });
+  }
+
+  private async deadline(run: Run): Promise<void> {
+    if (run.ended || run.closing || this.runs.get(run.taskId) !== run) return;
+    if (this.d.clock.now().getTime() < run.deadlineAt.getTime()) return this.arm(run);
+    if (run.accepted.size >= run.config.quorum) return this.closeSoon(run);
+    await this.withLock(run.taskId, async () => {
+      run.extensions++;
+      if (run.extensions > MAX_EXTENSIONS) {
+        await this.fail(
+          run,
+          `round ${run.round} missed its quorum (${run.accepted.size}/${run.config.quorum}) ${MAX_EXTENSIONS + 1} times`,
+        );
+        return;
+      }
+      const now = this.d.clock.now();
+      run.deadlineAt = new Date(now.getTime() + run.config.round_deadline_s * 1000);
+      await this.d.writes.run(async (trx) => {
+        await journal.updateOpenRound(trx, run.taskId, run.round, {
+          deadline_at: toDbTime(run.deadlineAt, true),
+          extensions: run.extensions,
+        });
+        await insertTaskEvent(trx, {
+          task_id: run.taskId,
+          at: toDbTime(now, true),
+          kind: 'round_extended',
+          message: `round ${run.round} below quorum at its deadline (${run.accepted.size}/${run.config.quorum}); waiting until ${run.deadlineAt.toISOString()}`,
+        });
+      });
+      this.arm(run);
+    });
+  }
+
+  private async close(run: Run): Promise<void> {
+    if (run.ended || this.runs.get(run.taskId) !== run) return;
+    const out = await closeRound(this.d, run);
+    await run.session?.close();
+    run.session = null;
+    if (!out.ok) return this.fail(run, `round ${run.round} could not be aggregated: ${out.message}`);
+    const leases = this.d.registry.leasesOf(run.taskId).filter((l) => l.assignmentId !== 0);
+    if (out.last) {
+      this.drop(run.taskId);
+      for (const l of leases) {
+        const client = this.d.registry.get(l.clientId);
+        client?.leases.delete(run.taskId);
+        client?.send?.({
+          type: 'training_complete',
+          task_id: run.taskId,
+          rounds: run.config.rounds,
+          model_url: `/api/tasks/${run.taskId}/model`,
+          model_digest: out.digest,
+        });
+      }
+      await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'completed', progress: 100 });
+      await this.d.bus.publish('work.available', { task_id: 0 });
+      if (this.d.onComplete && out.checkpoint) {
+        void this.d
+          .onComplete(run.taskId, out.checkpoint, out.digest)
+          .catch((err: unknown) =>
+            this.d.logger.error({ err, taskId: run.taskId }, 'post-completion hook failed'),
+          );
+      }
+      return;
+    }
+    const header = await readHeaderFile(out.outPath);
+    Object.assign(run, {
+      round: run.round + 1,
+      deadlineAt: new Date(this.d.clock.now().getTime() + run.config.round_deadline_s * 1000),
+      extensions: 0,
+      globalPath: out.outPath,
+      globalDigest: out.digest,
+      reference: header.ok ? header.header : run.reference,
+      sessionSound: true,
+      accepted: new Map(),
+      adds: [],
+      closing: false,
+    });
+    // The journal's deadline is the one just written; read it back so a restart agrees.
+    const row = await journal.findRound(this.d.db, run.taskId, run.round);
+    if (row) run.deadlineAt = new Date(`${String(row.deadline_at).replace(' ', 'T')}Z`);
+    this.arm(run);
+    for (const l of leases) {
+      this.d.registry.get(l.clientId)?.send?.({
+        type: 'round_start',
+        task_id: run.taskId,
+        attempt: l.attempt,
+        rank: l.rank,
+        ...trainingData(run, l.rank, l.attempt),
+      });
+    }
+    await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'running' });
+  }
+
+  private async fail(run: Run, why: string): Promise<void> {
+    this.d.logger.warn({ taskId: run.taskId, round: run.round }, why);
+    this.drop(run.taskId);
+    const now = this.d.clock.now();
+    await this.d.writes.run(async (trx) => {
+      const task = await trx
+        .selectFrom('tasks')
+        .select('error_log')
+        .where('id', '=', run.taskId)
+        .executeTakeFirst();
+      await updateTaskIf(trx, run.taskId, ['running', 'paused'], {
+        status: 'failed',
+        error_log: task?.error_log ? `${task.error_log}\n${why}` : why,
+        finished_at: toDbTime(now),
+        updated_at: toDbTime(now),
+      });
+      await insertTaskEvent(trx, {
+        task_id: run.taskId,
+        at: toDbTime(now, true),
+        kind: 'failed',
+        message: why,
+      });
+    });
+    await this.d.bus.publish('task.control', { task_id: run.taskId, action: 'stop' });
+    await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'failed' });
+  }
+
+  /** Forgets a task's run (finished, failed, cancelled, or requeued as a whole). */
+  drop(taskId: number): void {
+    const run = this.runs.get(taskId);
+    if (!run) return;
+    run.ended = true;
+    if (run.timer) clearTimeout(run.timer);
+    this.runs.delete(taskId);
+    void run.session?.close();
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The upload use case: an update PUT by a rank, bound to its lease, checked, streamed to disk
+ * and journaled exactly once. A retry of an accepted update (same rank and attempt) is answered
+ * as a duplicate and changes nothing.
+ */
+import type { Readable } from 'node:stream';
+import type { Kysely } from 'kysely';
+import type { Principal } from '../../auth/principal.js';
+import type { ClientRegistry } from '../../clients/registry.js';
+import { AppError, conflict, forbidden } from '../../errors.js';
+import type { Database } from '../../storage/schema.js';
+import { findUpdate } from '../../storage/training-repo.js';
+import { compatible } from '../safetensors/header.js';
+import { receiveUpload } from '../model-store/receive-upload.js';
+import type { RoundCoordinator } from './coordinator.js';
+import type { TrainingPaths } from './paths.js';
+
+export interface UploadRequest {
+  taskId: number;
+  round: number;
+  rank: number;
+  attempt: number;
+  numSamples: number;
+  clientId: string;
+  principal: Principal;
+  /** X-AI-Farm-Metrics, parsed. */
+  metrics: Record<string, unknown> | null;
+  contentLength: number | undefined;
+  body: Readable;
+}
+
+export type UploadAnswer =
+  | { status: 201; body: { accepted: true; digest: string; bytes: number } }
+  | { status: 200; body: { duplicate: true; digest: string; bytes: number } };
+
+export class UploadService {
+  /** (task, round, rank) slots with an upload streaming now. */
+  private readonly inFlight = new Set<string>();
+
+  constructor(
+    private readonly d: {
+      db: Kysely<Database>;
+      registry: ClientRegistry;
+      coordinator: RoundCoordinator;
+      paths: TrainingPaths;
+      maxUploadBytes: number;
+      /** Marks a client alive while its bytes flow. */
+      touch: (clientId: string) => void;
+    },
+  ) {}
+
+  async receive(q: UploadRequest): Promise<UploadAnswer> {
+    const { taskId, round, rank, attempt } = q;
+    // A retry after a lost answer: the journal already has it, whatever happened since.
+    const prior = await findUpdate(this.d.db, taskId, round, rank);
+    if (prior) {
+      if (Number(prior.attempt) === attempt && prior.client_id === q.clientId) {
+        return { status: 200, body: { duplicate: true, digest: prior.digest, bytes: Number(prior.bytes) } };
+      }
+      throw conflict(
+        'update_exists',
+        `rank ${rank} of round ${round} already has an accepted update (attempt ${prior.attempt})`,
+      );
+    }
+    this.checkLease(q);
+    const run = await this.d.coordinator.run(taskId);
+    if (!run || run.round !== round || run.closing) {
+      throw conflict(
+        'round_closed',
+        run
+          ? `round ${round} is not open (the open round is ${run.round})`
+          : `task ${taskId} has no open round`,
+      );
+    }
+    const slot = `${taskId}:${round}:${rank}`;
+    if (this.inFlight.has(slot)) {
+      throw conflict('upload_in_progress', `an upload for rank ${rank} of round ${round} is still streaming`);
+    }
+    this.inFlight.add(slot);
+    let lastTouch = 0;
+    try {
+      const got = await receiveUpload(q.body, {
+        contentLength: q.contentLength,
+        maxBytes: this.d.maxUploadBytes,
+        reference: run.reference,
+        dir: this.d.paths.incoming(taskId),
+        onBytes: () => {
+          const now = Date.now();
+          if (now - lastTouch < 1000) return;
+          lastTouch = now;
+          this.d.touch(q.clientId);
+        },
+      });
+      if (!got.ok) {
+        throw new AppError(
+          got.code,
+          got.message,
+          got.status,
+          got.tensor ? { tensor: got.tensor } : undefined,
+        );
+      }
+      this.d.touch(q.clientId);
+      return await this.d.coordinator.withLock(taskId, async () => {
+        try {
+          if (run.ended || run.closing || run.round !== round)
+            throw conflict('round_closed', `round ${round} closed during the upload`);
+          this.checkLease(q);
+          if (run.accepted.has(rank))
+            throw conflict('update_exists', `rank ${rank} of round ${round} already has an accepted update`);
+          if (run.reference) {
+            const c = compatible(run.reference, got.header);
+            if (!c.ok)
+              throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
+          }
+          const path = this.d.paths.update(taskId, round, rank, attempt);
+          await got.file.commit(path);
+          await this.d.coordinator.record(
+            run,
+            {
+              rank,
+              attempt,
+              clientId: q.clientId,
+              numSamples: q.numSamples,
+              path,
+              digest: got.digest,
+              bytes: got.bytes,
+              metrics: q.metrics,
+            },
+            got.header,
+          );
+          return {
+            status: 201 as const,
+            body: { accepted: true as const, digest: got.digest, bytes: got.bytes },
+          };
+        } finally {
+          await got.file.abort();
+        }
+      });
+    } finally {
+      this.inFlight.delete(slot);
+    }
+  }
+
+  /** The client must be this token's, connected, and hold the lease (task, rank, attempt). */
+  private checkLease(q: UploadRequest): void {
+    const client = this.d.registry.get(q.clientId);
+    if (!client || !client.send) {
+      throw conflict('client_not_connected', `client ${q.clientId} is not connected to this server`);
+    }
+    if (client.tokenId !== q.principal.id) {
+      throw forbidden(`client ${q.clientId} is not connected with this token`);
+    }
+    const lease = client.leases.get(q.taskId);
+    if (!lease || lease.assignmentId === 0 || lease.rank !== q.rank || lease.attempt !== q.attempt) {
+      throw conflict(
+        'stale_attempt',
+        lease && lease.assignmentId !== 0
+          ? `client ${q.clientId} holds rank ${lease.rank} attempt ${lease.attempt} of task ${q.taskId}, not rank ${q.rank} attempt ${q.attempt}`
+          : `client ${q.clientId} holds no lease on task ${q.taskId}`,
+      );
+    }
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Files that appear whole or not at all: written to a temporary name in the target's folder
+ * while hashing, fsynced, then renamed over the target (and the folder fsynced), so a crash
+ * at any moment leaves either the old file or the complete new one — never a torn one.
+ */
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** A file being written; nothing is visible at `path` until {@link AtomicFile.commit}. */
+export class AtomicFile {
+  bytes = 0;
+  private readonly hash: Hash = createHash('sha256');
+  private state: 'open' | 'closed' | 'done' | 'aborted' = 'open';
+
+  private constructor(
+    readonly tmpPath: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  /** Opens a temporary file in `dir` (created when missing). */
+  static async create(dir: string): Promise<AtomicFile> {
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `.upload-${randomBytes(8).toString('hex')}.tmp`);
+    return new AtomicFile(tmp, await open(tmp, 'wx'));
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'open') throw new Error('file is not open');
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, done, chunk.length - done);
+      done += bytesWritten;
+    }
+  }
+
+  /** fsyncs and closes the temporary file; returns its sha256 (hex). It can still be read at tmpPath. */
+  async seal(): Promise<string> {
+    if (this.state !== 'open') throw new Error('file is not open');
+    await this.fh.sync();
+    await this.fh.close();
+    this.state = 'closed';
+    return this.hash.digest('hex');
+  }
+
+  /** Renames the sealed file to `path` and makes the rename durable. */
+  async commit(path: string): Promise<void> {
+    if (this.state !== 'closed') throw new Error('seal the file before committing it');
+    await mkdir(dirname(path), { recursive: true });
+    await rename(this.tmpPath, path);
+    this.state = 'done';
+    await syncDirectory(dirname(path));
+  }
+
+  /** Discards the temporary file. Safe to call at any point, more than once. */
+  async abort(): Promise<void> {
+    if (this.state === 'done' || this.state === 'aborted') return;
+    if (this.state === 'open') await this.fh.close().catch(() => undefined);
+    this.state = 'aborted';
+    await unlink(this.tmpPath).catch(() => undefined);
+  }
+}
+
+/** Copies `src` to `dst` atomically (checkpoints); returns the copy's sha256. */
+export async function copyFileAtomic(src: string, dst: string): Promise<string> {
+  const f = await AtomicFile.create(dirname(dst));
+  try {
+    for await (const chunk of createReadStream(src, { highWaterMark: 4 << 20 })) {
+      await f.write(chunk as Buffer);
+    }
+    const digest = await f.seal();
+    await f.commit(dst);
+    return digest;
+  } catch (err) {
+    await f.abort();
+    throw err;
+  }
+}
+
+/** Makes a rename durable; best effort (some filesystems refuse fsync on folders). */
+export async function syncDirectory(dir: string): Promise<void> {
+  try {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    // The data itself is fsynced; the folder entry is a bonus.
+  }
+}
+
+/** `name` made safe as one path component. */
+export function fileName(name: string): string {
+  return basename(name).replace(/[^A-Za-z0-9_.-]/g, '_');
+}

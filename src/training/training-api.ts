@@ -1,0 +1,56 @@
+/** HTTP views of the round journal (docs/training.md, "Round state for workers and users"). */
+import { Type, type Static } from '@sinclair/typebox';
+import { NullableTimestamp, Timestamp } from '../api/common.js';
+
+export const RoundView = Type.Object({
+  round: Type.Integer(),
+  state: Type.Union([Type.Literal('open'), Type.Literal('closed')]),
+  opened_at: Timestamp,
+  deadline_at: Timestamp,
+  closed_at: NullableTimestamp,
+  num_updates: Type.Integer({ description: 'Updates aggregated (closed rounds) or accepted so far (open).' }),
+  global_digest: Type.Union([Type.String(), Type.Null()], {
+    description: 'sha256 of the global model this round starts from (null in round 1).',
+  }),
+  metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
+    description: "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist.",
+  }),
+});
+export type RoundView = Static<typeof RoundView>;
+
+export const CurrentRoundView = Type.Composite([
+  RoundView,
+  Type.Object({
+    rounds: Type.Integer(),
+    accepted_ranks: Type.Array(Type.Integer()),
+    quorum: Type.Integer(),
+    world_size: Type.Integer(),
+  }),
+]);
+export type CurrentRoundView = Static<typeof CurrentRoundView>;
+
+export const RoundParams = Type.Object({
+  id: Type.Integer({ minimum: 1, description: 'Task id.' }),
+  round: Type.Integer({ minimum: 1 }),
+});
+
+export const UpdateParams = Type.Object({
+  id: Type.Integer({ minimum: 1, description: 'Task id.' }),
+  round: Type.Integer({ minimum: 1 }),
+  rank: Type.Integer({ minimum: 0 }),
+});
+
+export const UpdateQuery = Type.Object(
+  {
+    attempt: Type.Integer({ minimum: 1, description: 'The lease attempt of the `task` message.' }),
+    num_samples: Type.Number({ exclusiveMinimum: 0, description: 'FedAvg weight: samples trained on.' }),
+  },
+  { additionalProperties: false },
+);
+
+export const UploadAccepted = Type.Object({
+  accepted: Type.Optional(Type.Boolean()),
+  duplicate: Type.Optional(Type.Boolean()),
+  digest: Type.String({ description: 'sha256 of the stored update.' }),
+  bytes: Type.Integer(),
+});

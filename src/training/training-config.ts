@@ -1,0 +1,185 @@
+/**
+ * The training config of docs/training.md: its schema (which is also its type), the checks
+ * that need more than one field, and the defaults (DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE).
+ * A task is a training task when its config has `rounds`.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { Ajv } from 'ajv';
+import { badRequest, type AppError } from '../errors.js';
+import type { StrategySpec } from './aggregation/types.js';
+
+const STRATEGIES = ['fedavg', 'fedprox', 'median', 'trimmed_mean', 'krum', 'multi_krum'] as const;
+export type StrategyName = (typeof STRATEGIES)[number];
+
+const Fraction = Type.Number({ minimum: 0, maximum: 1 });
+
+/** `config.aggregation`: a strategy and its parameters. */
+export const AggregationConfig = Type.Object(
+  {
+    strategy: Type.Unsafe<StrategyName>({ type: 'string', enum: [...STRATEGIES], default: 'fedavg' }),
+    mu: Type.Optional(Type.Number({ minimum: 0, description: 'FedProx proximal coefficient.' })),
+    beta: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 0.5, description: 'Trimmed fraction.' })),
+    trim: Type.Optional(Type.Integer({ minimum: 0, description: 'Values trimmed from each end.' })),
+    f: Type.Optional(Type.Integer({ minimum: 0, description: 'Byzantine updates tolerated (Krum).' })),
+    m: Type.Optional(Type.Integer({ minimum: 1, description: 'Updates averaged by multi-Krum.' })),
+  },
+  { additionalProperties: false },
+);
+
+/** The keys of a training task's config that the server reads; other keys pass through. */
+export const TrainingConfigSchema = Type.Object(
+  {
+    rounds: Type.Integer({ minimum: 1, maximum: 100_000, description: 'Aggregation rounds.' }),
+    epochs: Type.Optional(Type.Integer({ minimum: 1, description: 'Local epochs; DEFAULT_EPOCHS.' })),
+    batch_size: Type.Optional(Type.Integer({ minimum: 1, description: 'DEFAULT_BATCH_SIZE.' })),
+    aggregation: Type.Optional(AggregationConfig),
+    quorum: Type.Optional(Type.Integer({ minimum: 1, description: 'Default world_size.' })),
+    round_deadline_s: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: 'Default 600.' })),
+    shards: Type.Optional(
+      Type.Union([Type.Literal('even'), Type.Array(Type.Tuple([Fraction, Fraction]), { maxItems: 1000 })]),
+    ),
+    seed: Type.Optional(Type.Integer()),
+    n_clients: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  },
+  { additionalProperties: true },
+);
+
+/** A validated training config with every default filled in (what tasks.config stores). */
+export interface TrainingConfig extends Record<string, unknown> {
+  rounds: number;
+  epochs: number;
+  batch_size: number;
+  aggregation: Static<typeof AggregationConfig>;
+  quorum: number;
+  round_deadline_s: number;
+  shards: 'even' | [number, number][];
+  seed: number;
+}
+
+/** Seconds a round waits for every rank when the config names no deadline. */
+export const DEFAULT_ROUND_DEADLINE_S = 600;
+
+export interface TrainingDefaults {
+  defaultEpochs: number;
+  defaultBatchSize: number;
+}
+
+const ajv = new Ajv({ coerceTypes: false, useDefaults: true, allErrors: false });
+const check = ajv.compile<Static<typeof TrainingConfigSchema>>(TrainingConfigSchema);
+
+/** True when a task config asks for distributed training. */
+export function isTrainingConfig(config: Record<string, unknown> | null | undefined): boolean {
+  return config !== null && config !== undefined && config.rounds !== undefined;
+}
+
+/**
+ * Validates a training task's config and fills its defaults. Returns the config to store and
+ * the world size (the body's, or `config.n_clients`), or a 400 naming the field.
+ */
+export function prepareTrainingConfig(
+  raw: Record<string, unknown>,
+  bodyWorldSize: number | undefined,
+  defaults: TrainingDefaults,
+): { ok: true; config: TrainingConfig; worldSize: number } | { ok: false; error: AppError } {
+  const copy = structuredClone(raw);
+  if (!check(copy)) {
+    const e = check.errors?.[0];
+    const where = `body/config${e?.instancePath ?? ''}`;
+    const message =
+      e?.keyword === 'required'
+        ? `${where} is missing the required field '${String(e.params.missingProperty)}'`
+        : e?.keyword === 'additionalProperties'
+          ? `${where} has an unknown field '${String(e.params.additionalProperty)}'`
+          : `${where} ${e?.message ?? 'is invalid'}`;
+    return { ok: false, error: badRequest('validation_failed', message, { fields: [where] }) };
+  }
+  const bad = (field: string, message: string) => ({
+    ok: false as const,
+    error: badRequest('validation_failed', `body/config/${field} ${message}`, {
+      fields: [`body/config/${field}`],
+    }),
+  });
+  const nClients = copy.n_clients;
+  if (nClients !== undefined && bodyWorldSize !== undefined && nClients !== bodyWorldSize) {
+    return bad('n_clients', `(${nClients}) contradicts body/world_size (${bodyWorldSize})`);
+  }
+  const worldSize = bodyWorldSize ?? nClients ?? 1;
+  const aggregation = copy.aggregation ?? { strategy: 'fedavg' as const };
+  const quorum = copy.quorum ?? worldSize;
+  if (quorum > worldSize) return bad('quorum', `(${quorum}) must be at most world_size (${worldSize})`);
+  const shards = copy.shards ?? 'even';
+  if (shards !== 'even') {
+    if (shards.length !== worldSize) {
+      return bad('shards', `must list one [start, end] range per rank (${worldSize}), got ${shards.length}`);
+    }
+    const i = shards.findIndex(([s, e]) => !(s < e));
+    if (i >= 0) return bad(`shards/${i}`, 'must have start < end, both within [0, 1]');
+  }
+  const a = aggregation;
+  switch (a.strategy) {
+    case 'fedprox':
+      if (a.mu === undefined) return bad('aggregation/mu', 'is required by fedprox');
+      break;
+    case 'trimmed_mean': {
+      if ((a.beta === undefined) === (a.trim === undefined)) {
+        return bad('aggregation/beta', 'or aggregation/trim (exactly one) is required by trimmed_mean');
+      }
+      const trimmed = a.trim ?? Math.floor((a.beta ?? 0) * quorum);
+      if (2 * trimmed >= quorum) {
+        return bad('aggregation/trim', `trims ${trimmed} from each end, too many for quorum ${quorum}`);
+      }
+      break;
+    }
+    case 'krum':
+    case 'multi_krum': {
+      if (a.f === undefined) return bad('aggregation/f', `is required by ${a.strategy}`);
+      if (quorum < 2 * a.f + 3) {
+        return bad(
+          'aggregation/f',
+          `(${a.f}) needs at least 2f+3 = ${2 * a.f + 3} updates per round; quorum is ${quorum}`,
+        );
+      }
+      if (a.strategy === 'multi_krum') {
+        if (a.m === undefined) return bad('aggregation/m', 'is required by multi_krum');
+        if (a.m > quorum) return bad('aggregation/m', `(${a.m}) must be at most the quorum (${quorum})`);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  const { n_clients: _alias, ...rest } = copy;
+  const config: TrainingConfig = {
+    ...rest,
+    rounds: copy.rounds,
+    epochs: copy.epochs ?? defaults.defaultEpochs,
+    batch_size: copy.batch_size ?? defaults.defaultBatchSize,
+    aggregation,
+    quorum,
+    round_deadline_s: copy.round_deadline_s ?? DEFAULT_ROUND_DEADLINE_S,
+    shards,
+    seed: copy.seed ?? 0,
+  };
+  return { ok: true, config, worldSize };
+}
+
+/** The aggregation job spec of a validated config. */
+export function strategySpec(a: TrainingConfig['aggregation']): StrategySpec {
+  switch (a.strategy) {
+    case 'fedprox':
+      return { strategy: 'fedprox', params: { mu: a.mu ?? 0 } };
+    case 'trimmed_mean':
+      return {
+        strategy: 'trimmed_mean',
+        params: a.trim !== undefined ? { trim: a.trim } : { beta: a.beta ?? 0 },
+      };
+    case 'krum':
+      return { strategy: 'krum', params: { f: a.f ?? 0 } };
+    case 'multi_krum':
+      return { strategy: 'multi_krum', params: { f: a.f ?? 0, m: a.m ?? 1 } };
+    case 'median':
+      return { strategy: 'median' };
+    default:
+      return { strategy: 'fedavg' };
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * Reading training state for users and workers: the round journal as views, the model files,
+ * and who may see them (users: their own tasks, admins: all, workers: tasks their clients hold).
+ */
+import type { Kysely } from 'kysely';
+import type { Principal } from '../auth/principal.js';
+import type { ClientRegistry } from '../clients/registry.js';
+import { AppError, notFound } from '../errors.js';
+import type { Database } from '../storage/schema.js';
+import type { TaskRow } from '../storage/task-repo.js';
+import { findRound, listRounds, listUpdates, type RoundRow } from '../storage/training-repo.js';
+import { fromDbTime, parseJson } from '../storage/values.js';
+import type { TaskService } from '../tasks/task-service.js';
+import type { StoredModel } from './model-store/serve-file.js';
+import type { CurrentRoundView, RoundView } from './training-api.js';
+
+export function presentRound(r: RoundRow): RoundView {
+  return {
+    round: Number(r.round),
+    state: r.state,
+    opened_at: fromDbTime(r.opened_at) as string,
+    deadline_at: fromDbTime(r.deadline_at) as string,
+    closed_at: fromDbTime(r.closed_at),
+    num_updates: Number(r.num_updates),
+    global_digest: r.global_digest,
+    metrics: parseJson(r.metrics),
+  };
+}
+
+export class TrainingService {
+  constructor(private readonly d: { db: Kysely<Database>; tasks: TaskService; registry: ClientRegistry }) {}
+
+  /** The task if `principal` may read its training state; 404 otherwise. */
+  async visible(principal: Principal, taskId: number): Promise<TaskRow> {
+    if (principal.role !== 'worker') return this.d.tasks.visible(principal, taskId);
+    const { db } = this.d;
+    const holds = [...this.d.registry.all()].some((c) => c.tokenId === principal.id && c.leases.has(taskId));
+    const held =
+      holds ||
+      (await db
+        .selectFrom('task_assignments')
+        .innerJoin('clients', 'clients.id', 'task_assignments.client_id')
+        .select('task_assignments.id')
+        .where('task_assignments.task_id', '=', taskId)
+        .where('clients.token_id', '=', principal.id)
+        .executeTakeFirst()) !== undefined;
+    const row = held
+      ? await db.selectFrom('tasks').selectAll().where('id', '=', taskId).executeTakeFirst()
+      : undefined;
+    if (!row) throw notFound('task', taskId);
+    return row;
+  }
+
+  async rounds(principal: Principal, taskId: number): Promise<RoundView[]> {
+    await this.visible(principal, taskId);
+    return (await listRounds(this.d.db, taskId)).map(presentRound);
+  }
+
+  async current(principal: Principal, taskId: number): Promise<CurrentRoundView> {
+    const task = await this.visible(principal, taskId);
+    const rows = await listRounds(this.d.db, taskId);
+    const open = rows.find((r) => r.state === 'open') ?? rows.at(-1);
+    if (!open) throw new AppError('no_round', `task ${taskId} has no round yet`, 404);
+    const updates = await listUpdates(this.d.db, taskId, Number(open.round));
+    const config = parseJson<{ rounds?: number; quorum?: number }>(task.config) ?? {};
+    return {
+      ...presentRound(open),
+      num_updates: open.state === 'open' ? updates.length : Number(open.num_updates),
+      rounds: Number(config.rounds ?? 0),
+      accepted_ranks: updates.map((u) => Number(u.rank)).sort((a, b) => a - b),
+      quorum: Number(config.quorum ?? task.world_size),
+      world_size: Number(task.world_size),
+    };
+  }
+
+  /** The global model round `round` starts from. */
+  async roundModel(principal: Principal, taskId: number, round: number): Promise<StoredModel> {
+    await this.visible(principal, taskId);
+    const r = await findRound(this.d.db, taskId, round);
+    if (!r?.global_path || !r.global_digest) {
+      throw notFound('model', `of round ${round} of task ${taskId}`);
+    }
+    return {
+      path: r.global_path,
+      digest: r.global_digest,
+      name: `task-${taskId}-round-${round}.safetensors`,
+    };
+  }
+
+  /** The final model of a completed task. */
+  async finalModel(principal: Principal, taskId: number): Promise<StoredModel> {
+    const task = await this.visible(principal, taskId);
+    const result = parseJson<{ model_path?: string; model_digest?: string }>(task.result);
+    if (task.status !== 'completed' || !result?.model_path || !result.model_digest) {
+      throw notFound('model', `of task ${taskId} (not finished)`);
+    }
+    return { path: result.model_path, digest: result.model_digest, name: `task-${taskId}.safetensors` };
+  }
+}
