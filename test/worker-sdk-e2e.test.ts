@@ -11,6 +11,8 @@ import {
   type TaskData,
   type WorkerClientOptions,
 } from '../src/worker/sdk.js';
+import { LineDisplay } from '../src/worker/display.js';
+import { Worker } from '../src/worker/worker.js';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestServer, testConfig, type TestServer } from './helpers/server.js';
 import { until } from './clients/processes.js';
@@ -210,6 +212,34 @@ describe('WorkerClient across a server restart', () => {
     } finally {
       await server?.stop();
       await db.drop();
+    }
+  });
+});
+
+describe('Worker', () => {
+  it('answers a task of a type it has no executor for with status error, then takes the next task', async () => {
+    const lines: string[] = [];
+    const worker = new Worker({
+      wsUrl: ts.server.wsUrl,
+      httpUrl: ts.url,
+      token,
+      display: new LineDisplay(false, (l) => lines.push(l)),
+      // Claims a type it cannot run, so the server sends it one.
+      client: { id: 'sdk-unknown-type', taskTypes: ['command', 'mystery'], systemInfo },
+    });
+    try {
+      await worker.start();
+      const mystery = await api.tasks.create({ type: 'mystery', requirements: {}, config: {} });
+      const failed = await until(async () => {
+        const t = await api.tasks.get(mystery.id);
+        return t.status === 'error' && t;
+      });
+      expect(failed.error_log).toMatch(/no executor for task type "mystery" \(it runs: command/);
+      const next = await api.tasks.create(commandTask('after-mystery'));
+      await until(async () => (await api.tasks.get(next.id)).status === 'completed');
+      expect(lines.join('\n')).toMatch(/registered as sdk-unknown-type/);
+    } finally {
+      await worker.shutdown();
     }
   });
 });

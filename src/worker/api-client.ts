@@ -1,4 +1,4 @@
-import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent } from '../api/tasks.js';
+import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent, TaskMetricsView } from '../api/tasks.js';
 import type { TaskStatus } from '../storage/schema.js';
 
 /** How to reach the HTTP API. */
@@ -66,7 +66,8 @@ export class ApiClient {
       await this.call<null>('DELETE', `/api/tasks/${id}`);
     },
     /** The task's metrics history (GET /api/tasks/{id}/metrics). */
-    metrics: (id: number): Promise<unknown> => this.call<unknown>('GET', `/api/tasks/${id}/metrics`),
+    metrics: (id: number): Promise<TaskMetricsView> =>
+      this.call<TaskMetricsView>('GET', `/api/tasks/${id}/metrics`),
     events: async (id: number): Promise<TaskEvent[]> =>
       (await this.call<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`)).items,
   };

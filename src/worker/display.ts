@@ -28,7 +28,7 @@ export function summarizeMetrics(metrics: Metrics | undefined, max = 3): string 
   for (const k of keys) {
     const v = metrics[k];
     if (typeof v !== 'number' || !Number.isFinite(v)) continue;
-    parts.push(`${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`);
+    parts.push(`${k}=${Number.isInteger(v) ? v : Number(v.toPrecision(4))}`);
     if (parts.length >= max) break;
   }
   return parts.join(' ');

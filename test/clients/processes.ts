@@ -109,17 +109,19 @@ export function alive(pid: number): boolean {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>;
+
 /** Polls `fn` until it returns a truthy value; fails with the last value after `ms`. */
 export async function until<T>(
   fn: () => Promise<T> | T,
   ms = 20_000,
   what = 'condition',
-): Promise<NonNullable<T>> {
+): Promise<Truthy<T>> {
   const end = Date.now() + ms;
   let last: T | undefined;
   for (;;) {
     last = await fn();
-    if (last) return last as NonNullable<T>;
+    if (last) return last as Truthy<T>;
     if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms (last: ${JSON.stringify(last)})`);
     await sleep(100);
   }
