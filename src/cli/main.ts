@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { AppError } from '../errors.js';
 import { adminCommands } from './admin-commands.js';
+import { demoCommand } from './demo-command.js';
 import { serverCommand } from './server-command.js';
 import { tasksCommands } from './tasks-commands.js';
 import { workerCommand } from './worker-command.js';
@@ -18,6 +19,7 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   serverCommand(program, setExit);
   adminCommands(program, setExit);
+  demoCommand(program, setExit);
   workerCommand(program, setExit);
   tasksCommands(program, setExit);
   usersCommands(program, setExit);

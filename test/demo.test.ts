@@ -1,0 +1,39 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runCli } from './clients/processes.js';
+
+// The README's main job, as a new user runs it: `ai-farm demo` starts a server, three
+// workers and a three-rank FedAvg train_mnist task, and must reach 90% held-out accuracy.
+
+const dir = mkdtempSync(join(tmpdir(), 'aifarm-demo-test-'));
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('ai-farm demo', () => {
+  it('trains MNIST on three workers to >= 90% held-out accuracy and exits 0 with --exit', async () => {
+    const dataDir = join(dir, 'data');
+    const t0 = Date.now();
+    const r = await runCli(['demo', '--exit', '--data-dir', dataDir], {}, 110_000);
+    const seconds = (Date.now() - t0) / 1000;
+    const out = `${r.stdout}\n${r.stderr}`;
+    expect(r.code, out).toBe(0);
+    const m = /accuracy=(\d\.\d+)/.exec(r.stdout);
+    expect(m, out).not.toBeNull();
+    expect(Number(m![1])).toBeGreaterThanOrEqual(0.9);
+    // Every round was shown (plain lines: stdout is not a terminal), and the panel's login.
+    expect(r.stdout).toMatch(/round 5\/5 closed: held-out accuracy/);
+    expect(r.stdout).toMatch(
+      new RegExp(`Final model \\(safetensors, PyTorch names\\): ${dataDir}/\\S+\\.safetensors`),
+    );
+    expect(r.stdout).toMatch(/Admin panel: http:\/\/127\.0\.0\.1:\d+\/ {2}user "admin", password \S+/);
+    expect(seconds).toBeLessThan(100);
+    // A second run refuses a used data directory rather than mixing states.
+    const again = await runCli(['demo', '--exit', '--data-dir', dataDir], {}, 20_000);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/not empty/);
+  }, 130_000);
+});
