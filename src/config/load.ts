@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Value } from '@sinclair/typebox/value';
-import { CONFIG_KEYS, ConfigSchema, SECRET_KEYS, type Config } from './schema.js';
+import { Value, type ValueError } from '@sinclair/typebox/value';
+import { CONFIG_KEYS, ConfigSchema, DbConfigSchema, SECRET_KEYS, type Config } from './schema.js';
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] };
 
@@ -56,14 +56,36 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
 
   const value = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>;
   for (const e of Value.Errors(ConfigSchema, value)) {
-    const key = e.path.replace(/^\//, '').replace(/\//g, '.') || '(root)';
-    errors.push(`${key}: ${e.message} (got ${JSON.stringify(e.value)})`);
+    // db_config is "object or null": the union's own message ("Expected union value")
+    // would hide which field is wrong, so name the fields of the object instead.
+    if (e.path === '/db_config' && value.db_config && typeof value.db_config === 'object') {
+      for (const inner of Value.Errors(DbConfigSchema, value.db_config))
+        errors.push(describe(inner, 'db_config'));
+      continue;
+    }
+    errors.push(describe(e));
   }
   if (errors.length > 0) return { ok: false, errors: dedupe(errors) };
   return { ok: true, config: value as Config };
 }
 
+/** "db_config.port: Expected integer (got "x")": the key, what was expected, what was given. */
+function describe(e: ValueError, prefix = ''): string {
+  const path = e.path.replace(/^\//, '').replace(/\//g, '.');
+  const key = [prefix, path].filter(Boolean).join('.') || '(root)';
+  // A union of literals (LOG_LEVEL) says "Expected union value"; name the values instead.
+  const choices = (e.schema.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
+  const message =
+    choices && choices.every((c) => c !== undefined) ? `Expected one of ${choices.join(', ')}` : e.message;
+  return `${key}: ${message} (got ${JSON.stringify(e.value)})`;
+}
+
 function parseEnvValue(key: string, v: string, errors: string[], source: string): unknown {
+  // TypeBox would turn "4e9" or "8000.5" into 4 or 8000 for an integer key: refuse them.
+  if (ConfigSchema.properties[key as keyof Config]?.type === 'integer' && !/^\s*[+-]?\d+\s*$/.test(v)) {
+    errors.push(`${key}: Expected integer (got ${JSON.stringify(v)})`);
+    return undefined;
+  }
   if (key !== 'db_config') return v;
   if (v === '') return null;
   try {

@@ -82,6 +82,12 @@ export const ConfigSchema = Type.Object(
       description:
         'mysql://user:pass@host:port/db, or a SQLite file path; empty means DATA_DIR/ai_farm.sqlite.',
     }),
+    DB_QUERY_TIMEOUT: Type.Number({
+      exclusiveMinimum: 0,
+      default: 15,
+      description:
+        'Seconds a MySQL query may take before its connection is treated as lost (the request answers 503).',
+    }),
     REDIS_URL: Type.String({ default: '', description: 'redis://host:port; empty means in-process only.' }),
     RATE_LIMIT: Type.String({
       default: '60/minute',

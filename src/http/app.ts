@@ -93,11 +93,15 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
   const limit = parseRateLimit(config.RATE_LIMIT);
   if (limit) {
     await app.register(fastifyRateLimit, {
-      global: true,
+      // Not per route (the plugin's global mode): route hooks run after the app's
+      // onRequest hooks, so requests with a bad token would be refused by authHook before
+      // being counted, and guessing tokens would be free. Added below as an app hook,
+      // ahead of authHook, it counts every request, unknown routes included.
+      global: false,
       max: limit.max,
       timeWindow: limit.timeWindow,
       keyGenerator: (req) => req.ip,
-      allowList: (req) => req.url === '/health' || req.url === '/ready',
+      allowList: (req) => req.routeOptions.url === '/health' || req.routeOptions.url === '/ready',
       errorResponseBuilder: (_req, ctx) =>
         new AppError(
           'rate_limited',
@@ -108,6 +112,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
           },
         ),
     });
+    app.addHook('onRequest', app.rateLimit());
   }
 
   await app.register(fastifySwagger, {

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, MysqlDialect, SqliteDialect, sql } from 'kysely';
-import { createPool, createConnection } from 'mysql2';
+import { Kysely, MysqlDialect, SqliteDialect, sql, type MysqlPool, type MysqlPoolConnection } from 'kysely';
+import { createPool, createConnection, type Pool, type PoolConnection } from 'mysql2';
 import type { Config } from '../config/schema.js';
 import type { Database } from './schema.js';
 
@@ -19,7 +19,12 @@ export interface MysqlOptions {
   user: string;
   password: string;
   database: string;
+  /** Milliseconds a query may take before its connection is treated as lost (DB_QUERY_TIMEOUT). */
+  queryTimeoutMs?: number;
 }
+
+/** DB_QUERY_TIMEOUT's default, in milliseconds. */
+const DEFAULT_QUERY_TIMEOUT_MS = 15_000;
 
 /** An open database with its dialect, closed with `close()`. */
 export interface DatabaseHandle {
@@ -32,9 +37,11 @@ export interface DatabaseHandle {
 
 /** Chooses the database from the config: DATABASE_URL, then db_config, then SQLite in DATA_DIR. */
 export function resolveDatabaseTarget(
-  config: Pick<Config, 'DATABASE_URL' | 'db_config' | 'DATA_DIR'>,
+  config: Pick<Config, 'DATABASE_URL' | 'db_config' | 'DATA_DIR'> & Partial<Pick<Config, 'DB_QUERY_TIMEOUT'>>,
 ): DatabaseTarget {
   const url = config.DATABASE_URL.trim();
+  const queryTimeoutMs =
+    config.DB_QUERY_TIMEOUT === undefined ? DEFAULT_QUERY_TIMEOUT_MS : config.DB_QUERY_TIMEOUT * 1000;
   if (/^mysql:\/\//i.test(url) || /^mariadb:\/\//i.test(url)) {
     const u = new URL(url.replace(/^mariadb:/i, 'mysql:'));
     const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || 'ai_farm';
@@ -46,6 +53,7 @@ export function resolveDatabaseTarget(
         user: decodeURIComponent(u.username || 'root'),
         password: decodeURIComponent(u.password),
         database,
+        queryTimeoutMs,
       },
     };
   }
@@ -63,6 +71,7 @@ export function resolveDatabaseTarget(
         user: c.user,
         password: c.password,
         database: c.database,
+        queryTimeoutMs,
       },
     };
   }
@@ -89,8 +98,9 @@ function openSqlite(file: string): DatabaseHandle {
 
 async function openMysql(options: MysqlOptions): Promise<DatabaseHandle> {
   await ensureMysqlDatabase(options);
+  const { queryTimeoutMs = DEFAULT_QUERY_TIMEOUT_MS, ...connection } = options;
   const pool = createPool({
-    ...options,
+    ...connection,
     charset: 'utf8mb4_general_ci',
     dateStrings: true,
     timezone: 'Z',
@@ -104,9 +114,60 @@ async function openMysql(options: MysqlOptions): Promise<DatabaseHandle> {
   pool.on('connection', (conn) => {
     conn.query("SET time_zone = '+00:00'");
   });
-  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }) });
+  const db = new Kysely<Database>({
+    dialect: new MysqlDialect({ pool: withQueryTimeout(pool, queryTimeoutMs) }),
+  });
   const describe = `mysql://${options.user}@${options.host}:${options.port}/${options.database}`;
   return { db, dialect: 'mysql', describe, close: () => db.destroy() };
+}
+
+/**
+ * mysql2 waits forever for the answer of a database that vanished without closing the
+ * connection (a network partition, a paused VM): requests would hang and the pool would
+ * fill with dead connections. Every query gets a deadline instead; past it the connection
+ * is destroyed (the pool opens a fresh one later) and the caller gets a
+ * PROTOCOL_SEQUENCE_TIMEOUT error, which the HTTP layer answers as 503 database_unavailable.
+ */
+function withQueryTimeout(pool: Pool, timeoutMs: number): MysqlPool {
+  // One wrapper per pooled connection, so Kysely sees the same connection each time.
+  const wrapped = new WeakMap<PoolConnection, MysqlPoolConnection>();
+  const wrap = (conn: PoolConnection) => {
+    let w = wrapped.get(conn);
+    if (!w) wrapped.set(conn, (w = timedConnection(conn, timeoutMs)));
+    return w;
+  };
+  return {
+    getConnection: (callback) => pool.getConnection((err, conn) => callback(err, conn && wrap(conn))),
+    end: (callback) => pool.end(callback),
+  };
+}
+
+function timedConnection(conn: PoolConnection, timeoutMs: number): MysqlPoolConnection {
+  // One function behind Kysely's two overloads (with and without a callback).
+  const query = (sql: string, parameters: unknown[], callback?: (error: unknown, result: never) => void) => {
+    // Streams may legitimately run long; only callback queries get the deadline.
+    if (!callback) return conn.query(sql, parameters);
+    // Our own timer rather than mysql2's `timeout` option: mysql2 leaves that timer
+    // running when the connection dies first, which holds the process open at exit.
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      conn.destroy();
+      const err = Object.assign(new Error(`the database did not answer within ${timeoutMs} ms`), {
+        code: 'PROTOCOL_SEQUENCE_TIMEOUT',
+        fatal: true,
+      });
+      callback(err, undefined as never);
+    }, timeoutMs);
+    conn.query(sql, parameters, (err, result) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      callback(err, result as never);
+    });
+  };
+  return { query: query as MysqlPoolConnection['query'], release: () => conn.release() };
 }
 
 /** Creates the MySQL database when it does not exist (the configured user may create it). */
