@@ -1,0 +1,137 @@
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { CliProcess, sleep, until } from './clients/processes.js';
+
+// The worker side of training tasks (src/worker/executors/training-loop.ts, train-mnist.ts),
+// end to end: a real server, real `ai-farm worker` processes, the built-in trainer.
+
+let ts: TestServer;
+let dir: string;
+let token: string;
+let procs: CliProcess[] = [];
+let proxy: TcpProxy | undefined;
+
+beforeAll(async () => {
+  ts = await startTestServer('sqlite');
+  dir = mkdtempSync(join(tmpdir(), 'aifarm-training-worker-'));
+  const res = await ts.api('POST', '/api/tokens', { name: 'training-workers', role: 'worker' });
+  expect(res.status).toBe(201);
+  token = res.body.token;
+});
+
+afterEach(async () => {
+  await Promise.all(procs.map((p) => p.stop()));
+  procs = [];
+  await proxy?.close();
+  proxy = undefined;
+});
+
+afterAll(async () => {
+  await ts?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Starts `ai-farm worker` with its own TMPDIR (to check the per-task temp dir is removed). */
+async function startWorker(name: string, server = ts.url): Promise<{ proc: CliProcess; tmp: string }> {
+  const tmp = join(dir, `${name}-tmp`);
+  mkdirSync(tmp, { recursive: true });
+  const proc = new CliProcess(
+    ['worker', '--server', server, '--id-file', join(dir, `${name}.id`), '--name', name, '--max-tasks', '1'],
+    { AI_FARM_TOKEN: token, TMPDIR: tmp },
+  );
+  procs.push(proc);
+  await proc.waitFor(/registered as/);
+  return { proc, tmp };
+}
+
+async function createTask(name: string, config: Record<string, unknown>, worldSize = 2): Promise<number> {
+  const res = await ts.api('POST', '/api/tasks', {
+    type: 'train_mnist',
+    name,
+    world_size: worldSize,
+    requirements: {},
+    config: { batch_size: 32, seed: 1, ...config },
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  return res.body.id;
+}
+
+const getTask = async (id: number) => (await ts.api('GET', `/api/tasks/${id}`)).body;
+const finished = (id: number, ms = 60_000) =>
+  until(
+    async () => {
+      const t = await getTask(id);
+      return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
+    },
+    ms,
+    `task ${id} to finish`,
+  );
+const rankProgress = async (id: number): Promise<number[]> =>
+  ((await ts.api('GET', `/api/tasks/${id}/assignments`)).body.items as { rank: number; progress: number }[])
+    .sort((a, b) => a.rank - b.rank)
+    .map((a) => a.progress);
+
+describe('training workers', () => {
+  it('a pause holds training mid-round; resume finishes every round; temp files are removed', async () => {
+    const workers = [await startWorker('pause-a'), await startWorker('pause-b')];
+    const id = await createTask('pause', { rounds: 2, epochs: 4 });
+    // Round 1 is 0-50% of the task: pause inside it.
+    await until(async () => (await getTask(id)).progress >= 5, 30_000, 'training under way');
+    expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' })).status).toBe(200);
+    await Promise.all(workers.map((w) => w.proc.waitFor(new RegExp(`task ${id}: paused`))));
+    await sleep(500); // progress already sent is still arriving
+    const held = await rankProgress(id);
+    expect(Math.max(...held)).toBeLessThan(50);
+    await sleep(1500);
+    expect(await rankProgress(id)).toEqual(held);
+
+    expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'running' })).status).toBe(200);
+    const done = await finished(id);
+    expect(done.status, done.error_log).toBe('completed');
+    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items;
+    expect(rounds.map((r: { num_updates: number }) => r.num_updates)).toEqual([2, 2]);
+    // Progress reports carried their round.
+    const metrics = (await ts.api('GET', `/api/tasks/${id}/metrics`)).body.items as {
+      round: number | null;
+    }[];
+    expect(new Set(metrics.map((m) => m.round))).toEqual(new Set([1, 2]));
+    for (const w of workers) {
+      await w.proc.waitFor(new RegExp(`task ${id}: completed`));
+      expect(readdirSync(w.tmp)).toEqual([]);
+    }
+  }, 90_000);
+
+  it('a network cut mid-round: the worker reconnects, retries, and the task completes', async () => {
+    proxy = await startTcpProxy('127.0.0.1', Number(new URL(ts.url).port));
+    const via = `http://127.0.0.1:${proxy.port}`;
+    await startWorker('cut-a', via);
+    await startWorker('cut-b', via);
+    const id = await createTask('cut', { rounds: 3, epochs: 1 });
+    await until(async () => (await getTask(id)).progress >= 40, 60_000, 'round 2 under way');
+    await proxy.cut();
+    await sleep(1500);
+    await proxy.restore();
+    const done = await finished(id);
+    expect(done.status, done.error_log).toBe('completed');
+    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items;
+    expect(rounds.map((r: { num_updates: number }) => r.num_updates)).toEqual([2, 2, 2]);
+  }, 90_000);
+
+  it('cancel stops training at once and frees the worker', async () => {
+    const workers = [await startWorker('stop-a'), await startWorker('stop-b')];
+    const id = await createTask('stop', { rounds: 3, epochs: 20 });
+    await until(async () => (await getTask(id)).progress >= 2, 30_000, 'training under way');
+    expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'cancelled' })).status).toBe(200);
+    for (const w of workers) {
+      await w.proc.waitFor(new RegExp(`task ${id}: stopped by the server`), 10_000);
+      await until(() => readdirSync(w.tmp).length === 0, 5000, 'temp dir removed');
+    }
+    // Both are free again: a one-rank task runs at once.
+    const next = await createTask('after-stop', { rounds: 1, epochs: 1 }, 1);
+    expect((await finished(next)).status).toBe('completed');
+  }, 90_000);
+});
