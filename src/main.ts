@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { TokenService } from './auth/token-service.js';
 import { InProcessBus, type Bus } from './bus/bus.js';
+import { RedisBus } from './bus/redis-bus.js';
 import { ClientService } from './clients/client-service.js';
 import type { Config } from './config/schema.js';
 import { createFarm } from './farm.js';
@@ -64,7 +65,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const applied = await migrateToLatest(database.db, database.dialect);
     logger.info({ database: database.describe, applied }, 'database ready');
 
-    const bus: Bus = new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
+    // With Redis, control messages and wake-ups also reach other instances.
+    const bus: Bus = config.REDIS_URL
+      ? new RedisBus(config.REDIS_URL, logger)
+      : new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
     cleanups.push(() => bus.close());
     const tokens = new TokenService(database.db, clock);
     let modelBase = '';
