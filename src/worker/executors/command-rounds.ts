@@ -101,7 +101,10 @@ class CommandRoundTrainer implements RoundTrainer {
           message: `round ${work.round}: the command wrote no AI_FARM_MODEL_OUT`,
         };
       }
-      return { ok: true, numSamples: n, metrics: { ...metrics, ...(outcome.metrics ?? {}) } };
+      // The result's other numbers (loss, accuracy...) are the round's metrics.
+      const { num_samples: _n, ...rest } = outcome.result ?? {};
+      const fromResult = Object.fromEntries(Object.entries(rest).filter(([, v]) => typeof v === 'number'));
+      return { ok: true, numSamples: n, metrics: { ...metrics, ...(outcome.metrics ?? {}), ...fromResult } };
     } finally {
       work.signal.removeEventListener('abort', onAbort);
       this.current = undefined;
