@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { login, parse, postLogin, readEvents } from './helpers/panel.js';
 import { startServer } from '../src/main.js';
+import { runCli } from './clients/processes.js';
 import { startTestServer, testConfig, type TestServer } from './helpers/server.js';
 
 const PASSWORD = 'correct horse battery';
@@ -194,6 +195,39 @@ describe('first start without ADMIN_PASSWORD', () => {
       } finally {
         await again.stop();
       }
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
+describe('ai-farm users (the command line)', () => {
+  it('adds users and changes passwords, ending the old sessions', async () => {
+    const t = await startTestServer('sqlite', { ADMIN_PASSWORD: PASSWORD });
+    const env = { DATABASE_URL: t.db.url, LOG_DIR: join(t.db.dir, 'cli-logs') };
+    const shown = (out: string) => /shown this once:\n(\S+)/.exec(out)?.[1] as string;
+    try {
+      const add = await runCli(['users', 'add', 'Eve', '--generate'], env);
+      expect(add.code, add.stderr).toBe(0);
+      expect(add.stdout).toContain('added user eve');
+      const first = shown(add.stdout);
+      const eve = await login(t.url, 'eve', first);
+
+      const passwd = await runCli(['users', 'passwd', 'eve', '--generate'], env);
+      expect(passwd.code, passwd.stderr).toBe(0);
+      const second = shown(passwd.stdout);
+      expect(second).not.toBe(first);
+      expect((await eve.api('GET', '/api/tasks')).status).toBe(401);
+      expect((await postLogin(t.url, 'eve', first)).status).toBe(401);
+      await login(t.url, 'eve', second);
+
+      const list = await runCli(['users', 'list', '--json'], env);
+      expect(JSON.parse(list.stdout).map((u: { username: string }) => u.username)).toEqual(['admin', 'eve']);
+      // A weak password (here: empty standard input) is refused; so is an unknown user.
+      const weak = await runCli(['users', 'add', 'mallory', '--password-stdin'], env);
+      expect(weak.code).toBe(1);
+      expect(weak.stderr).toMatch(/password must be 8 to 1024 characters/);
+      expect((await runCli(['users', 'passwd', 'nobody', '--generate'], env)).code).toBe(1);
     } finally {
       await t.stop();
     }

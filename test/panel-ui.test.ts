@@ -95,7 +95,7 @@ describe('admin panel in a real browser', () => {
     await expect.poll(() => page.getByRole('status').filter({ hasText: 'Live' }).count()).toBe(1);
     expect(await page.getByTestId('connected-clients').textContent()).toMatch(/^1\s*\/ 2 connected/);
     // The session cookie is out of the page's reach.
-    expect(await page.evaluate(() => document.cookie)).toBe('');
+    expect(await page.evaluate('document.cookie')).toBe('');
   });
 
   it('creates a task, showing the API refusal beside the field it names', async () => {
@@ -114,7 +114,7 @@ describe('admin panel in a real browser', () => {
       'body/requirements/min_cpu_cores must be >= 1',
     );
     // Focus went to the field the API named.
-    expect(await page.evaluate(() => document.activeElement?.id)).toBe('task-min_cpu_cores');
+    expect(await page.evaluate('document.activeElement?.id')).toBe('task-min_cpu_cores');
     await screenshot(page, 'task-new-error');
 
     await cores.fill('1');
@@ -216,7 +216,7 @@ describe('admin panel in a real browser', () => {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ type: 'command', requirements: {} }),
       });
-      return { status: r.status, body: await r.json() };
+      return { status: r.status, body: (await r.json()) as { error: { code: string } } };
     });
     expect(noCsrf.status).toBe(403);
     expect(noCsrf.body.error.code).toBe('csrf_token_invalid');
@@ -255,7 +255,7 @@ describe('admin panel in a real browser', () => {
         await p.getByRole('heading', { name: heading }).first().waitFor();
         await p.waitForLoadState('networkidle').catch(() => {});
         // Nothing may stick out sideways on a phone.
-        expect(await p.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+        expect(await p.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
         await screenshot(p, name);
       }
     } finally {

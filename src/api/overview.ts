@@ -41,6 +41,16 @@ export const Overview = Type.Object({
     cordoned: Type.Integer(),
   }),
   metrics: FarmMetrics,
+  server: Type.Union(
+    [
+      Type.Object({
+        cpu_utilization: Type.Number({ description: 'Percent.' }),
+        ram_utilization: Type.Number({ description: 'Percent.' }),
+      }),
+      Type.Null(),
+    ],
+    { description: 'The server host itself (from GET /api/metrics), when known.' },
+  ),
   throughput: Type.Array(ThroughputPoint, {
     description: 'Tasks finished per minute, sampled; the full history or only the newest point.',
   }),

@@ -8,7 +8,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { EventHub, type EventHubOptions } from '../panel/event-hub.js';
-import { OverviewService } from '../panel/overview-service.js';
+import { OverviewService, type SeedMetricsSource } from '../panel/overview-service.js';
 import type { Database } from '../storage/schema.js';
 import type { Clock } from '../storage/values.js';
 import type { App } from './app.js';
@@ -26,6 +26,8 @@ export interface PanelDeps {
   tokens: TokenService;
   clock: Clock;
   logger: Logger;
+  /** GET /api/metrics' source, so the overview shows the same utilization (optional). */
+  monitoring?: SeedMetricsSource | undefined;
   /** Test knobs; production uses the defaults documented on each type. */
   tuning?: {
     scrypt?: ScryptParams;
@@ -60,7 +62,7 @@ export async function createPanel(deps: PanelDeps): Promise<Panel> {
     deps.logger.info({ username: deps.config.ADMIN_USERNAME }, 'first admin user created');
   const auth = new SessionAuth(new SessionService(deps.db, deps.clock, t.sessions));
   const throttle = new LoginThrottle(deps.db, deps.clock, t.throttle);
-  const overview = new OverviewService(deps.db, deps.clock);
+  const overview = new OverviewService(deps.db, deps.clock, { metrics: deps.monitoring });
   const hub = new EventHub(deps.bus, overview, deps.logger.child({ component: 'panel' }), t.events);
 
   const plugin = async (app: App) => {

@@ -4,10 +4,35 @@ import type { Database } from '../storage/schema.js';
 import * as repo from '../storage/overview-repo.js';
 import { parseJson, type Clock } from '../storage/values.js';
 
-/** How throughput is sampled. */
+/** The seed's metrics as GET /api/metrics computes them (MonitoringService), for the server and the farm. */
+export interface SeedMetricsSource {
+  overview(): Promise<{
+    cpu_utilization: number;
+    ram_utilization: number;
+    farm: {
+      cpu_utilization: number;
+      ram_utilization: number;
+      gpu_utilization: {
+        id: number | string;
+        utilization: number;
+        memory_used: number;
+        client_id?: string;
+      }[];
+      active_tasks: number;
+      connected_clients: number;
+    };
+  }>;
+}
+
+/** How throughput is sampled, and where utilization comes from. */
 export interface OverviewOptions {
   /** Points of throughput history kept in memory (default 720: an hour at 5 s). */
   historyPoints?: number;
+  /**
+   * GET /api/metrics' source, so the panel shows the same figures as the API. Without it,
+   * utilization is computed from what clients last reported to the database.
+   */
+  metrics?: SeedMetricsSource | undefined;
 }
 
 interface Counts {
@@ -26,6 +51,7 @@ export class OverviewService {
   private readonly history: ThroughputPoint[] = [];
   private last: Counts | undefined;
   private readonly maxPoints: number;
+  private readonly source: SeedMetricsSource | undefined;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -33,6 +59,7 @@ export class OverviewService {
     opts: OverviewOptions = {},
   ) {
     this.maxPoints = opts.historyPoints ?? 720;
+    this.source = opts.metrics;
   }
 
   /** The current overview, with the full throughput history. */
@@ -75,16 +102,34 @@ export class OverviewService {
       repo.connectedClientLoads(this.db),
     ]);
     const total = Object.values(byStatus).reduce((a, b) => a + b, 0);
+    const seed = await this.source?.overview();
     return {
       at: this.clock.now().toISOString(),
       tasks: { total, by_status: byStatus },
       clients,
-      metrics: farmMetrics(loads, byStatus.running ?? 0, clients.connected),
+      metrics: seed ? fromSeed(seed.farm) : farmMetrics(loads, byStatus.running ?? 0, clients.connected),
+      server: seed ? { cpu_utilization: seed.cpu_utilization, ram_utilization: seed.ram_utilization } : null,
     };
   }
 }
 
 const round = (n: number): number => Math.round(n * 100) / 100;
+
+/** GET /api/metrics' farm figures in the overview's terms: no connected client means unknown, not 0%. */
+function fromSeed(f: Awaited<ReturnType<SeedMetricsSource['overview']>>['farm']): FarmMetrics {
+  const none = f.connected_clients === 0;
+  return {
+    cpu_utilization: none ? null : f.cpu_utilization,
+    ram_utilization: none ? null : f.ram_utilization,
+    gpu_utilization: f.gpu_utilization.map((g) => ({
+      id: g.client_id ? `${g.client_id}:${String(g.id)}` : String(g.id),
+      utilization: g.utilization,
+      memory_used: g.memory_used,
+    })),
+    active_tasks: f.active_tasks,
+    connected_clients: f.connected_clients,
+  };
+}
 
 /** A number in [0, 100], or null. */
 function pct(v: unknown): number | null {

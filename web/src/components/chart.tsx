@@ -8,6 +8,8 @@ export interface ChartSeries {
   /** A second y axis on the right (e.g. accuracy next to loss). */
   right?: boolean;
   unit?: string;
+  /** Dashes, e.g. [6, 4] for a held-out figure next to its training one. */
+  dash?: number[];
 }
 
 /**
@@ -41,10 +43,30 @@ export function LineChart(props: {
         ...(hasRight ? { r: { auto: true } } : {}),
       },
       axes: [
-        { label: props.xLabel, stroke: 'currentColor', grid: { stroke: 'rgba(128,128,128,0.15)' } },
-        { stroke: 'currentColor', grid: { stroke: 'rgba(128,128,128,0.15)' }, size: 50 },
+        {
+          label: props.xLabel,
+          stroke: 'currentColor',
+          grid: { stroke: 'rgba(128,128,128,0.15)' },
+          // Rounds and epochs are whole numbers: no 1.5th round on the axis.
+          ...(props.time ? {} : { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }),
+        },
+        {
+          label: props.series.find((s) => !s.right)?.label,
+          stroke: 'currentColor',
+          grid: { stroke: 'rgba(128,128,128,0.15)' },
+          size: 50,
+        },
         ...(hasRight
-          ? [{ scale: 'r', side: 1 as const, stroke: 'currentColor', grid: { show: false }, size: 50 }]
+          ? [
+              {
+                scale: 'r',
+                side: 1 as const,
+                label: props.series.find((s) => s.right)?.label,
+                stroke: 'currentColor',
+                grid: { show: false },
+                size: 50,
+              },
+            ]
           : []),
       ],
       series: [
@@ -53,6 +75,7 @@ export function LineChart(props: {
           label: s.label,
           stroke: s.color,
           width: 2,
+          ...(s.dash ? { dash: s.dash } : {}),
           scale: s.right ? 'r' : 'y',
           spanGaps: true,
           points: { show: props.x.length < 60 },

@@ -4,7 +4,7 @@ import type { Task } from '../../../src/api/tasks.js';
 import { api } from '../api.js';
 import { LineChart } from '../components/chart.js';
 import { ErrorNote, Link, Loading, Meter, Progress, Section, StatusBadge } from '../components/ui.js';
-import { ago } from '../format.js';
+import { ago, percent } from '../format.js';
 import { useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
 import { latestOverview, useLive } from '../live.js';
 import { TASK_STATUS_ORDER } from './tasks-page.js';
@@ -59,7 +59,12 @@ export function OverviewPage() {
     <div class="page">
       <div class="page-head">
         <h1>Overview</h1>
-        <span class="muted small">Updated {ago(ov.at)}</span>
+        <span class="muted small">
+          {ov.server
+            ? `Server host: CPU ${percent(ov.server.cpu_utilization)} · RAM ${percent(ov.server.ram_utilization)} · `
+            : ''}
+          updated {ago(ov.at)}
+        </span>
       </div>
 
       <div class="stats" aria-label="Farm utilization">

@@ -13,7 +13,12 @@ const EXAMPLES: Record<string, string> = {
     null,
     2,
   ),
-  train_mnist: JSON.stringify({ epochs: 2, batch_size: 32, learning_rate: 0.1 }, null, 2),
+  // A training task (docs/training.md): its ranks average their models every round.
+  train_mnist: JSON.stringify(
+    { rounds: 5, epochs: 1, batch_size: 32, aggregation: { strategy: 'fedavg' }, seed: 1 },
+    null,
+    2,
+  ),
 };
 
 type Form = Record<
@@ -21,6 +26,7 @@ type Form = Record<
   | 'type'
   | 'priority'
   | 'max_attempts'
+  | 'world_size'
   | 'min_cpu_cores'
   | 'min_ram_gb'
   | 'gpu_count'
@@ -49,6 +55,7 @@ function toBody(f: Form): { body: Record<string, unknown>; errors: Record<string
   if (f.name.trim()) body.name = f.name.trim();
   if (num(f.priority) !== undefined) body.priority = num(f.priority);
   if (num(f.max_attempts) !== undefined) body.max_attempts = num(f.max_attempts);
+  if (num(f.world_size) !== undefined) body.world_size = num(f.world_size);
   if (f.config.trim()) {
     try {
       body.config = JSON.parse(f.config);
@@ -67,6 +74,7 @@ export function TaskCreatePage() {
     type: 'command',
     priority: '0',
     max_attempts: '3',
+    world_size: '1',
     min_cpu_cores: '1',
     min_ram_gb: '',
     gpu_count: '',
@@ -95,10 +103,14 @@ export function TaskCreatePage() {
     });
   };
 
+  /** Moves the focus to the first named field the form has (config/... lives in the config box). */
   const focusFirst = (paths: string[]) => {
-    const first = paths[0];
-    if (!first) return;
-    formRef.current?.querySelector<HTMLElement>(`[data-path="${first}"]`)?.focus();
+    for (const p of paths) {
+      const el = formRef.current?.querySelector<HTMLElement>(
+        `[data-path="${p.startsWith('config/') ? 'config' : p}"]`,
+      );
+      if (el) return el.focus();
+    }
   };
 
   const submit = async (e: Event) => {
@@ -117,6 +129,10 @@ export function TaskCreatePage() {
     } catch (err) {
       if (err instanceof ApiError && err.status === 400 && err.fields.length) {
         const byField = err.fieldMessages();
+        // The config is one text box: what the API says of config/rounds goes beside it.
+        for (const [field, message] of Object.entries(byField))
+          if (field.startsWith('config/'))
+            byField.config = byField.config ? `${byField.config}; ${message}` : message;
         setErrors(byField);
         setFormError('The task was not created: correct the marked fields.');
         focusFirst(Object.keys(byField));
@@ -196,6 +212,13 @@ export function TaskCreatePage() {
               'Attempts',
               { type: 'number', min: 1, max: 100, step: 1, inputMode: 'numeric' },
               'Before the task fails.',
+            )}
+            {input(
+              'world_size',
+              'world_size',
+              'Ranks',
+              { type: 'number', min: 1, max: 1000, step: 1, inputMode: 'numeric' },
+              'Clients training it at once (distributed training).',
             )}
           </div>
         </fieldset>

@@ -1,5 +1,6 @@
 import { useState } from 'preact/hooks';
 import type { AssignmentView, Task, TaskEvent, TaskMetricsView } from '../../../src/api/tasks.js';
+import type { CurrentRoundView } from '../../../src/training/training-api.js';
 import { api, errorMessage, isMissingRoute } from '../api.js';
 import {
   ConfirmButton,
@@ -30,6 +31,9 @@ const CONTROLS: Record<string, [label: string, to: string][]> = {
 };
 const CANCELLABLE = new Set(['pending', 'running', 'paused']);
 
+/** A training task: its config asks for rounds (docs/training.md). */
+const isTraining = (t: Task | undefined) => !!t && obj(t.config).rounds !== undefined;
+
 /** Loads `path`, answering undefined when this server has no such route yet. */
 async function optional<T>(path: string): Promise<{ data?: T; missing: boolean }> {
   try {
@@ -49,6 +53,11 @@ export function TaskPage({ id }: { id: number }) {
     [id],
   );
   const metrics = useAsync(() => optional<TaskMetricsView>(`/api/tasks/${id}/metrics`), [id]);
+  // The open round of a training task; 404 until its first round opens (or on older servers).
+  const current = useAsync(
+    () => api<CurrentRoundView>('GET', `/api/tasks/${id}/rounds/current`).catch(() => undefined),
+    [id],
+  );
   const [deleted, setDeleted] = useState(false);
   const [actionError, setActionError] = useState<unknown>(null);
   const [busy, setBusy] = useState<string | null>(null);
@@ -58,10 +67,13 @@ export function TaskPage({ id }: { id: number }) {
     void task.reload();
     void events.reload();
     void assignments.reload();
+    void metrics.reload();
+    if (isTraining(task.data)) void current.reload();
   }, 1000);
   const refreshMetrics = useThrottled(() => {
     void metrics.reload();
     void assignments.reload();
+    if (isTraining(task.data)) void current.reload();
   }, 3000);
 
   useLive('task', (e) => {
@@ -124,6 +136,7 @@ export function TaskPage({ id }: { id: number }) {
       : null;
   const m = obj(t.metrics);
   const training =
+    isTraining(t) ||
     /train/i.test(t.type) ||
     'loss' in m ||
     'current_loss' in m ||
@@ -241,7 +254,12 @@ export function TaskPage({ id }: { id: number }) {
       {training ? (
         <Section title="Training">
           <ErrorNote error={metrics.error} />
-          <TrainingChart task={t} metrics={metrics.data?.data} missing={!!metrics.data?.missing} />
+          <TrainingChart
+            task={t}
+            metrics={metrics.data?.data}
+            current={current.data}
+            missing={!!metrics.data?.missing}
+          />
         </Section>
       ) : null}
 
@@ -254,6 +272,8 @@ export function TaskPage({ id }: { id: number }) {
                 k,
                 typeof v === 'object' ? (
                   <span class="mono small">{JSON.stringify(v).slice(0, 120)}</span>
+                ) : typeof v === 'number' && !Number.isInteger(v) ? (
+                  String(+v.toFixed(4))
                 ) : (
                   String(v)
                 ),

@@ -1,10 +1,12 @@
 import { useMemo } from 'preact/hooks';
 import type { Task, TaskMetricsView } from '../../../src/api/tasks.js';
-import { LineChart } from '../components/chart.js';
-import { Pending } from '../components/ui.js';
-import { num, obj } from '../format.js';
+import type { CurrentRoundView } from '../../../src/training/training-api.js';
+import { LineChart, type ChartSeries } from '../components/chart.js';
+import { Pending, StatusBadge } from '../components/ui.js';
+import { ago, dateTime, duration, num, obj } from '../format.js';
 
 type Sample = TaskMetricsView['items'][number];
+type Round = NonNullable<TaskMetricsView['rounds']>[number];
 
 /** A metric as one number: numbers as they are, arrays (the original client's loss[]) by their last value. */
 function scalar(v: unknown): number | null {
@@ -12,8 +14,8 @@ function scalar(v: unknown): number | null {
   return num(v);
 }
 
-const LOSS_KEYS = ['current_loss', 'loss', 'train_loss'];
-const ACC_KEYS = ['current_accuracy', 'accuracy', 'val_accuracy', 'acc'];
+const LOSS_KEYS = ['loss', 'current_loss', 'train_loss'];
+const ACC_KEYS = ['accuracy', 'current_accuracy', 'val_accuracy', 'acc'];
 const pick = (m: Record<string, unknown>, keys: string[]) => {
   for (const k of keys) {
     const v = scalar(m[k]);
@@ -21,20 +23,52 @@ const pick = (m: Record<string, unknown>, keys: string[]) => {
   }
   return null;
 };
+const pct = (v: number) => `${(v <= 1 ? v * 100 : v).toFixed(1)}%`;
 
 export interface Curve {
   axis: 'Round' | 'Epoch' | 'Step';
   x: number[];
   loss: (number | null)[];
   accuracy: (number | null)[];
+  /** Distributed training on train_mnist: the global model on digits no rank trained on. */
+  heldoutLoss?: (number | null)[];
+  heldoutAccuracy?: (number | null)[];
+}
+
+const hasAny = (xs: (number | null)[] | undefined) => !!xs?.some((v) => v !== null);
+
+/** Per round, from the round journal: the ranks' metrics weighted by samples, and held-out figures. */
+export function roundCurve(rounds: Round[]): Curve | null {
+  const closed = rounds
+    .filter((r) => r.metrics && Object.keys(r.metrics).length)
+    .sort((a, b) => a.round - b.round);
+  if (!closed.length) return null;
+  const m = closed.map((r) => obj(r.metrics));
+  return {
+    axis: 'Round',
+    x: closed.map((r) => r.round),
+    loss: m.map((x) => pick(x, LOSS_KEYS)),
+    accuracy: m.map((x) => pick(x, ACC_KEYS)),
+    heldoutLoss: m.map((x) => num(x.heldout_loss)),
+    heldoutAccuracy: m.map((x) => num(x.heldout_accuracy)),
+  };
 }
 
 /**
- * Loss and accuracy per round (distributed training: the mean over ranks of each rank's
- * last report in the round), else per epoch, else along the loss[] history the original
- * client reports. Null when the task reports neither loss nor accuracy.
+ * Loss and accuracy per round from the sampled progress reports (the mean over ranks of each
+ * rank's last report in the round), else per epoch, else along the loss[] history the
+ * original client reports. Null when the task reports neither loss nor accuracy.
  */
-export function trainingCurve(items: Sample[], latest: unknown): Curve | null {
+export function trainingCurve(history: Sample[], latest: unknown): Curve | null {
+  // History is sampled (every 2 s at most): the latest report adds the newest epoch.
+  const last = history.at(-1);
+  const items: Sample[] =
+    latest && typeof latest === 'object' && !Array.isArray(latest)
+      ? [
+          ...history,
+          { at: '', rank: last?.rank ?? 0, attempt: 0, round: null, progress: 0, metrics: obj(latest) },
+        ]
+      : history;
   const group = (key: (s: Sample) => number | null, axis: Curve['axis']): Curve | null => {
     const byKey = new Map<number, Map<number, Record<string, unknown>>>();
     for (const s of items) {
@@ -43,7 +77,6 @@ export function trainingCurve(items: Sample[], latest: unknown): Curve | null {
       if (!byKey.has(k)) byKey.set(k, new Map());
       (byKey.get(k) as Map<number, Record<string, unknown>>).set(s.rank, s.metrics);
     }
-    if (byKey.size === 0) return null;
     const x = [...byKey.keys()].sort((a, b) => a - b);
     const mean = (k: number, keys: string[]) => {
       const vals = [...(byKey.get(k) as Map<number, Record<string, unknown>>).values()]
@@ -57,7 +90,7 @@ export function trainingCurve(items: Sample[], latest: unknown): Curve | null {
       loss: x.map((k) => mean(k, LOSS_KEYS)),
       accuracy: x.map((k) => mean(k, ACC_KEYS)),
     };
-    return curve.loss.some((v) => v !== null) || curve.accuracy.some((v) => v !== null) ? curve : null;
+    return hasAny(curve.loss) || hasAny(curve.accuracy) ? curve : null;
   };
   const byRound = group((s) => s.round, 'Round');
   if (byRound) return byRound;
@@ -77,58 +110,138 @@ export function trainingCurve(items: Sample[], latest: unknown): Curve | null {
   return byEpoch;
 }
 
-/** The training chart of a task page, or a note saying where it will come from. */
-export function TrainingChart({
-  task,
-  metrics,
-  missing,
-}: {
+const lastOf = (xs: (number | null)[] | undefined) =>
+  [...(xs ?? [])].reverse().find((v) => v !== null) ?? null;
+
+/** The training section of a task page: current round, chart, rounds table. */
+export function TrainingChart(props: {
   task: Task;
   metrics: TaskMetricsView | undefined;
+  current: CurrentRoundView | undefined;
   missing: boolean;
 }) {
+  const { task, metrics, current } = props;
+  const rounds = metrics?.rounds ?? [];
   const curve = useMemo(
-    () => trainingCurve(metrics?.items ?? [], metrics?.latest ?? task.metrics),
+    () => roundCurve(rounds) ?? trainingCurve(metrics?.items ?? [], metrics?.latest ?? task.metrics),
     [metrics, task.metrics],
   );
-  const ys = useMemo(() => (curve ? [curve.loss, curve.accuracy] : []), [curve]);
-  if (missing && !curve)
+  const series = useMemo(() => {
+    if (!curve) return null;
+    const s: { spec: ChartSeries; ys: (number | null)[] }[] = [
+      { spec: { label: 'loss', color: '#d9822b' }, ys: curve.loss },
+      { spec: { label: 'accuracy', color: '#3b6fd1', right: true }, ys: curve.accuracy },
+    ];
+    if (hasAny(curve.heldoutLoss))
+      s.push({
+        spec: { label: 'held-out loss', color: '#d9822b', dash: [6, 4] },
+        ys: curve.heldoutLoss ?? [],
+      });
+    if (hasAny(curve.heldoutAccuracy))
+      s.push({
+        spec: { label: 'held-out accuracy', color: '#3b6fd1', right: true, dash: [6, 4] },
+        ys: curve.heldoutAccuracy ?? [],
+      });
+    return { specs: s.map((x) => x.spec), ys: s.map((x) => x.ys) };
+  }, [curve]);
+  const total = num(obj(task.config).rounds);
+
+  if (props.missing && !curve)
     return (
       <Pending>
-        This server does not record metric history yet (GET /api/tasks/{'{id}'}/metrics); the chart appears
-        once it does.
+        This server does not record metric history (GET /api/tasks/{'{id}'}/metrics); the chart appears once
+        it does.
       </Pending>
     );
-  if (!curve)
-    return (
-      <p class="muted">
-        {task.status === 'pending'
-          ? 'The chart starts when a client reports loss or accuracy.'
-          : 'This task has reported no loss or accuracy.'}
-      </p>
-    );
-  const lastLoss = [...curve.loss].reverse().find((v) => v !== null);
-  const lastAcc = [...curve.accuracy].reverse().find((v) => v !== null);
+  const loss = lastOf(curve?.loss);
+  const acc = lastOf(curve?.accuracy);
+  const held = lastOf(curve?.heldoutAccuracy);
   return (
     <>
-      <p class="chart-summary" data-testid="training-summary">
-        {curve.x.length} {curve.axis.toLowerCase()}
-        {curve.x.length === 1 ? '' : 's'}
-        {lastLoss !== undefined && lastLoss !== null ? ` · loss ${lastLoss.toFixed(4)}` : ''}
-        {lastAcc !== undefined && lastAcc !== null
-          ? ` · accuracy ${(lastAcc <= 1 ? lastAcc * 100 : lastAcc).toFixed(1)}%`
-          : ''}
-      </p>
-      <LineChart
-        title={`Loss and accuracy per ${curve.axis.toLowerCase()}`}
-        x={curve.x}
-        ys={ys}
-        xLabel={curve.axis}
-        series={[
-          { label: 'loss', color: '#d9822b' },
-          { label: 'accuracy', color: '#3b6fd1', right: true },
-        ]}
-      />
+      {current && current.state === 'open' && task.status !== 'completed' ? (
+        <p class="round-now" data-testid="current-round">
+          Round {current.round} of {current.rounds} open: {current.accepted_ranks.length} of{' '}
+          {current.world_size} updates in (quorum {current.quorum});{' '}
+          {Date.parse(current.deadline_at) > Date.now()
+            ? `deadline in ${duration((Date.parse(current.deadline_at) - Date.now()) / 1000)}`
+            : 'deadline passed'}
+        </p>
+      ) : null}
+      {curve && series ? (
+        <>
+          <p class="chart-summary" data-testid="training-summary">
+            {curve.axis === 'Round' && total
+              ? `${curve.x.length} of ${total} rounds`
+              : `${curve.x.length} ${curve.axis.toLowerCase()}${curve.x.length === 1 ? '' : 's'}`}
+            {loss !== null ? ` · loss ${loss.toFixed(4)}` : ''}
+            {acc !== null ? ` · accuracy ${pct(acc)}` : ''}
+            {held !== null ? ` · held-out accuracy ${pct(held)}` : ''}
+          </p>
+          <LineChart
+            title={`Loss and accuracy per ${curve.axis.toLowerCase()}`}
+            x={curve.x}
+            ys={series.ys}
+            xLabel={curve.axis}
+            series={series.specs}
+          />
+        </>
+      ) : (
+        <p class="muted">
+          {task.status === 'pending'
+            ? 'The chart starts when the ranks report loss or accuracy.'
+            : total
+              ? 'The chart starts when the first round closes.'
+              : 'This task has reported no loss or accuracy.'}
+        </p>
+      )}
+      {rounds.length ? <RoundsTable rounds={rounds} /> : null}
     </>
+  );
+}
+
+function RoundsTable({ rounds }: { rounds: Round[] }) {
+  const rows = [...rounds].sort((a, b) => b.round - a.round);
+  return (
+    <details class="rounds" open={rows.length <= 10}>
+      <summary>Rounds ({rows.length})</summary>
+      <div class="table-wrap">
+        <table class="table responsive">
+          <thead>
+            <tr>
+              <th scope="col">Round</th>
+              <th scope="col">State</th>
+              <th scope="col">Updates</th>
+              <th scope="col">Loss</th>
+              <th scope="col">Accuracy</th>
+              <th scope="col">Held-out accuracy</th>
+              <th scope="col">Closed</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((r) => {
+              const m = obj(r.metrics);
+              const loss = pick(m, LOSS_KEYS);
+              const acc = pick(m, ACC_KEYS);
+              const held = num(m.heldout_accuracy);
+              return (
+                <tr key={r.round}>
+                  <td data-label="Round">{r.round}</td>
+                  <td data-label="State">
+                    <StatusBadge status={r.state} />
+                  </td>
+                  <td data-label="Updates">{r.num_updates}</td>
+                  <td data-label="Loss">{loss === null ? '—' : loss.toFixed(4)}</td>
+                  <td data-label="Accuracy">{acc === null ? '—' : pct(acc)}</td>
+                  <td data-label="Held-out accuracy">{held === null ? '—' : pct(held)}</td>
+                  <td data-label="Closed" title={dateTime(r.closed_at)}>
+                    {r.closed_at ? ago(r.closed_at) : '—'}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+    </details>
   );
 }
