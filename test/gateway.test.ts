@@ -207,6 +207,33 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     b.close();
   });
 
+  it('hands work back at once when a client says goodbye, and honours declared task types', async () => {
+    const a = await connect(`w-bye-a-${dialect}`, { ramGb: 120 });
+    const { id } = await createTask({ requirements: { min_ram_gb: 110 } });
+    await a.type('task');
+    const picky = await RawClient.connect(t.server.wsUrl, workerToken);
+    clients.push(picky);
+    picky.send({
+      type: 'register',
+      task_types: ['train_mnist'],
+      ...systemInfo(`w-picky-${dialect}`, { ramGb: 120 }),
+    });
+    await picky.type('registered');
+    const b = await connect(`w-bye-b-${dialect}`, { ramGb: 120 });
+    const started = Date.now();
+    a.ws.close(1000, 'bye');
+    const m = await b.type('task');
+    // Long before CONNECTION_TIMEOUT (1.5 s): a goodbye needs no waiting.
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(m.data).toMatchObject({ id, attempt: 2 });
+    expect(picky.received.filter((x) => x.type === 'task')).toHaveLength(0);
+    b.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 2 });
+    await b.type('ack');
+    expect((await task(id)).error_log).toMatch(/said goodbye/);
+    b.close();
+    picky.close();
+  });
+
   it('pauses, resumes and cancels, and tells a reconnecting client its task is paused', async () => {
     const w = await connect(`w-ctl-${dialect}`, { ramGb: 200 });
     const { id } = await createTask({ requirements: { min_ram_gb: 150 } });

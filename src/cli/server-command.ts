@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startServer } from '../main.js';
 import { addConfigOptions, configFromFlags, reportConfigErrors, type ConfigFlags } from './config-options.js';
 
 /** `ai-farm server`: runs until SIGINT or SIGTERM, then shuts down in order and exits 0. */
@@ -8,6 +7,8 @@ export function serverCommand(program: Command, setExit: (code: number) => void)
     async (flags: ConfigFlags) => {
       const r = configFromFlags(flags, process.env);
       if (!r.ok) return setExit(reportConfigErrors(r.errors));
+      // Loaded on use: `ai-farm tasks ...` should not pay for the whole server at start-up.
+      const { startServer } = await import('../main.js');
       const server = await startServer(r.config, { console: process.stdout.isTTY ? 'pretty' : 'json' });
       if (server.createdAdminToken) {
         console.log(

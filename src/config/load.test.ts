@@ -91,7 +91,7 @@ describe('loadConfig', () => {
   it('masks secrets', () => {
     const r = loadConfig({
       env: {
-        ADMIN_TOKEN: 'tok',
+        ADMIN_TOKEN: 'afm_secretsecretsecretsecret',
         DATABASE_URL: 'mysql://root:secret@h:3306/db',
         db_config: '{"password":"pw"}',
       },
@@ -99,7 +99,15 @@ describe('loadConfig', () => {
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     const text = JSON.stringify(maskedConfig(r.config));
-    expect(text).not.toMatch(/tok"|secret|pw/);
+    expect(text).not.toMatch(/afm_secret|secret@|pw/);
     expect(text).toMatch(/mysql:\/\/root:\*+@h:3306\/db/);
+  });
+
+  it('refuses an ADMIN_TOKEN that could never authenticate, without echoing it', () => {
+    const r = loadConfig({ env: { ADMIN_TOKEN: 'hunter2' } });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.join()).toMatch(/ADMIN_TOKEN/);
+    expect(r.errors.join()).not.toMatch(/hunter2/);
   });
 });

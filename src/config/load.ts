@@ -77,7 +77,9 @@ function describe(e: ValueError, prefix = ''): string {
   const choices = (e.schema.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
   const message =
     choices && choices.every((c) => c !== undefined) ? `Expected one of ${choices.join(', ')}` : e.message;
-  return `${key}: ${message} (got ${JSON.stringify(e.value)})`;
+  // Never echo a secret back, not even a wrong one.
+  const got = SECRET_KEYS.has(key) ? 'value hidden' : `got ${JSON.stringify(e.value)}`;
+  return `${key}: ${message} (${got})`;
 }
 
 function parseEnvValue(key: string, v: string, errors: string[], source: string): unknown {

@@ -96,7 +96,9 @@ export const ConfigSchema = Type.Object(
     }),
     ADMIN_TOKEN: Type.String({
       default: '',
-      description: 'Bootstrap admin API token; when empty the first start creates one and prints it once.',
+      pattern: '^(afm_[A-Za-z0-9_-]{20,200})?$',
+      description:
+        'Bootstrap admin API token (afm_ followed by 20+ of A-Z a-z 0-9 _ -); when empty the first start creates one and prints it once.',
     }),
     ADMIN_USERNAME: Type.String({ default: 'admin', description: 'Username of the first admin-panel user.' }),
     ADMIN_PASSWORD: Type.String({

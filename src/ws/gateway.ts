@@ -149,6 +149,8 @@ export class Gateway {
     ws.on('pong', () => this.seen(conn));
     ws.on('error', (err) => this.d.logger.debug({ err, client: conn.clientId }, 'websocket error'));
     ws.on('close', (code) => {
+      // 1000/1001 from the client is a deliberate goodbye; codes the server sent are not.
+      const goodbye = !conn.closed && (code === 1000 || code === 1001);
       clearTimeout(registerTimer);
       conn.closed = true;
       this.connections.delete(conn);
@@ -157,7 +159,7 @@ export class Gateway {
       if (this.stopping) return;
       conn.queue = conn.queue.then(() =>
         this.d.handlers
-          .disconnected(conn)
+          .disconnected(conn, goodbye)
           .catch((err: unknown) => this.d.logger.error({ err }, 'disconnect failed')),
       );
     });

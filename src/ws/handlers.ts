@@ -92,7 +92,7 @@ export class Handlers {
       conn.close(CLOSE_CODES.clientIdTaken, 'client id belongs to another token');
       return;
     }
-    const hardware = capacityFromSystemInfo(msg);
+    const hardware = { ...capacityFromSystemInfo(msg), taskTypes: msg.task_types };
     const now = clock.now();
     const cordoned = Number(existing?.cordoned ?? 0) === 1;
     const known = registry.get(id);
@@ -210,13 +210,21 @@ export class Handlers {
     });
   }
 
-  /** The client's socket closed: it keeps its leases until CONNECTION_TIMEOUT after it was last seen. */
-  async disconnected(conn: Connection): Promise<void> {
+  /**
+   * The client's socket closed. After a drop it keeps its leases until CONNECTION_TIMEOUT
+   * after it was last seen; a client that said goodbye (close code 1000 or 1001) gives
+   * them back at once, so its work moves on without waiting.
+   */
+  async disconnected(conn: Connection, goodbye: boolean): Promise<void> {
     if (!conn.clientId) return;
     const client = this.d.registry.get(conn.clientId);
     if (!client || client.owner !== conn) return;
     client.send = null;
     client.owner = null;
+    if (goodbye) {
+      this.d.registry.remove(client.id);
+      await this.d.leases.releaseClient(client, `client ${client.id} disconnected (said goodbye)`);
+    }
     this.lastHeartbeatWrite.delete(client.id);
     const now = this.d.clock.now();
     await this.d.writes.run((trx) =>
