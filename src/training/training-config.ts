@@ -100,10 +100,12 @@ export function prepareTrainingConfig(
     }),
   });
   const nClients = copy.n_clients;
-  if (nClients !== undefined && bodyWorldSize !== undefined && nClients !== bodyWorldSize) {
-    return bad('n_clients', `(${nClients}) contradicts body/world_size (${bodyWorldSize})`);
+  // The HTTP schema fills world_size with its default 1, so 1 means "not given" next to n_clients.
+  const explicit = bodyWorldSize !== undefined && bodyWorldSize !== 1 ? bodyWorldSize : undefined;
+  if (nClients !== undefined && explicit !== undefined && nClients !== explicit) {
+    return bad('n_clients', `(${nClients}) contradicts body/world_size (${explicit})`);
   }
-  const worldSize = bodyWorldSize ?? nClients ?? 1;
+  const worldSize = nClients ?? bodyWorldSize ?? 1;
   const aggregation = copy.aggregation ?? { strategy: 'fedavg' as const };
   const quorum = copy.quorum ?? worldSize;
   if (quorum > worldSize) return bad('quorum', `(${quorum}) must be at most world_size (${worldSize})`);

@@ -17,6 +17,9 @@ const readers = { roles: ['admin', 'user', 'worker'] as const };
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 const binary = { 200: { type: 'string', format: 'binary' } } as const;
 
+/** A refused upload's unread rest up to this size is read and dropped rather than cutting the connection. */
+const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
+
 /** Largest X-AI-Farm-Metrics header read. */
 const MAX_METRICS_CHARS = 8192;
 
@@ -110,8 +113,15 @@ export const modelRoutes =
           });
           return reply.status(answer.status).send(answer.body);
         } catch (err) {
-          // Refused before the body was read: close the connection rather than read the rest.
-          if (body && !body.readableEnded) void reply.header('connection', 'close');
+          // Refused before the whole body was read: a small rest is read and dropped so the
+          // client gets a clean answer on a live connection; a large one is not worth reading.
+          if (body && !body.readableEnded) {
+            const declared = Number(req.headers['content-length']);
+            if (declared <= DRAIN_LIMIT_BYTES) {
+              body.removeAllListeners('readable');
+              body.resume();
+            } else void reply.header('connection', 'close');
+          }
           throw err;
         }
       },

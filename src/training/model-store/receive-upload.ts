@@ -82,7 +82,6 @@ export function checkUploadHeader(
 /** Streams `body` to a temporary file after validating its header; the caller commits or aborts it. */
 export async function receiveUpload(body: Readable, o: ReceiveOptions): Promise<ReceiveOutcome> {
   if (o.contentLength !== undefined && o.contentLength > o.maxBytes) {
-    body.destroy();
     return refuse(
       'too_large',
       `upload of ${o.contentLength} bytes exceeds MAX_UPLOAD_BYTES (${o.maxBytes})`,
