@@ -64,6 +64,7 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
     const again = await put(0, model([1, 1, 1, 1], [1, 1, 1, 1]));
     expect(again).toMatchObject({ status: 200, body: { duplicate: true, digest: first.body.digest } });
 
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies
     const refusals: [string, () => Promise<{ status: number; body: any }>, number, string][] = [
       ['bad header', () => put(1, raw('{not json', 16)), 400, 'invalid_json'],
       ['header larger than the file', () => put(1, raw('{}', 0, 10_000)), 400, 'header_exceeds_file'],
