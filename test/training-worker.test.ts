@@ -24,6 +24,13 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  // A task a failed test left behind must not take the next test's workers.
+  const open = (await ts.api('GET', '/api/tasks?limit=100')).body.items as { id: number; status: string }[];
+  for (const t of open) {
+    if (['pending', 'running', 'paused'].includes(t.status)) {
+      await ts.api('PUT', `/api/tasks/${t.id}/status`, { status: 'cancelled' });
+    }
+  }
   await Promise.all(procs.map((p) => p.stop()));
   procs = [];
   await proxy?.close();
@@ -40,7 +47,18 @@ async function startWorker(name: string, server = ts.url): Promise<{ proc: CliPr
   const tmp = join(dir, `${name}-tmp`);
   mkdirSync(tmp, { recursive: true });
   const proc = new CliProcess(
-    ['worker', '--server', server, '--id-file', join(dir, `${name}.id`), '--name', name, '--max-tasks', '1'],
+    [
+      'worker',
+      '--server',
+      server,
+      '--id-file',
+      join(dir, `${name}.id`),
+      '--name',
+      name,
+      '--max-tasks',
+      '1',
+      '-v',
+    ],
     { AI_FARM_TOKEN: token, TMPDIR: tmp },
   );
   procs.push(proc);
@@ -61,15 +79,26 @@ async function createTask(name: string, config: Record<string, unknown>, worldSi
 }
 
 const getTask = async (id: number) => (await ts.api('GET', `/api/tasks/${id}`)).body;
-const finished = (id: number, ms = 60_000) =>
-  until(
-    async () => {
-      const t = await getTask(id);
-      return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
-    },
-    ms,
-    `task ${id} to finish`,
-  );
+/** Waits for the task to end; on a timeout, says where it stood and what the workers printed. */
+async function finished(id: number, ms = 60_000) {
+  try {
+    return await until(
+      async () => {
+        const t = await getTask(id);
+        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
+      },
+      ms,
+      `task ${id} to finish`,
+    );
+  } catch (err) {
+    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body;
+    const assignments = (await ts.api('GET', `/api/tasks/${id}/assignments`)).body;
+    const outputs = procs.map((p) => p.output).join('\n----\n');
+    throw new Error(
+      `${(err as Error).message}\nrounds ${JSON.stringify(rounds)}\nassignments ${JSON.stringify(assignments)}\n${outputs}`,
+    );
+  }
+}
 const rankProgress = async (id: number): Promise<number[]> =>
   ((await ts.api('GET', `/api/tasks/${id}/assignments`)).body.items as { rank: number; progress: number }[])
     .sort((a, b) => a.rank - b.rank)
@@ -78,7 +107,7 @@ const rankProgress = async (id: number): Promise<number[]> =>
 describe('training workers', () => {
   it('a pause holds training mid-round; resume finishes every round; temp files are removed', async () => {
     const workers = [await startWorker('pause-a'), await startWorker('pause-b')];
-    const id = await createTask('pause', { rounds: 2, epochs: 4 });
+    const id = await createTask('pause', { rounds: 2, epochs: 3 });
     // Round 1 is 0-50% of the task: pause inside it.
     await until(async () => (await getTask(id)).progress >= 5, 30_000, 'training under way');
     expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' })).status).toBe(200);
@@ -108,17 +137,19 @@ describe('training workers', () => {
   it('a network cut mid-round: the worker reconnects, retries, and the task completes', async () => {
     proxy = await startTcpProxy('127.0.0.1', Number(new URL(ts.url).port));
     const via = `http://127.0.0.1:${proxy.port}`;
-    await startWorker('cut-a', via);
-    await startWorker('cut-b', via);
+    const workers = [await startWorker('cut-a', via), await startWorker('cut-b', via)];
     const id = await createTask('cut', { rounds: 3, epochs: 1 });
-    await until(async () => (await getTask(id)).progress >= 40, 60_000, 'round 2 under way');
+    // Round 2 is 33-67% of the task: cut early in it, long enough for the ranks to finish
+    // training meanwhile, so their uploads meet the cut and the reconnection.
+    await until(async () => (await getTask(id)).progress >= 36, 60_000, 'round 2 under way');
     await proxy.cut();
-    await sleep(1500);
+    await sleep(4000);
     await proxy.restore();
     const done = await finished(id);
     expect(done.status, done.error_log).toBe('completed');
     const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items;
     expect(rounds.map((r: { num_updates: number }) => r.num_updates)).toEqual([2, 2, 2]);
+    expect(workers.some((w) => /upload \S+: .*; retry \d+ in/.test(w.proc.output))).toBe(true);
   }, 90_000);
 
   it('cancel stops training at once and frees the worker', async () => {

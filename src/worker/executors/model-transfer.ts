@@ -18,7 +18,7 @@ export interface TransferOptions {
   token?: string | undefined;
   /** Ends the transfer (and its retries) early. */
   signal?: AbortSignal | undefined;
-  /** Attempts before giving up on network errors and 5xx. Default 8. */
+  /** Attempts before giving up on network errors and 5xx. Default 8 (downloads), 20 (uploads). */
   maxAttempts?: number;
   /** Delays between attempts. Default 250 ms doubling to 5 s. */
   backoff?: BackoffOptions;
@@ -41,6 +41,14 @@ export interface UploadRequest {
   clientId?: string | undefined;
   metrics?: Record<string, number> | undefined;
 }
+
+/**
+ * 409s that pass: right after a reconnection the upload can beat the WebSocket's new
+ * registration (client_not_connected) or the lease's return (stale_attempt), and a retry can
+ * meet its own broken first try still streaming (upload_in_progress). A truly stale lease ends
+ * the task's execution (the server sends stop or a new attempt), which aborts the retries.
+ */
+const TRANSIENT_CONFLICTS = new Set(['client_not_connected', 'stale_attempt', 'upload_in_progress']);
 
 /** Resolves a model URL from the server (absolute or relative to the API). */
 export function resolveModelUrl(url: string, serverUrl: string): URL {
@@ -78,7 +86,8 @@ export async function uploadUpdate(
   target.searchParams.set('attempt', String(req.attempt));
   target.searchParams.set('num_samples', String(req.numSamples));
   const size = (await stat(req.file)).size;
-  return withRetries(`upload ${target.pathname}`, opts, async (signal) => {
+  const retryOpts = { ...opts, maxAttempts: opts.maxAttempts ?? 20 };
+  return withRetries(`upload ${target.pathname}`, retryOpts, async (signal) => {
     const headers: Record<string, string> = {
       ...authHeaders(opts.token),
       'content-type': 'application/octet-stream',
@@ -89,7 +98,10 @@ export async function uploadUpdate(
     const body = Readable.toWeb(createReadStream(req.file)) as ReadableStream<Uint8Array>;
     const res = await fetch(target, { method: 'PUT', headers, body, duplex: 'half', signal } as RequestInit);
     const text = await res.text().catch(() => '');
-    if (!res.ok) return refusal(res, text);
+    if (!res.ok) {
+      const r = refusal(res, text);
+      return !r.ok && res.status === 409 && TRANSIENT_CONFLICTS.has(r.code) ? { ...r, retryable: true } : r;
+    }
     let parsed: unknown = null;
     try {
       parsed = text ? JSON.parse(text) : null;
