@@ -5,11 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { generateToken } from '../auth/token-service.js';
 import { loadConfig } from '../config/load.js';
-import { startServer, type RunningServer } from '../main.js';
+import type { RunningServer } from '../main.js';
 import { ApiClient } from '../worker/api-client.js';
-import { evaluate } from '../worker/trainer/index.js';
 import { BarsDisplay, LinesDisplay, type DemoDisplay, type DemoSnapshot } from './demo-display.js';
 import { positiveInt } from './worker-command.js';
 
@@ -71,6 +69,12 @@ async function runDemo(flags: DemoFlags): Promise<number> {
     console.error(`error: ${dir.error}`);
     return 2;
   }
+  // Loaded on use, like `ai-farm server`: other commands should not pay for the server at start-up.
+  const [{ startServer }, { generateToken }, { evaluate }] = await Promise.all([
+    import('../main.js'),
+    import('../auth/token-service.js'),
+    import('../worker/trainer/index.js'),
+  ]);
   const adminToken = generateToken();
   const cfg = loadConfig({
     env: {},
