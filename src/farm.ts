@@ -68,6 +68,7 @@ export function createFarm(d: {
     training,
   });
   const leases = new LeaseService({ ...base, dispatcher, training });
+  training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
   const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases });
   const gateway = new Gateway({
     config: d.config,

@@ -61,7 +61,7 @@ describe('rounds with missing ranks', () => {
     await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === taskId)));
   });
 
-  it('extends a round below quorum three times, then fails the task', async () => {
+  it('re-places the ranks missing at a deadline below quorum, and fails the task in the end', async () => {
     farm = await trainingFarm('sqlite', 2);
     const { ts, clients } = farm;
     const created = await ts.api('POST', '/api/tasks', {
@@ -72,13 +72,20 @@ describe('rounds with missing ranks', () => {
     });
     const taskId = created.body.id as number;
     await Promise.all(clients.map((c) => taskMessage(c, taskId)));
+    // The late ranks are told to stop and handed out again (their next attempt)...
     await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === taskId, 10_000)));
-    const task = await ts.api('GET', `/api/tasks/${taskId}`);
+    let task = await ts.api('GET', `/api/tasks/${taskId}`);
+    for (let i = 0; i < 200 && task.body.status === 'running'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      task = await ts.api('GET', `/api/tasks/${taskId}`);
+    }
+    // ... until the attempts or the extensions run out: no round waits forever.
     expect(task.body.status).toBe('failed');
-    expect(task.body.error_log).toMatch(/missed its quorum/);
+    expect(task.body.error_log).toMatch(/missed the deadline of round 1|missed its quorum/);
     const events = await ts.api('GET', `/api/tasks/${taskId}/events`);
     const kinds = events.body.items.map((e: { kind: string }) => e.kind);
-    expect(kinds.filter((k: string) => k === 'round_extended')).toHaveLength(3);
+    expect(kinds).toContain('round_extended');
+    expect(kinds).toContain('rank_retry');
   });
 
   it("re-places a dead rank's client; the new client starts from the current global model", async () => {

@@ -168,6 +168,15 @@ export class LeaseService {
     await Promise.all(leases.map((l) => this.finish(l, 'lost', { error_log: reason })));
   }
 
+  /** Ends one lease as lost (a training rank that missed its round's deadline): the rank is re-placed. */
+  async releaseLease(lease: Lease, reason: string): Promise<void> {
+    const client = this.deps.registry.get(lease.clientId);
+    if (client?.leases.get(lease.taskId) !== lease) return;
+    client.leases.delete(lease.taskId);
+    client.send?.({ type: 'stop', task_id: lease.taskId, reason });
+    await this.finish(lease, 'lost', { error_log: reason });
+  }
+
   private async alreadyFinished(
     clientId: string,
     taskId: number,

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { TrainingData } from '../../api/protocol.js';
 import type { Bus } from '../../bus/bus.js';
-import type { ClientRegistry } from '../../clients/registry.js';
+import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import type { Database } from '../../storage/schema.js';
 import { findTask, insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
@@ -35,9 +35,15 @@ export class RoundCoordinator {
   private readonly runs = new Map<number, Run>();
   private readonly locks = new Map<number, Promise<unknown>>();
   private unsubscribe: (() => void) | null = null;
+  private release: ((lease: Lease, reason: string) => Promise<void>) | null = null;
   private stopped = false;
 
   constructor(private readonly d: CoordinatorDeps) {}
+
+  /** How a rank that missed a deadline is given up (LeaseService.releaseLease; set by the farm). */
+  releaseRanksWith(release: (lease: Lease, reason: string) => Promise<void>): void {
+    this.release = release;
+  }
 
   /** Resumes every running training task from the journal (after a restart). */
   async start(): Promise<void> {
@@ -266,6 +272,17 @@ export class RoundCoordinator {
       });
       this.arm(run);
     });
+    if (run.ended) return;
+    // The missing ranks go to other clients (their next attempt starts from the global model).
+    const missing = this.d.registry
+      .leasesOf(run.taskId)
+      .filter((l) => l.assignmentId !== 0 && !run.accepted.has(l.rank));
+    for (const l of missing) {
+      await this.release?.(l, `rank ${l.rank} missed the deadline of round ${run.round}`).catch(
+        (err: unknown) =>
+          this.d.logger.error({ err, taskId: run.taskId, rank: l.rank }, 'releasing a late rank failed'),
+      );
+    }
   }
 
   private async close(run: Run): Promise<void> {
