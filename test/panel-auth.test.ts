@@ -160,7 +160,9 @@ describe.each(DIALECTS)('admin-panel login and sessions on %s', (dialect) => {
     expect(home.headers.get('x-frame-options')).toBe('DENY');
     const deep = await fetch(`${t.url}/tasks/12`);
     expect(deep.status).toBe(home.status);
-    const api404 = await parse(await fetch(`${t.url}/api/nothing-here`));
+    // Unknown API paths: 401 to strangers like every API path, a JSON 404 to the authenticated.
+    expect((await parse(await fetch(`${t.url}/api/nothing-here`))).status).toBe(401);
+    const api404 = await t.api('GET', '/api/nothing-here');
     expect(api404.status).toBe(404);
     expect(api404.body.error.code).toBe('route_not_found');
     expect((await fetch(`${t.url}/assets/missing-file.js`)).status).toBe(404);

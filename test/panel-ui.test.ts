@@ -209,7 +209,7 @@ describe('admin panel in a real browser', () => {
     await screenshot(page, 'users');
   });
 
-  it('refuses a change without the CSRF token (403) and any request without a session (401)', async () => {
+  it('refuses a change without the CSRF token (403), a request without a session (401); the keyboard is enough', async () => {
     const noCsrf = await page.evaluate(async () => {
       const r = await fetch('/api/tasks', {
         method: 'POST',
@@ -228,6 +228,19 @@ describe('admin panel in a real browser', () => {
       const res = await p.evaluate(async () => (await fetch('/api/tasks')).status);
       expect(res).toBe(401);
       await p.getByRole('button', { name: 'Log in' }).waitFor();
+      // The keyboard alone gets in: the username has the focus, Tab, Enter.
+      await p.keyboard.type('admin');
+      await p.keyboard.press('Tab');
+      await p.keyboard.type(PASSWORD);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Overview' }).waitFor();
+      await p.keyboard.press('Tab');
+      expect(await p.evaluate('document.activeElement?.textContent')).toBe('Skip to content');
+      // Then the brand, Overview, Tasks.
+      for (let i = 0; i < 3; i++) await p.keyboard.press('Tab');
+      expect(await p.evaluate('document.activeElement?.textContent')).toBe('Tasks');
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Tasks' }).waitFor();
     } finally {
       await stranger.close();
     }

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { LoginThrottle, type ThrottleLimits } from '../auth/login-throttle.js';
 import type { ScryptParams } from '../auth/password.js';
@@ -6,13 +7,14 @@ import type { TokenService } from '../auth/token-service.js';
 import { UserService } from '../auth/user-service.js';
 import type { Bus } from '../bus/bus.js';
 import type { Config } from '../config/schema.js';
+import { unauthorized } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { EventHub, type EventHubOptions } from '../panel/event-hub.js';
 import { OverviewService, type SeedMetricsSource } from '../panel/overview-service.js';
 import type { Database } from '../storage/schema.js';
 import type { Clock } from '../storage/values.js';
 import type { App } from './app.js';
-import type { SessionAuthenticator } from './auth.js';
+import { bearerToken, type SessionAuthenticator } from './auth.js';
 import { eventsRoutes } from './routes/events-routes.js';
 import { panelRoutes } from './routes/panel-routes.js';
 import { sessionRoutes } from './routes/session-routes.js';
@@ -65,6 +67,18 @@ export async function createPanel(deps: PanelDeps): Promise<Panel> {
   const overview = new OverviewService(deps.db, deps.clock, { metrics: deps.monitoring });
   const hub = new EventHub(deps.bus, overview, deps.logger.child({ component: 'panel' }), t.events);
 
+  // The same verdict and messages as the auth hook, for paths the public panel route catches.
+  const requireAuth = async (req: FastifyRequest) => {
+    const token = bearerToken(req.headers.authorization);
+    const principal = token ? await deps.tokens.authenticate(token) : await auth.authenticate(req);
+    if (!principal)
+      throw unauthorized(
+        token
+          ? 'the token is not valid (unknown or revoked)'
+          : 'missing token: send Authorization: Bearer <token>',
+      );
+  };
+
   const plugin = async (app: App) => {
     // Open streams would keep the server from closing: end them first.
     app.addHook('preClose', async () => hub.close());
@@ -72,7 +86,7 @@ export async function createPanel(deps: PanelDeps): Promise<Panel> {
     await app.register(sessionRoutes({ users, auth, throttle }));
     await app.register(usersRoutes({ users, auth }));
     await app.register(eventsRoutes({ hub, overview, auth, tokens: deps.tokens }));
-    await app.register(panelRoutes({ root: t.root }));
+    await app.register(panelRoutes({ root: t.root, requireAuth }));
   };
   return { sessions: auth.authenticate, plugin, createdAdminPassword: boot.createdPassword, users };
 }

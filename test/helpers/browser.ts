@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 
@@ -27,7 +29,11 @@ export function ensurePanelBuilt(): void {
   const sources = Math.max(newest(join(ROOT, 'web/src')), statSync(join(ROOT, 'web/index.html')).mtimeMs);
   const fresh = () => existsSync(index) && statSync(index).mtimeMs >= sources;
   if (fresh()) return;
-  const lock = join(ROOT, 'web/.build-lock');
+  // Outside the tree, so linters walking it never meet a half-made lock.
+  const lock = join(
+    tmpdir(),
+    `aifarm-panel-build-${createHash('sha1').update(ROOT).digest('hex').slice(0, 10)}.lock`,
+  );
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {

@@ -44,6 +44,14 @@ export function useAsync<T>(load: () => Promise<T>, deps: unknown[]): Async<T> {
 }
 
 /**
+ * How often a page may reload a list after live events, and its slowly changing history
+ * (metrics, rounds). The server limits each address to RATE_LIMIT (60/minute by default),
+ * shared with whatever else runs there; the panel stays near 20 requests a minute.
+ */
+export const REFETCH_MS = 4000;
+export const HISTORY_MS = 10_000;
+
+/**
  * Runs `fn` at most once per `ms`, trailing: many live events in a burst cost one request,
  * which also keeps the panel well inside the server's per-address rate limit.
  */

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../errors.js';
 
 /** web/dist, from src/http/routes (tsx) and dist/http/routes (compiled) alike. */
@@ -28,7 +28,14 @@ const SECURITY_HEADERS: Record<string, string> = {
  * panel's own pages (/tasks/12) and get index.html; the API's unknown paths stay JSON 404s.
  */
 export const panelRoutes =
-  (opts: { root?: string } = {}): FastifyPluginAsync =>
+  (opts: {
+    root?: string;
+    /**
+     * Throws 401 unless the request is authenticated: an unknown API path answers 401 to
+     * strangers (as every API path does), 404 only to callers who may know.
+     */
+    requireAuth: (req: FastifyRequest) => Promise<void>;
+  }): FastifyPluginAsync =>
   async (app) => {
     const root = opts.root ?? DEFAULT_PANEL_ROOT;
     const built = existsSync(join(root, 'index.html'));
@@ -53,6 +60,7 @@ export const panelRoutes =
       async (req, reply) => {
         const path = req.params['*'] ?? '';
         if (path === 'api' || path.startsWith('api/')) {
+          await opts.requireAuth(req);
           throw new AppError('route_not_found', `no route ${req.method} /${path}`, 404);
         }
         const last = path.split('/').pop() ?? '';

@@ -5,7 +5,7 @@ import type { Task } from '../../../src/api/tasks.js';
 import { api } from '../api.js';
 import { ErrorNote, Facts, Link, Loading, Meter, Pager, Section, StatusBadge } from '../components/ui.js';
 import { ago, bytes, dateTime, json, num, obj } from '../format.js';
-import { useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
+import { REFETCH_MS, useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
 import { useLive } from '../live.js';
 import { TaskTable } from './tasks-page.js';
 import { CordonButton } from './clients-page.js';
@@ -28,8 +28,8 @@ export function ClientPage({ id }: { id: string }) {
       ),
     [id, offset],
   );
-  const refetchClient = useThrottled(() => void client.reload(), 2000);
-  const refetchTasks = useThrottled(() => void tasks.reload(), 2000);
+  const refetchClient = useThrottled(() => void client.reload(), REFETCH_MS);
+  const refetchTasks = useThrottled(() => void tasks.reload(), REFETCH_MS);
   useLive('client', (e) => e.client_id === id && refetchClient());
   useLive('task', (e) => {
     const known = tasks.data?.items.find((t) => t.id === e.task_id);

@@ -4,7 +4,7 @@ import type { Task } from '../../../src/api/tasks.js';
 import { api } from '../api.js';
 import { ErrorNote, Link, Loading, Meter, Pager, StatusBadge } from '../components/ui.js';
 import { ago } from '../format.js';
-import { useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
+import { REFETCH_MS, useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
 import { useLive } from '../live.js';
 import { clientState, hardware, hardwareSummary, utilization } from './client-info.js';
 
@@ -56,8 +56,8 @@ export function ClientsPage() {
   const clients = useAsync(() => api<Page<Client>>('GET', url), [url]);
   // Current tasks: one request for every running task, grouped by client.
   const running = useAsync(() => api<Page<Task>>('GET', '/api/tasks?status=running&limit=500'), []);
-  const refetchClients = useThrottled(() => void clients.reload(), 2000);
-  const refetchRunning = useThrottled(() => void running.reload(), 3000);
+  const refetchClients = useThrottled(() => void clients.reload(), REFETCH_MS);
+  const refetchRunning = useThrottled(() => void running.reload(), REFETCH_MS);
   useLive('client', refetchClients);
   useLive('task', (e) => {
     if (e.progress === undefined || e.status !== 'running') refetchRunning();

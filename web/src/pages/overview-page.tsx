@@ -5,7 +5,7 @@ import { api } from '../api.js';
 import { LineChart } from '../components/chart.js';
 import { ErrorNote, Link, Loading, Meter, Progress, Section, StatusBadge } from '../components/ui.js';
 import { ago, percent } from '../format.js';
-import { useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
+import { REFETCH_MS, useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
 import { latestOverview, useLive } from '../live.js';
 import { TASK_STATUS_ORDER } from './tasks-page.js';
 
@@ -22,7 +22,7 @@ export function OverviewPage() {
   const ov = live ?? initial.data;
 
   const running = useAsync(() => api<Page<Task>>('GET', '/api/tasks?status=running&limit=8'), []);
-  const refetchRunning = useThrottled(() => void running.reload(), 2000);
+  const refetchRunning = useThrottled(() => void running.reload(), REFETCH_MS);
   useLive('task', (e) => {
     const known = running.data?.items.find((t) => t.id === e.task_id);
     if (known && e.status === known.status && e.progress !== undefined) {

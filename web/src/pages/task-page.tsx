@@ -14,7 +14,7 @@ import {
   StatusBadge,
 } from '../components/ui.js';
 import { ago, dateTime, duration, json, obj } from '../format.js';
-import { useAsync, useThrottled, useTick, useTitle, type Async } from '../hooks.js';
+import { HISTORY_MS, useAsync, useThrottled, useTick, useTitle, type Async } from '../hooks.js';
 import { useLive } from '../live.js';
 import { navigate } from '../router.js';
 import { TrainingChart } from './task-training.js';
@@ -54,9 +54,13 @@ export function TaskPage({ id }: { id: number }) {
   );
   const metrics = useAsync(() => optional<TaskMetricsView>(`/api/tasks/${id}/metrics`), [id]);
   // The open round of a training task; 404 until its first round opens (or on older servers).
+  const training = isTraining(task.data);
   const current = useAsync(
-    () => api<CurrentRoundView>('GET', `/api/tasks/${id}/rounds/current`).catch(() => undefined),
-    [id],
+    async () =>
+      training
+        ? api<CurrentRoundView>('GET', `/api/tasks/${id}/rounds/current`).catch(() => undefined)
+        : undefined,
+    [id, training],
   );
   const [deleted, setDeleted] = useState(false);
   const [actionError, setActionError] = useState<unknown>(null);
@@ -69,12 +73,12 @@ export function TaskPage({ id }: { id: number }) {
     void assignments.reload();
     void metrics.reload();
     if (isTraining(task.data)) void current.reload();
-  }, 1000);
+  }, 2000);
   const refreshMetrics = useThrottled(() => {
     void metrics.reload();
     void assignments.reload();
     if (isTraining(task.data)) void current.reload();
-  }, 3000);
+  }, HISTORY_MS);
 
   useLive('task', (e) => {
     if (e.task_id !== id) return;
@@ -135,7 +139,7 @@ export function TaskPage({ id }: { id: number }) {
       ? (elapsed * (100 - t.progress)) / t.progress
       : null;
   const m = obj(t.metrics);
-  const training =
+  const showTraining =
     isTraining(t) ||
     /train/i.test(t.type) ||
     'loss' in m ||
@@ -186,7 +190,7 @@ export function TaskPage({ id }: { id: number }) {
             onConfirm={() => setStatus('Cancel', 'cancelled')}
           />
         ) : null}
-        <DownloadModel task={t} />
+        {isTraining(t) ? <DownloadModel task={t} /> : null}
         <ConfirmButton
           label="Delete"
           confirmLabel="Yes, delete it"
@@ -251,7 +255,7 @@ export function TaskPage({ id }: { id: number }) {
         <Assignments state={assignments} />
       </Section>
 
-      {training ? (
+      {showTraining ? (
         <Section title="Training">
           <ErrorNote error={metrics.error} />
           <TrainingChart
@@ -366,10 +370,11 @@ function Assignments({ state }: { state: Async<{ data?: { items: AssignmentView[
  */
 function DownloadModel({ task }: { task: Task }) {
   const probe = useAsync(async () => {
-    if (task.status !== 'completed' && !task.checkpoint_path) return false;
+    // Only a completed training task has a final model (GET /api/tasks/{id}/model).
+    if (task.status !== 'completed') return false;
     const res = await fetch(`/api/tasks/${task.id}/model`, { method: 'HEAD', credentials: 'same-origin' });
     return res.ok;
-  }, [task.id, task.status, task.checkpoint_path]);
+  }, [task.id, task.status]);
   if (probe.data)
     return (
       <a class="button secondary" href={`/api/tasks/${task.id}/model`} download>

@@ -2,7 +2,7 @@ import type { Task } from '../../../src/api/tasks.js';
 import { api } from '../api.js';
 import { ErrorNote, Link, Loading, Pager, Progress, StatusBadge } from '../components/ui.js';
 import { ago } from '../format.js';
-import { useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
+import { REFETCH_MS, useAsync, useThrottled, useTick, useTitle } from '../hooks.js';
 import { useLive } from '../live.js';
 import { navigate, useLocation, withQuery } from '../router.js';
 
@@ -30,7 +30,7 @@ export function TasksPage() {
   const offset = Math.max(0, Number(query.get('offset')) || 0);
   const url = withQuery('/api/tasks', { status, type, client_id: client, limit: PAGE_SIZE, offset });
   const page = useAsync(() => api<Page<Task>>('GET', url), [url]);
-  const refetch = useThrottled(() => void page.reload(), 2000);
+  const refetch = useThrottled(() => void page.reload(), REFETCH_MS);
 
   // Progress moves in place; anything that may change membership or order refetches.
   useLive('task', (e) => {
