@@ -35,7 +35,7 @@ function runSession(port: MessagePort, data: Extract<WorkerData, { mode: 'sessio
     const t0 = performance.now();
     const work =
       req.op === 'add'
-        ? acc.add(req.path, req.weight)
+        ? acc.add(req.path, req.weight, req.verified === true ? { verified: true } : {})
         : acc
             .finish(req.outPath, req.metadata)
             .then((r) => ({ ...r, bytesRead: acc.bytesRead, ms: performance.now() - t0 }));

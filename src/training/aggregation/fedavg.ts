@@ -40,6 +40,15 @@ export interface AccumulatorOptions {
   count?: number;
 }
 
+/** Options of {@link FedAvgAccumulator.add}. */
+export interface AddOptions {
+  /**
+   * The file was already scanned for NaN/Inf (an upload checked on arrival): skip the first
+   * pass. Its header is still checked. Default false.
+   */
+  verified?: boolean;
+}
+
 /** Outcome of {@link FedAvgAccumulator.add}. */
 export type AddOutcome =
   | { ok: true; count: number; totalWeight: number; bytesRead: number }
@@ -66,7 +75,7 @@ export interface FedAvgAccumulator {
    * the sum unchanged. Rejects on I/O errors; one during the second pass leaves part of the update
    * in the sum, and from then on every call rejects (rebuild the sum from the journal).
    */
-  add(path: string, weight: number): Promise<AddOutcome>;
+  add(path: string, weight: number, options?: AddOptions): Promise<AddOutcome>;
   /** Writes sum / totalWeight with the global dtypes to `outPath` (atomically). Can be called again. */
   finish(outPath: string, metadata?: Record<string, string>): Promise<FinishOutcome>;
 }
@@ -106,7 +115,7 @@ export function createAccumulator(
     return run;
   };
 
-  const addNow = async (path: string, weight: number): Promise<AddOutcome> => {
+  const addNow = async (path: string, weight: number, verified: boolean): Promise<AddOutcome> => {
     if (!(Number.isFinite(weight) && weight > 0)) {
       return {
         ok: false,
@@ -120,7 +129,7 @@ export function createAccumulator(
     const reader = opened.reader;
     try {
       // Pass 1: the whole file must be finite before anything touches the sum.
-      const scan = await reader.scanFinite();
+      const scan = verified ? ({ ok: true } as const) : await reader.scanFinite();
       if (!scan.ok) {
         bytesRead += reader.bytesRead;
         const { message, tensor } = scan;
@@ -179,7 +188,7 @@ export function createAccumulator(
       return bytesRead;
     },
     mu: options.mu,
-    add: (path, weight) => serial(() => addNow(path, weight)),
+    add: (path, weight, options) => serial(() => addNow(path, weight, options?.verified === true)),
     finish: (outPath, metadata) => serial(() => finishNow(outPath, metadata)),
   };
   return { ok: true, accumulator };

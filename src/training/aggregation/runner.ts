@@ -16,7 +16,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { SafetensorsHeader } from '../safetensors/header.js';
-import type { AccumulatorOptions, AddOutcome, FinishOutcome } from './fedavg.js';
+import type { AccumulatorOptions, AddOptions, AddOutcome, FinishOutcome } from './fedavg.js';
 import { flatLayout, type LayoutFailure } from './layout.js';
 import type { AggregateJob, AggregateOutcome } from './types.js';
 import type { SessionCall, SessionRequest, WorkerData, WorkerReply } from './worker-protocol.js';
@@ -90,7 +90,7 @@ export interface FedAvgSession {
   /** FedProx mu when given. */
   readonly mu: number | undefined;
   /** Adds one stored update; resolves when it is in the sum or rejected (sum untouched). */
-  add(path: string, weight: number): Promise<AddOutcome>;
+  add(path: string, weight: number, options?: AddOptions): Promise<AddOutcome>;
   /** Writes the weighted mean with the global dtypes; the session stays usable. */
   finish(outPath: string, metadata?: Record<string, string>): Promise<SessionFinishOutcome>;
   /** Stops the worker; pending calls reject. */
@@ -150,8 +150,9 @@ export function createFedAvgSession(
       return totalWeight;
     },
     mu: options.mu,
-    async add(path, weight) {
-      const r = await call<AddOutcome>({ op: 'add', path, weight });
+    async add(path, weight, options) {
+      const verified = options?.verified === true;
+      const r = await call<AddOutcome>({ op: 'add', path, weight, ...(verified ? { verified } : {}) });
       if (r.ok) ({ count, totalWeight } = r);
       return r;
     },

@@ -10,12 +10,12 @@ export type WorkerData =
 
 /** A request to a session worker. */
 export type SessionRequest =
-  | { id: number; op: 'add'; path: string; weight: number }
+  | { id: number; op: 'add'; path: string; weight: number; verified?: boolean }
   | { id: number; op: 'finish'; outPath: string; metadata?: Record<string, string> };
 
 /** A session request before the runner numbers it. */
 export type SessionCall =
-  | { op: 'add'; path: string; weight: number }
+  | { op: 'add'; path: string; weight: number; verified?: boolean }
   | { op: 'finish'; outPath: string; metadata?: Record<string, string> };
 
 /** A reply: the value of the request `id` (0 for a job), or an unexpected error. */

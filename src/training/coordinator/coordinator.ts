@@ -141,7 +141,8 @@ export class RoundCoordinator {
     }
     const session = run.session;
     run.adds.push(
-      session.add(u.path, u.numSamples).then((r) => {
+      // Uploads are scanned for NaN/Inf on arrival, before they are journaled.
+      session.add(u.path, u.numSamples, { verified: true }).then((r) => {
         if (!r.ok) {
           run.sessionSound = false;
           this.d.logger.error({ taskId: run.taskId, rank: u.rank, r }, 'an accepted update did not add');
