@@ -60,5 +60,5 @@ else
   log "Redis is up"
 fi
 
-# Packages the browser, any-language and PyTorch tests use (Debian's, not pip's).
-apt_install python3 python3-websockets python3-torch chromium
+# Packages the browser, any-language and PyTorch tests and the aggregation benchmark use (Debian's, not pip's).
+apt_install python3 python3-websockets python3-torch python3-numpy chromium
