@@ -140,7 +140,8 @@ export class EventHub {
         sink.send('overview', { ...ov, full: false });
       }
     } catch (err) {
-      this.logger.warn({ err }, 'overview tick failed');
+      // A tick caught by shutdown (database closing) is not worth a warning.
+      if (!this.closed) this.logger.warn({ err }, 'overview tick failed');
     } finally {
       this.ticking = false;
     }

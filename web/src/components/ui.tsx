@@ -131,7 +131,7 @@ export function ConfirmButton(props: {
     <span class="confirm" role="group" aria-label={`Confirm ${props.label.toLowerCase()}`}>
       <button
         type="button"
-        class="danger"
+        class={`danger${props.class?.includes('small') ? ' small' : ''}`}
         disabled={busy}
         ref={(el) => el?.focus()}
         onClick={async () => {
@@ -146,7 +146,11 @@ export function ConfirmButton(props: {
       >
         {props.confirmLabel ?? `Yes, ${props.label.toLowerCase()}`}
       </button>
-      <button type="button" class="secondary" onClick={() => setAsking(false)}>
+      <button
+        type="button"
+        class={`secondary${props.class?.includes('small') ? ' small' : ''}`}
+        onClick={() => setAsking(false)}
+      >
         Keep
       </button>
     </span>

@@ -79,6 +79,7 @@ export function UsersPage() {
                   </button>
                   {me?.user_id !== u.id ? (
                     <ConfirmButton
+                      class="danger small"
                       label="Remove"
                       onConfirm={async () => {
                         try {
