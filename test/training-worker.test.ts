@@ -43,7 +43,11 @@ afterAll(async () => {
 });
 
 /** Starts `ai-farm worker` with its own TMPDIR (to check the per-task temp dir is removed). */
-async function startWorker(name: string, server = ts.url): Promise<{ proc: CliProcess; tmp: string }> {
+async function startWorker(
+  name: string,
+  server = ts.url,
+  workerToken = token,
+): Promise<{ proc: CliProcess; tmp: string }> {
   const tmp = join(dir, `${name}-tmp`);
   mkdirSync(tmp, { recursive: true });
   const proc = new CliProcess(
@@ -59,15 +63,20 @@ async function startWorker(name: string, server = ts.url): Promise<{ proc: CliPr
       '1',
       '-v',
     ],
-    { AI_FARM_TOKEN: token, TMPDIR: tmp },
+    { AI_FARM_TOKEN: workerToken, TMPDIR: tmp },
   );
   procs.push(proc);
   await proc.waitFor(/registered as/);
   return { proc, tmp };
 }
 
-async function createTask(name: string, config: Record<string, unknown>, worldSize = 2): Promise<number> {
-  const res = await ts.api('POST', '/api/tasks', {
+async function createTask(
+  name: string,
+  config: Record<string, unknown>,
+  worldSize = 2,
+  server = ts,
+): Promise<number> {
+  const res = await server.api('POST', '/api/tasks', {
     type: 'train_mnist',
     name,
     world_size: worldSize,
@@ -78,21 +87,21 @@ async function createTask(name: string, config: Record<string, unknown>, worldSi
   return res.body.id;
 }
 
-const getTask = async (id: number) => (await ts.api('GET', `/api/tasks/${id}`)).body;
+const getTask = async (id: number, server = ts) => (await server.api('GET', `/api/tasks/${id}`)).body;
 /** Waits for the task to end; on a timeout, says where it stood and what the workers printed. */
-async function finished(id: number, ms = 60_000) {
+async function finished(id: number, ms = 60_000, server = ts) {
   try {
     return await until(
       async () => {
-        const t = await getTask(id);
+        const t = await getTask(id, server);
         return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
       },
       ms,
       `task ${id} to finish`,
     );
   } catch (err) {
-    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body;
-    const assignments = (await ts.api('GET', `/api/tasks/${id}/assignments`)).body;
+    const rounds = (await server.api('GET', `/api/tasks/${id}/rounds`)).body;
+    const assignments = (await server.api('GET', `/api/tasks/${id}/assignments`)).body;
     const outputs = procs.map((p) => p.output).join('\n----\n');
     throw new Error(
       `${(err as Error).message}\nrounds ${JSON.stringify(rounds)}\nassignments ${JSON.stringify(assignments)}\n${outputs}`,
@@ -150,6 +159,41 @@ describe('training workers', () => {
     const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items;
     expect(rounds.map((r: { num_updates: number }) => r.num_updates)).toEqual([2, 2, 2]);
     expect(workers.some((w) => /upload \S+: .*; retry \d+ in/.test(w.proc.output))).toBe(true);
+  }, 90_000);
+
+  it('a worker killed mid-round: its rank goes to the spare worker, which finishes the task', async () => {
+    // Its own server with a short timeout, so that the killed worker's rank is re-placed quickly.
+    const fast = await startTestServer('sqlite', { CONNECTION_TIMEOUT: 3 });
+    try {
+      const tok = (await fast.api('POST', '/api/tokens', { name: 'kill-workers', role: 'worker' })).body
+        .token;
+      const workers = [];
+      for (const name of ['kill-a', 'kill-b', 'kill-c']) workers.push(await startWorker(name, fast.url, tok));
+      const ids = await Promise.all(
+        workers.map(async (w) => (await w.proc.waitFor(/registered as (\S+)/))[1]),
+      );
+      const id = await createTask('kill', { rounds: 3, epochs: 2 }, 2, fast);
+      // Round 2 (33-67%) under way on two of the three workers.
+      await until(async () => (await getTask(id, fast)).progress >= 40, 60_000, 'round 2 under way');
+      const assignments = (await fast.api('GET', `/api/tasks/${id}/assignments`)).body.items as {
+        client_id: string;
+      }[];
+      const busy = workers.filter((_, i) => assignments.some((a) => a.client_id === ids[i]));
+      expect(busy.length).toBe(2);
+      busy[0]!.proc.child.kill('SIGKILL');
+      const spare = workers.find((w) => !busy.includes(w))!;
+      await spare.proc.waitFor(new RegExp(`task ${id} kill \\(train_mnist, attempt 2\\): started`), 30_000);
+      const done = await finished(id, 60_000, fast);
+      expect(done.status, done.error_log).toBe('completed');
+      const rounds = (await fast.api('GET', `/api/tasks/${id}/rounds`)).body.items;
+      expect(rounds.map((r: { num_updates: number }) => r.num_updates)).toEqual([2, 2, 2]);
+      await spare.proc.waitFor(new RegExp(`task ${id}: completed`));
+      expect(readdirSync(spare.tmp)).toEqual([]);
+    } finally {
+      await Promise.all(procs.map((p) => p.stop()));
+      procs = [];
+      await fast.stop();
+    }
   }, 90_000);
 
   it('cancel stops training at once and frees the worker', async () => {
