@@ -121,6 +121,10 @@ class CommandRoundTrainer implements RoundTrainer {
     this.current?.resume();
   }
 
+  stop(graceMs?: number): void {
+    void this.current?.stop(graceMs);
+  }
+
   async close(): Promise<void> {
     await this.current?.stop();
   }

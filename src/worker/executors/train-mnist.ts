@@ -135,6 +135,10 @@ class MnistRoundTrainer implements RoundTrainer {
     this.thread.resume();
   }
 
+  stop(): void {
+    this.thread.abort();
+  }
+
   close(): Promise<void> {
     return this.thread.close();
   }

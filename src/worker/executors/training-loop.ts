@@ -104,6 +104,8 @@ export interface RoundTrainer {
   /** Holds the round in progress where it is (and the next ones until resume). */
   pause(): void;
   resume(): void;
+  /** Ends the round in progress for good, within `graceMs` (0: at once; default the trainer's). */
+  stop(graceMs?: number): void;
   /** Releases what the trainer holds (threads, processes); called once, at the end. */
   close(): Promise<void>;
 }
@@ -170,7 +172,9 @@ class TrainingRun implements Execution {
     for (const w of this.resumeWaiters.splice(0)) w();
   }
 
-  stop(): Promise<ExecutionOutcome> {
+  stop(graceMs?: number): Promise<ExecutionOutcome> {
+    // Called again with a shorter grace, it hurries a stop under way.
+    this.trainer.stop(graceMs);
     this.abort.abort(new Error('stopped'));
     this.roundAbort.abort(new Error('stopped'));
     this.wake();
