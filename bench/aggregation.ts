@@ -6,7 +6,9 @@
  *   (b) the same FedAvg the numpy way (Debian's python3-numpy via /usr/bin/python3: every
  *       update loaded in memory, then np.average per tensor, as the common Python frameworks do).
  * It reports bytes averaged per second, peak RSS beyond the baseline, and for AI Farm the
- * event-loop delay p99 while it runs.
+ * event-loop delay p99 while it runs. AI Farm runs twice: as the server does (float32 sum,
+ * adds that skip the NaN/Inf pass because uploads are scanned as they arrive), and with the
+ * core's defaults (float64 sum, its own NaN/Inf pass).
  *
  *   npx tsx bench/aggregation.ts            # N = 8 and 32, 100 MiB model
  *   npx tsx bench/aggregation.ts --n 8 --mb 20
@@ -17,7 +19,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { createFedAvgSession } from '../src/training/aggregation/runner.js';
@@ -86,13 +88,19 @@ interface Result {
   loopP99Ms?: number;
 }
 
-async function aiFarm(paths: string[], weights: number[], out: string, verified: boolean): Promise<Result> {
+async function aiFarm(
+  paths: string[],
+  weights: number[],
+  out: string,
+  verified: boolean,
+  precision: 'float32' | 'float64',
+): Promise<Result> {
   (globalThis as { gc?: () => void }).gc?.();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
   const { header } = buildHeader(TENSORS);
-  const made = createFedAvgSession(header);
+  const made = createFedAvgSession(header, { precision });
   if (!made.ok) throw new Error(made.message);
   const s = made.session;
   // Thread start-up is once per round, not per byte: wait until the worker answers.
@@ -121,7 +129,7 @@ async function aiFarm(paths: string[], weights: number[], out: string, verified:
 }
 
 const NUMPY = String.raw`
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 paths = sys.argv[1].split(',')
 weights = [float(w) for w in sys.argv[2].split(',')]
@@ -134,14 +142,20 @@ def load(path):
     return {k: np.frombuffer(data, dtype=np.float32, count=(v['data_offsets'][1] - v['data_offsets'][0]) // 4,
                              offset=v['data_offsets'][0]).reshape(v['shape'])
             for k, v in header.items() if k != '__metadata__'}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(key):
+    # VmHWM/VmRSS of this process image (ru_maxrss would carry the parent's peak across exec).
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1]) * 1024
+base = status('VmRSS')
 t0 = time.perf_counter()
 updates = [load(p) for p in paths]          # every update in memory, as Flower keeps them
 avg = {k: np.average(np.stack([u[k] for u in updates]), axis=0, weights=weights).astype(np.float32)
        for k in updates[0]}
 secs = time.perf_counter() - t0
 np.save(out, avg['w1'][:1, :8])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status('VmHWM')
 print(json.dumps({'seconds': secs, 'peak_beyond_baseline': peak - base, 'check': float(avg['w1'][0, 0])}))
 `;
 
@@ -184,7 +198,12 @@ async function main(): Promise<void> {
       paths.push(p);
     }
     const bw = readBandwidth();
-    console.log(`single-thread memory read bandwidth: ${gb(bw).toFixed(2)} GB/s\n`);
+    const load = loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ');
+    console.log(
+      `single-thread memory read bandwidth: ${gb(bw).toFixed(2)} GB/s; load ${load} on ${cpus().length} CPUs\n`,
+    );
     const rows: string[][] = [];
     for (const n of NS) {
       const ps = paths.slice(0, n);
@@ -192,8 +211,8 @@ async function main(): Promise<void> {
       // Expected first value: sum((k+1) * (k+1)) / sum(k+1).
       const expected = weights.reduce((s, w) => s + w * w, 0) / weights.reduce((s, w) => s + w, 0);
       // The server's path: uploads are scanned for NaN/Inf while they arrive, so adds skip that pass.
-      const ours = await aiFarm(ps, weights, join(dir, `mean-${n}.safetensors`), true);
-      const scanned = await aiFarm(ps, weights, join(dir, `scan-${n}.safetensors`), false);
+      const ours = await aiFarm(ps, weights, join(dir, `mean-${n}.safetensors`), true, 'float32');
+      const scanned = await aiFarm(ps, weights, join(dir, `scan-${n}.safetensors`), false, 'float64');
       rmSync(join(dir, `scan-${n}.safetensors`), { force: true });
       const check = await readTensorsF32(join(dir, `mean-${n}.safetensors`)).then((r) =>
         r.ok ? r.tensors.get('w1')!.data[0]! : NaN,
@@ -203,7 +222,7 @@ async function main(): Promise<void> {
       const npOk = typeof np !== 'string';
       rows.push([
         `N=${n}`,
-        'AI Farm (streaming, worker thread; scanned on upload)',
+        'AI Farm as the server runs it (float32 sum; NaN/Inf scanned on upload)',
         `${gb(ours.throughput).toFixed(2)} GB/s`,
         `${(ours.throughput / bw).toFixed(2)}x`,
         `${mib(ours.peakBeyondBaseline).toFixed(0)} MiB (${(ours.peakBeyondBaseline / modelBytes).toFixed(2)} models)`,
@@ -213,7 +232,7 @@ async function main(): Promise<void> {
       ]);
       rows.push([
         `N=${n}`,
-        'AI Farm, with its own NaN/Inf pass',
+        'AI Farm float64 sum, with its own NaN/Inf pass',
         `${gb(scanned.throughput).toFixed(2)} GB/s`,
         `${(scanned.throughput / bw).toFixed(2)}x`,
         `${mib(scanned.peakBeyondBaseline).toFixed(0)} MiB (${(scanned.peakBeyondBaseline / modelBytes).toFixed(2)} models)`,

@@ -5,7 +5,7 @@
 
 /** sum[offset + i] += weight * values[i] for i < count. */
 export function weightedAccumulate(
-  sum: Float64Array,
+  sum: Float64Array | Float32Array,
   offset: number,
   values: Float32Array,
   count: number,

@@ -82,8 +82,8 @@ export type SessionFinishOutcome =
 
 /** An incremental FedAvg/FedProx aggregation whose adds run in a worker thread. */
 export interface FedAvgSession {
-  /** The running weighted sum (flat order, float64), shared with the worker: read, do not write. */
-  readonly sum: Float64Array;
+  /** The running weighted sum (flat order, float64 unless options.precision says float32), shared with the worker: read, do not write. */
+  readonly sum: Float64Array | Float32Array;
   /** Accepted updates and their total weight so far. */
   readonly count: number;
   readonly totalWeight: number;
@@ -108,8 +108,11 @@ export function createFedAvgSession(
 ): { ok: true; session: FedAvgSession } | LayoutFailure {
   const built = flatLayout(header);
   if (!built.ok) return built;
-  const sumBuffer = options.sum ?? new SharedArrayBuffer(built.layout.totalElements * 8);
-  const sum = new Float64Array(sumBuffer, 0, built.layout.totalElements);
+  const f32 = options.precision === 'float32';
+  const sumBuffer = options.sum ?? new SharedArrayBuffer(built.layout.totalElements * (f32 ? 4 : 8));
+  const sum = f32
+    ? new Float32Array(sumBuffer, 0, built.layout.totalElements)
+    : new Float64Array(sumBuffer, 0, built.layout.totalElements);
   const worker = startWorker({ mode: 'session', header, options: { ...options, sum: sumBuffer } });
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   let nextId = 1;

@@ -129,10 +129,11 @@ export class RoundCoordinator {
     run.accepted.set(u.rank, u);
     if (!incremental(run) || !run.sessionSound || !run.reference) return;
     if (!run.session) {
-      const made = createFedAvgSession(
-        run.reference,
-        run.config.aggregation.mu === undefined ? {} : { mu: run.config.aggregation.mu },
-      );
+      // A float32 sum: one model of memory whatever the number of ranks (error ~ N x 2^-24).
+      const made = createFedAvgSession(run.reference, {
+        precision: 'float32',
+        ...(run.config.aggregation.mu === undefined ? {} : { mu: run.config.aggregation.mu }),
+      });
       if (!made.ok) {
         run.sessionSound = false;
         return;
