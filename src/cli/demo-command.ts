@@ -176,11 +176,15 @@ async function runDemo(flags: DemoFlags): Promise<number> {
       return 1;
     }
     const seconds = ((Date.now() - t0) / 1000).toFixed(1);
+    const trained =
+      final.started_at && final.finished_at
+        ? ` (training ${((Date.parse(final.finished_at) - Date.parse(final.started_at)) / 1000).toFixed(0)} s)`
+        : '';
     const ok = ev.accuracy >= TARGET_ACCURACY;
     console.log(
       [
         '',
-        `Training finished in ${seconds} s.`,
+        `Done in ${seconds} s${trained}: ${flags.rounds} rounds of FedAvg over ${flags.workers} workers.`,
         `Held-out accuracy of the final model: ${(ev.accuracy * 100).toFixed(2)}% (accuracy=${ev.accuracy.toFixed(4)}) on ${ev.count} digits the workers never saw${ok ? '' : ` - below the ${TARGET_ACCURACY * 100}% target`}`,
         `Final model (safetensors, PyTorch names): ${modelPath}`,
         `Admin panel: ${server.httpUrl}/  user "${cfg.config.ADMIN_USERNAME}", password ${server.createdAdminPassword ?? '(set before)'}`,
