@@ -94,7 +94,7 @@ describe('ai-farm config', () => {
     const file = join(scratch, 'secrets.json');
     writeFileSync(file, JSON.stringify({ db_config: { host: 'h', password: 'db-config-secret' } }));
     const r = await runCli(['config', '-c', file], {
-      ADMIN_TOKEN: 'afm_admin-token-secret',
+      ADMIN_TOKEN: 'afm_admin-token-secret-0123456789',
       ADMIN_PASSWORD: 'panel-password-secret',
       DATABASE_URL: 'mysql://farm:url-secret@db.example:3306/farm',
       REDIS_URL: 'redis://:redis-secret@cache:6379',
@@ -193,8 +193,6 @@ describe.each(DIALECTS)('ai-farm tokens on %s', (dialect) => {
     expect(list.map((x) => x.id)).toContain(made.id);
     expect(listed.stdout).not.toContain(made.token);
     expect(listed.stdout).not.toMatch(/token_hash/);
-    const table = await runCli(['tokens', 'list'], env());
-    expect(table.stdout).toContain('cli-user');
 
     const revoked = await runCli(['tokens', 'revoke', made.id], env());
     expect(revoked.code).toBe(0);
@@ -212,10 +210,14 @@ describe.each(DIALECTS)('ai-farm tokens on %s', (dialect) => {
     expect(all.find((x) => x.id === made.id)?.revoked_at).toMatch(/Z$/);
   });
 
-  it('prints the secret once in plain output, refuses a bad role and an unknown id', async () => {
+  // Output and usage do not depend on the dialect.
+  it.runIf(dialect === 'sqlite')('prints for people, refuses a bad role and an unknown id', async () => {
     const plain = await runCli(['tokens', 'create', '-n', 'robot', '-r', 'worker'], env());
     expect(plain.code).toBe(0);
     expect(plain.stdout).toMatch(/created worker token tok_\w+ \(robot\); shown this once:\nafm_\S+/);
+    const table = await runCli(['tokens', 'list'], env());
+    expect(table.stdout).toMatch(/robot.*worker/);
+    expect(table.stdout).not.toMatch(/afm_/);
     const role = await runCli(['tokens', 'create', '-n', 'x', '-r', 'root'], env());
     expect(role.code).toBe(2);
     expect(role.stderr).toMatch(/--role must be one of admin, user, worker/);

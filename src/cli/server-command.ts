@@ -7,9 +7,28 @@ export function serverCommand(program: Command, setExit: (code: number) => void)
     async (flags: ConfigFlags) => {
       const r = configFromFlags(flags, process.env);
       if (!r.ok) return setExit(reportConfigErrors(r.errors));
+      // Signals are caught from the start: one that arrives while the server starts (or the
+      // instant after it printed its URL, before a later handler would be in place) must
+      // still mean "stop in order", not the default of dying on the spot.
+      let received: string | undefined;
+      let onStop: ((sig: string) => void) | undefined;
+      const onSignal = (sig: string) => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        if (onStop) onStop(sig);
+        else received = sig;
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       // Loaded on use: `ai-farm tasks ...` should not pay for the whole server at start-up.
       const { startServer } = await import('../main.js');
-      const server = await startServer(r.config, { console: process.stdout.isTTY ? 'pretty' : 'json' });
+      const server = await startServer(r.config, {
+        console: process.stdout.isTTY ? 'pretty' : 'json',
+      }).catch((err: unknown) => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        throw err;
+      });
       if (server.createdAdminToken) {
         console.log(
           [
@@ -39,9 +58,7 @@ export function serverCommand(program: Command, setExit: (code: number) => void)
         `AI Farm server on ${server.httpUrl} (admin panel: ${server.httpUrl}/, API docs: ${server.httpUrl}/docs)`,
       );
       await new Promise<void>((resolve) => {
-        const onSignal = (sig: string) => {
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
+        onStop = (sig: string) => {
           server.logger.info({ signal: sig }, 'signal received');
           server.stop().then(resolve, (err: unknown) => {
             console.error('shutdown failed:', err);
@@ -49,8 +66,7 @@ export function serverCommand(program: Command, setExit: (code: number) => void)
             resolve();
           });
         };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
+        if (received) onStop(received);
       });
     },
   );

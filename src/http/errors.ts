@@ -16,7 +16,10 @@ const FASTIFY_CODES: Record<string, { code: string; status: number }> = {
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   if (isConnectionError(err)) return databaseUnavailable(err);
-  const fe = err as Partial<FastifyError> & { validation?: unknown };
+  // `throw null` is legal JavaScript; the handler must still answer with the one shape.
+  const fe = (typeof err === 'object' && err !== null ? err : {}) as Partial<FastifyError> & {
+    validation?: unknown;
+  };
   if (fe.validation) return new AppError('validation_failed', fe.message ?? 'invalid request', 400);
   const mapped = fe.code ? FASTIFY_CODES[fe.code] : undefined;
   if (mapped) return new AppError(mapped.code, fe.message ?? mapped.code, mapped.status);
