@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
 import { TEST_MYSQL_URL } from './helpers/db.js';
@@ -8,14 +9,14 @@ const ROOT = join(import.meta.dirname, '..');
 
 /**
  * Runs once before every test file:
- * - storage tests run on SQLite and on MariaDB, so MariaDB must answer; when it does not,
- *   scripts/ensure-services.sh starts it (as `.ci/run` does), and we fail clearly if that
- *   cannot help;
+ * - storage tests run on SQLite and on MariaDB, and the bus tests on Redis: when either
+ *   does not answer, scripts/ensure-services.sh starts them (as `.ci/run` does), and we
+ *   fail clearly if MariaDB is still missing;
  * - the CLI tests run the real `bin/ai-farm.js`, which loads dist/: it is rebuilt here when
  *   a source file is newer than it, so the tests never run yesterday's code.
  */
 export default async function setup(): Promise<void> {
-  if (!(await mariadbAnswers())) {
+  if (!(await mariadbAnswers()) || !(await redisAnswers())) {
     try {
       execFileSync('bash', [join(ROOT, 'scripts/ensure-services.sh')], { stdio: 'inherit' });
     } catch {
@@ -40,6 +41,23 @@ async function mariadbAnswers(): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The Redis bus tests need a Redis server (AI_FARM_TEST_REDIS_URL, default local). */
+async function redisAnswers(): Promise<boolean> {
+  const url = new URL(process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+  return new Promise((resolve) => {
+    const socket = connect({ host: url.hostname, port: Number(url.port || 6379) });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(3000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    // +PONG, or -NOAUTH from a server with a password: either way Redis is there.
+    socket.on('data', (d: Buffer) => done(/^[+-]/.test(d.toString())));
+  });
 }
 
 /** Compiles src/ to dist/ (about 6 s) when any source file is newer than the last build. */
