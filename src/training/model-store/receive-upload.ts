@@ -4,9 +4,9 @@
  * it (never holding it in memory), and finally checks that every value is finite.
  */
 import type { Readable } from 'node:stream';
-import { isAggregatable } from '../safetensors/dtypes.js';
+import { dtypeSize, isAggregatable } from '../safetensors/dtypes.js';
 import { compatible, parseHeader, peekHeaderLength, type SafetensorsHeader } from '../safetensors/header.js';
-import { scanFinite } from '../safetensors/read.js';
+import { firstNonFinite, scanFinite } from '../safetensors/read.js';
 import { AtomicFile } from './atomic-file.js';
 
 /** Largest safetensors JSON header accepted in an upload (thousands of tensors fit in far less). */
@@ -137,34 +137,137 @@ export async function receiveUpload(body: Readable, o: ReceiveOptions): Promise<
 
   const file = await AtomicFile.create(o.dir);
   try {
-    await file.write(prefix);
+    const dataStart = header.dataStart;
+    await file.write(prefix.subarray(0, Math.min(prefix.length, dataStart)));
+    const body = new BodySink(file, header);
+    if (prefix.length > dataStart) {
+      const bad = await body.push(prefix.subarray(dataStart));
+      if (bad) return await aborted(file, bad);
+    }
     o.onBytes?.(file.bytes);
     while (!ended) {
       const r = await it.next();
       if (r.done) break;
-      if (file.bytes + r.value.length > header.fileBytes) {
-        await file.abort();
-        return refuse(
-          'file_size_mismatch',
-          `the body is longer than the ${header.fileBytes} bytes its header declares`,
-        );
-      }
-      await file.write(r.value);
-      o.onBytes?.(file.bytes);
+      const bad = await body.push(r.value);
+      if (bad) return await aborted(file, bad);
+      o.onBytes?.(dataStart + body.received);
     }
-    if (file.bytes !== header.fileBytes) {
-      await file.abort();
-      return refuse('truncated', `got ${file.bytes} bytes; the header declares ${header.fileBytes}`);
-    }
+    const bad = await body.end();
+    if (bad) return await aborted(file, bad);
     const digest = await file.seal();
-    const scan = await scanFinite(file.tmpPath, header);
-    if (!scan.ok) {
-      await file.abort();
-      return refuse('non_finite', scan.message, scan.tensor);
+    if (!body.scanned) {
+      // Tensors at offsets that split elements across buffers: scan the stored file instead.
+      const scan = await scanFinite(file.tmpPath, header);
+      if (!scan.ok) return await aborted(file, refuse('non_finite', scan.message, scan.tensor));
     }
     return { ok: true, file, header, digest, bytes: file.bytes };
   } catch (err) {
     await file.abort();
     throw err;
+  }
+}
+
+async function aborted(file: AtomicFile, r: UploadRefusal): Promise<UploadRefusal> {
+  await file.abort();
+  return r;
+}
+
+/** Body bytes are written in pieces of about this size: one write call per piece, not per packet. */
+const WRITE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Collects body bytes into large pieces, writes each, and checks every value of each piece for
+ * NaN/Inf on the raw bits as it goes, so the stored file never has to be read again. Pieces end on
+ * 4-byte boundaries of the body, so when every tensor starts on a multiple of its element size no
+ * element is split between pieces (otherwise `scanned` is false and the caller scans the file).
+ */
+class BodySink {
+  received = 0;
+  readonly scanned: boolean;
+  private readonly buf = Buffer.allocUnsafe(WRITE_BYTES);
+  private fill = 0;
+  /** Body offset of buf[0]. */
+  private at = 0;
+  /** First tensor that may still overlap unscanned bytes. */
+  private t = 0;
+  private readonly tensors: SafetensorsHeader['tensors'];
+
+  constructor(
+    private readonly file: AtomicFile,
+    private readonly header: SafetensorsHeader,
+  ) {
+    this.tensors = header.tensors.filter((t) => t.end > t.begin);
+    this.scanned = this.tensors.every((t) => t.begin % dtypeSize(t.dtype) === 0);
+  }
+
+  async push(chunk: Uint8Array): Promise<UploadRefusal | null> {
+    if (this.received + chunk.length > this.header.bufferBytes) {
+      return refuse(
+        'file_size_mismatch',
+        `the body is longer than the ${this.header.fileBytes} bytes its header declares`,
+      );
+    }
+    this.received += chunk.length;
+    let off = 0;
+    while (off < chunk.length) {
+      const n = Math.min(chunk.length - off, WRITE_BYTES - this.fill);
+      this.buf.set(chunk.subarray(off, off + n), this.fill);
+      this.fill += n;
+      off += n;
+      if (this.fill === WRITE_BYTES) {
+        const bad = await this.flush(false);
+        if (bad) return bad;
+      }
+    }
+    return null;
+  }
+
+  async end(): Promise<UploadRefusal | null> {
+    const bad = await this.flush(true);
+    if (bad) return bad;
+    if (this.received !== this.header.bufferBytes) {
+      return refuse(
+        'truncated',
+        `got ${this.header.dataStart + this.received} bytes; the header declares ${this.header.fileBytes}`,
+      );
+    }
+    return null;
+  }
+
+  private async flush(last: boolean): Promise<UploadRefusal | null> {
+    const n = last ? this.fill : this.fill - (this.fill % 4);
+    if (n === 0) return null;
+    const piece = this.buf.subarray(0, n);
+    if (this.scanned) {
+      const bad = this.scan(piece);
+      if (bad) return bad;
+    }
+    await this.file.write(piece);
+    this.buf.copy(this.buf, 0, n, this.fill);
+    this.fill -= n;
+    this.at += n;
+    return null;
+  }
+
+  private scan(piece: Uint8Array): UploadRefusal | null {
+    const from = this.at;
+    const to = from + piece.length;
+    while (this.t < this.tensors.length && this.tensors[this.t]!.end <= from) this.t++;
+    for (let i = this.t; i < this.tensors.length; i++) {
+      const t = this.tensors[i]!;
+      if (t.begin >= to) break;
+      const s = Math.max(from, t.begin);
+      const e = Math.min(to, t.end);
+      const k = firstNonFinite(piece.subarray(s - from, e - from), t.dtype);
+      if (k >= 0) {
+        const element = (s - t.begin) / dtypeSize(t.dtype) + k;
+        return refuse(
+          'non_finite',
+          `tensor "${t.name}" holds a non-finite value at element ${element}`,
+          t.name,
+        );
+      }
+    }
+    return null;
   }
 }
