@@ -15,10 +15,17 @@ export class ClientService {
     private readonly clock: Clock,
   ) {}
 
-  async list(q: ListClientsQuery): Promise<{ items: Client[]; total: number; limit: number; offset: number }> {
+  async list(
+    q: ListClientsQuery,
+  ): Promise<{ items: Client[]; total: number; limit: number; offset: number }> {
     const limit = q.limit ?? 50;
     const offset = q.offset ?? 0;
-    const { rows, total } = await repo.listClients(this.db, { status: q.status, connected: q.connected, limit, offset });
+    const { rows, total } = await repo.listClients(this.db, {
+      status: q.status,
+      connected: q.connected,
+      limit,
+      offset,
+    });
     return { items: rows.map(presentClient), total, limit, offset };
   }
 
