@@ -2,7 +2,7 @@
  * Upload benchmark (issue 4, point 8): a 1 GB float32 update PUT to a real server over loopback
  * (streamed to disk, hashed, header checked first, NaN/Inf scanned, journaled), against the raw
  * loopback TCP throughput of the same bytes from the same file (a socket that discards them).
- * The sender is a child process in both cases; the server's peak RSS beyond its baseline is
+ * The sender is a child process piping the file into a node:http request or a socket; the server's peak RSS beyond its baseline is
  * sampled while the upload runs (constant memory: it must not grow with the upload).
  *
  *   npx tsx bench/upload.ts            # 1 GiB
@@ -76,9 +76,9 @@ s.on('data', () => { console.log(JSON.stringify({ ms: performance.now() - t0 }))
 
 const HTTP_SENDER = `
 import { createReadStream, statSync } from 'node:fs';
-import { Readable } from 'node:stream';
+import { request } from 'node:http';
 const t0 = performance.now();
-const res = await fetch(process.env.URL, {
+const req = request(process.env.URL, {
   method: 'PUT',
   headers: {
     authorization: 'Bearer ' + process.env.TOKEN,
@@ -86,11 +86,12 @@ const res = await fetch(process.env.URL, {
     'content-length': String(statSync(process.env.FILE).size),
     'x-ai-farm-client': process.env.CLIENT,
   },
-  body: Readable.toWeb(createReadStream(process.env.FILE, { highWaterMark: 1 << 20 })),
-  duplex: 'half',
+}, (res) => {
+  let body = '';
+  res.on('data', (d) => (body += d));
+  res.on('end', () => console.log(JSON.stringify({ ms: performance.now() - t0, status: res.statusCode, body })));
 });
-const body = await res.text();
-console.log(JSON.stringify({ ms: performance.now() - t0, status: res.status, body }));
+createReadStream(process.env.FILE, { highWaterMark: 1 << 20 }).pipe(req);
 `;
 
 function sampleRss(): { stop: () => number } {
@@ -161,22 +162,27 @@ async function main(): Promise<void> {
       };
       const worker = (await api('POST', '/api/tokens', { name: 'bench', role: 'worker' })).token as string;
       const client = await registeredClient(server.wsUrl, worker, 'bench-uploader');
+      // Two ranks, one uploading, and a strategy without a running sum: the round stays open and
+      // nothing but the upload itself runs while it is measured.
+      const other = await registeredClient(server.wsUrl, worker, 'bench-other');
       const task = await api('POST', '/api/tasks', {
         type: 'command',
         requirements: {},
-        config: { rounds: 1 },
+        world_size: 2,
+        config: { rounds: 1, aggregation: { strategy: 'median' } },
       });
       const msg = await client.type('task');
-      const data = msg.data as { id: number; attempt: number };
-      const url = `${server.httpUrl}/api/tasks/${data.id}/rounds/1/updates/0?attempt=${data.attempt}&num_samples=1`;
+      const data = msg.data as { id: number; attempt: number; rank: number };
+      const url = `${server.httpUrl}/api/tasks/${data.id}/rounds/1/updates/${data.rank}?attempt=${data.attempt}&num_samples=1`;
       global.gc?.();
       const mem = sampleRss();
       const up = await child(HTTP_SENDER, { FILE: file, URL: url, TOKEN: worker, CLIENT: 'bench-uploader' });
       const peak = mem.stop();
       if (up.status !== 201) throw new Error(`upload answered ${up.status}: ${up.body}`);
-      await client.type('training_complete', 120_000);
+      await api('PUT', `/api/tasks/${String(task.id)}/status`, { status: 'cancelled' });
+      await client.type('stop');
       client.close();
-      void task;
+      other.close();
       const ratio = gbps(bytes, up.ms) / gbps(bytes, tcp.ms);
       const rows = [
         ['method', 'throughput', 'time', 'receiver peak RSS beyond baseline'],
