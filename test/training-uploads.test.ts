@@ -181,6 +181,49 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
     expect(rounds.body.items[0]).toMatchObject({ state: 'closed', num_updates: 2 });
   });
 
+  it('lets only the task owner, admins and the workers holding it read its rounds and models', async () => {
+    const { ts } = farm;
+    const user = (await ts.api('POST', '/api/tokens', { name: `u-${dialect}`, role: 'user' })).body.token;
+    const otherWorker = (await ts.api('POST', '/api/tokens', { name: `ow-${dialect}`, role: 'worker' })).body
+      .token;
+    for (const path of [`/api/tasks/${taskId}/model`, `/api/tasks/${taskId}/rounds`]) {
+      expect((await ts.api('GET', path, undefined, farm.token)).status, path).toBe(200);
+      expect((await ts.api('GET', path, undefined, user)).status, path).toBe(404);
+      expect((await ts.api('GET', path, undefined, otherWorker)).status, path).toBe(404);
+      expect((await ts.api('GET', path, undefined, null)).status, path).toBe(401);
+    }
+    const onModelServer = await fetch(`${ts.server.modelUrl}/tasks/${taskId}/model`, {
+      headers: { authorization: `Bearer ${otherWorker}` },
+    });
+    expect(onModelServer.status).toBe(404);
+    expect((await fetch(`${ts.server.modelUrl}/tasks/${taskId}/model`)).status).toBe(401);
+    // A user's own training task is theirs to read.
+    const mine = await ts.api(
+      'POST',
+      '/api/tasks',
+      { type: 'command', requirements: { min_ram_gb: 1e6 }, config: { rounds: 1 } },
+      user,
+    );
+    expect(mine.status).toBe(201);
+    expect((await ts.api('GET', `/api/tasks/${mine.body.id}/rounds`, undefined, user)).body).toEqual({
+      items: [],
+    });
+    // A user may not upload.
+    const put = await upload({
+      base: ts.url,
+      token: user,
+      clientId: lease[0]!.id,
+      taskId,
+      round: 1,
+      rank: 0,
+      attempt: 1,
+      numSamples: 1,
+      body: model([1, 1, 1, 1], [1, 1, 1, 1]),
+    });
+    expect(put.status).toBe(403);
+    await ts.api('DELETE', `/api/tasks/${mine.body.id}`);
+  });
+
   it('refuses a bad header before the body is read', async () => {
     const created = await farm.ts.api('POST', '/api/tasks', {
       type: 'command',
