@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import {
@@ -132,5 +133,11 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
       expect(a.status).toBe('completed');
       expect(a.checkpoint_path).toBeTruthy();
     }
+    // Deleting the task deletes its models and checkpoints.
+    const checkpoint = task.body.checkpoint_path as string;
+    expect(existsSync(checkpoint)).toBe(true);
+    expect((await ts.api('DELETE', `/api/tasks/${taskId}`)).status).toBe(204);
+    for (let i = 0; i < 100 && existsSync(checkpoint); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(existsSync(checkpoint)).toBe(false);
   });
 });

@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { TrainingData } from '../../api/protocol.js';
 import type { Bus } from '../../bus/bus.js';
@@ -49,6 +50,12 @@ export class RoundCoordinator {
   async start(): Promise<void> {
     this.unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
       if (!['running', 'paused'].includes(m.status)) this.drop(m.task_id);
+      // A deleted task's models, updates and checkpoints go with it.
+      if (m.status === 'deleted') {
+        for (const dir of [this.d.paths.taskDir(m.task_id), this.d.paths.checkpointDir(m.task_id)]) {
+          void rm(dir, { recursive: true, force: true }).catch(() => undefined);
+        }
+      }
     });
     for (const r of await journal.listOpenRounds(this.d.db)) {
       await this.withLock(r.task_id, () => this.ensureRun(r.task_id)).catch((err: unknown) =>
@@ -196,6 +203,8 @@ export class RoundCoordinator {
       closing: false,
       ended: false,
     };
+    // Uploads cut by a restart left temporary files; none can be in flight before the run exists.
+    await rm(this.d.paths.incoming(taskId), { recursive: true, force: true });
     const updates = await journal.listUpdates(this.d.db, taskId, run.round);
     const first = run.globalPath ?? updates[0]?.path;
     if (first) {

@@ -32,7 +32,11 @@ export class TrainingPaths {
     return join(this.taskDir(taskId), `global-round-${round}.safetensors`);
   }
 
+  checkpointDir(taskId: number): string {
+    return join(this.checkpoints, `task-${taskId}`);
+  }
+
   checkpoint(taskId: number, round: number): string {
-    return join(this.checkpoints, `task-${taskId}`, `round-${round}.safetensors`);
+    return join(this.checkpointDir(taskId), `round-${round}.safetensors`);
   }
 }
