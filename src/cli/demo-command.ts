@@ -256,7 +256,7 @@ async function snapshot(api: ApiClient, id: number, rounds: number): Promise<Dem
       'GET',
       `/api/tasks/${id}/assignments`,
     ),
-    api.call<{ items: { rank: number; metrics: Record<string, unknown> }[] }>(
+    api.call<{ items: { rank: number; round: number | null; metrics: Record<string, unknown> }[] }>(
       'GET',
       `/api/tasks/${id}/metrics`,
     ),
@@ -267,8 +267,9 @@ async function snapshot(api: ApiClient, id: number, rounds: number): Promise<Dem
       )
       .catch(() => ({ items: [] })),
   ]);
-  const latest = new Map<number, Record<string, unknown>>();
-  for (const m of metrics.items) latest.set(m.rank, m.metrics);
+  // The latest sample of each rank (the server keeps one every 2 s), with its round.
+  const latest = new Map<number, { round: number | null; metrics: Record<string, unknown> }>();
+  for (const m of metrics.items) latest.set(m.rank, m);
   const current = new Map<number, { rank: number; progress: number; status: string; attempt: number }>();
   for (const a of assignments.items) {
     const prev = current.get(a.rank);
@@ -283,8 +284,9 @@ async function snapshot(api: ApiClient, id: number, rounds: number): Promise<Dem
         rank: a.rank,
         progress: a.progress,
         status: a.status,
-        loss: num(latest.get(a.rank)?.loss),
-        accuracy: num(latest.get(a.rank)?.accuracy),
+        loss: num(latest.get(a.rank)?.metrics.loss),
+        accuracy: num(latest.get(a.rank)?.metrics.accuracy),
+        metricsRound: latest.get(a.rank)?.round ?? undefined,
       })),
     closed: roundList.items
       .filter((r) => r.state === 'closed')

@@ -5,7 +5,15 @@ export interface DemoSnapshot {
   status: string;
   rounds: number;
   /** Progress of each rank, percent of the whole task. */
-  ranks: { rank: number; progress: number; status: string; loss?: number; accuracy?: number }[];
+  ranks: {
+    rank: number;
+    progress: number;
+    status: string;
+    /** The rank's latest training loss and accuracy, and the round they are from. */
+    loss?: number | undefined;
+    accuracy?: number | undefined;
+    metricsRound?: number | undefined;
+  }[];
   /** Closed rounds with their held-out accuracy when the server measured it. */
   closed: { round: number; heldoutAccuracy?: number; loss?: number }[];
 }
@@ -22,10 +30,16 @@ export function roundOf(progress: number, rounds: number): number {
   return Math.min(rounds, Math.floor((progress / 100) * rounds + 1e-9) + 1);
 }
 
+/** How far a rank is into its current round, percent. */
+export function withinRound(progress: number, rounds: number): number {
+  const done = ((progress / 100) * rounds - (roundOf(progress, rounds) - 1)) * 100;
+  return Math.min(100, Math.max(0, done));
+}
+
 const fmt = (v: number | undefined, digits = 3) => (v === undefined ? '-' : v.toFixed(digits));
 const pct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).toFixed(1)}%`);
 
-/** One bar per rank (its round and metrics beside it) and one for the rounds closed. */
+/** One bar per rank (its progress in the current round) and one for the rounds closed. */
 export class BarsDisplay implements DemoDisplay {
   private readonly multi = new cliProgress.MultiBar(
     {
@@ -61,8 +75,10 @@ export class BarsDisplay implements DemoDisplay {
         this.rankBars.set(r.rank, bar);
       }
       const round = roundOf(r.progress, s.rounds);
-      bar.update(Math.floor(r.progress), {
-        info: `round ${round}/${s.rounds} loss ${fmt(r.loss)} train accuracy ${pct(r.accuracy)} ${r.status}`,
+      const from =
+        r.metricsRound !== undefined && r.metricsRound !== round ? ` (round ${r.metricsRound})` : '';
+      bar.update(Math.floor(withinRound(r.progress, s.rounds)), {
+        info: `round ${round}/${s.rounds} ${r.status}: loss ${fmt(r.loss)} train accuracy ${pct(r.accuracy)}${from}`,
       });
     }
   }
