@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeSafetensors, type TensorData } from '../safetensors/encode.js';
+import { receiveUpload } from './receive-upload.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'receive-'));
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** The bytes as a stream of uneven chunks, like packets. */
+function stream(bytes: Uint8Array): Readable {
+  const chunks: Buffer[] = [];
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const n = Math.min(bytes.length - at, 1 + ((i * 7919) % 70_001));
+    chunks.push(Buffer.from(bytes.subarray(at, at + n)));
+    at += n;
+  }
+  return Readable.from(chunks);
+}
+
+const big = (n: number, nanAt = -1): TensorData[] => {
+  const a = new Float32Array(n).map((_, i) => (i % 13) * 0.5);
+  if (nanAt >= 0) a[nanAt] = NaN;
+  return [
+    { name: 'a', dtype: 'F32', shape: [n], data: a },
+    { name: 'h', dtype: 'F16', shape: [3], data: Float32Array.from([1, 2, 3]) },
+  ];
+};
+
+describe('receiveUpload', () => {
+  /** `chunked`: no Content-Length, as with Transfer-Encoding: chunked. */
+  const receive = (bytes: Uint8Array, chunked = false) =>
+    receiveUpload(stream(bytes), {
+      contentLength: chunked ? undefined : bytes.length,
+      maxBytes: 1 << 30,
+      reference: null,
+      dir,
+    });
+
+  it('stores the exact bytes and their sha256, chunked or not', async () => {
+    const bytes = encodeSafetensors(big(3_000_000));
+    for (const chunked of [false, true]) {
+      const r = await receive(bytes, chunked);
+      if (!r.ok) throw new Error(r.message);
+      expect(r.digest).toBe(createHash('sha256').update(bytes).digest('hex'));
+      const out = join(dir, `stored-${chunked}`);
+      await r.file.commit(out);
+      expect((await readFile(out)).equals(bytes)).toBe(true);
+    }
+  });
+
+  it('finds a NaN far into the body, names its element, and leaves no file behind', async () => {
+    const before = (await readdir(dir)).length;
+    const r = await receive(encodeSafetensors(big(3_000_000, 2_500_001)));
+    expect(r).toMatchObject({ ok: false, code: 'non_finite', tensor: 'a' });
+    expect(!r.ok && r.message).toMatch(/element 2500001/);
+    expect((await readdir(dir)).length).toBe(before);
+  });
+
+  it('refuses a body shorter or longer than its header says', async () => {
+    const bytes = encodeSafetensors(big(1000));
+    const short = bytes.subarray(0, bytes.length - 3);
+    expect(await receive(short, true)).toMatchObject({ code: 'truncated' });
+    // With a Content-Length the header's offsets are checked against it before the body.
+    expect(await receive(short)).toMatchObject({ code: 'offsets_out_of_bounds' });
+    const longer = Buffer.concat([bytes, Buffer.alloc(8)]);
+    expect(await receive(longer, true)).toMatchObject({ code: 'file_size_mismatch' });
+  });
+
+  it('scans the stored file when tensors split elements across pieces', async () => {
+    // An F16 tensor of 3 values first puts the F32 tensor at an offset of 6 bytes.
+    const tensors: TensorData[] = [
+      { name: 'h', dtype: 'F16', shape: [3], data: Float32Array.from([1, 2, 3]) },
+      { name: 'a', dtype: 'F32', shape: [4], data: Float32Array.from([1, Infinity, 3, 4]) },
+    ];
+    const r = await receive(encodeSafetensors(tensors));
+    expect(r).toMatchObject({ ok: false, code: 'non_finite', tensor: 'a' });
+  });
+});
