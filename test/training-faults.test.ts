@@ -88,6 +88,46 @@ describe('rounds with missing ranks', () => {
     expect(kinds).toContain('rank_retry');
   });
 
+  it("stops a paused task's round deadline and resumes it with the time it had left", async () => {
+    farm = await trainingFarm('sqlite', 2);
+    const { ts, token, clients, ids } = farm;
+    const created = await ts.api('POST', '/api/tasks', {
+      type: 'command',
+      requirements: {},
+      world_size: 2,
+      config: { rounds: 1, round_deadline_s: 1 },
+    });
+    const taskId = created.body.id as number;
+    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
+    expect((await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'paused' })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1500));
+    let events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items.map(
+      (e: { kind: string }) => e.kind,
+    );
+    expect(events).not.toContain('round_extended');
+    expect((await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'running' })).status).toBe(200);
+    for (const [i, d] of datas.entries()) {
+      const r = await upload({
+        base: ts.url,
+        token,
+        clientId: ids[i]!,
+        taskId,
+        round: 1,
+        rank: d.rank,
+        attempt: d.attempt,
+        numSamples: 1,
+        body: uni(i),
+      });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    }
+    await Promise.all(clients.map((c) => c.type('training_complete', 10_000)));
+    events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items.map(
+      (e: { kind: string }) => e.kind,
+    );
+    expect(events).not.toContain('round_extended');
+    expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('completed');
+  });
+
   it("re-places a dead rank's client; the new client starts from the current global model", async () => {
     farm = await trainingFarm('sqlite', 4, { CONNECTION_TIMEOUT: 1.5 });
     const { ts, token, clients, ids } = farm;

@@ -9,7 +9,8 @@ import { sql } from 'kysely';
 import type { Logger } from '../../observability/logger.js';
 import { LIVE_ASSIGNMENT } from '../../storage/assignment-repo.js';
 import type { AssignmentStatus } from '../../storage/schema.js';
-import { insertTaskEvent } from '../../storage/task-repo.js';
+import type { Bus } from '../../bus/bus.js';
+import { insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
 import { insertRound, updateOpenRound } from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
 import type { WriteQueue } from '../../storage/write-queue.js';
@@ -178,4 +179,25 @@ export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> 
   // The next global model is durable and recorded: this round's updates are no longer needed.
   await Promise.all(updates.map((u) => unlink(u.path).catch(() => undefined)));
   return { ok: true, last, outPath, digest: agg.digest, metrics, checkpoint };
+}
+
+/** Fails a training task for good (its clients are told to stop). */
+export async function failTask(d: CloseDeps & { bus: Bus }, taskId: number, why: string): Promise<void> {
+  const now = d.clock.now();
+  await d.writes.run(async (trx) => {
+    const task = await trx
+      .selectFrom('tasks')
+      .select('error_log')
+      .where('id', '=', taskId)
+      .executeTakeFirst();
+    await updateTaskIf(trx, taskId, ['running', 'paused'], {
+      status: 'failed',
+      error_log: task?.error_log ? `${task.error_log}\n${why}` : why,
+      finished_at: toDbTime(now),
+      updated_at: toDbTime(now),
+    });
+    await insertTaskEvent(trx, { task_id: taskId, at: toDbTime(now, true), kind: 'failed', message: why });
+  });
+  await d.bus.publish('task.control', { task_id: taskId, action: 'stop' });
+  await d.bus.publish('task.changed', { task_id: taskId, status: 'failed' });
 }

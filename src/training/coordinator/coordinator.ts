@@ -4,14 +4,14 @@ import type { TrainingData } from '../../api/protocol.js';
 import type { Bus } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import type { Database } from '../../storage/schema.js';
-import { findTask, insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
+import { findTask, insertTaskEvent } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
 import { parseJson, toDbTime } from '../../storage/values.js';
 import { createFedAvgSession } from '../aggregation/runner.js';
 import { readHeaderFile } from '../safetensors/read.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
-import { closeRound, type CloseDeps } from './close-round.js';
+import { closeRound, failTask, type CloseDeps } from './close-round.js';
 import { incremental, trainingData, type AcceptedUpdate, type Run } from './run.js';
 
 /** Deadlines passed below quorum before a round (and its task) fails. */
@@ -50,6 +50,8 @@ export class RoundCoordinator {
   async start(): Promise<void> {
     this.unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
       if (!['running', 'paused'].includes(m.status)) this.drop(m.task_id);
+      else if (m.status === 'paused') this.pause(m.task_id);
+      else void this.resume(m.task_id).catch((err: unknown) => this.d.logger.error({ err }, 'resume failed'));
       // A deleted task's models, updates and checkpoints go with it.
       if (m.status === 'deleted') {
         for (const dir of [this.d.paths.taskDir(m.task_id), this.d.paths.checkpointDir(m.task_id)]) {
@@ -255,7 +257,7 @@ export class RoundCoordinator {
   }
 
   private async deadline(run: Run): Promise<void> {
-    if (run.ended || run.closing || this.runs.get(run.taskId) !== run) return;
+    if (run.ended || run.closing || run.pausedLeft !== undefined || this.runs.get(run.taskId) !== run) return;
     if (this.d.clock.now().getTime() < run.deadlineAt.getTime()) return this.arm(run);
     if (run.accepted.size >= run.config.quorum) return this.closeSoon(run);
     await this.withLock(run.taskId, async () => {
@@ -359,28 +361,26 @@ export class RoundCoordinator {
   private async fail(run: Run, why: string): Promise<void> {
     this.d.logger.warn({ taskId: run.taskId, round: run.round }, why);
     this.drop(run.taskId);
-    const now = this.d.clock.now();
-    await this.d.writes.run(async (trx) => {
-      const task = await trx
-        .selectFrom('tasks')
-        .select('error_log')
-        .where('id', '=', run.taskId)
-        .executeTakeFirst();
-      await updateTaskIf(trx, run.taskId, ['running', 'paused'], {
-        status: 'failed',
-        error_log: task?.error_log ? `${task.error_log}\n${why}` : why,
-        finished_at: toDbTime(now),
-        updated_at: toDbTime(now),
-      });
-      await insertTaskEvent(trx, {
-        task_id: run.taskId,
-        at: toDbTime(now, true),
-        kind: 'failed',
-        message: why,
-      });
-    });
-    await this.d.bus.publish('task.control', { task_id: run.taskId, action: 'stop' });
-    await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'failed' });
+    await failTask(this.d, run.taskId, why);
+  }
+
+  /** A paused task's round deadline stops running; it resumes with the time it had left. */
+  private pause(taskId: number): void {
+    const run = this.runs.get(taskId);
+    if (!run || run.pausedLeft !== undefined) return;
+    if (run.timer) clearTimeout(run.timer);
+    run.pausedLeft = Math.max(0, run.deadlineAt.getTime() - this.d.clock.now().getTime());
+  }
+
+  private async resume(taskId: number): Promise<void> {
+    const run = this.runs.get(taskId);
+    if (!run || run.pausedLeft === undefined) return;
+    run.deadlineAt = new Date(this.d.clock.now().getTime() + run.pausedLeft);
+    run.pausedLeft = undefined;
+    await this.d.writes.run((trx) =>
+      journal.updateOpenRound(trx, taskId, run.round, { deadline_at: toDbTime(run.deadlineAt, true) }),
+    );
+    if (!run.closing && !run.ended) this.arm(run);
   }
 
   /** Forgets a task's run (finished, failed, cancelled, or requeued as a whole). */

@@ -41,6 +41,8 @@ export interface Run {
   /** Adds still running in the session's thread. */
   adds: Promise<void>[];
   timer: NodeJS.Timeout | null;
+  /** While the task is paused: the milliseconds its round had left. */
+  pausedLeft?: number | undefined;
   closing: boolean;
   /** Dropped (finished, failed, cancelled): late events are ignored. */
   ended: boolean;
