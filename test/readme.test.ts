@@ -18,17 +18,17 @@ function section(title: string): string {
 const shBlocks = (text: string) => [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] as string);
 
 describe('README', () => {
-  it('opens with a quick start of exactly two commands: run the server, run every test', () => {
+  it('opens with a quick start of exactly two commands: run the demo, run every test', () => {
     const blocks = shBlocks(section('Quick start'));
     expect(blocks).toHaveLength(1);
     const commands = (blocks[0] as string).trim().split('\n');
-    expect(commands).toEqual(['npm install && npx ai-farm server', 'npm test']);
+    expect(commands).toEqual(['npm install && npx ai-farm demo', 'npm test']);
     // The quick start is the first section.
     expect(README.indexOf('## Quick start')).toBe(README.indexOf('## '));
   });
 
   it('links only to documents that exist', () => {
-    for (const [, target] of README.matchAll(/\]\(((?:docs\/)?[\w.-]+\.md)\)/g)) {
+    for (const [, target] of README.matchAll(/\]\(((?:[\w.-]+\/)*[\w.-]+\.md)\)/g)) {
       expect(() => readFileSync(join(import.meta.dirname, '..', target as string)), target).not.toThrow();
     }
   });

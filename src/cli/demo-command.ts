@@ -116,6 +116,11 @@ async function runDemo(flags: DemoFlags): Promise<number> {
     server = await startServer(cfg.config, { console: 'off' });
     const api = new ApiClient({ baseUrl: server.httpUrl, token: adminToken });
     say(`server on ${server.httpUrl} (SQLite in ${dir}; logs in ${join(dir, 'logs')})`);
+    // Printed now, not only at the end, so the training can be followed live in the panel.
+    say(
+      `follow it live in the admin panel: ${server.httpUrl}/  user "${cfg.config.ADMIN_USERNAME}", ` +
+        `password ${server.createdAdminPassword ?? '(set before)'}`,
+    );
 
     const { token } = await api.call<{ token: string }>('POST', '/api/tokens', {
       name: 'demo-workers',
