@@ -168,6 +168,8 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
     }
     const current = await farm.ts.api('GET', `/api/tasks/${taskId}/rounds/current`);
     expect(current.body).toMatchObject({ round: 1, state: 'open', accepted_ranks: [0], num_updates: 1 });
+    const listed = await farm.ts.api('GET', `/api/tasks/${taskId}/rounds`);
+    expect(listed.body.items).toMatchObject([{ round: 1, state: 'open', num_updates: 1 }]);
 
     const second = await put(1, model([3, 3, 3, 3], [5, 5, 5, 5]));
     expect(second.status, JSON.stringify(second.body)).toBe(201);

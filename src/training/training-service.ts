@@ -53,7 +53,13 @@ export class TrainingService {
 
   async rounds(principal: Principal, taskId: number): Promise<RoundView[]> {
     await this.visible(principal, taskId);
-    return (await listRounds(this.d.db, taskId)).map(presentRound);
+    const rows = await listRounds(this.d.db, taskId);
+    const views = rows.map(presentRound);
+    // An open round's count is only written when it closes: count its journal instead.
+    for (const v of views) {
+      if (v.state === 'open') v.num_updates = (await listUpdates(this.d.db, taskId, v.round)).length;
+    }
+    return views;
   }
 
   async current(principal: Principal, taskId: number): Promise<CurrentRoundView> {
