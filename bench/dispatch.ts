@@ -1,0 +1,488 @@
+/**
+ * Dispatch throughput benchmark (issue 3, point 11): N no-op tasks through 100 simulated
+ * workers, end to end, on AI Farm with SQLite, AI Farm with MariaDB, and BullMQ on Redis,
+ * side by side in one run. See docs/benchmarks.md.
+ *
+ *   npx tsx bench/dispatch.ts                 # the full run (3 rounds and the extra runs)
+ *   npx tsx bench/dispatch.ts --profile       # also one profiled AI Farm run per database
+ *   npx tsx bench/dispatch.ts --quick         # small, to check the set-up
+ *   npx tsx bench/dispatch.ts --help
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { createConnection } from 'mysql2/promise';
+import * as prettier from 'prettier';
+import { runBullmq, type BullmqResult } from './bullmq-run.js';
+import { median, type CreateMode } from './common.js';
+import { summariseProfile, type ProfileSummary } from './cpuprofile.js';
+import { runFarm, type FarmResult } from './farm-run.js';
+
+const HELP = `Usage: npx tsx bench/dispatch.ts [options]
+
+  --n <count>            tasks per SQLite and BullMQ run (default 20000)
+  --n-mysql <count>      tasks per MariaDB run (default 2000)
+  --runs <count>         rounds of the three systems; medians are reported (default 3; 0 skips)
+  --workers <count>      simulated AI Farm workers = BullMQ concurrency (default 100)
+  --slots <count>        MAX_TASKS_PER_CLIENT of the AI Farm server (default 4)
+  --create <mode>        how the rounds create AI Farm tasks: service | bulk | http (default service)
+  --concurrency <count>  service: create() calls in flight; bulk: tasks per transaction;
+                         http: requests in flight (default 32; bulk 500)
+  --extras <list>        one more run per database for each of these create modes,
+                         comma-separated, or "none" (default "bulk,http")
+  --extra-n <count>      tasks of the bulk extra runs (default 5000; MariaDB at most --n-mysql)
+  --http-n <count>       tasks of the http extra runs (default 1000; MariaDB at most --n-mysql)
+  --paced-rate <count>   one more run per system creating tasks one by one at this rate
+                         (tasks/s), for the latency without a backlog; 0 skips (default 100)
+  --paced-n <count>      tasks of the paced runs (default 300)
+  --profile              one more AI Farm run per database with a CPU profile of the server
+                         and SQL statements counted (adds about a minute)
+  --profile-only         just the profiled runs: --profile --runs 0 --paced-rate 0 --extras none,
+                         results in bench/results/dispatch-profile-<date>.json
+  --only <list>          sqlite,mysql,bullmq (default all three)
+  --mysql-url <url>      MariaDB server (default mysql://root@127.0.0.1:3306); a scratch
+                         database is created and dropped for each run
+  --redis-url <url>      Redis server (default redis://127.0.0.1:6379); each run uses a
+                         unique queue and obliterates it
+  --timeout <seconds>    longest one run may take (default 120)
+  --out <file>           results JSON (default bench/results/dispatch-<date>.json)
+  --quick                --n 2000 --n-mysql 1000 --runs 1 --extra-n 1000 --http-n 500 --paced-n 200
+`;
+
+const { values: args } = parseArgs({
+  options: {
+    n: { type: 'string' },
+    'n-mysql': { type: 'string' },
+    runs: { type: 'string' },
+    workers: { type: 'string' },
+    slots: { type: 'string' },
+    create: { type: 'string' },
+    concurrency: { type: 'string' },
+    extras: { type: 'string' },
+    'extra-n': { type: 'string' },
+    'http-n': { type: 'string' },
+    'paced-rate': { type: 'string' },
+    'paced-n': { type: 'string' },
+    profile: { type: 'boolean' },
+    'profile-only': { type: 'boolean' },
+    only: { type: 'string' },
+    'mysql-url': { type: 'string' },
+    'redis-url': { type: 'string' },
+    timeout: { type: 'string' },
+    out: { type: 'string' },
+    quick: { type: 'boolean' },
+    help: { type: 'boolean' },
+  },
+});
+if (args.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+
+function int(v: string | undefined, def: number, name: string, min = 1): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+
+const quick = args.quick === true;
+const profileOnly = args['profile-only'] === true;
+const N = int(args.n, quick ? 2000 : 20_000, 'n');
+const N_MYSQL = int(args['n-mysql'], quick ? 1000 : 2000, 'n-mysql');
+const RUNS = profileOnly ? 0 : int(args.runs, quick ? 1 : 3, 'runs', 0);
+const WORKERS = int(args.workers, 100, 'workers');
+const SLOTS = int(args.slots, 4, 'slots');
+const CREATE = (args.create ?? 'service') as CreateMode;
+if (!['service', 'bulk', 'http'].includes(CREATE)) throw new Error('--create must be service, bulk or http');
+const concurrencyFor = (mode: CreateMode) => int(args.concurrency, mode === 'bulk' ? 500 : 32, 'concurrency');
+const EXTRAS = (profileOnly ? 'none' : (args.extras ?? 'bulk,http'))
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s && s !== 'none' && s !== CREATE) as CreateMode[];
+for (const e of EXTRAS) if (!['service', 'bulk', 'http'].includes(e)) throw new Error(`unknown extra ${e}`);
+const EXTRA_N = int(args['extra-n'], quick ? 1000 : 5000, 'extra-n');
+const HTTP_N = int(args['http-n'], quick ? 500 : 1000, 'http-n');
+const PACED_RATE = profileOnly ? 0 : int(args['paced-rate'], 100, 'paced-rate', 0);
+const PACED_N = int(args['paced-n'], quick ? 200 : 300, 'paced-n');
+const PROFILE = args.profile === true || profileOnly;
+const ONLY = new Set((args.only ?? 'sqlite,mysql,bullmq').split(',').map((s) => s.trim()));
+const MYSQL_URL = args['mysql-url'] ?? 'mysql://root@127.0.0.1:3306';
+const REDIS_URL = args['redis-url'] ?? 'redis://127.0.0.1:6379';
+const TIMEOUT_MS = int(args.timeout, 120, 'timeout') * 1000;
+
+const here = dirname(fileURLToPath(import.meta.url));
+const stamp = new Date().toISOString().slice(0, 10);
+const OUT = args.out ?? join(here, 'results', `dispatch-${profileOnly ? 'profile-' : ''}${stamp}.json`);
+const PROFILE_DIR = join(here, 'results', 'profiles');
+
+type RunResult = FarmResult | BullmqResult;
+type Group = 'rounds' | 'paced' | 'bulk' | 'http' | 'service' | 'profile';
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function modeOf(r: RunResult): string {
+  if (r.system === 'bullmq') return r.rate ? `add @${r.rate}/s` : 'addBulk';
+  return r.rate ? `${r.mode} @${r.rate}/s` : r.mode;
+}
+
+function describe(r: RunResult): string {
+  const flag = r.ok ? 'ok' : `PROBLEMS: ${r.problems.join('; ')}`;
+  const drain =
+    r.system !== 'bullmq' && r.drainTasksPerSec ? ` drain ${r.drainTasksPerSec.toFixed(0)}/s` : '';
+  return (
+    `${r.system.padEnd(6)} ${modeOf(r).padEnd(14)} n=${r.n} ${r.tasksPerSec.toFixed(0).padStart(6)} tasks/s ` +
+    `p50 ${r.latencyMs.p50.toFixed(0)} ms p99 ${r.latencyMs.p99.toFixed(0)} ms (${r.seconds.toFixed(2)} s)${drain} ${flag}`
+  );
+}
+
+function errorText(err: unknown): string {
+  return `run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
+}
+
+const NO_LATENCY = { p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
+
+async function farm(
+  db: 'sqlite' | 'mysql',
+  mode: CreateMode,
+  n: number,
+  opts: { rate?: number; profile?: boolean } = {},
+): Promise<FarmResult> {
+  const profileFile = opts.profile
+    ? join(PROFILE_DIR, `server-${db}-${mode}-${stamp}.cpuprofile`)
+    : undefined;
+  if (profileFile) mkdirSync(PROFILE_DIR, { recursive: true });
+  const settings = { n, workers: WORKERS, slots: SLOTS, concurrency: concurrencyFor(mode), rate: opts.rate };
+  const r = await runFarm({
+    db,
+    mysqlUrl: MYSQL_URL,
+    mode,
+    timeoutMs: TIMEOUT_MS,
+    profileFile,
+    countSql: opts.profile,
+    ...settings,
+  }).catch((err: unknown): FarmResult => ({
+    system: db,
+    mode,
+    ...settings,
+    ok: false,
+    problems: [errorText(err)],
+    seconds: Number.NaN,
+    tasksPerSec: Number.NaN,
+    createsPerSec: Number.NaN,
+    drainTasksPerSec: null,
+    latencyMs: NO_LATENCY,
+    duplicateTaskMessages: 0,
+    workerErrors: [],
+    verify: null,
+    cpu: { server: null, driver: null, database: null },
+  }));
+  log(`  ${describe(r)}${opts.profile ? ' [profiled, SQL counted]' : ''}`);
+  return r;
+}
+
+async function bull(n: number, rate?: number): Promise<BullmqResult> {
+  const r = await runBullmq({
+    redisUrl: REDIS_URL,
+    n,
+    concurrency: WORKERS,
+    chunk: 1000,
+    timeoutMs: TIMEOUT_MS,
+    rate,
+  }).catch((err: unknown): BullmqResult => ({
+    system: 'bullmq',
+    n,
+    rate,
+    ok: false,
+    problems: [errorText(err)],
+    seconds: Number.NaN,
+    tasksPerSec: Number.NaN,
+    addsPerSec: Number.NaN,
+    latencyMs: NO_LATENCY,
+    processed: 0,
+    duplicates: 0,
+    counts: {},
+    cpu: { driver: null, redis: null },
+  }));
+  log(`  ${describe(r)}`);
+  return r;
+}
+
+/** The commit measured, and whether src/ had uncommitted changes (null outside a git checkout). */
+function sourceVersion(): { commit: string; srcDirty: boolean } | null {
+  try {
+    const cwd = join(here, '..');
+    const git = (...a: string[]) =>
+      execFileSync('git', a, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const commit = git('rev-parse', 'HEAD');
+    const dirty = git('status', '--porcelain', '--', 'src');
+    return { commit, srcDirty: dirty.length > 0 };
+  } catch {
+    return null;
+  }
+}
+
+async function versions(): Promise<{ mariadb: string | null; redis: string | null }> {
+  let mariadb: string | null = null;
+  let redis: string | null = null;
+  try {
+    const conn = await createConnection(MYSQL_URL);
+    const [rows] = await conn.query('SELECT VERSION() AS v');
+    mariadb = String((rows as { v: string }[])[0]?.v);
+    await conn.end();
+  } catch (err) {
+    log(`MariaDB not reachable: ${(err as Error).message}`);
+  }
+  const r = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await r.connect();
+    redis = /redis_version:(\S+)/.exec(await r.info('server'))?.[1] ?? null;
+  } catch (err) {
+    log(`Redis not reachable: ${(err as Error).message}`);
+  } finally {
+    r.disconnect();
+  }
+  return { mariadb, redis };
+}
+
+interface Summary {
+  group: Group;
+  system: string;
+  mode: string;
+  n: number;
+  runs: number;
+  tasksPerSec: number;
+  tasksPerSecRange: [number, number];
+  ratioToBullmq: number | null;
+  p50: number;
+  p99: number;
+  createsPerSec: number | null;
+  drainTasksPerSec: number | null;
+  serverCpuMsPerTask: number | null;
+  dbCpuMsPerTask: number | null;
+  allOk: boolean;
+}
+
+const round2 = (x: number) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null);
+const whole = (x: number) => (Number.isFinite(x) ? Math.round(x) : null);
+const cpuMs = (c: { user: number; system: number } | null, n: number) =>
+  c ? ((c.user + c.system) * 1000) / n : Number.NaN;
+
+function summarise(group: Group, rs: RunResult[], bullmqTps: number | null): Summary | null {
+  const first = rs[0];
+  if (!first) return null;
+  const tps = rs.map((r) => r.tasksPerSec);
+  const t = median(tps);
+  const farmRuns = rs.filter((r): r is FarmResult => r.system !== 'bullmq');
+  const bullRuns = rs.filter((r): r is BullmqResult => r.system === 'bullmq');
+  const drains = farmRuns.map((r) => r.drainTasksPerSec ?? Number.NaN);
+  return {
+    group,
+    system: first.system,
+    mode: group === 'profile' ? `${modeOf(first)}, profiled` : modeOf(first),
+    n: first.n,
+    runs: rs.length,
+    tasksPerSec: whole(t) ?? Number.NaN,
+    tasksPerSecRange: [whole(Math.min(...tps)) ?? Number.NaN, whole(Math.max(...tps)) ?? Number.NaN],
+    ratioToBullmq: bullmqTps ? round2(t / bullmqTps) : null,
+    p50: whole(median(rs.map((r) => r.latencyMs.p50))) ?? Number.NaN,
+    p99: whole(median(rs.map((r) => r.latencyMs.p99))) ?? Number.NaN,
+    createsPerSec: farmRuns.length ? whole(median(farmRuns.map((r) => r.createsPerSec))) : null,
+    drainTasksPerSec: whole(median(drains)),
+    serverCpuMsPerTask: round2(
+      median([
+        ...farmRuns.map((r) => cpuMs(r.cpu.server, r.n)),
+        ...bullRuns.map((r) => cpuMs(r.cpu.driver, r.n)),
+      ]),
+    ),
+    dbCpuMsPerTask: round2(
+      median([
+        ...farmRuns.map((r) => cpuMs(r.cpu.database, r.n)),
+        ...bullRuns.map((r) => cpuMs(r.cpu.redis, r.n)),
+      ]),
+    ),
+    allOk: rs.every((r) => r.ok),
+  };
+}
+
+function table(rows: Summary[]): string {
+  const label: Record<string, string> = {
+    sqlite: 'AI Farm, SQLite',
+    mysql: 'AI Farm, MariaDB',
+    bullmq: 'BullMQ, Redis',
+  };
+  const head = [
+    'system',
+    'created by',
+    'N',
+    'runs',
+    'tasks/s (median)',
+    'min-max',
+    'x BullMQ',
+    'p50 ms',
+    'p99 ms',
+    'creates/s',
+    'drain/s',
+    'server CPU ms/task',
+    'DB CPU ms/task',
+    'checks',
+  ];
+  const dash = (v: number | null) => (v === null || Number.isNaN(v) ? '-' : String(v));
+  const body = rows.map((s) => [
+    label[s.system] ?? s.system,
+    s.mode,
+    String(s.n),
+    String(s.runs),
+    dash(s.tasksPerSec),
+    `${dash(s.tasksPerSecRange[0])}-${dash(s.tasksPerSecRange[1])}`,
+    s.group === 'paced' || s.group === 'profile' ? '-' : dash(s.ratioToBullmq),
+    dash(s.p50),
+    dash(s.p99),
+    dash(s.createsPerSec),
+    dash(s.drainTasksPerSec),
+    dash(s.serverCpuMsPerTask),
+    dash(s.dbCpuMsPerTask),
+    s.allOk ? 'ok' : 'FAILED',
+  ]);
+  return [head, head.map(() => '---'), ...body].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
+}
+
+function printProfile(p: FarmResult & { summary: ProfileSummary | null }): void {
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  out(`Profile of the server, AI Farm on ${p.system} (${relative(process.cwd(), p.profile ?? '')}):`);
+  if (p.summary) {
+    const areas = p.summary.areas.slice(0, 12).map((a) => `${a.area} ${a.pct}%`);
+    out(`  self time by area: ${areas.join(', ')}`);
+    out('  top self time:');
+    for (const f of p.summary.functions.slice(0, 20))
+      out(`    ${String(f.pct).padStart(5)}%  ${f.name}  ${f.where}`);
+    out('  AI Farm functions, inclusive:');
+    for (const f of p.summary.inclusive.slice(0, 20))
+      out(`    ${String(f.pct).padStart(5)}%  ${f.name}  ${f.where}`);
+  }
+  if (p.sql) {
+    const per = (x: number) => (x / p.n).toFixed(2);
+    out(`  SQL: ${per(p.sql.total)} statements and ${per(p.sql.transactions)} transactions per task`);
+    for (const s of p.sql.statements.slice(0, 16)) out(`    ${per(s.count).padStart(6)}/task  ${s.sql}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const v = await versions();
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    loadavgBefore: loadavg().map((l) => Math.round(l * 100) / 100),
+    node: process.version,
+    mariadb: v.mariadb,
+    redis: v.redis,
+  };
+  log(`dispatch benchmark: ${JSON.stringify(machine)}`);
+  log(
+    `N=${N} (MariaDB ${N_MYSQL}), ${RUNS} round(s), ${WORKERS} workers, MAX_TASKS_PER_CLIENT=${SLOTS}, ` +
+      `AI Farm tasks created by ${CREATE} (concurrency ${concurrencyFor(CREATE)})`,
+  );
+
+  // The machine is shared: the 1-minute load average after each run shows how noisy it was.
+  const runs: { group: Group; loadavg1: number; result: RunResult }[] = [];
+  const record = (group: Group, result: RunResult) =>
+    runs.push({ group, loadavg1: Math.round((loadavg()[0] ?? 0) * 100) / 100, result });
+  for (let round = 1; round <= RUNS; round++) {
+    log(`round ${round}/${RUNS}`);
+    if (ONLY.has('sqlite')) record('rounds', await farm('sqlite', CREATE, N));
+    if (ONLY.has('mysql')) record('rounds', await farm('mysql', CREATE, N_MYSQL));
+    if (ONLY.has('bullmq')) record('rounds', await bull(N));
+  }
+  if (PACED_RATE > 0) {
+    log(`paced: ${PACED_N} tasks created one by one at ${PACED_RATE}/s`);
+    if (ONLY.has('sqlite')) record('paced', await farm('sqlite', 'service', PACED_N, { rate: PACED_RATE }));
+    if (ONLY.has('mysql')) record('paced', await farm('mysql', 'service', PACED_N, { rate: PACED_RATE }));
+    if (ONLY.has('bullmq')) record('paced', await bull(PACED_N, PACED_RATE));
+  }
+  for (const mode of EXTRAS) {
+    log(`extra: tasks created by ${mode}`);
+    const n = mode === 'http' ? HTTP_N : EXTRA_N;
+    if (ONLY.has('sqlite')) record(mode, await farm('sqlite', mode, n));
+    if (ONLY.has('mysql')) record(mode, await farm('mysql', mode, Math.min(n, N_MYSQL)));
+  }
+  const profiles: (FarmResult & { summary: ProfileSummary | null })[] = [];
+  if (PROFILE) {
+    log('profiling');
+    for (const db of ['sqlite', 'mysql'] as const) {
+      if (!ONLY.has(db)) continue;
+      const r = await farm(db, CREATE, db === 'sqlite' ? N : N_MYSQL, { profile: true });
+      record('profile', r);
+      profiles.push({ ...r, summary: r.profile ? summariseProfile(r.profile) : null });
+    }
+  }
+
+  const pick = (group: Group, system: string) =>
+    runs.filter((r) => r.group === group && r.result.system === system).map((r) => r.result);
+  const bullRounds = pick('rounds', 'bullmq');
+  const bullmqTps = bullRounds.length ? median(bullRounds.map((r) => r.tasksPerSec)) : null;
+  const summaries: Summary[] = [];
+  for (const group of ['rounds', 'paced', 'service', 'bulk', 'http', 'profile'] as const) {
+    for (const system of ['sqlite', 'mysql', 'bullmq']) {
+      const s = summarise(group, pick(group, system), bullmqTps);
+      if (s) summaries.push(s);
+    }
+  }
+
+  const md = table(summaries);
+  process.stdout.write(`\n${md}\n\n`);
+  for (const p of profiles) printProfile(p);
+
+  mkdirSync(dirname(OUT), { recursive: true });
+  const result = {
+    benchmark: 'dispatch',
+    date: new Date().toISOString(),
+    command: `npx tsx bench/dispatch.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    source: sourceVersion(),
+    machine: { ...machine, loadavgAfter: loadavg().map((l) => Math.round(l * 100) / 100) },
+    settings: {
+      n: N,
+      nMysql: N_MYSQL,
+      runs: RUNS,
+      workers: WORKERS,
+      maxTasksPerClient: SLOTS,
+      create: CREATE,
+      concurrency: concurrencyFor(CREATE),
+      extras: EXTRAS,
+      extraN: EXTRA_N,
+      httpN: HTTP_N,
+      paced: PACED_RATE > 0 ? { rate: PACED_RATE, n: PACED_N } : null,
+      bullmq: { workers: 1, concurrency: WORKERS, addBulkChunk: 1000 },
+    },
+    goal: { sqliteVsBullmq: 1, mysqlVsBullmq: 0.3, duplicates: 0 },
+    summary: summaries,
+    markdown: md,
+    runs: runs.map(({ group, loadavg1, result }) => ({
+      group,
+      loadavg1,
+      ...result,
+      ...('sql' in result && result.sql
+        ? { sql: { ...result.sql, statements: result.sql.statements.slice(0, 40) } }
+        : {}),
+    })),
+    profiles: profiles.map((p) => ({ system: p.system, file: p.profile, summary: p.summary })),
+    wallSeconds: Math.round((Date.now() - started) / 1000),
+  };
+  // Formatted as the repository's `prettier --check .` expects.
+  const options = (await prettier.resolveConfig(OUT)) ?? {};
+  writeFileSync(OUT, await prettier.format(JSON.stringify(result), { ...options, parser: 'json' }));
+  log(`results: ${relative(process.cwd(), OUT)} (${result.wallSeconds} s)`);
+  const failed = runs.filter((r) => !r.result.ok);
+  if (failed.length > 0) {
+    log(`${failed.length} run(s) failed their checks`);
+    process.exitCode = 1;
+  }
+}
+
+await main();

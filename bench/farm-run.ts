@@ -1,0 +1,283 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  now,
+  quantile,
+  sleep,
+  type ChildMessage,
+  type ChildRequest,
+  type CpuUse,
+  type CreateMode,
+  type CreateReport,
+  type SqlStats,
+  type VerifyResult,
+} from './common.js';
+import { cpuDelta, cpuOf, pidsNamed, selfCpu } from './procs.js';
+import { SimWorkers } from './sim-workers.js';
+
+export interface FarmOptions {
+  db: 'sqlite' | 'mysql';
+  mysqlUrl: string;
+  n: number;
+  workers: number;
+  /** MAX_TASKS_PER_CLIENT. */
+  slots: number;
+  mode: CreateMode;
+  /** service: create() calls in flight; bulk: tasks per transaction; http: requests in flight. */
+  concurrency: number;
+  timeoutMs: number;
+  /** service only: create at this steady rate (tasks/s) to see latency without a backlog. */
+  rate?: number | undefined;
+  /** Write a CPU profile of the server over the measured window to this file. */
+  profileFile?: string | undefined;
+  /** Count SQL statements (slows the server a little; for profiling runs). */
+  countSql?: boolean | undefined;
+}
+
+export interface FarmResult {
+  system: 'sqlite' | 'mysql';
+  mode: CreateMode;
+  n: number;
+  workers: number;
+  slots: number;
+  concurrency: number;
+  /** Steady creation rate of a paced run (tasks/s); undefined when all were created at once. */
+  rate?: number | undefined;
+  ok: boolean;
+  problems: string[];
+  seconds: number;
+  tasksPerSec: number;
+  /** Rate of the create phase alone (creates run while dispatch is going on). */
+  createsPerSec: number;
+  /** Completions per second after the last create returned (dispatch alone), if enough were left (0.5 s at least). */
+  drainTasksPerSec: number | null;
+  latencyMs: { p50: number; p99: number; max: number };
+  duplicateTaskMessages: number;
+  workerErrors: string[];
+  verify: VerifyResult | null;
+  cpu: { server: CpuUse | null; driver: CpuUse | null; database: CpuUse | null };
+  sql?: SqlStats | undefined;
+  profile?: string | undefined;
+}
+
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** The server child, with request/response over its IPC channel. */
+class Child {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  readonly ready: Promise<Extract<ChildMessage, { type: 'ready' }>>;
+  private exited = false;
+
+  constructor(readonly proc: ChildProcess) {
+    this.ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('server child not ready within 60 s')), 60_000);
+      proc.on('message', (raw) => {
+        const m = raw as ChildMessage;
+        if (m.type === 'ready') {
+          clearTimeout(timer);
+          resolve(m);
+          return;
+        }
+        const w = this.waiting.get(m.id);
+        if (!w) return;
+        this.waiting.delete(m.id);
+        if (m.ok) w.resolve(m.value);
+        else w.reject(new Error(`server child: ${m.error}`));
+      });
+      proc.once('exit', (code) => {
+        this.exited = true;
+        clearTimeout(timer);
+        const err = new Error(`server child exited with code ${code}`);
+        reject(err);
+        for (const w of this.waiting.values()) w.reject(err);
+        this.waiting.clear();
+      });
+    });
+  }
+
+  request<T>(req: WithoutId<ChildRequest>, timeoutMs = 120_000): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`server child: ${req.cmd} timed out`));
+      }, timeoutMs);
+      this.waiting.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.proc.send({ ...req, id } as ChildRequest);
+    });
+  }
+
+  /** Stops the server (dropping its database); kills the child if it does not leave. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const gone = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
+    try {
+      await this.request({ cmd: 'stop' }, 30_000);
+    } catch {
+      // Killed below.
+    }
+    const left = await Promise.race([gone.then(() => true), sleep(10_000).then(() => false)]);
+    if (!left) this.proc.kill('SIGKILL');
+  }
+}
+
+const SERVER_SCRIPT = fileURLToPath(new URL('./farm-server.ts', import.meta.url));
+
+/** Creates tasks over HTTP, `concurrency` requests in flight; returns each id's send time. */
+async function createOverHttp(
+  httpUrl: string,
+  token: string,
+  n: number,
+  concurrency: number,
+): Promise<{ stamps: [number, number][]; first: number; done: number }> {
+  const stamps: [number, number][] = [];
+  let next = 0;
+  const body = JSON.stringify({ type: 'noop', requirements: {}, config: {} });
+  const lane = async () => {
+    while (next < n) {
+      next++;
+      const t = now();
+      const res = await fetch(`${httpUrl}/api/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body,
+      });
+      const json = (await res.json()) as { id?: number };
+      if (res.status !== 201 || typeof json.id !== 'number') {
+        throw new Error(`POST /api/tasks answered ${res.status}: ${JSON.stringify(json).slice(0, 200)}`);
+      }
+      stamps.push([json.id, t]);
+    }
+  };
+  const first = now();
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+  return { stamps, first, done: now() };
+}
+
+/** One AI Farm run: a fresh server and database, the workers, N tasks, the checks. */
+export async function runFarm(o: FarmOptions): Promise<FarmResult> {
+  const proc = fork(SERVER_SCRIPT, [], {
+    execArgv: ['--import', 'tsx'],
+    env: {
+      ...process.env,
+      BENCH_DB: o.db,
+      BENCH_MYSQL_URL: o.mysqlUrl,
+      BENCH_SLOTS: String(o.slots),
+      BENCH_MAX_CLIENTS: String(Math.max(100, o.workers * 2)),
+      BENCH_COUNT_SQL: o.countSql ? '1' : '0',
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const child = new Child(proc);
+  let workers: SimWorkers | null = null;
+  try {
+    const ready = await child.ready;
+    workers = await SimWorkers.start(ready.wsUrl, ready.workerToken, o.workers);
+    // Let the registrations' writes and the unschedulable review settle.
+    await sleep(500);
+    const dbPids = o.db === 'mysql' ? pidsNamed(['mariadbd', 'mysqld']) : [];
+    const dbBefore = cpuOf(dbPids);
+    const driverBefore = selfCpu();
+    await child.request({ cmd: 'cpu-mark' });
+    if (o.countSql) await child.request({ cmd: 'sql-reset' });
+    if (o.profileFile) await child.request({ cmd: 'profile-start' });
+
+    let stamps: [number, number][];
+    let first: number;
+    let createsDone: number;
+    if (o.mode === 'http') {
+      const h = await createOverHttp(ready.httpUrl, ready.adminToken, o.n, o.concurrency);
+      ({ stamps, first } = h);
+      createsDone = h.done;
+    } else {
+      const created = child.request<{ firstCreateAt: number; createsDoneAt: number }>(
+        { cmd: 'create', mode: o.mode, n: o.n, concurrency: o.concurrency, rate: o.rate },
+        o.timeoutMs,
+      );
+      ({ firstCreateAt: first, createsDoneAt: createsDone } = await created);
+      stamps = [];
+    }
+    const finished = await workers.waitForAcks(o.n, o.timeoutMs);
+    const end = finished ? workers.lastAckAt : now();
+    const report = await child.request<CreateReport>({ cmd: 'collect' });
+    const cpu = {
+      server: report.cpu,
+      driver: cpuDelta(selfCpu(), driverBefore),
+      database: cpuDelta(cpuOf(dbPids), dbBefore),
+    };
+    const profile = o.profileFile
+      ? await child.request<string>({ cmd: 'profile-stop', file: o.profileFile })
+      : undefined;
+    const sql = o.countSql ? await child.request<SqlStats>({ cmd: 'sql-stats' }) : undefined;
+    if (o.mode !== 'http') stamps = report.stamps;
+
+    const problems: string[] = [];
+    if (!finished)
+      problems.push(`only ${workers.acks} of ${o.n} results acknowledged within ${o.timeoutMs} ms`);
+    const verify = await child.request<VerifyResult>({ cmd: 'verify' });
+    if ((verify.byStatus.completed ?? 0) !== o.n)
+      problems.push(`tasks by status ${JSON.stringify(verify.byStatus)}, expected ${o.n} completed`);
+    if (verify.tasksNotExactlyOne !== 0)
+      problems.push(`${verify.tasksNotExactlyOne} tasks without exactly one assignment row`);
+    if (verify.assignmentRows !== o.n)
+      problems.push(`${verify.assignmentRows} assignment rows, expected ${o.n}`);
+    if (verify.minAttempt !== 1 || verify.maxAttempt !== 1)
+      problems.push(`attempts range ${verify.minAttempt}..${verify.maxAttempt}, expected 1..1`);
+    if (workers.duplicateTaskMessages > 0)
+      problems.push(`${workers.duplicateTaskMessages} task messages for tasks already received`);
+    if (workers.errorTotal > 0) problems.push(`${workers.errorTotal} error messages to workers`);
+
+    const latencies: number[] = [];
+    for (const [id, t] of stamps) {
+      const got = workers.received.get(id);
+      if (got !== undefined) latencies.push(got - t);
+    }
+    if (latencies.length !== o.n) problems.push(`latency known for ${latencies.length} of ${o.n} tasks`);
+    latencies.sort((a, b) => a - b);
+    const seconds = (end - first) / 1000;
+    const afterCreates = workers.ackTimes.filter((t) => t > createsDone).length;
+    const drainTasksPerSec =
+      afterCreates >= Math.min(1000, o.n / 10) && end - createsDone >= 500
+        ? afterCreates / ((end - createsDone) / 1000)
+        : null;
+    return {
+      system: o.db,
+      mode: o.mode,
+      n: o.n,
+      workers: o.workers,
+      slots: o.slots,
+      concurrency: o.concurrency,
+      rate: o.rate,
+      ok: problems.length === 0,
+      problems,
+      seconds,
+      tasksPerSec: o.n / seconds,
+      createsPerSec: o.n / ((createsDone - first) / 1000),
+      drainTasksPerSec,
+      latencyMs: {
+        p50: quantile(latencies, 0.5),
+        p99: quantile(latencies, 0.99),
+        max: quantile(latencies, 1),
+      },
+      duplicateTaskMessages: workers.duplicateTaskMessages,
+      workerErrors: workers.errors,
+      verify,
+      cpu,
+      sql,
+      profile,
+    };
+  } finally {
+    if (workers) await workers.close();
+    await child.stop();
+  }
+}

@@ -1,0 +1,398 @@
+/**
+ * The AI Farm server of one dispatch-benchmark run, as a child process of bench/dispatch.ts
+ * (which keeps the simulated workers' CPU out of this process).
+ *
+ * It runs the real composition (src/main.ts startServer) on a scratch database and, on the
+ * driver's request, creates the N tasks through the service layer the HTTP route calls
+ * (TaskService.create), or as a simulated bulk endpoint (multi-row INSERTs in one
+ * transaction, then the same bus messages TaskService.create publishes).
+ *
+ * Environment: BENCH_DB=sqlite|mysql, BENCH_MYSQL_URL, BENCH_SLOTS (MAX_TASKS_PER_CLIENT),
+ * BENCH_MAX_CLIENTS, BENCH_COUNT_SQL=1 (count statements; costs time, for profiling runs).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire, findSourceMap } from 'node:module';
+import { createConnection } from 'mysql2/promise';
+import type { Principal } from '../src/auth/principal.js';
+import { generateToken, TokenService } from '../src/auth/token-service.js';
+import { InProcessBus, type Bus, type BusTopics, type Topic } from '../src/bus/bus.js';
+import { loadConfig } from '../src/config/load.js';
+import { startServer } from '../src/main.js';
+import { systemClock, toDbTime } from '../src/storage/values.js';
+import { TaskService } from '../src/tasks/task-service.js';
+import {
+  now,
+  type ChildMessage,
+  type ChildRequest,
+  type CpuUse,
+  type CreateReport,
+  type SqlStats,
+  type VerifyResult,
+} from './common.js';
+
+const dialect = process.env.BENCH_DB === 'mysql' ? 'mysql' : 'sqlite';
+const mysqlUrl = (process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306').replace(/\/$/, '');
+const slots = Number(process.env.BENCH_SLOTS ?? '10');
+const maxClients = Number(process.env.BENCH_MAX_CLIENTS ?? '1000');
+const countSql = process.env.BENCH_COUNT_SQL === '1';
+
+function send(m: ChildMessage): void {
+  process.send?.(m);
+}
+
+// ---- what-if: SQLite statements prepared once (BENCH_SQLITE_STMT_CACHE=1) ---------------
+
+// Kysely prepares every SQLite statement anew. This experiment (not the server as shipped)
+// keeps one prepared statement per SQL text and database, to measure what a cache would save.
+if (process.env.BENCH_SQLITE_STMT_CACHE === '1') {
+  const require = createRequire(import.meta.url);
+  const Sqlite = require('better-sqlite3') as { prototype: { prepare(sql: string): unknown } };
+  const prepare = Sqlite.prototype.prepare;
+  const caches = new WeakMap<object, Map<string, unknown>>();
+  Sqlite.prototype.prepare = function (this: object, sql: string) {
+    let cache = caches.get(this);
+    if (!cache) caches.set(this, (cache = new Map()));
+    let stmt = cache.get(sql);
+    if (!stmt) cache.set(sql, (stmt = prepare.call(this, sql)));
+    return stmt;
+  };
+}
+
+// ---- statement counting (profiling runs only) ---------------------------------------
+
+const sqlCounts = new Map<string, number>();
+function countStatement(text: string): void {
+  const key = text
+    .replace(/\s+/g, ' ')
+    .replace(/\((\?, )+\?\)/g, '(?…)')
+    .trim()
+    .slice(0, 160);
+  sqlCounts.set(key, (sqlCounts.get(key) ?? 0) + 1);
+}
+
+if (countSql) {
+  const require = createRequire(import.meta.url);
+  // Kysely prepares every SQLite statement (BEGIN and COMMIT too) and sends every MySQL one
+  // through Connection.query: counting there sees all of them.
+  const Sqlite = require('better-sqlite3') as { prototype: { prepare(sql: string): unknown } };
+  const prepare = Sqlite.prototype.prepare;
+  Sqlite.prototype.prepare = function (this: unknown, sql: string) {
+    countStatement(sql);
+    return prepare.call(this, sql);
+  };
+  const mysql = require('mysql2') as { Connection: { prototype: { query(...a: unknown[]): unknown } } };
+  const query = mysql.Connection.prototype.query;
+  mysql.Connection.prototype.query = function (this: unknown, ...args: unknown[]) {
+    const first = args[0];
+    const text = typeof first === 'string' ? first : (first as { sql?: string } | null)?.sql;
+    if (typeof text === 'string') countStatement(text);
+    return query.apply(this, args);
+  };
+}
+
+// ---- the server's own bus -----------------------------------------------------------
+
+// startServer does not hand out its bus; TaskService needs it to wake the dispatcher.
+// The one InProcessBus startServer makes is caught when the farm subscribes to it.
+let serverBus: Bus | null = null;
+const subscribe = InProcessBus.prototype.subscribe;
+InProcessBus.prototype.subscribe = function <T extends Topic>(
+  this: InProcessBus,
+  topic: T,
+  handler: (message: BusTopics[T]) => void,
+) {
+  if (serverBus && serverBus !== this) throw new Error('more than one InProcessBus: cannot tell which');
+  // eslint-disable-next-line @typescript-eslint/no-this-alias -- keeping the instance is the point
+  serverBus = this;
+  return subscribe.call(this, topic, handler as never) as () => void;
+};
+
+// ---- scratch database ---------------------------------------------------------------
+
+const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-'));
+const mysqlName = `aifarm_bench_${randomBytes(5).toString('hex')}`;
+const databaseUrl = dialect === 'sqlite' ? join(dir, 'bench.sqlite') : `${mysqlUrl}/${mysqlName}`;
+
+async function dropDatabase(): Promise<void> {
+  if (dialect === 'mysql') {
+    const conn = await createConnection(mysqlUrl);
+    try {
+      await conn.query(`DROP DATABASE IF EXISTS \`${mysqlName}\``);
+    } finally {
+      await conn.end();
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+const adminToken = generateToken();
+const loaded = loadConfig({
+  env: {},
+  flags: {
+    SERVER_HOST: '127.0.0.1',
+    SERVER_PORT: 0,
+    WEBSOCKET_PORT: 0,
+    MODEL_SERVER_PORT: 0,
+    DATABASE_URL: databaseUrl,
+    DATA_DIR: join(dir, 'data'),
+    LOG_DIR: join(dir, 'logs'),
+    CHECKPOINT_DIR: join(dir, 'checkpoints'),
+    MODEL_CACHE_DIR: join(dir, 'model_cache'),
+    RATE_LIMIT: 'off',
+    LOG_LEVEL: 'info',
+    MAX_TASKS_PER_CLIENT: slots,
+    MAX_CLIENTS: maxClients,
+    ADMIN_TOKEN: adminToken,
+  },
+});
+if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
+
+// A server that fails to start still leaves its scratch database behind: drop it, then fail.
+const server = await startServer(loaded.config).catch(async (err: unknown) => {
+  await dropDatabase().catch(() => undefined);
+  throw err;
+});
+const db = server.database.db;
+if (!serverBus) throw new Error('the server bus was not caught');
+const bus: Bus = serverBus;
+const tasks = new TaskService(db, bus, systemClock);
+const principal: Principal = { kind: 'token', id: 'bench', name: 'bench', role: 'admin' };
+const worker = await new TokenService(db, systemClock).create('bench-workers', 'worker', 'bench');
+
+// ---- task creation ------------------------------------------------------------------
+
+const stamps: [number, number][] = [];
+let firstCreateAt = 0;
+let createsDoneAt = 0;
+let cpuMark = process.cpuUsage();
+
+const TASK_BODY = { type: 'noop', name: null, requirements: {}, config: {} };
+
+/**
+ * TaskService.create, `concurrency` calls in flight, each stamped when it is called; with
+ * `rate`, call i starts no earlier than i / rate seconds after the first.
+ */
+async function createViaService(n: number, concurrency: number, rate?: number): Promise<void> {
+  let next = 0;
+  const start = now();
+  const lane = async () => {
+    while (next < n) {
+      const i = next++;
+      if (rate) {
+        const wait = start + (i * 1000) / rate - now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+      const t = now();
+      const task = await tasks.create(principal, { type: 'noop', requirements: {}, config: {} });
+      stamps.push([task.id, t]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+}
+
+/**
+ * What a bulk endpoint could do: chunks of `chunk` tasks, each one transaction with one
+ * multi-row INSERT for the tasks and one for their `created` events, then the bus messages
+ * TaskService.create publishes for each task.
+ */
+async function createInBulk(n: number, chunk: number): Promise<void> {
+  for (let done = 0; done < n; done += chunk) {
+    const size = Math.min(chunk, n - done);
+    const t = now();
+    const at = toDbTime(new Date());
+    const atMs = toDbTime(new Date(), true);
+    const ids = await db.transaction().execute(async (trx) => {
+      const insert = trx.insertInto('tasks').values(
+        Array.from({ length: size }, () => ({
+          type: TASK_BODY.type,
+          name: TASK_BODY.name,
+          requirements: JSON.stringify(TASK_BODY.requirements),
+          config: JSON.stringify(TASK_BODY.config),
+          priority: 0,
+          max_attempts: 3,
+          world_size: 1,
+          created_by: principal.name,
+          status: 'pending' as const,
+          created_at: at,
+          updated_at: at,
+        })),
+      );
+      let taskIds: number[];
+      if (dialect === 'sqlite') {
+        taskIds = (await insert.returning('id').execute()).map((r) => Number(r.id));
+      } else {
+        // MariaDB gives one multi-row INSERT consecutive ids (innodb_autoinc_lock_mode 1,
+        // the default) and reports the first; checked below rather than trusted.
+        const first = Number((await insert.executeTakeFirstOrThrow()).insertId);
+        taskIds = Array.from({ length: size }, (_, i) => first + i);
+        const found = await trx
+          .selectFrom('tasks')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('id', '>=', first)
+          .where('id', '<', first + size)
+          .executeTakeFirstOrThrow();
+        if (Number(found.n) !== size) throw new Error('bulk insert ids are not consecutive');
+      }
+      await trx
+        .insertInto('task_events')
+        .values(
+          taskIds.map((id) => ({
+            task_id: id,
+            at: atMs,
+            kind: 'created',
+            message: `created by ${principal.name}`,
+            data: null,
+          })),
+        )
+        .execute();
+      return taskIds;
+    });
+    for (const id of ids) {
+      stamps.push([id, t]);
+      await bus.publish('work.available', { task_id: id });
+      await bus.publish('task.changed', { task_id: id, status: 'pending' });
+    }
+  }
+}
+
+// ---- checks -------------------------------------------------------------------------
+
+async function verify(): Promise<VerifyResult> {
+  const byStatus: Record<string, number> = {};
+  const statuses = await db
+    .selectFrom('tasks')
+    .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy('status')
+    .execute();
+  for (const r of statuses) byStatus[r.status] = Number(r.n);
+  const agg = await db
+    .selectFrom('task_assignments')
+    .select((eb) => [
+      eb.fn.countAll<number>().as('rows'),
+      eb.fn.count<number>('task_id').distinct().as('tasks'),
+      eb.fn.min<number>('attempt').as('min_attempt'),
+      eb.fn.max<number>('attempt').as('max_attempt'),
+    ])
+    .executeTakeFirstOrThrow();
+  const odd = await db
+    .selectFrom((eb) =>
+      eb
+        .selectFrom('task_assignments')
+        .select('task_id')
+        .groupBy('task_id')
+        .having((h) => h.fn.countAll(), '<>', 1)
+        .as('t'),
+    )
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
+  return {
+    byStatus,
+    assignmentRows: Number(agg.rows),
+    tasksWithAssignments: Number(agg.tasks),
+    tasksNotExactlyOne: Number(odd.n),
+    minAttempt: agg.min_attempt === null ? null : Number(agg.min_attempt),
+    maxAttempt: agg.max_attempt === null ? null : Number(agg.max_attempt),
+  };
+}
+
+function sqlStats(): SqlStats {
+  const statements = [...sqlCounts.entries()]
+    .map(([sql, count]) => ({ sql, count }))
+    .sort((a, b) => b.count - a.count);
+  const total = statements.reduce((s, x) => s + x.count, 0);
+  const transactions = statements
+    .filter((s) => /^(begin|start transaction)/i.test(s.sql))
+    .reduce((s, x) => s + x.count, 0);
+  return { statements, total, transactions };
+}
+
+// ---- requests from the driver -------------------------------------------------------
+
+let profiler: Session | null = null;
+
+async function handle(req: ChildRequest): Promise<unknown> {
+  switch (req.cmd) {
+    case 'create': {
+      firstCreateAt = now();
+      if (req.mode === 'service') await createViaService(req.n, req.concurrency, req.rate);
+      else await createInBulk(req.n, req.concurrency);
+      createsDoneAt = now();
+      return { firstCreateAt, createsDoneAt };
+    }
+    case 'cpu-mark':
+      cpuMark = process.cpuUsage();
+      return null;
+    case 'collect': {
+      const used = process.cpuUsage(cpuMark);
+      const cpu: CpuUse = { user: used.user / 1e6, system: used.system / 1e6 };
+      const report: CreateReport = { stamps, firstCreateAt, createsDoneAt, cpu };
+      return report;
+    }
+    case 'verify':
+      return verify();
+    case 'profile-start':
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+      await profiler.post('Profiler.start');
+      return null;
+    case 'profile-stop': {
+      if (!profiler) throw new Error('profiler not started');
+      const { profile } = await profiler.post('Profiler.stop');
+      // tsx compiles each module to one line: point the frames back at the TypeScript lines.
+      for (const node of profile.nodes) {
+        const f = node.callFrame;
+        if (!f.url.startsWith('file:') || f.url.includes('/node_modules/')) continue;
+        const entry = findSourceMap(f.url)?.findEntry(f.lineNumber, f.columnNumber);
+        if (entry && 'originalLine' in entry) {
+          f.lineNumber = entry.originalLine;
+          f.columnNumber = entry.originalColumn;
+        }
+      }
+      writeFileSync(req.file, JSON.stringify(profile));
+      profiler.disconnect();
+      profiler = null;
+      return req.file;
+    }
+    case 'sql-reset':
+      sqlCounts.clear();
+      return null;
+    case 'sql-stats':
+      return sqlStats();
+    case 'stop':
+      await server.stop();
+      await dropDatabase();
+      return null;
+  }
+}
+
+process.on('message', (raw) => {
+  const req = raw as ChildRequest;
+  handle(req).then(
+    (value) => {
+      send({ type: 'reply', id: req.id, ok: true, value });
+      if (req.cmd === 'stop') setImmediate(() => process.exit(0));
+    },
+    (err: unknown) =>
+      send({
+        type: 'reply',
+        id: req.id,
+        ok: false,
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      }),
+  );
+});
+// The driver gone means nobody will ask us to stop: clean up and leave.
+process.on('disconnect', () => {
+  void server
+    .stop()
+    .then(dropDatabase)
+    .finally(() => process.exit(1));
+});
+
+send({ type: 'ready', wsUrl: server.wsUrl, httpUrl: server.httpUrl, adminToken, workerToken: worker.token });
