@@ -41,6 +41,7 @@ interface QueuedTask extends PendingTask {
  */
 export class Dispatcher {
   private readonly queue = new PendingQueue<QueuedTask>();
+  private readonly refreshing = new Map<number, { started: boolean; done: Promise<void> }>();
   private passScheduled = false;
   /** Passes run one after another, never two at once. */
   private passes: Promise<void> = Promise.resolve();
@@ -68,12 +69,32 @@ export class Dispatcher {
   }
 
   /** (Re)reads one task and queues it if it is pending; drops it otherwise. */
-  async refresh(taskId: number): Promise<void> {
+  refresh(taskId: number): Promise<void> {
+    // Events about one task that arrive before its read has started share that read; one
+    // arriving while the read runs gets a read of its own afterwards (it may be newer).
+    const pending = this.refreshing.get(taskId);
+    if (pending && !pending.started) return pending.done;
+    const entry = { started: false, done: Promise.resolve() };
+    entry.done = (pending?.done ?? Promise.resolve())
+      .then(() => {
+        entry.started = true;
+        return this.load(taskId);
+      })
+      .finally(() => {
+        if (this.refreshing.get(taskId) === entry) this.refreshing.delete(taskId);
+      });
+    this.refreshing.set(taskId, entry);
+    return entry.done;
+  }
+
+  private async load(taskId: number): Promise<void> {
     const row = await findTask(this.deps.db, taskId);
     if (!row || row.status !== 'pending') {
       this.queue.delete(taskId);
       return;
     }
+    // A read older than our own claim of the task (leases here) must not queue it again.
+    if (this.deps.registry.leasesOf(taskId).length > 0) return;
     this.enqueueRow(row);
     this.schedule();
   }
@@ -93,6 +114,10 @@ export class Dispatcher {
       [...ranks].sort((a, b) => a - b),
     );
     this.schedule();
+  }
+
+  has(taskId: number): boolean {
+    return this.queue.has(taskId);
   }
 
   pendingCount(): number {
@@ -182,6 +207,11 @@ export class Dispatcher {
       const task = this.queue.get(taskId);
       if (!task) return;
       this.queue.delete(taskId);
+      // A client already holding this task (a stale queue entry) never gets it twice.
+      if (ps.some((p) => registry.get(p.clientId)?.leases.has(taskId))) {
+        this.deps.logger.warn({ taskId }, 'placement onto a client that already holds the task skipped');
+        return;
+      }
       // Reserve the slots now so a concurrent pass cannot place on them too.
       const provisional = ps.map((p) => this.reserve(p));
       const now = clock.now();
@@ -229,7 +259,10 @@ export class Dispatcher {
           return null;
         });
       if (!claimed) {
-        for (const l of provisional) registry.get(l.clientId)?.leases.delete(taskId);
+        for (const l of provisional) {
+          const leases = registry.get(l.clientId)?.leases;
+          if (leases?.get(taskId) === l) leases.delete(taskId);
+        }
         // Someone else (another instance, a cancel) changed it: re-read the truth.
         await this.refresh(taskId);
         return;
