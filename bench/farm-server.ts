@@ -23,7 +23,7 @@ import { InProcessBus, type Bus, type BusTopics, type Topic } from '../src/bus/b
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/main.js';
 import { systemClock, toDbTime } from '../src/storage/values.js';
-import { TaskService } from '../src/tasks/task-service.js';
+import type { TaskService } from '../src/tasks/task-service.js';
 import {
   now,
   type ChildMessage,
@@ -159,7 +159,8 @@ const server = await startServer(loaded.config).catch(async (err: unknown) => {
 const db = server.database.db;
 if (!serverBus) throw new Error('the server bus was not caught');
 const bus: Bus = serverBus;
-const tasks = new TaskService(db, bus, systemClock);
+// The server's own task service: creates go through its group commit like API creates.
+const tasks: TaskService = server.services.tasks;
 const principal: Principal = { kind: 'token', id: 'bench', name: 'bench', role: 'admin' };
 const worker = await new TokenService(db, systemClock).create('bench-workers', 'worker', 'bench');
 

@@ -31,6 +31,8 @@ export interface RunningServer {
   httpUrl: string;
   /** URL workers connect to on WEBSOCKET_PORT, e.g. ws://127.0.0.1:8765. */
   wsUrl: string;
+  /** The services behind the API, for programs that embed the server (benchmarks, the demo). */
+  services: Services;
   /** Base URL of the model server on MODEL_SERVER_PORT, e.g. http://127.0.0.1:5000. */
   modelUrl: string;
   /** The admin token created at first start, if one was (printed once by the CLI). */
@@ -97,10 +99,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ...(config.TORCHSERVE_URL ? { onTrainingComplete: torchserve } : {}),
     });
     const services: Services = {
-      tasks: new TaskService(database.db, bus, clock, {
-        defaultEpochs: config.DEFAULT_EPOCHS,
-        defaultBatchSize: config.DEFAULT_BATCH_SIZE,
-      }),
+      tasks: new TaskService(
+        database.db,
+        bus,
+        clock,
+        { defaultEpochs: config.DEFAULT_EPOCHS, defaultBatchSize: config.DEFAULT_BATCH_SIZE },
+        farm.writes,
+      ),
       clients: new ClientService(database.db, bus, clock),
       tokens,
       monitoring: farm.monitoring,
@@ -167,6 +172,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       http,
       httpUrl,
       wsUrl,
+      services,
       modelUrl,
       createdAdminToken: boot.created,
       createdAdminPassword: panel.createdAdminPassword,

@@ -1,4 +1,5 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
+import type { WriteQueue } from '../storage/write-queue.js';
 import type {
   AssignmentView,
   CreateTaskBody,
@@ -44,6 +45,8 @@ export class TaskService {
     private readonly clock: Clock,
     /** DEFAULT_EPOCHS and DEFAULT_BATCH_SIZE, filled into training configs. */
     private readonly training: TrainingDefaults = { defaultEpochs: 10, defaultBatchSize: 32 },
+    /** Group commit for creates (many creates, one transaction); a plain transaction without it. */
+    private readonly writes?: WriteQueue,
   ) {}
 
   async create(principal: Principal, input: CreateTaskBody): Promise<Task> {
@@ -54,7 +57,9 @@ export class TaskService {
       body = { ...body, config: prepared.config, world_size: prepared.worldSize };
     }
     const now = toDbTime(this.clock.now());
-    const id = await this.db.transaction().execute(async (trx) => {
+    const inTransaction = <T>(op: (trx: Transaction<Database>) => Promise<T>): Promise<T> =>
+      this.writes ? this.writes.run(op) : this.db.transaction().execute(op);
+    const id = await inTransaction(async (trx) => {
       const id = await repo.insertTask(trx, {
         type: body.type,
         name: body.name ?? null,
