@@ -47,9 +47,11 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.MAX_BODY_BYTES,
     trustProxy: false,
-    // Slow or silent senders do not hold a socket forever.
-    requestTimeout: 120_000,
-    connectionTimeout: 0,
+    // Silent senders do not hold a socket forever: a socket idle for 2 minutes is closed
+    // (headers must arrive within Node's 60 s headersTimeout). There is no limit on a whole
+    // request, because a multi-GB model upload that keeps flowing may take longer than any.
+    requestTimeout: 0,
+    connectionTimeout: 120_000,
     ajv: { customOptions: {} },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
