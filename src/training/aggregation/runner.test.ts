@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSafetensorsFile } from '../safetensors/encode.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import { readHeaderFile, readTensorsF32 } from '../safetensors/read.js';
-import { aggregate, createFedAvgSession, workerScript } from './runner.js';
+import { aggregate, createFedAvgSession } from './runner.js';
 
 let dir: string;
 let header: SafetensorsHeader;
@@ -40,12 +40,6 @@ const sha256 = async (p: string): Promise<string> =>
     .digest('hex');
 
 describe('worker runner', () => {
-  it('starts the TypeScript worker from sources under vitest', () => {
-    const s = workerScript();
-    expect(s.url.pathname.endsWith('aggregate.worker.ts')).toBe(true);
-    expect(s.bootstrap).toMatch(/register\(\)/);
-  });
-
   it('aggregates in a worker thread and reports the digest', async () => {
     const outPath = join(dir, 'median.st');
     const r = await aggregate({

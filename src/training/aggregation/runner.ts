@@ -3,44 +3,18 @@
  * and an incremental FedAvg session with {@link createFedAvgSession} whose adds run in its
  * worker as updates arrive.
  *
- * Finding the worker script: next to this module, `aggregate.worker.js` exists when running
- * from the compiled `dist/` and is started as is. When running from TypeScript sources (vitest,
- * tsx) only `aggregate.worker.ts` exists. Node 20 does not apply `--import tsx` from a worker's
- * execArgv to the worker's entry module, so the worker starts from a two-line bootstrap that
- * registers tsx's ESM hooks (`tsx/esm/api`, a dev dependency, located through tsx's own
- * package.json so the working directory does not matter) and then imports the .ts entry.
+ * The worker script is found by startThread (src/threads.ts), from dist/ or from sources.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startThread } from '../../threads.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { AccumulatorOptions, AddOptions, AddOutcome, FinishOutcome } from './fedavg.js';
 import { flatLayout, type LayoutFailure } from './layout.js';
 import type { AggregateJob, AggregateOutcome } from './types.js';
 import type { SessionCall, SessionRequest, WorkerData, WorkerReply } from './worker-protocol.js';
 
-/** Where the worker script is, and the bootstrap that loads it when it is TypeScript. */
-export function workerScript(): { url: URL; bootstrap?: string } {
-  const js = new URL('./aggregate.worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { url: js };
-  const ts = new URL('./aggregate.worker.ts', import.meta.url);
-  const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
-    exports: Record<string, { import: { default: string } }>;
-  };
-  const api = pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api']!.import.default)).href;
-  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts.href)}); });`;
-  return { url: ts, bootstrap };
-}
-
 function startWorker(data: WorkerData): Worker {
-  const { url, bootstrap } = workerScript();
-  return bootstrap === undefined
-    ? new Worker(url, { workerData: data })
-    : new Worker(bootstrap, { eval: true, workerData: data });
+  return startThread(new URL('./aggregate.worker.js', import.meta.url), { workerData: data });
 }
 
 function toError(e: { message: string; stack?: string }): Error {

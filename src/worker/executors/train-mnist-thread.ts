@@ -3,11 +3,8 @@
  * .js from dist/, or the .ts source through tsx's hooks under vitest), runs rounds in it,
  * and pauses, resumes or aborts them through a shared control word.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startThread } from '../../threads.js';
 import type { TrainOptions, TrainOutcome, TrainProgress } from '../trainer/index.js';
 
 /** Slots of the shared control word (Int32). */
@@ -29,22 +26,6 @@ export type ThreadReply =
 
 /** How a round in the thread ended. */
 export type ThreadOutcome = TrainOutcome | { ok: false; code: 'aborted' | 'thread_failed'; message: string };
-
-/** Where the thread's script is, and the bootstrap that loads it when it is TypeScript. */
-function threadScript(): { url: URL; bootstrap?: string } {
-  const js = new URL('./train-mnist.worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { url: js };
-  const ts = new URL('./train-mnist.worker.ts', import.meta.url);
-  // Node 20 does not apply --import tsx to a worker's entry: register tsx's hooks first.
-  const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
-    exports: Record<string, { import: { default: string } }>;
-  };
-  const api = pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api']!.import.default)).href;
-  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts.href)}); });`;
-  return { url: ts, bootstrap };
-}
 
 /** A training thread, started on first use and kept for the task's rounds (the data loads once). */
 export class MnistThread {
@@ -98,12 +79,9 @@ export class MnistThread {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const { url, bootstrap } = threadScript();
-    const workerData = { control: this.control.buffer };
-    const w =
-      bootstrap === undefined
-        ? new Worker(url, { workerData })
-        : new Worker(bootstrap, { eval: true, workerData });
+    const w = startThread(new URL('./train-mnist.worker.js', import.meta.url), {
+      workerData: { control: this.control.buffer },
+    });
     w.on('message', (r: ThreadReply) => {
       const run = this.running;
       if (!run || r.id !== run.id) return;
