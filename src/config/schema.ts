@@ -115,6 +115,12 @@ export const ConfigSchema = Type.Object(
       default: 1024 * 1024,
       description: 'Largest WebSocket frame accepted from a worker.',
     }),
+    MAX_MESSAGES_PER_SECOND: Type.Integer({
+      minimum: 1,
+      default: 500,
+      description:
+        'WebSocket messages one worker may send per second on average (bursts of twice that); past it, closed with 1008.',
+    }),
     MAX_BODY_BYTES: Type.Integer({
       minimum: 1024,
       default: 1024 * 1024,

@@ -2,15 +2,11 @@ import type { WebSocket } from 'ws';
 import type { ServerMessage } from '../api/protocol.js';
 import type { Principal } from '../auth/principal.js';
 
-/** Messages a connection may send per second on average, and in a burst. */
-export const FLOOD_RATE_PER_S = 500;
-export const FLOOD_BURST = 1000;
-
 /** One WebSocket connection, before and after its client registers. */
 export class Connection {
   clientId: string | null = null;
   lastSeen: number;
-  private tokens = FLOOD_BURST;
+  private tokens: number;
   private lastRefill: number;
   /** Messages of one connection are handled in order, one at a time. */
   queue: Promise<void> = Promise.resolve();
@@ -23,7 +19,10 @@ export class Connection {
     readonly remote: string,
     now: number,
     private readonly onSend: (type: string) => void,
+    /** Messages per second allowed on average (MAX_MESSAGES_PER_SECOND); bursts of twice that. */
+    private readonly ratePerSecond: number,
   ) {
+    this.tokens = 2 * ratePerSecond;
     this.lastSeen = now;
     this.lastRefill = now;
   }
@@ -34,9 +33,10 @@ export class Connection {
     this.ws.send(JSON.stringify(msg));
   }
 
-  /** Token bucket: false when the client sends faster than FLOOD_RATE_PER_S for too long. */
+  /** Token bucket: false when the client sends faster than its rate for too long. */
   take(now: number): boolean {
-    this.tokens = Math.min(FLOOD_BURST, this.tokens + ((now - this.lastRefill) / 1000) * FLOOD_RATE_PER_S);
+    const burst = 2 * this.ratePerSecond;
+    this.tokens = Math.min(burst, this.tokens + ((now - this.lastRefill) / 1000) * this.ratePerSecond);
     this.lastRefill = now;
     if (this.tokens < 1) return false;
     this.tokens -= 1;

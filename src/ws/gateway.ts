@@ -134,8 +134,13 @@ export class Gateway {
 
   private accept(ws: WebSocket, principal: Principal | null, remote: string): void {
     const now = this.d.clock.now().getTime();
-    const conn = new Connection(ws, principal, remote, now, (type) =>
-      this.d.metrics.messages.inc({ type, direction: 'out' }),
+    const conn = new Connection(
+      ws,
+      principal,
+      remote,
+      now,
+      (type) => this.d.metrics.messages.inc({ type, direction: 'out' }),
+      this.d.config.MAX_MESSAGES_PER_SECOND,
     );
     if (this.connections.size >= this.d.config.MAX_CLIENTS) {
       conn.close(CLOSE_CODES.serverFull, `server full: MAX_CLIENTS=${this.d.config.MAX_CLIENTS} reached`);
@@ -169,7 +174,7 @@ export class Gateway {
     const now = this.d.clock.now().getTime();
     if (!conn.take(now)) {
       this.d.metrics.errors.inc({ code: 'message_flood' });
-      conn.close(CLOSE_CODES.policy, `message flood: more than ${500}/s`);
+      conn.close(CLOSE_CODES.policy, `message flood: more than ${this.d.config.MAX_MESSAGES_PER_SECOND}/s`);
       return;
     }
     this.seen(conn);
