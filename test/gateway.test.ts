@@ -105,6 +105,24 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     w.close();
   });
 
+  it('keeps the output lines a worker sends for its task, and refuses lines for work it does not hold', async () => {
+    const w = await connect(`w-log-${dialect}`, { ramGb: 130 });
+    const { id } = await createTask({ requirements: { min_ram_gb: 125 } });
+    await w.type('task');
+    w.send({ type: 'task_log', msg_id: 'l1', task_id: id, attempt: 1, lines: ['epoch 1', 'loss 0.5'] });
+    expect(await w.type('ack')).toMatchObject({ reply_to: 'l1', of: 'task_log' });
+    w.send({ type: 'task_log', msg_id: 'l2', task_id: id, attempt: 7, lines: ['stale'] });
+    expect(await w.type('error')).toMatchObject({ reply_to: 'l2', code: 'stale_attempt' });
+    w.send({ type: 'task_log', msg_id: 'l3', task_id: id, lines: [] });
+    expect(await w.type('error')).toMatchObject({ reply_to: 'l3', code: 'invalid_message' });
+    const logs = (await t.api('GET', `/api/tasks/${id}/logs`)).body.items;
+    expect(logs.map((l: { line: string }) => l.line)).toEqual(['epoch 1', 'loss 0.5']);
+    expect(logs[0]).toMatchObject({ rank: 0, attempt: 1 });
+    w.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 1 });
+    await w.type('ack');
+    w.close();
+  });
+
   it('stores the hardware in the seed columns and shows the client', async () => {
     const w = await connect(`w-hw-${dialect}`, { cores: 12, ramGb: 64, gpus: [24] });
     const c = (await t.api('GET', `/api/clients/w-hw-${dialect}`)).body;

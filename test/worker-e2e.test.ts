@@ -94,6 +94,11 @@ describe('ai-farm worker end to end', () => {
     const metrics = await ts.api('GET', `/api/tasks/${id}/metrics`);
     expect(metrics.status).toBe(200);
     expect(metrics.body.items.length).toBeGreaterThan(0);
+    // The command's other output lines reached the server (task_log), in order, before the result.
+    const logs = await ts.api('GET', `/api/tasks/${id}/logs`);
+    expect(logs.body.items.map((l: { line: string }) => l.line)).toEqual(
+      Array.from({ length: 8 }, (_, i) => `plain log line ${i + 1}`),
+    );
     await w.proc.waitFor(new RegExp(`task ${id}: completed`));
 
     // No worker has 4096 cores: the task waits, and says why.

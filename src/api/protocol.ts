@@ -169,6 +169,17 @@ export const HeartbeatMessage = Type.Object({
 });
 export type HeartbeatMessage = Static<typeof HeartbeatMessage>;
 
+/** Output lines of a task (a command's stdout/stderr), batched; kept on the server, bounded. */
+export const TaskLogMessage = Type.Object({
+  type: Type.Literal('task_log'),
+  msg_id: MsgId,
+  task_id: TaskId,
+  attempt: Type.Optional(Type.Integer({ minimum: 1 })),
+  rank: Type.Optional(Type.Integer({ minimum: 0 })),
+  lines: Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 200 }),
+});
+export type TaskLogMessage = Static<typeof TaskLogMessage>;
+
 /** Every message a client may send, by type. */
 export const CLIENT_MESSAGES = {
   register: RegisterMessage,
@@ -176,10 +187,16 @@ export const CLIENT_MESSAGES = {
   task_progress: TaskProgressMessage,
   task_result: TaskResultMessage,
   heartbeat: HeartbeatMessage,
+  task_log: TaskLogMessage,
 } as const satisfies Record<string, TSchema>;
 export type ClientMessageType = keyof typeof CLIENT_MESSAGES;
 export type ClientMessage =
-  RegisterMessage | TaskRequestMessage | TaskProgressMessage | TaskResultMessage | HeartbeatMessage;
+  | RegisterMessage
+  | TaskRequestMessage
+  | TaskProgressMessage
+  | TaskResultMessage
+  | HeartbeatMessage
+  | TaskLogMessage;
 
 // ---- server -> client ------------------------------------------------------------
 

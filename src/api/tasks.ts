@@ -165,3 +165,20 @@ export const TaskMetricsView = Type.Object({
   ),
 });
 export type TaskMetricsView = Static<typeof TaskMetricsView>;
+
+export const TaskLogLine = Type.Object({
+  at: Timestamp,
+  rank: Type.Integer(),
+  attempt: Type.Integer(),
+  line: Type.String(),
+});
+export type TaskLogLine = Static<typeof TaskLogLine>;
+
+export const TaskLogsQuery = Type.Object(
+  {
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 2000, default: 500, description: 'Newest lines to return.' }),
+    ),
+  },
+  { additionalProperties: false },
+);

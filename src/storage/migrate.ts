@@ -4,6 +4,7 @@ import type { Database } from './schema.js';
 import * as m001 from './migrations/001-initial.js';
 import * as m003 from './migrations/003-sessions.js';
 import * as m004 from './migrations/004-training.js';
+import * as m005 from './migrations/005-task-logs.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -14,6 +15,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '001-initial': m001,
   '003-sessions': m003,
   '004-training': m004,
+  '005-task-logs': m005,
 };
 
 /** Brings the schema up to date; returns the names applied now. */

@@ -200,6 +200,15 @@ export interface RoundUpdatesTable {
   accepted_at: Time;
 }
 
+export interface TaskLogsTable {
+  id: Generated<number>;
+  task_id: number;
+  at: Time;
+  rank: number;
+  attempt: number;
+  line: string;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -209,6 +218,7 @@ export interface Database {
   users: UsersTable;
   task_events: TaskEventsTable;
   task_metrics: TaskMetricsTable;
+  task_logs: TaskLogsTable;
   audit_log: AuditLogTable;
   sessions: SessionsTable;
   login_failures: LoginFailuresTable;

@@ -7,12 +7,14 @@ import type {
   Task,
   TaskEvent,
   TaskMetricsView,
+  TaskLogLine,
 } from '../api/tasks.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
 import { conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
+import { listLogLines } from '../storage/log-repo.js';
 import { listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { listRounds } from '../storage/training-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
@@ -197,6 +199,17 @@ export class TaskService {
         metrics: (parseJson(s.metrics) ?? {}) as Record<string, unknown>,
       })),
     };
+  }
+
+  /** The newest output lines workers sent for the task (task_log), oldest first. */
+  async logs(principal: Principal, id: number, limit = 500): Promise<TaskLogLine[]> {
+    await this.visible(principal, id);
+    return (await listLogLines(this.db, id, limit)).map((l) => ({
+      at: fromDbTime(l.at) as string,
+      rank: Number(l.rank),
+      attempt: Number(l.attempt),
+      line: l.line,
+    }));
   }
 
   /** Every attempt at every rank, oldest first. */

@@ -95,6 +95,11 @@ export class WorkerClient extends EventEmitter<WorkerClientEvents> {
     return this.request({ type: 'task_progress', ...report }, { expect: ['ack'] }) as Promise<Ack>;
   }
 
+  /** Sends a batch of a task's output lines (best effort, not retried). */
+  sendLog(report: { task_id: number; attempt: number; rank: number; lines: string[] }): Promise<Ack> {
+    return this.request({ type: 'task_log', ...report }, { expect: ['ack'] }) as Promise<Ack>;
+  }
+
   /**
    * Reports a task's outcome. Reliable: kept until acknowledged and sent again after a
    * reconnection with the same msg_id (the server counts a result once). Rejects with

@@ -44,6 +44,9 @@ interface Run {
   throttle: ProgressThrottle;
   paused: boolean;
   abandoned?: Abandoned | undefined;
+  /** Output lines not yet sent to the server (task_log), and the timer that sends them. */
+  logLines: string[];
+  logTimer?: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -207,6 +210,7 @@ export class Worker {
       task,
       paused: false,
       throttle: new ProgressThrottle((s) => this.sendProgress(run, s), this.opts.progressIntervalMs ?? 250),
+      logLines: [],
     };
     this.runs.set(task.id, run);
     this.opts.display.taskStarted(task);
@@ -228,7 +232,10 @@ export class Worker {
       onProgress: (progress, metrics, round) => {
         if (!run.abandoned) run.throttle.push({ progress, metrics, round });
       },
-      onOutput: (line) => this.opts.display.taskOutput(task.id, line),
+      onOutput: (line) => {
+        this.opts.display.taskOutput(task.id, line);
+        this.queueLog(run, line);
+      },
       token: this.opts.token,
       clientId: this.client.id,
     });
@@ -292,10 +299,33 @@ export class Worker {
       return;
     }
     run.throttle.flush();
+    // Lines go before the result: once the result ends the lease, the server refuses them.
+    this.flushLog(run);
     if (outcome.status === 'completed') this.session.total_tasks_completed++;
     this.report(run.task, outcome);
     const firstLine = outcome.error_log?.split('\n', 1)[0];
     this.finish(run, outcome.status + (outcome.status !== 'completed' && firstLine ? `: ${firstLine}` : ''));
+  }
+
+  /** Output lines reach the server in batches: at most one message a second, 200 lines each. */
+  private queueLog(run: Run, line: string): void {
+    if (run.abandoned) return;
+    run.logLines.push(line.length > 4096 ? line.slice(0, 4096) : line);
+    if (run.logLines.length >= 200) this.flushLog(run);
+    else run.logTimer ??= setTimeout(() => this.flushLog(run), 1000).unref();
+  }
+
+  private flushLog(run: Run): void {
+    if (run.logTimer) clearTimeout(run.logTimer);
+    run.logTimer = undefined;
+    const lines = run.logLines.splice(0, 200);
+    if (lines.length === 0 || !this.client.connected) return;
+    const { task } = run;
+    // Best effort: a batch lost with the connection is not sent again.
+    this.client
+      .sendLog({ task_id: task.id, attempt: task.attempt, rank: task.rank, lines })
+      .catch(() => undefined);
+    if (run.logLines.length > 0) this.flushLog(run);
   }
 
   private finish(run: Run, summary: string): void {

@@ -7,6 +7,7 @@ import {
   type HeartbeatMessage,
   type RegisterMessage,
   type TaskProgressMessage,
+  type TaskLogMessage,
   type TaskResultMessage,
 } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
@@ -15,6 +16,7 @@ import type { Config } from '../config/schema.js';
 import { AppError } from '../errors.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
 import { findClient, updateClient, upsertClient } from '../storage/client-repo.js';
+import { insertLogLines, pruneLogLines } from '../storage/log-repo.js';
 import type { Database } from '../storage/schema.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
@@ -44,6 +46,7 @@ export function heartbeatInterval(config: Config): number {
 /** Message handlers: thin, they check who is asking and call the services. */
 export class Handlers {
   private readonly lastHeartbeatWrite = new Map<string, number>();
+  private logBatches = 0;
 
   constructor(private readonly d: HandlerDeps) {}
 
@@ -59,6 +62,8 @@ export class Handlers {
         return this.progress(conn, client, msg);
       case 'task_result':
         return this.result(conn, client, msg);
+      case 'task_log':
+        return this.log(conn, client, msg);
     }
   }
 
@@ -196,6 +201,23 @@ export class Handlers {
     await this.d.leases.progress(client.id, taskId, msg);
     if (msg.msg_id !== undefined)
       conn.send({ type: 'ack', reply_to: msg.msg_id, of: 'task_progress', task_id: taskId });
+  }
+
+  /** Stores a batch of output lines of a task this client holds (bounded per task). */
+  private async log(conn: Connection, client: FarmClient, msg: TaskLogMessage): Promise<void> {
+    const taskId = taskIdOf(msg.task_id);
+    const lease = this.d.leases.lease(client.id, taskId, msg.attempt);
+    const at = toDbTime(this.d.clock.now(), true);
+    const prune = (this.logBatches = (this.logBatches + 1) % 50) === 0;
+    await this.d.writes.run(async (trx) => {
+      await insertLogLines(
+        trx,
+        msg.lines.map((line) => ({ task_id: taskId, at, rank: lease.rank, attempt: lease.attempt, line })),
+      );
+      if (prune) await pruneLogLines(trx, taskId);
+    });
+    if (msg.msg_id !== undefined)
+      conn.send({ type: 'ack', reply_to: msg.msg_id, of: 'task_log', task_id: taskId });
   }
 
   private async result(conn: Connection, client: FarmClient, msg: TaskResultMessage): Promise<void> {

@@ -8,6 +8,8 @@ import {
   ListTasksQuery,
   Task,
   TaskEvent,
+  TaskLogLine,
+  TaskLogsQuery,
   TaskMetricsView,
 } from '../../api/tasks.js';
 import { principalOf } from '../auth.js';
@@ -127,5 +129,19 @@ export const taskRoutes =
         },
       },
       async (req) => ({ items: await services.tasks.assignments(principalOf(req), req.params.id) }),
+    );
+    app.get(
+      '/api/tasks/:id/logs',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: "A task's output lines as workers sent them (newest 2,000 kept)",
+          params: IdParam,
+          querystring: TaskLogsQuery,
+          response: { 200: Type.Object({ items: Type.Array(TaskLogLine) }), ...errors },
+        },
+      },
+      async (req) => ({ items: await services.tasks.logs(principalOf(req), req.params.id, req.query.limit) }),
     );
   };

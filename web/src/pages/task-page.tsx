@@ -1,5 +1,11 @@
 import { useState } from 'preact/hooks';
-import type { AssignmentView, Task, TaskEvent, TaskMetricsView } from '../../../src/api/tasks.js';
+import type {
+  AssignmentView,
+  Task,
+  TaskEvent,
+  TaskLogLine,
+  TaskMetricsView,
+} from '../../../src/api/tasks.js';
 import type { CurrentRoundView } from '../../../src/training/training-api.js';
 import { api, errorMessage, isMissingRoute } from '../api.js';
 import {
@@ -48,6 +54,7 @@ export function TaskPage({ id }: { id: number }) {
   useTick(5000);
   const task = useAsync(() => api<Task>('GET', `/api/tasks/${id}`), [id]);
   const events = useAsync(() => api<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`), [id]);
+  const logs = useAsync(() => api<{ items: TaskLogLine[] }>('GET', `/api/tasks/${id}/logs?limit=500`), [id]);
   const assignments = useAsync(
     () => optional<{ items: AssignmentView[] }>(`/api/tasks/${id}/assignments`),
     [id],
@@ -70,12 +77,14 @@ export function TaskPage({ id }: { id: number }) {
   const refreshAll = useThrottled(() => {
     void task.reload();
     void events.reload();
+    void logs.reload();
     void assignments.reload();
     void metrics.reload();
     if (isTraining(task.data)) void current.reload();
   }, 2000);
   const refreshMetrics = useThrottled(() => {
     void metrics.reload();
+    void logs.reload();
     void assignments.reload();
     if (isTraining(task.data)) void current.reload();
   }, HISTORY_MS);
@@ -290,6 +299,17 @@ export function TaskPage({ id }: { id: number }) {
           <pre class="code">{json(t.result)}</pre>
         </Section>
       ) : null}
+
+      <Section title="Logs">
+        <ErrorNote error={logs.error} />
+        {logs.data && logs.data.items.length === 0 ? (
+          <p class="muted">No output yet: workers send what the task prints (newest 500 lines shown).</p>
+        ) : (
+          <pre class="code logs" aria-label="Task output, oldest first" tabIndex={0}>
+            {logs.data?.items.map((l) => `[rank ${l.rank} #${l.attempt}] ${l.line}`).join('\n')}
+          </pre>
+        )}
+      </Section>
 
       <Section title="Events">
         <ErrorNote error={events.error} />

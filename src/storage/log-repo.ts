@@ -1,0 +1,40 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Output lines kept per task; older ones are dropped. */
+export const LOG_LINES_KEPT = 2000;
+
+export async function insertLogLines(
+  db: Db,
+  rows: { task_id: number; at: string; rank: number; attempt: number; line: string }[],
+): Promise<void> {
+  if (rows.length > 0) await db.insertInto('task_logs').values(rows).execute();
+}
+
+/** The newest `limit` lines of a task, oldest first. */
+export async function listLogLines(db: Db, taskId: number, limit: number) {
+  const rows = await db
+    .selectFrom('task_logs')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.reverse();
+}
+
+/** Keeps the newest LOG_LINES_KEPT lines of a task. */
+export async function pruneLogLines(db: Db, taskId: number): Promise<void> {
+  const cutoff = await db
+    .selectFrom('task_logs')
+    .select('id')
+    .where('task_id', '=', taskId)
+    .orderBy('id', 'desc')
+    .offset(LOG_LINES_KEPT)
+    .limit(1)
+    .executeTakeFirst();
+  if (cutoff)
+    await db.deleteFrom('task_logs').where('task_id', '=', taskId).where('id', '<=', cutoff.id).execute();
+}
