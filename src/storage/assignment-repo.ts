@@ -1,4 +1,5 @@
 import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import { keepNewestOfTask, newestOfTask } from './task-history.js';
 import type { AssignmentStatus, Database, TaskAssignmentsTable } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -93,27 +94,10 @@ export async function insertMetricSample(
 }
 
 export async function listMetricSamples(db: Db, taskId: number, limit: number) {
-  const rows = await db
-    .selectFrom('task_metrics')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
-  return rows.reverse();
+  return newestOfTask(db, 'task_metrics', taskId, limit);
 }
 
 /** Keeps at most `keep` history rows for a task, dropping the oldest. */
 export async function pruneMetricSamples(db: Db, taskId: number, keep: number): Promise<void> {
-  const cutoff = await db
-    .selectFrom('task_metrics')
-    .select('id')
-    .where('task_id', '=', taskId)
-    .orderBy('id', 'desc')
-    .offset(keep)
-    .limit(1)
-    .executeTakeFirst();
-  if (cutoff) {
-    await db.deleteFrom('task_metrics').where('task_id', '=', taskId).where('id', '<=', cutoff.id).execute();
-  }
+  await keepNewestOfTask(db, 'task_metrics', taskId, keep);
 }

@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from './schema.js';
+import { keepNewestOfTask, newestOfTask } from './task-history.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -15,26 +16,10 @@ export async function insertLogLines(
 
 /** The newest `limit` lines of a task, oldest first. */
 export async function listLogLines(db: Db, taskId: number, limit: number) {
-  const rows = await db
-    .selectFrom('task_logs')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
-  return rows.reverse();
+  return newestOfTask(db, 'task_logs', taskId, limit);
 }
 
 /** Keeps the newest LOG_LINES_KEPT lines of a task. */
 export async function pruneLogLines(db: Db, taskId: number): Promise<void> {
-  const cutoff = await db
-    .selectFrom('task_logs')
-    .select('id')
-    .where('task_id', '=', taskId)
-    .orderBy('id', 'desc')
-    .offset(LOG_LINES_KEPT)
-    .limit(1)
-    .executeTakeFirst();
-  if (cutoff)
-    await db.deleteFrom('task_logs').where('task_id', '=', taskId).where('id', '<=', cutoff.id).execute();
+  await keepNewestOfTask(db, 'task_logs', taskId, LOG_LINES_KEPT);
 }
