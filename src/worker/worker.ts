@@ -65,6 +65,8 @@ export class Worker {
   private readonly executors: ExecutorRegistry;
   private readonly runs = new Map<number, Run>();
   private readonly deliveries = new Set<Promise<unknown>>();
+  /** Assignments (task/attempt/rank) whose result is sent but not yet acknowledged. */
+  private readonly delivering = new Set<string>();
   private readonly session: SessionInfo;
   private readonly maxTasks: number;
   private registrations = 0;
@@ -186,6 +188,9 @@ export class Worker {
 
   private onTask(task: TaskData): void {
     if (this.stopping) return;
+    // After a reconnection the server sends its live assignments again; one whose result
+    // is still on its way (the SDK re-sends it) is finished here and must not run twice.
+    if (this.delivering.has(assignmentKey(task))) return;
     const current = this.runs.get(task.id);
     if (current && current.task.attempt === task.attempt && current.task.rank === task.rank) {
       // The same assignment again (after a reconnection): only its paused flag may be news.
@@ -336,6 +341,8 @@ export class Worker {
 
   /** Sends a task's result; kept and re-sent by the SDK until the server acknowledges it. */
   private report(task: TaskData, outcome: ExecutionOutcome): void {
+    const key = assignmentKey(task);
+    this.delivering.add(key);
     const delivery = this.client
       .sendResult({
         task_id: task.id,
@@ -351,10 +358,15 @@ export class Worker {
         const why = err instanceof Error ? err.message : String(err);
         this.opts.display.warn(`task ${task.id}: result not accepted (${why})`);
       })
-      .finally(() => this.deliveries.delete(delivery));
+      .finally(() => {
+        this.deliveries.delete(delivery);
+        this.delivering.delete(key);
+      });
     this.deliveries.add(delivery);
   }
 }
+
+const assignmentKey = (t: Pick<TaskData, 'id' | 'attempt' | 'rank'>) => `${t.id}/${t.attempt}/${t.rank}`;
 
 /** Error codes meaning this client no longer holds the task's lease. */
 function isLeaseGone(code: string): boolean {
