@@ -5,6 +5,7 @@ import * as m001 from './migrations/001-initial.js';
 import * as m003 from './migrations/003-sessions.js';
 import * as m004 from './migrations/004-training.js';
 import * as m005 from './migrations/005-task-logs.js';
+import * as m006 from './migrations/006-instances.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '003-sessions': m003,
   '004-training': m004,
   '005-task-logs': m005,
+  '006-instances': m006,
 };
 
 /** Brings the schema up to date; returns the names applied now. */

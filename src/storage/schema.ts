@@ -94,6 +94,8 @@ export interface ClientsTable {
   cordoned: ColumnType<number, number | undefined, number>;
   registered_at: Time;
   utilization: NullableJson;
+  /** The server instance holding its socket (or its leases after a takeover); migration 006. */
+  instance_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface ApiTokensTable {
@@ -209,6 +211,22 @@ export interface TaskLogsTable {
   line: string;
 }
 
+/** A running server instance and its heartbeat (migration 006). */
+export interface ServerInstancesTable {
+  id: string;
+  host: string;
+  pid: number;
+  started_at: Time;
+  heartbeat_at: Time;
+}
+
+/** The instance that aggregates a training task's rounds (migration 006). */
+export interface TrainingOwnersTable {
+  task_id: number;
+  instance_id: string;
+  acquired_at: Time;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -224,4 +242,6 @@ export interface Database {
   login_failures: LoginFailuresTable;
   training_rounds: TrainingRoundsTable;
   round_updates: RoundUpdatesTable;
+  server_instances: ServerInstancesTable;
+  training_owners: TrainingOwnersTable;
 }
