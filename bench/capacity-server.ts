@@ -1,0 +1,217 @@
+/**
+ * A server under test in the connection capacity benchmark, as a child process of
+ * bench/capacity.ts (run with --expose-gc so memory is sampled after a full collection).
+ *
+ * CAP_KIND=farm: the real composition (src/main.ts startServer) on a scratch SQLite
+ * database, RATE_LIMIT off, MAX_CLIENTS=CAP_MAX_CLIENTS, CONNECTION_TIMEOUT=90 (so the
+ * heartbeat_interval it asks for is 30 s), and a worker token for the load generators.
+ * CAP_KIND=bare: a plain `ws` server that answers `register` and `heartbeat` with a
+ * constant acknowledgement and does nothing else: the floor a WebSocket server costs.
+ *
+ * Both measure their own event-loop delay (perf_hooks.monitorEventLoopDelay) and CPU and
+ * report them, and their memory, to the driver over IPC only.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { WebSocketServer } from 'ws';
+import { generateToken, TokenService } from '../src/auth/token-service.js';
+import { loadConfig } from '../src/config/load.js';
+import { startServer } from '../src/main.js';
+import { systemClock } from '../src/storage/values.js';
+import type { MemorySample, ServerMessage, ServerRequest, ServerStats } from './capacity-common.js';
+
+const kind = process.env.CAP_KIND === 'bare' ? 'bare' : 'farm';
+const maxClients = Number(process.env.CAP_MAX_CLIENTS ?? '20000');
+/** Same limit for both servers: the farm's MAX_MESSAGE_BYTES default. */
+const MAX_PAYLOAD = 1024 * 1024;
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with --expose-gc');
+
+function send(m: ServerMessage): void {
+  process.send?.(m);
+}
+
+/**
+ * The histogram records the time between ticks of a timer of this period, so a loop that is
+ * never late records the period itself: the delay is a value minus the period.
+ */
+const RESOLUTION_MS = 10;
+const loop = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+loop.enable();
+let windowCpu = process.cpuUsage();
+let windowAt = performance.now();
+
+interface Running {
+  wsUrl: string;
+  token: string | null;
+  connections(): number;
+  stop(): Promise<void>;
+}
+
+async function startFarm(): Promise<Running> {
+  const dir = mkdtempSync(join(tmpdir(), 'aifarm-capacity-'));
+  const loaded = loadConfig({
+    env: {},
+    flags: {
+      SERVER_HOST: '127.0.0.1',
+      SERVER_PORT: 0,
+      WEBSOCKET_PORT: 0,
+      MODEL_SERVER_PORT: 0,
+      DATABASE_URL: join(dir, 'capacity.sqlite'),
+      DATA_DIR: join(dir, 'data'),
+      LOG_DIR: join(dir, 'logs'),
+      CHECKPOINT_DIR: join(dir, 'checkpoints'),
+      MODEL_CACHE_DIR: join(dir, 'model_cache'),
+      RATE_LIMIT: 'off',
+      LOG_LEVEL: 'info',
+      MAX_CLIENTS: maxClients,
+      CONNECTION_TIMEOUT: 90,
+      ADMIN_TOKEN: generateToken(),
+    },
+  });
+  if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
+  const server = await startServer(loaded.config).catch((err: unknown) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  });
+  const worker = await new TokenService(server.database.db, systemClock).create(
+    'capacity-workers',
+    'worker',
+    'bench',
+  );
+  // The gateway is not exported by RunningServer; the connected clients are in its metrics.
+  let connections = 0;
+  const refresh = async () => {
+    const { body } = await server.services.monitoring.prometheus();
+    const m = /^aifarm_connected_clients(?:\{[^}]*\})? (\d+)/m.exec(body);
+    connections = m ? Number(m[1]) : -1;
+  };
+  return {
+    wsUrl: server.wsUrl,
+    token: worker.token,
+    connections: () => connections,
+    stop: async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    ...{ refresh },
+  } as Running & { refresh(): Promise<void> };
+}
+
+async function startBare(): Promise<Running> {
+  const REGISTERED = JSON.stringify({ type: 'registered', heartbeat_interval: 30 });
+  const wss = new WebSocketServer({
+    host: '127.0.0.1',
+    port: 0,
+    perMessageDeflate: false,
+    maxPayload: MAX_PAYLOAD,
+  });
+  await new Promise<void>((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', reject);
+  });
+  wss.on('connection', (ws) => {
+    ws.on('error', () => undefined);
+    ws.on('message', (data: Buffer) => {
+      // The trivial acknowledgement: enough of the message to answer it, nothing kept.
+      let type: unknown;
+      try {
+        type = (JSON.parse(data.toString('utf8')) as { type?: unknown }).type;
+      } catch {
+        return;
+      }
+      if (type === 'heartbeat') ws.send('{"type":"heartbeat_ack"}');
+      else if (type === 'register') ws.send(REGISTERED);
+    });
+  });
+  const port = (wss.address() as { port: number }).port;
+  return {
+    wsUrl: `ws://127.0.0.1:${port}`,
+    token: 'bare-server-ignores-it',
+    connections: () => wss.clients.size,
+    stop: async () => {
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
+}
+
+const running = kind === 'farm' ? await startFarm() : await startBare();
+
+function memory(collect: boolean): MemorySample {
+  if (collect) {
+    // Twice: objects freed by the first collection's finalizers go in the second.
+    gc?.();
+    gc?.();
+  }
+  const m = process.memoryUsage();
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+  };
+}
+
+async function stats(): Promise<ServerStats> {
+  const r = running as Running & { refresh?: () => Promise<void> };
+  if (r.refresh) await r.refresh();
+  const cpu = process.cpuUsage(windowCpu);
+  const ms = (ns: number) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
+  return {
+    connections: running.connections(),
+    cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
+    wall: (performance.now() - windowAt) / 1000,
+    loop: {
+      p50: ms(loop.percentile(50)),
+      p99: ms(loop.percentile(99)),
+      max: ms(loop.max),
+      mean: ms(loop.mean),
+    },
+  };
+}
+
+async function handle(req: ServerRequest): Promise<unknown> {
+  switch (req.cmd) {
+    case 'memory':
+      return memory(req.gc);
+    case 'window-start':
+      windowCpu = process.cpuUsage();
+      windowAt = performance.now();
+      loop.reset();
+      return null;
+    case 'stats':
+      return stats();
+    case 'stop':
+      loop.disable();
+      await running.stop();
+      return null;
+  }
+}
+
+process.on('message', (raw) => {
+  const req = raw as ServerRequest;
+  handle(req).then(
+    (value) => {
+      send({ type: 'reply', id: req.id, ok: true, value });
+      if (req.cmd === 'stop') setImmediate(() => process.exit(0));
+    },
+    (err: unknown) =>
+      send({
+        type: 'reply',
+        id: req.id,
+        ok: false,
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      }),
+  );
+});
+// The driver gone means nobody will ask us to stop: clean up and leave.
+process.on('disconnect', () => {
+  void running.stop().finally(() => process.exit(1));
+});
+
+send({ type: 'ready', wsUrl: running.wsUrl, token: running.token, pid: process.pid });
