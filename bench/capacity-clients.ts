@@ -23,6 +23,8 @@ const c: ClientsCounters = {
   cpu: 0,
 };
 let job: Connect | null = null;
+/** The next local index to open. */
+let next = 0;
 let beater: NodeJS.Timeout | null = null;
 let stopping = false;
 
@@ -112,22 +114,26 @@ function open(j: Connect, index: number): Promise<boolean> {
   });
 }
 
-async function connectAll(j: Connect): Promise<void> {
-  job = j;
-  sockets.length = j.count;
-  sockets.fill(null);
-  let next = 0;
+async function connectAll(req: Connect): Promise<void> {
+  if (!job) {
+    job = req;
+    sockets.length = req.count;
+    sockets.fill(null);
+  }
+  const j = job;
+  const upTo = Math.min(req.upTo, j.count);
+  const from = next;
   const deadline = Date.now() + j.timeoutMs;
   const lane = async () => {
-    while (next < j.count && Date.now() < deadline && !stopping) await open(j, next++);
+    while (next < upTo && Date.now() < deadline && !stopping) await open(j, next++);
   };
   const progress = setInterval(
     () => send({ type: 'progress', registered: c.registered, failed: c.failed }),
     250,
   );
-  await Promise.all(Array.from({ length: Math.min(j.parallel, j.count) }, lane));
+  await Promise.all(Array.from({ length: Math.min(j.parallel, upTo - from) }, lane));
   clearInterval(progress);
-  if (next < j.count) problem(`${j.count - next} connections not tried: connect phase timed out`);
+  if (next < upTo) problem(`${upTo - next} connections not tried: connect phase timed out`);
   send({ type: 'progress', registered: c.registered, failed: c.failed });
   send({ type: 'connected', counters: counters() });
 }

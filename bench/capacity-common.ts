@@ -68,6 +68,11 @@ export type ClientsRequest =
       heartbeatMs: number;
       /** Give up connecting after this long. */
       timeoutMs: number;
+      /**
+       * Open this generator's connections up to this local index (exclusive); a later
+       * `connect` with a higher one opens the rest (the other fields are read only once).
+       */
+      upTo: number;
     }
   /** Start heartbeats, the run's first at `at` (epoch ms, the same for every generator). */
   | { cmd: 'beat'; at: number }

@@ -265,8 +265,17 @@ interface Result {
   connectSeconds: number;
   baseline: MemorySample;
   loaded: MemorySample;
+  /** Memory with half the connections held (heartbeats going on). */
+  half: MemorySample;
+  halfHeld: number;
   /** Bytes per connection: (loaded - baseline) / connections held. */
   perConnection: { rss: number; heapUsed: number; external: number };
+  /**
+   * Bytes per connection from the second half alone: (loaded - half) / (held - halfHeld).
+   * Costs that do not grow with connections (a young generation grown by the connect phase's
+   * allocations, compiled code) cancel out.
+   */
+  marginal: { rss: number; heapUsed: number; external: number };
   connectLoop: ServerStats['loop'];
   window: ServerStats;
   /** Server CPU over the window, % of one core. */
@@ -330,59 +339,73 @@ async function runOne(kind: ServerKind): Promise<Result> {
     }
     // Started (tsx compiles them) before the clock of the connect phase starts.
     await Promise.all(gens.map((gen) => gen.next('ready', 60_000)));
-    for (const [g, gen] of gens.entries()) {
-      gen.send({
-        cmd: 'connect',
-        wsUrl: ready.wsUrl,
-        token: ready.token,
-        first: g * share,
-        count: Math.min(share, N - g * share),
-        total: N,
-        parallel: PARALLEL,
-        sources,
-        heartbeatMs: HEARTBEAT * 1000,
-        timeoutMs: CONNECT_TIMEOUT_MS,
-      });
-    }
+    const counts = gens.map((_, g) => Math.min(share, N - g * share));
 
-    const bar = new cliProgress.SingleBar(
-      {
-        format: `${kind.padEnd(4)} connecting |{bar}| {value}/{total} registered, {failed} failed, {rate}/s`,
-        hideCursor: true,
-      },
-      cliProgress.Presets.shades_classic,
-    );
-    const t0 = performance.now();
-    bar.start(N, 0, { failed: 0, rate: 0 });
-    const ticker = setInterval(() => {
-      const registered = gens.reduce((s, g) => s + g.registered, 0);
-      const failed = gens.reduce((s, g) => s + g.failed, 0);
-      const rate = Math.round(registered / ((performance.now() - t0) / 1000));
-      bar.update(registered, { failed, rate });
-    }, 250);
-    let connectedCounters: ClientsCounters[];
-    try {
-      connectedCounters = await Promise.all(
-        gens.map(async (g) => (await g.next('connected', CONNECT_TIMEOUT_MS + 70_000)).counters),
+    /** Opens each generator's connections up to `fraction` of its share, with a progress bar. */
+    const connect = async (fraction: number, label: string): Promise<ClientsCounters[]> => {
+      const from = gens.reduce((s, g) => s + g.registered + g.failed, 0);
+      for (const [g, gen] of gens.entries()) {
+        gen.send({
+          cmd: 'connect',
+          wsUrl: ready.wsUrl,
+          token: ready.token,
+          first: g * share,
+          count: counts[g] as number,
+          total: N,
+          parallel: PARALLEL,
+          sources,
+          heartbeatMs: HEARTBEAT * 1000,
+          timeoutMs: CONNECT_TIMEOUT_MS,
+          upTo: Math.round((counts[g] as number) * fraction),
+        });
+      }
+      const bar = new cliProgress.SingleBar(
+        {
+          format: `${kind.padEnd(4)} ${label} |{bar}| {value}/{total} registered, {failed} failed, {rate}/s`,
+          hideCursor: true,
+        },
+        cliProgress.Presets.shades_classic,
       );
-    } finally {
-      clearInterval(ticker);
-      const registered = gens.reduce((s, g) => s + g.registered, 0);
-      bar.update(registered, { failed: gens.reduce((s, g) => s + g.failed, 0) });
-      bar.stop();
-    }
-    const connectSeconds = (performance.now() - t0) / 1000;
+      const t0 = performance.now();
+      bar.start(N, from, { failed: 0, rate: 0 });
+      const update = () => {
+        const registered = gens.reduce((s, g) => s + g.registered, 0);
+        const failed = gens.reduce((s, g) => s + g.failed, 0);
+        const rate = Math.round((registered + failed - from) / ((performance.now() - t0) / 1000));
+        bar.update(registered, { failed, rate });
+      };
+      const ticker = setInterval(update, 250);
+      try {
+        return await Promise.all(
+          gens.map(async (g) => (await g.next('connected', CONNECT_TIMEOUT_MS + 70_000)).counters),
+        );
+      } finally {
+        clearInterval(ticker);
+        update();
+        bar.stop();
+        connectSeconds += (performance.now() - t0) / 1000;
+      }
+    };
+    let connectSeconds = 0;
+
+    // Half the connections, heartbeats going, memory settled: the first point of the slope.
+    await connect(0.5, 'connecting 1/2');
+    const beatAt = Date.now() + 500;
+    for (const g of gens) g.send({ cmd: 'beat', at: beatAt });
+    await sleep(500 + WARMUP * 1000);
+    const half = await settledMemory(server, 5);
+    const halfHeld = (await server.request<ServerStats>({ cmd: 'stats' })).connections;
+
+    // All of them.
+    await server.request({ cmd: 'window-start' });
+    const connectedCounters = await connect(1, 'connecting 2/2');
     const registered = sum(connectedCounters, 'registered');
     if (registered < N) {
       problems.push(`${registered} of ${N} workers registered`);
       for (const c of connectedCounters) problems.push(...c.problems.slice(0, 5));
     }
     const connectStats = await server.request<ServerStats>({ cmd: 'stats' });
-
-    // Heartbeats, the run's connections spread evenly over the interval.
-    const beatAt = Date.now() + 500;
-    for (const g of gens) g.send({ cmd: 'beat', at: beatAt });
-    await sleep(500 + WARMUP * 1000);
+    await sleep(WARMUP * 1000);
 
     const before = await Promise.all(gens.map((g) => g.counters()));
     await server.request({ cmd: 'window-start' });
@@ -418,6 +441,7 @@ async function runOne(kind: ServerKind): Promise<Result> {
       problems.push(`server holds ${final.connections} connections, ${registered} registered`);
 
     const held = final.connections > 0 ? final.connections : registered;
+    const slope = (k: keyof MemorySample) => (loaded[k] - half[k]) / (held - halfHeld);
     const genCpu = sum(after, 'cpu') - sum(before, 'cpu');
     return {
       server: kind,
@@ -428,11 +452,14 @@ async function runOne(kind: ServerKind): Promise<Result> {
       connectSeconds,
       baseline,
       loaded,
+      half,
+      halfHeld,
       perConnection: {
         rss: (loaded.rss - baseline.rss) / held,
         heapUsed: (loaded.heapUsed - baseline.heapUsed) / held,
         external: (loaded.external - baseline.external) / held,
       },
+      marginal: { rss: slope('rss'), heapUsed: slope('heapUsed'), external: slope('external') },
       connectLoop: connectStats.loop,
       window,
       cpuPercent: (100 * (window.cpu.user + window.cpu.system)) / window.wall,
@@ -454,23 +481,24 @@ const f0 = (x: number) => x.toFixed(0);
 
 function table(results: Result[]): string {
   const head =
-    '| server | connections | connect time | RSS idle -> held | RSS / conn | heap / conn | external / conn | CPU, % of a core | heartbeats/s | loop p50 / p99 / max | loop p99 while connecting |';
+    '| server | connections | connect time | RSS idle -> half -> all | RSS / conn | heap / conn | RSS / conn, 2nd half | heap / conn, 2nd half | CPU, % of a core | heartbeats/s | loop delay p50 / p99 / max | loop p99 while connecting |';
   const rows = results.map((r) =>
     [
       r.server === 'farm' ? 'AI Farm (SQLite)' : 'bare `ws`',
       r.connected,
       `${f0(r.connectSeconds)} s`,
-      `${f0(r.baseline.rss / MB)} -> ${f0(r.loaded.rss / MB)} MB`,
+      `${f0(r.baseline.rss / MB)} -> ${f0(r.half.rss / MB)} -> ${f0(r.loaded.rss / MB)} MB`,
       `${f1(r.perConnection.rss / KB)} KB`,
       `${f1(r.perConnection.heapUsed / KB)} KB`,
-      `${f1(r.perConnection.external / KB)} KB`,
+      `${f1(r.marginal.rss / KB)} KB`,
+      `${f1(r.marginal.heapUsed / KB)} KB`,
       f1(r.cpuPercent),
       f0(r.heartbeatsPerSec),
       `${f1(r.window.loop.p50)} / ${f1(r.window.loop.p99)} / ${f1(r.window.loop.max)} ms`,
       `${f1(r.connectLoop.p99)} ms`,
     ].join(' | '),
   );
-  return [head, `|${' --- |'.repeat(11)}`, ...rows.map((r) => `| ${r} |`)].join('\n');
+  return [head, `|${' --- |'.repeat(12)}`, ...rows.map((r) => `| ${r} |`)].join('\n');
 }
 
 function goals(results: Result[]): string[] {
@@ -480,9 +508,10 @@ function goals(results: Result[]): string[] {
   if (farm && bare) {
     const extra = (farm.perConnection.rss - bare.perConnection.rss) / KB;
     const extraHeap = (farm.perConnection.heapUsed - bare.perConnection.heapUsed) / KB;
+    const marginal = (farm.marginal.rss - bare.marginal.rss) / KB;
     out.push(
       `At most 16 KB per connection beyond the bare server: ${extra <= 16 ? 'met' : 'NOT met'} — ` +
-        `${f1(extra)} KB RSS (${f1(extraHeap)} KB of it heap)`,
+        `${f1(extra)} KB RSS (${f1(extraHeap)} KB heap); second half alone ${f1(marginal)} KB RSS`,
     );
   }
   if (farm) {
@@ -522,7 +551,11 @@ try {
 
 let commit = 'unknown';
 try {
-  commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: HERE }).toString().trim();
+  commit =
+    process.env.BENCH_COMMIT ??
+    execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: HERE, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
 } catch {
   // Not a git checkout.
 }
