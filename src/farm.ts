@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { TokenService } from './auth/token-service.js';
 import type { Bus } from './bus/bus.js';
+import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
 import { recoverRegistry } from './clients/recovery.js';
 import { ClientRegistry } from './clients/registry.js';
 import type { Config } from './config/schema.js';
@@ -31,6 +32,8 @@ export interface Farm {
   /** Rounds of distributed training tasks (src/training). */
   training: RoundCoordinator;
   trainingPaths: TrainingPaths;
+  /** Which clients are connected farm-wide (this instance's registry, plus Redis when shared). */
+  presence: Presence;
   /** Restores leases and the queue from the database, opens the WebSocket port; returns it. */
   start(): Promise<number>;
   /** Closes sockets, writes pending progress, drains the write queue. */
@@ -46,6 +49,10 @@ export function createFarm(d: {
   logger: Logger;
   /** Called once a training task's final model is stored (TorchServe registration). */
   onTrainingComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
+  /** This process (src/cluster/instance-id.ts); names it in presence. */
+  instanceId?: string;
+  /** Builds the presence over this instance's connected clients (default: in-process). */
+  presence?: (local: LocalClients) => Presence;
 }): Farm {
   const logger = d.logger.child({ component: 'farm' });
   const registry = new ClientRegistry();
@@ -80,9 +87,14 @@ export function createFarm(d: {
     logger,
     metrics,
   });
-  const monitoring = new MonitoringService(registry, metrics, countTasks);
+  const localClients: LocalClients = () => registry.connectedIds();
+  const presence = d.presence
+    ? d.presence(localClients)
+    : new InProcessPresence(d.instanceId ?? 'local', localClients);
+  const monitoring = new MonitoringService(registry, metrics, countTasks, presence);
   const unsubscribe: (() => void)[] = [];
   let flusher: NodeJS.Timeout | null = null;
+  let pendingSweep: NodeJS.Timeout | null = null;
   const fail = (what: string) => (err: unknown) => logger.error({ err }, what);
 
   return {
@@ -95,6 +107,7 @@ export function createFarm(d: {
     monitoring,
     training,
     trainingPaths,
+    presence,
     async start() {
       const restored = await recoverRegistry(d.db, registry, d.clock, d.config.MAX_TASKS_PER_CLIENT);
       if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
@@ -121,21 +134,47 @@ export function createFarm(d: {
             })
             .catch(fail('client refresh failed'));
         }),
+        d.bus.subscribe('client.changed', (m) => {
+          if (m.connected !== undefined) void presence.changed(m.client_id);
+        }),
       );
+      presence.start();
       // Open rounds resume before any client can reconnect and ask for its task.
       await training.start();
       await dispatcher.loadPending();
       flusher = setInterval(() => void leases.flushDirty().catch(fail('progress flush failed')), 1000);
+      // Safety net for wake-ups the bus may have lost (Redis away, another instance's
+      // message missed): pending tasks this dispatcher does not know are read again.
+      pendingSweep = setInterval(
+        () => void sweepPending(d.db, dispatcher).catch(fail('pending sweep failed')),
+        PENDING_SWEEP_MS,
+      );
       return gateway.listen(d.config.SERVER_HOST, d.config.WEBSOCKET_PORT);
     },
     async stop() {
       dispatcher.close();
       if (flusher) clearInterval(flusher);
+      if (pendingSweep) clearInterval(pendingSweep);
       for (const u of unsubscribe) u();
       await gateway.close();
+      await presence.close();
       await training.stop();
       await leases.flushDirty().catch(fail('progress flush failed'));
       await writes.close();
     },
   };
+}
+
+/** How often pending tasks are looked for in the database, in case a wake-up was lost, ms. */
+const PENDING_SWEEP_MS = 5_000;
+
+async function sweepPending(db: Kysely<Database>, dispatcher: Dispatcher): Promise<void> {
+  const rows = await db
+    .selectFrom('tasks')
+    .select('id')
+    .where('status', '=', 'pending')
+    .orderBy('id')
+    .limit(1000)
+    .execute();
+  for (const r of rows) if (!dispatcher.has(r.id)) await dispatcher.refresh(r.id);
 }

@@ -1,7 +1,13 @@
 import type { AddressInfo } from 'node:net';
-import { TokenService } from './auth/token-service.js';
+import type { Principal } from './auth/principal.js';
+import { TOKEN_CACHE_TTL_MS, TokenService } from './auth/token-service.js';
 import { InProcessBus, type Bus } from './bus/bus.js';
+import { RedisPresence } from './bus/presence.js';
 import { RedisBus } from './bus/redis-bus.js';
+import { RedisLink } from './bus/redis-link.js';
+import { InProcessCache, type CacheProvider } from './cache/cache.js';
+import { RedisCache } from './cache/redis-cache.js';
+import { createInstanceId } from './cluster/instance-id.js';
 import { ClientService } from './clients/client-service.js';
 import type { Config } from './config/schema.js';
 import { createFarm } from './farm.js';
@@ -24,6 +30,8 @@ import { TrainingService } from './training/training-service.js';
 /** A running server and how to stop it. */
 export interface RunningServer {
   config: Config;
+  /** This process among the farm's server instances (random, made at start). */
+  instanceId: string;
   logger: Logger;
   database: DatabaseHandle;
   http: App;
@@ -57,6 +65,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     console: opts.console ?? 'off',
   });
   const { logger } = loggers;
+  const instanceId = createInstanceId();
   const cleanups: (() => Promise<void> | void)[] = [() => loggers.close()];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await c();
@@ -67,12 +76,23 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const applied = await migrateToLatest(database.db, database.dialect);
     logger.info({ database: database.describe, applied }, 'database ready');
 
-    // With Redis, control messages and wake-ups also reach other instances.
-    const bus: Bus = config.REDIS_URL
-      ? new RedisBus(config.REDIS_URL, logger)
+    // With Redis, control messages, wake-ups, cache invalidations, presence and rate-limit
+    // counts are shared with the other instances; without it, all of them stay in-process.
+    const redis = config.REDIS_URL
+      ? new RedisLink({ url: config.REDIS_URL, prefix: config.REDIS_KEY_PREFIX, instanceId, logger })
+      : null;
+    if (redis) cleanups.push(() => redis.close());
+    const bus: Bus = redis
+      ? new RedisBus(redis, logger)
       : new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
     cleanups.push(() => bus.close());
-    const tokens = new TokenService(database.db, clock);
+    const cache: CacheProvider = redis ? new RedisCache(redis, logger) : new InProcessCache();
+    cleanups.push(() => cache.close());
+    const tokens = new TokenService(
+      database.db,
+      clock,
+      cache.space<Principal>('token', { ttlMs: TOKEN_CACHE_TTL_MS, localTtlMs: 0 }),
+    );
     let modelBase = '';
     const torchserve = async (taskId: number): Promise<void> => {
       const r = await registerWithTorchServe(
@@ -96,6 +116,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       tokens,
       clock,
       logger,
+      instanceId,
+      ...(redis ? { presence: (local) => new RedisPresence(redis, local, logger) } : {}),
       ...(config.TORCHSERVE_URL ? { onTrainingComplete: torchserve } : {}),
     });
     const services: Services = {
@@ -106,7 +128,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         { defaultEpochs: config.DEFAULT_EPOCHS, defaultBatchSize: config.DEFAULT_BATCH_SIZE },
         farm.writes,
       ),
-      clients: new ClientService(database.db, bus, clock),
+      clients: new ClientService(database.db, bus, clock, farm.presence),
       tokens,
       monitoring: farm.monitoring,
       ping: () => pingDatabase(database.db),
@@ -142,6 +164,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       access: loggers.access,
       sessions: panel.sessions,
       plugins: [panel.plugin, trainingPlugin],
+      ...(redis ? { redis } : {}),
     });
     farm.gateway.attach(http.server, '/ws');
     // Stopped after the HTTP server: requests in flight may still queue writes.
@@ -162,11 +185,15 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const wsUrl = `ws://${hostPart}:${wsPort}`;
     const modelUrl = `http://${hostPart}:${modelPort}`;
     modelBase = modelUrl;
-    logger.info({ url: httpUrl, websocket: wsUrl, database: database.describe }, 'AI Farm server listening');
+    logger.info(
+      { url: httpUrl, websocket: wsUrl, database: database.describe, instance: instanceId, redis: !!redis },
+      'AI Farm server listening',
+    );
 
     let stopped: Promise<void> | undefined;
     return {
       config,
+      instanceId,
       logger,
       database,
       http,

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import type { Cache } from '../cache/cache.js';
 import { AppError, notFound } from '../errors.js';
 import type { Clock } from '../storage/values.js';
 import { fromDbTime, toDbTime } from '../storage/values.js';
@@ -23,6 +24,13 @@ const BOOTSTRAP_NAME = 'bootstrap-admin';
 /** last_used_at is written at most this often per token, to keep requests read-only. */
 const TOUCH_INTERVAL_MS = 60_000;
 
+/**
+ * How long a token lookup may be served from the cache. Revocations through the server
+ * invalidate at once (on every instance with Redis); this bounds the rest: a token revoked
+ * by `ai-farm tokens revoke` straight in the database, or on an instance without Redis.
+ */
+export const TOKEN_CACHE_TTL_MS = 5_000;
+
 /** SHA-256 suits 256-bit random tokens (no dictionary to guess from); passwords use scrypt. */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
@@ -32,13 +40,18 @@ export function generateToken(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
 }
 
-/** API tokens: creation, lookup by hash, revocation. */
+/**
+ * API tokens: creation, lookup by hash, revocation. Every authenticated request and
+ * WebSocket upgrade looks its token up, so lookups go through a cache (keyed by the
+ * token's hash, never the secret) when one is given; revocation invalidates it.
+ */
 export class TokenService {
   private readonly touched = new Map<string, number>();
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly cache?: Cache<Principal>,
   ) {}
 
   /** Creates a token; the secret is returned once and stored only as a hash. */
@@ -72,15 +85,23 @@ export class TokenService {
   async authenticate(token: string): Promise<Principal | null> {
     if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return null;
     const hash = hashToken(token);
-    const row = await repo.findTokenByHash(this.db, hash);
-    if (!row || row.revoked_at !== null) return null;
-    // The lookup was by hash; compare again in constant time for good measure.
-    if (!timingSafeEqual(Buffer.from(row.token_hash), Buffer.from(hash))) return null;
+    const load = () => this.lookup(hash);
+    const principal = (await (this.cache ? this.cache.get(hash, load) : load())) ?? null;
+    if (!principal) return null;
     const now = this.clock.now().getTime();
-    if ((this.touched.get(row.id) ?? 0) + TOUCH_INTERVAL_MS < now) {
-      this.touched.set(row.id, now);
-      await repo.touchToken(this.db, row.id, toDbTime(new Date(now), true));
+    if ((this.touched.get(principal.id) ?? 0) + TOUCH_INTERVAL_MS < now) {
+      this.touched.set(principal.id, now);
+      await repo.touchToken(this.db, principal.id, toDbTime(new Date(now), true));
     }
+    return principal;
+  }
+
+  /** Reads a token by hash from the database; undefined when unknown or revoked (never cached). */
+  private async lookup(hash: string): Promise<Principal | undefined> {
+    const row = await repo.findTokenByHash(this.db, hash);
+    if (!row || row.revoked_at !== null) return undefined;
+    // The lookup was by hash; compare again in constant time for good measure.
+    if (!timingSafeEqual(Buffer.from(row.token_hash), Buffer.from(hash))) return undefined;
     return { kind: 'token', id: row.id, name: row.name, role: row.role };
   }
 
@@ -94,6 +115,8 @@ export class TokenService {
     if (row.revoked_at !== null) throw new AppError('token_revoked', `token ${id} is already revoked`, 409);
     const at = toDbTime(this.clock.now(), true);
     await repo.revokeToken(this.db, id, at);
+    // After the commit: from here on no instance accepts it.
+    await this.cache?.invalidate(row.token_hash);
     await repo.insertAudit(this.db, { at, actor, action: 'token.revoke', target: id });
     return present({ ...row, revoked_at: at });
   }
@@ -110,7 +133,9 @@ export class TokenService {
       const existing = await repo.findTokenByHash(this.db, hash);
       if (existing && existing.revoked_at === null) return {};
       for (const t of await repo.listTokens(this.db, false)) {
-        if (t.name === BOOTSTRAP_NAME) await repo.revokeToken(this.db, t.id, at);
+        if (t.name !== BOOTSTRAP_NAME) continue;
+        await repo.revokeToken(this.db, t.id, at);
+        await this.cache?.invalidate(t.token_hash);
       }
       if (existing)
         throw new AppError('admin_token_revoked', 'ADMIN_TOKEN was revoked; choose a new one', 500);

@@ -18,6 +18,15 @@ export interface BusTopics {
 
 export type Topic = keyof BusTopics;
 
+/** Every topic (the compiler checks none is missing), for buses that listen to all (Redis). */
+const EVERY_TOPIC: Record<Topic, true> = {
+  'work.available': true,
+  'task.control': true,
+  'task.changed': true,
+  'client.changed': true,
+};
+export const TOPICS = Object.keys(EVERY_TOPIC) as readonly Topic[];
+
 /** Publish/subscribe between components; in-process by default, Redis when configured. */
 export interface Bus {
   publish<T extends Topic>(topic: T, message: BusTopics[T]): Promise<void>;

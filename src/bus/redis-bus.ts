@@ -1,96 +1,103 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
-import { InProcessBus, type Bus, type BusTopics, type Topic } from './bus.js';
+import { InProcessBus, TOPICS, type Bus, type BusTopics, type Topic } from './bus.js';
+import type { RedisLink } from './redis-link.js';
 
-const PREFIX = 'aifarm:bus:';
+/** Messages kept for other instances while Redis is away; the oldest are dropped beyond it. */
+const OUTBOX_LIMIT = 10_000;
 
 /**
  * The bus across server instances: local subscribers are served at once by an in-process
  * bus, and every message is also published on Redis for the other instances (each
- * ignores its own). When Redis is away, this instance keeps working on its own, logs it,
- * and ioredis reconnects by itself; only cross-instance delivery waits.
+ * ignores its own). While Redis is away this instance keeps working on its own: local
+ * delivery goes on, and messages for the others wait in a bounded outbox, published in
+ * order when Redis is back (a late pause or wake-up beats a lost one; receivers re-read
+ * the database anyway). The dispatcher's periodic sweep covers wake-ups lost beyond that.
  */
 export class RedisBus implements Bus {
-  readonly instanceId = randomUUID();
   private readonly local: InProcessBus;
-  private readonly pub: Redis;
-  private readonly sub: Redis;
-  private readonly subscribed = new Set<string>();
-  private down = false;
+  private readonly outbox: { channel: string; payload: string }[] = [];
+  private dropped = 0;
+  private readonly stops: (() => void)[] = [];
 
   constructor(
-    url: string,
+    private readonly link: RedisLink,
     private readonly logger: Logger,
   ) {
     this.local = new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
-    const options = { lazyConnect: false, maxRetriesPerRequest: 1, enableOfflineQueue: false };
-    this.pub = new Redis(url, options);
-    this.sub = new Redis(url, { ...options, enableOfflineQueue: true });
-    for (const [name, conn] of [
-      ['publisher', this.pub],
-      ['subscriber', this.sub],
-    ] as const) {
-      conn.on('error', (err: Error) => {
-        if (!this.down)
-          logger.warn({ err: err.message, connection: name }, 'redis unavailable; working on alone');
-        this.down = true;
-      });
-      conn.on('ready', () => {
-        if (this.down) logger.info({ connection: name }, 'redis back');
-        this.down = false;
-      });
+    // Every topic is listened to from the start: a message from another instance must
+    // reach local subscribers that come later (the panel's streams).
+    for (const topic of TOPICS) {
+      this.stops.push(link.subscribe(this.channel(topic), (raw) => this.onMessage(topic, raw)));
     }
-    this.sub.on('message', (channel: string, raw: string) => this.onMessage(channel, raw));
+    this.stops.push(link.onRecovery(() => this.flush()));
+  }
+
+  get instanceId(): string {
+    return this.link.instanceId;
   }
 
   async publish<T extends Topic>(topic: T, message: BusTopics[T]): Promise<void> {
     await this.local.publish(topic, message);
-    try {
-      await this.pub.publish(PREFIX + topic, JSON.stringify({ origin: this.instanceId, message }));
-    } catch (err) {
-      // Already logged by the error handler; other instances miss this one.
-      this.logger.debug({ err, topic }, 'redis publish failed');
-    }
+    const channel = this.channel(topic);
+    const payload = JSON.stringify({ origin: this.link.instanceId, message });
+    // Older messages go first, so the order seen by other instances is the order sent.
+    if (this.outbox.length > 0 || !(await this.link.publish(channel, payload))) this.keep(channel, payload);
   }
 
   subscribe<T extends Topic>(topic: T, handler: (message: BusTopics[T]) => void): () => void {
-    const channel = PREFIX + topic;
-    if (!this.subscribed.has(channel)) {
-      this.subscribed.add(channel);
-      this.sub
-        .subscribe(channel)
-        .catch((err: unknown) => this.logger.warn({ err, channel }, 'redis subscribe failed'));
-    }
     return this.local.subscribe(topic, handler);
   }
 
-  /** Resolves once both Redis connections are ready (for tests and start-up logs). */
+  /** Resolves once Redis is reachable and this bus's subscriptions are confirmed. */
   async ready(): Promise<void> {
-    await Promise.all(
-      [this.pub, this.sub].map((c) => (c.status === 'ready' ? Promise.resolve() : once(c, 'ready'))),
-    );
-    // Subscriptions made before the connection was ready are confirmed by now too.
-    await this.sub.ping();
+    await this.link.whenHealthy();
+  }
+
+  /** Messages waiting for Redis to come back. */
+  get waiting(): number {
+    return this.outbox.length;
   }
 
   async close(): Promise<void> {
+    for (const s of this.stops.splice(0)) s();
     await this.local.close();
-    this.pub.disconnect();
-    this.sub.disconnect();
   }
 
-  private onMessage(channel: string, raw: string): void {
-    try {
-      const { origin, message } = JSON.parse(raw) as { origin: string; message: unknown };
-      if (origin === this.instanceId) return;
-      void this.local.publish(channel.slice(PREFIX.length) as Topic, message as never);
-    } catch (err) {
-      this.logger.warn({ err, channel }, 'unreadable bus message from redis');
+  private channel(topic: Topic): string {
+    return this.link.key(`bus:${topic}`);
+  }
+
+  private keep(channel: string, payload: string): void {
+    this.outbox.push({ channel, payload });
+    if (this.outbox.length > OUTBOX_LIMIT) {
+      this.outbox.shift();
+      if (this.dropped++ === 0)
+        this.logger.warn({ limit: OUTBOX_LIMIT }, 'bus outbox full while redis is away');
     }
   }
-}
 
-function once(emitter: Redis, event: string): Promise<void> {
-  return new Promise((resolve) => emitter.once(event, () => resolve()));
+  private flush(): void {
+    const batch = this.outbox.splice(0);
+    if (this.dropped > 0)
+      this.logger.warn({ dropped: this.dropped }, 'bus messages dropped during the redis outage');
+    this.dropped = 0;
+    if (batch.length > 0)
+      this.logger.info({ messages: batch.length }, 'bus messages sent after the redis outage');
+    // Issued in one turn, so they reach Redis in order and ahead of anything published later.
+    void Promise.all(batch.map((m) => this.link.publish(m.channel, m.payload))).then((sent) => {
+      const failed = batch.filter((_m, i) => !sent[i]);
+      // Down again: those wait for the next recovery, still first in line.
+      if (failed.length > 0) this.outbox.unshift(...failed);
+    });
+  }
+
+  private onMessage(topic: Topic, raw: string): void {
+    try {
+      const { origin, message } = JSON.parse(raw) as { origin: string; message: unknown };
+      if (origin === this.link.instanceId) return;
+      void this.local.publish(topic, message as never);
+    } catch (err) {
+      this.logger.warn({ err, topic }, 'unreadable bus message from redis');
+    }
+  }
 }

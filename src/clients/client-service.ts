@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Client, ListClientsQuery } from '../api/clients.js';
 import type { Bus } from '../bus/bus.js';
+import type { Presence } from '../bus/presence.js';
 import { notFound } from '../errors.js';
 import * as repo from '../storage/client-repo.js';
 import { insertAudit } from '../storage/token-repo.js';
@@ -13,6 +14,8 @@ export class ClientService {
     private readonly db: Kysely<Database>,
     private readonly bus: Bus,
     private readonly clock: Clock,
+    /** When given, `connected` says whether some instance holds the client's socket now. */
+    private readonly presence?: Presence,
   ) {}
 
   async list(
@@ -26,13 +29,14 @@ export class ClientService {
       limit,
       offset,
     });
-    return { items: rows.map(presentClient), total, limit, offset };
+    const live = await this.presence?.connected();
+    return { items: rows.map((r) => presentClient(r, live)), total, limit, offset };
   }
 
   async get(id: string): Promise<Client> {
     const row = await repo.findClient(this.db, id);
     if (!row) throw notFound('client', id);
-    return presentClient(row);
+    return presentClient(row, await this.presence?.connected());
   }
 
   /**
@@ -57,7 +61,8 @@ export class ClientService {
   }
 }
 
-export function presentClient(r: repo.ClientRow): Client {
+/** `live`: the farm's connected clients (presence); without it, the row's own flag. */
+export function presentClient(r: repo.ClientRow, live?: Map<string, string>): Client {
   return {
     id: r.id,
     hostname: r.hostname,
@@ -67,7 +72,7 @@ export function presentClient(r: repo.ClientRow): Client {
     session_info: parseJson(r.session_info),
     last_seen: fromDbTime(r.last_seen) as string,
     status: r.status,
-    connected: Number(r.connected) === 1,
+    connected: live ? live.has(r.id) : Number(r.connected) === 1,
     cordoned: Number(r.cordoned) === 1,
     registered_at: fromDbTime(r.registered_at) as string,
     utilization: parseJson(r.utilization),

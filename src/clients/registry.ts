@@ -71,6 +71,11 @@ export class ClientRegistry {
     return n;
   }
 
+  /** Ids of the clients with a live socket to this instance. */
+  *connectedIds(): IterableIterator<string> {
+    for (const c of this.clients.values()) if (c.send) yield c.id;
+  }
+
   add(client: FarmClient): void {
     this.clients.set(client.id, client);
     this.remember(client.id, client.hardware);

@@ -89,6 +89,11 @@ export const ConfigSchema = Type.Object(
         'Seconds a MySQL query may take before its connection is treated as lost (the request answers 503).',
     }),
     REDIS_URL: Type.String({ default: '', description: 'redis://host:port; empty means in-process only.' }),
+    REDIS_KEY_PREFIX: Type.String({
+      default: 'aifarm:',
+      pattern: '^[A-Za-z0-9:_.-]{1,64}$',
+      description: 'Prefix of every Redis key and channel; farms sharing one Redis need different ones.',
+    }),
     RATE_LIMIT: Type.String({
       default: '60/minute',
       pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',

@@ -4,11 +4,19 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify';
+import type { TokenService } from '../auth/token-service.js';
+import type { RedisLink } from '../bus/redis-link.js';
+import { sharedRateLimitStore } from '../cache/rate-limit-store.js';
 import type { Config } from '../config/schema.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
-import { authHook, type SessionAuthenticator } from './auth.js';
+import { authHook, bearerToken, type SessionAuthenticator } from './auth.js';
 import { errorHandler, formatValidationErrors } from './errors.js';
 import { clientRoutes } from './routes/clients-routes.js';
 import { healthRoutes } from './routes/health-routes.js';
@@ -28,6 +36,34 @@ export interface HttpAppOptions {
   sessions?: SessionAuthenticator;
   /** More routes (model store, panel) registered by their own modules. */
   plugins?: ((app: App) => Promise<void>)[];
+  /** With Redis, every instance counts RATE_LIMIT against one shared budget per address. */
+  redis?: RedisLink;
+}
+
+/**
+ * Model transfers of workers: the global model a rank downloads each round and the update
+ * it uploads. They are paced by the training rounds (and allowed only to the lease holder),
+ * not by a person, so with a worker token they do not count against RATE_LIMIT, which is
+ * meant for API callers. Without a valid worker token they count like any request.
+ */
+export const WORKER_TRANSFER_ROUTES: ReadonlySet<string> = new Set([
+  '/api/tasks/:id/rounds/:round/model',
+  '/api/tasks/:id/model',
+  '/api/tasks/:id/rounds/:round/updates/:rank',
+]);
+
+/** Requests the rate limit does not count: health checks, and worker model transfers. */
+function exemptFromRateLimit(tokens: TokenService) {
+  return async (req: FastifyRequest): Promise<boolean> => {
+    const route = req.routeOptions.url;
+    if (route === '/health' || route === '/ready') return true;
+    if (route === undefined || !WORKER_TRANSFER_ROUTES.has(route)) return false;
+    const token = bearerToken(req.headers.authorization);
+    if (!token) return false;
+    // Cached: the auth hook that follows finds the same principal without a second read.
+    const principal = await tokens.authenticate(token).catch(() => null);
+    return principal?.role === 'worker';
+  };
 }
 
 /** Parses RATE_LIMIT ("60/minute") into the plugin's terms; null when "off". */
@@ -103,7 +139,9 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
       max: limit.max,
       timeWindow: limit.timeWindow,
       keyGenerator: (req) => req.ip,
-      allowList: (req) => req.routeOptions.url === '/health' || req.routeOptions.url === '/ready',
+      allowList: exemptFromRateLimit(opts.services.tokens),
+      // Shared counts with Redis; while Redis is away, each instance counts on its own.
+      ...(opts.redis ? { store: sharedRateLimitStore(opts.redis) } : {}),
       errorResponseBuilder: (_req, ctx) =>
         new AppError(
           'rate_limited',

@@ -1,3 +1,4 @@
+import type { Presence } from '../bus/presence.js';
 import type { ClientRegistry } from '../clients/registry.js';
 import { CpuSampler, hostRamUtilization, round1, type SeedMetrics } from './host-metrics.js';
 import type { FarmMetrics } from './metrics.js';
@@ -16,11 +17,17 @@ export class MonitoringService {
     private readonly registry: ClientRegistry,
     private readonly metrics: FarmMetrics,
     private readonly countTasks: () => Promise<Record<string, number>>,
+    /** Farm-wide connected clients (all instances); this instance's registry when absent. */
+    private readonly presence?: Presence,
   ) {}
 
-  /** The seed's metrics object for this server host, plus `farm` for the workers. */
+  /**
+   * The seed's metrics object for this server host, plus `farm` for the workers.
+   * `connected_clients` counts the whole farm (every instance, through presence); the
+   * utilization means come from the heartbeats of this instance's clients.
+   */
   async overview(): Promise<FarmOverview> {
-    const counts = await this.countTasks();
+    const [counts, everywhere] = await Promise.all([this.countTasks(), this.presence?.connected()]);
     const active = (counts.running ?? 0) + (counts.paused ?? 0);
     const connected = [...this.registry.all()].filter((c) => c.send);
     const cpu: number[] = [];
@@ -35,19 +42,20 @@ export class MonitoringService {
         gpus.push({ client_id: c.id, id: g.id, utilization: g.utilization, memory_used: g.memory_used ?? 0 });
       }
     }
+    const connectedClients = everywhere?.size ?? connected.length;
     const mean = (xs: number[]) => (xs.length ? round1(xs.reduce((a, b) => a + b, 0) / xs.length) : 0);
     return {
       cpu_utilization: this.cpu.sample(),
       ram_utilization: hostRamUtilization(),
       gpu_utilization: [],
       active_tasks: active,
-      connected_clients: connected.length,
+      connected_clients: connectedClients,
       farm: {
         cpu_utilization: mean(cpu),
         ram_utilization: mean(ram),
         gpu_utilization: gpus,
         active_tasks: active,
-        connected_clients: connected.length,
+        connected_clients: connectedClients,
       },
       tasks_by_status: counts,
     };
