@@ -126,6 +126,12 @@ export const ConfigSchema = Type.Object(
       description:
         'WebSocket messages one worker may send per second on average (bursts of twice that); past it, closed with 1008.',
     }),
+    HEADERS_TIMEOUT: Type.Number({
+      exclusiveMinimum: 0,
+      default: 30,
+      description:
+        "Seconds an HTTP client has to send a request's headers; slower senders (slowloris) get 408 and are disconnected.",
+    }),
     MAX_BODY_BYTES: Type.Integer({
       minimum: 1024,
       default: 1024 * 1024,

@@ -84,10 +84,17 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     bodyLimit: config.MAX_BODY_BYTES,
     trustProxy: false,
     // Silent senders do not hold a socket forever: a socket idle for 2 minutes is closed
-    // (headers must arrive within Node's 60 s headersTimeout). There is no limit on a whole
+    // (headers must arrive within HEADERS_TIMEOUT, below). There is no limit on a whole
     // request, because a multi-GB model upload that keeps flowing may take longer than any.
     requestTimeout: 0,
     connectionTimeout: 120_000,
+    // Headers, though, must arrive within HEADERS_TIMEOUT: a socket dribbling a byte every few
+    // seconds (slowloris) would otherwise reset the idle timer forever. Node checks the
+    // deadline on an interval, so it runs at a quarter of the timeout (at most 5 s).
+    http: {
+      headersTimeout: config.HEADERS_TIMEOUT * 1000,
+      connectionsCheckingInterval: Math.max(100, Math.min(5000, (config.HEADERS_TIMEOUT * 1000) / 4)),
+    },
     ajv: { customOptions: {} },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -33,7 +33,10 @@ export type SessionAuthenticator = (req: FastifyRequest) => Promise<Principal | 
 export function authHook(tokens: TokenService, sessions?: SessionAuthenticator) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const config = req.routeOptions.config;
-    if (config.public || req.url.startsWith('/docs')) return;
+    // The API docs' routes (registered by @fastify/swagger-ui) are public; matched by route,
+    // not by the raw URL, so no request can borrow their exemption.
+    const route = req.routeOptions.url ?? '';
+    if (config.public || route === '/docs' || route.startsWith('/docs/')) return;
     const token = bearerToken(req.headers.authorization);
     let principal: Principal | null = null;
     if (token) principal = await tokens.authenticate(token);

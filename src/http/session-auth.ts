@@ -32,6 +32,14 @@ export class SessionAuth {
   readonly authenticate: SessionAuthenticator = async (req) => {
     const secret = readSessionCookie(req);
     if (!secret) return null;
+    const foreign = foreignOrigin(req);
+    if (foreign) {
+      throw new AppError(
+        'origin_forbidden',
+        `a request with the session cookie must come from this server's own pages, not from ${foreign}`,
+        403,
+      );
+    }
     const session = await this.sessions.authenticate(secret);
     if (!session) throw unauthorized('the session has ended; log in again');
     if (!SAFE_METHODS.has(req.method)) {
@@ -53,6 +61,27 @@ export class SessionAuth {
   of(req: FastifyRequest): RequestSession | undefined {
     return this.byRequest.get(req);
   }
+}
+
+/**
+ * Where a cookie-carrying request came from when that is not this server's own pages: the
+ * browser's Sec-Fetch-Site verdict, or an Origin whose host is not the Host asked for. Null
+ * when it looks same-origin (browsers omit Origin on same-origin GETs; tools omit both).
+ * SameSite=Strict keeps other sites' cookies out already; this also shuts out sibling
+ * subdomains and reads (the live event stream) that CSRF tokens do not cover.
+ */
+export function foreignOrigin(req: FastifyRequest): string | null {
+  const site = req.headers['sec-fetch-site'];
+  if (site === 'cross-site' || site === 'same-site') return `a ${site} page`;
+  const origin = req.headers.origin;
+  if (origin === undefined) return null;
+  let host: string | null = null;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    // "null" (sandboxed frames, privacy redirects) or garbage: foreign.
+  }
+  return host !== null && host !== '' && host === req.headers.host ? null : `origin ${origin.slice(0, 200)}`;
 }
 
 export function readSessionCookie(req: FastifyRequest): string | null {

@@ -53,7 +53,8 @@ export type HeaderFailureCode =
   | 'offsets_out_of_bounds'
   | 'overlap'
   | 'gap'
-  | 'file_size_mismatch';
+  | 'file_size_mismatch'
+  | 'not_safetensors';
 
 /** A header that failed validation; `tensor` names the offending tensor when there is one. */
 export interface HeaderFailure {
@@ -88,12 +89,30 @@ export function peekHeaderLength(
   const max = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   if (first.length < 8 || fileBytes < 8) return fail('truncated', 'fewer than 8 bytes: no header length');
   const n = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(max) || Number(n) > fileBytes - 8) {
+    const other = otherFormat(first);
+    if (other) return fail('not_safetensors', `this is ${other}, not safetensors; save with safetensors`);
+  }
   if (n > BigInt(max)) return fail('header_too_large', `header length ${n} exceeds the limit ${max}`);
   const headerBytes = Number(n);
   if (headerBytes > fileBytes - 8) {
     return fail('header_exceeds_file', `header length ${headerBytes} exceeds the file (${fileBytes} bytes)`);
   }
   return { ok: true, headerBytes, prefixBytes: 8 + headerBytes };
+}
+
+/**
+ * Names the formats people send by mistake, from their first bytes: a Python pickle (torch.save
+ * with the legacy format, a .pkl) starts with the PROTO opcode 0x80 and a version 2-5; a zip
+ * (torch.save's default .pt, a .zip) with "PK\x03\x04". Only asked when the length prefix is
+ * impossible anyway, so a real safetensors file is never misnamed.
+ */
+function otherFormat(first: Uint8Array): string | null {
+  if (first[0] === 0x80 && first[1] !== undefined && first[1] >= 2 && first[1] <= 5)
+    return 'a Python pickle (a PyTorch .pt/.pth saved by torch.save, or a .pkl)';
+  if (first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04)
+    return "a zip archive (torch.save's default .pt format, or a .zip)";
+  return null;
 }
 
 /**
