@@ -2,8 +2,10 @@ import type { Kysely } from 'kysely';
 import type { TokenService } from './auth/token-service.js';
 import type { Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
-import { recoverRegistry } from './clients/recovery.js';
-import { ClientRegistry } from './clients/registry.js';
+import { Cluster } from './cluster/cluster.js';
+import { createInstanceId } from './cluster/instance-id.js';
+import { recoverRegistry, rememberHardware } from './clients/recovery.js';
+import { ClientRegistry, type FarmClient } from './clients/registry.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type FarmMetrics } from './observability/metrics.js';
@@ -32,6 +34,8 @@ export interface Farm {
   /** Rounds of distributed training tasks (src/training). */
   training: RoundCoordinator;
   trainingPaths: TrainingPaths;
+  /** Several instances on one database (REDIS_URL set): heartbeats and takeovers; null alone. */
+  cluster: Cluster | null;
   /** Which clients are connected farm-wide (this instance's registry, plus Redis when shared). */
   presence: Presence;
   /** Restores leases and the queue from the database, opens the WebSocket port; returns it. */
@@ -61,8 +65,19 @@ export function createFarm(d: {
   const metrics = createMetrics({ tasksByStatus: countTasks, connected: () => registry.connectedCount() });
   const base = { db: d.db, writes, registry, bus: d.bus, clock: d.clock, logger };
   const trainingPaths = new TrainingPaths(d.config.MODEL_CACHE_DIR, d.config.CHECKPOINT_DIR);
+  // With Redis, other instances may share the database: take over only what dead ones held.
+  const cluster = d.config.REDIS_URL
+    ? new Cluster({
+        ...base,
+        logger: logger.child({ component: 'cluster' }),
+        instanceId: d.instanceId ?? createInstanceId(),
+        connectionTimeout: d.config.CONNECTION_TIMEOUT,
+        maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
+      })
+    : null;
   const training = new RoundCoordinator({
     ...base,
+    ...(cluster ? { ownership: cluster } : {}),
     logger: logger.child({ component: 'training' }),
     paths: trainingPaths,
     checkpointFrequency: d.config.CHECKPOINT_FREQUENCY,
@@ -76,7 +91,14 @@ export function createFarm(d: {
   });
   const leases = new LeaseService({ ...base, dispatcher, training });
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
-  const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases });
+  cluster?.attach({ leases, dispatcher, training });
+  const handlers = new Handlers({
+    ...base,
+    config: d.config,
+    dispatcher,
+    leases,
+    ...(cluster ? { adopt: (c: FarmClient) => cluster.adopt(c) } : {}),
+  });
   const gateway = new Gateway({
     config: d.config,
     tokens: d.tokens,
@@ -107,10 +129,16 @@ export function createFarm(d: {
     monitoring,
     training,
     trainingPaths,
+    cluster,
     presence,
     async start() {
-      const restored = await recoverRegistry(d.db, registry, d.clock, d.config.MAX_TASKS_PER_CLIENT);
-      if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
+      if (cluster) {
+        await rememberHardware(d.db, registry);
+        await cluster.start();
+      } else {
+        const restored = await recoverRegistry(d.db, registry, d.clock, d.config.MAX_TASKS_PER_CLIENT);
+        if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
+      }
       unsubscribe.push(
         d.bus.subscribe(
           'task.control',
@@ -157,6 +185,7 @@ export function createFarm(d: {
       if (pendingSweep) clearInterval(pendingSweep);
       for (const u of unsubscribe) u();
       await gateway.close();
+      await cluster?.stop();
       await presence.close();
       await training.stop();
       await leases.flushDirty().catch(fail('progress flush failed'));

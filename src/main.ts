@@ -142,6 +142,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       paths: farm.trainingPaths,
       maxUploadBytes: config.MAX_UPLOAD_BYTES,
       touch: (clientId) => farm.gateway.touch(clientId),
+      ...(farm.cluster ? { remoteLease: farm.cluster.remoteLease.bind(farm.cluster) } : {}),
     });
     const trainingPlugin = async (app: App): Promise<void> => {
       await app.register(modelRoutes(training, uploads));

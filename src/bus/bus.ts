@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { ServerMessage } from '../api/protocol.js';
 
 /**
  * What travels between the parts of a server, and between server instances when Redis
@@ -14,6 +15,14 @@ export interface BusTopics {
   'task.changed': { task_id: number; status: string; progress?: number };
   /** A client changed (connected, cordoned, utilization). */
   'client.changed': { client_id: string; status?: string; connected?: boolean };
+  /** Several instances (src/cluster): a client's socket is now held by `instance_id`. */
+  'cluster.client': { client_id: string; instance_id: string };
+  /** A message for the client holding (task, attempt), delivered by whichever instance holds its socket. */
+  'cluster.push': { client_id: string; task_id: number; attempt: number; message: ServerMessage };
+  /** A rank's lease is given up (missed its round's deadline) by the instance holding it. */
+  'cluster.release': { client_id: string; task_id: number; attempt: number; reason: string };
+  /** A non-owner instance journaled a training update: the owner folds it in from disk. */
+  'training.update': { task_id: number; round: number };
 }
 
 export type Topic = keyof BusTopics;
@@ -24,6 +33,10 @@ const EVERY_TOPIC: Record<Topic, true> = {
   'task.control': true,
   'task.changed': true,
   'client.changed': true,
+  'cluster.client': true,
+  'cluster.push': true,
+  'cluster.release': true,
+  'training.update': true,
 };
 export const TOPICS = Object.keys(EVERY_TOPIC) as readonly Topic[];
 

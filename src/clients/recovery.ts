@@ -1,15 +1,19 @@
 import type { Kysely } from 'kysely';
 import type { SystemInfo } from '../api/protocol.js';
-import { listLiveAssignments } from '../storage/assignment-repo.js';
+import { listLiveAssignments, type AssignmentRow } from '../storage/assignment-repo.js';
+import type { ClientRow } from '../storage/client-repo.js';
 import type { Database } from '../storage/schema.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
-import { capacityFromSystemInfo, type ClientRegistry, type FarmClient } from './registry.js';
+import { capacityFromSystemInfo, type ClientRegistry, type FarmClient, type Lease } from './registry.js';
 
 /**
  * Rebuilds the working set after a start: the hardware of every known client, and the
  * leases that were live when the server stopped. Their clients get CONNECTION_TIMEOUT to
  * come back and carry on; after that the sweeper releases the leases for reassignment.
  * Returns the number of leases restored.
+ *
+ * This is the lone instance's recovery: it takes over every client and live lease. With
+ * several instances (src/cluster) an instance takes over only those of dead instances.
  */
 export async function recoverRegistry(
   db: Kysely<Database>,
@@ -24,56 +28,80 @@ export async function recoverRegistry(
     .set({ connected: 0, status: 'inactive', last_seen: toDbTime(now) })
     .where('connected', '=', 1)
     .execute();
-  const rows = await db.selectFrom('clients').selectAll().execute();
-  const hardware = new Map<string, FarmClient['hardware']>();
-  const cordoned = new Map<string, boolean>();
-  for (const r of rows) {
-    const info = {
-      cpu: parseJson(r.cpu_info),
-      ram: parseJson(r.ram_info),
-      gpu: parseJson(r.gpu_info),
-    } as SystemInfo;
-    try {
-      const h = capacityFromSystemInfo(info);
-      hardware.set(r.id, h);
-      registry.remember(r.id, h);
-    } catch {
-      // A row with unreadable hardware still exists; it just cannot inform scheduling.
-    }
-    cordoned.set(r.id, Number(r.cordoned) === 1);
-  }
+  const rows = await rememberHardware(db, registry);
+  const byId = new Map(rows.map((r) => [r.id, r]));
   const live = await listLiveAssignments(db);
-  for (const a of live) {
-    let client = registry.get(a.client_id);
-    if (!client) {
-      client = {
-        id: a.client_id,
-        tokenId: null,
-        hardware: hardware.get(a.client_id) ?? { cpuCores: 1, ramGb: 0, gpuMemoryGb: [] },
-        maxTasks,
-        cordoned: cordoned.get(a.client_id) ?? false,
-        send: null,
-        owner: null,
-        lastSeen: now.getTime(),
-        leases: new Map(),
-        utilization: null,
-      };
-      registry.add(client);
-    }
-    client.leases.set(a.task_id, {
-      taskId: a.task_id,
-      rank: a.rank,
-      attempt: a.attempt,
-      assignmentId: a.id,
-      clientId: a.client_id,
-      status: a.status === 'paused' ? 'paused' : a.status === 'training' ? 'training' : 'assigned',
-      progress: Number(a.progress),
-      metrics: null,
-      round: null,
-      lastWrite: 0,
-      lastSample: 0,
-      dirty: false,
-    });
-  }
+  for (const a of live) holdLease(registry, a, byId.get(a.client_id), now.getTime(), maxTasks);
   return live.length;
+}
+
+/** Reads every client's hardware into the registry (for "no known client can run this"). */
+export async function rememberHardware(db: Kysely<Database>, registry: ClientRegistry): Promise<ClientRow[]> {
+  const rows = await db.selectFrom('clients').selectAll().execute();
+  for (const r of rows) {
+    const h = hardwareOf(r);
+    if (h) registry.remember(r.id, h);
+  }
+  return rows;
+}
+
+function hardwareOf(r: ClientRow): FarmClient['hardware'] | null {
+  const info = {
+    cpu: parseJson(r.cpu_info),
+    ram: parseJson(r.ram_info),
+    gpu: parseJson(r.gpu_info),
+  } as SystemInfo;
+  try {
+    return capacityFromSystemInfo(info);
+  } catch {
+    // A row with unreadable hardware still exists; it just cannot inform scheduling.
+    return null;
+  }
+}
+
+/**
+ * Puts a live assignment into the registry as a lease of its client; a client not connected
+ * here is added without a socket (it may reconnect; the sweeper releases it otherwise).
+ * Returns the lease, or null when the client already holds one on that task.
+ */
+export function holdLease(
+  registry: ClientRegistry,
+  a: AssignmentRow,
+  row: ClientRow | undefined,
+  lastSeen: number,
+  maxTasks: number,
+): Lease | null {
+  let client = registry.get(a.client_id);
+  if (!client) {
+    client = {
+      id: a.client_id,
+      tokenId: row?.token_id ?? null,
+      hardware: (row && hardwareOf(row)) ?? { cpuCores: 1, ramGb: 0, gpuMemoryGb: [] },
+      maxTasks,
+      cordoned: Number(row?.cordoned ?? 0) === 1,
+      send: null,
+      owner: null,
+      lastSeen,
+      leases: new Map(),
+      utilization: null,
+    };
+    registry.add(client);
+  }
+  if (client.leases.has(a.task_id)) return null;
+  const lease: Lease = {
+    taskId: a.task_id,
+    rank: Number(a.rank),
+    attempt: Number(a.attempt),
+    assignmentId: Number(a.id),
+    clientId: a.client_id,
+    status: a.status === 'paused' ? 'paused' : a.status === 'training' ? 'training' : 'assigned',
+    progress: Number(a.progress),
+    metrics: null,
+    round: null,
+    lastWrite: 0,
+    lastSample: 0,
+    dirty: false,
+  };
+  client.leases.set(a.task_id, lease);
+  return lease;
 }

@@ -33,6 +33,8 @@ export interface HandlerDeps {
   leases: LeaseService;
   bus: Bus;
   clock: Clock;
+  /** Several instances: takes the client's live leases over from the instance that held it (src/cluster). */
+  adopt?: (client: FarmClient) => Promise<void>;
 }
 
 /** Heartbeats reach the database at most this often per client. */
@@ -154,6 +156,7 @@ export class Handlers {
       heartbeat_interval: heartbeatInterval(config),
       connection_timeout: config.CONNECTION_TIMEOUT,
     });
+    await this.d.adopt?.(client);
     await this.d.leases.resend(client);
     await this.d.bus.publish('client.changed', {
       client_id: id,

@@ -11,12 +11,13 @@ import { LIVE_ASSIGNMENT } from '../../storage/assignment-repo.js';
 import type { AssignmentStatus } from '../../storage/schema.js';
 import type { Bus } from '../../bus/bus.js';
 import { insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
-import { insertRound, updateOpenRound } from '../../storage/training-repo.js';
+import { insertRound } from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
 import type { WriteQueue } from '../../storage/write-queue.js';
 import { aggregate } from '../aggregation/runner.js';
 import { copyFileAtomic } from '../model-store/atomic-file.js';
 import { strategySpec } from '../training-config.js';
+import type { TrainingOwnership } from './ownership.js';
 import type { TrainingPaths } from './paths.js';
 import { incremental, weightedMetrics, type Run } from './run.js';
 import { runThread } from './thread.js';
@@ -27,6 +28,7 @@ export interface CloseDeps {
   clock: Clock;
   logger: Logger;
   checkpointFrequency: number;
+  ownership?: TrainingOwnership;
 }
 
 /** What a closed round produced. */
@@ -39,7 +41,8 @@ export type CloseOutcome =
       metrics: Record<string, number>;
       checkpoint: string | null;
     }
-  | { ok: false; message: string };
+  /** `stale`: the round changed under the close (closed elsewhere, or more updates journaled). */
+  | { ok: false; message: string; stale?: boolean };
 
 /** Aggregates the accepted updates of the open round into the next global model. */
 async function aggregateRound(
@@ -110,14 +113,19 @@ export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> 
   const at = toDbTime(now, true);
   const { taskId, round } = run;
   const progress = Math.min(100, (100 * round) / run.config.rounds);
-  await d.writes.run(async (trx) => {
-    const closed = await updateOpenRound(trx, taskId, round, {
-      state: 'closed',
-      closed_at: at,
-      num_updates: updates.length,
-      metrics: JSON.stringify(metrics),
-    });
-    if (!closed) return;
+  const committed = await d.writes.run(async (trx) => {
+    if (d.ownership && !(await d.ownership.holds(trx, taskId))) return false;
+    // Only while open and counting exactly the updates aggregated: an update journaled since
+    // (by another instance) makes this close stale instead of silently left out.
+    const closed = await trx
+      .updateTable('training_rounds')
+      .set({ state: 'closed', closed_at: at, num_updates: updates.length, metrics: JSON.stringify(metrics) })
+      .where('task_id', '=', taskId)
+      .where('round', '=', round)
+      .where('state', '=', 'open')
+      .where('num_updates', '=', updates.length)
+      .executeTakeFirst();
+    if (Number(closed.numUpdatedRows) === 0) return false;
     if (!last) {
       await insertRound(trx, {
         task_id: taskId,
@@ -175,7 +183,9 @@ export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> 
       message: `round ${round}/${run.config.rounds} closed with ${updates.length} update(s)${last ? '; training complete' : ''}`,
       data: { round, metrics, digest: agg.digest },
     });
+    return true;
   });
+  if (!committed) return { ok: false, stale: true, message: `round ${round} changed during its close` };
   // The next global model is durable and recorded: this round's updates are no longer needed.
   await Promise.all(updates.map((u) => unlink(u.path).catch(() => undefined)));
   return { ok: true, last, outPath, digest: agg.digest, metrics, checkpoint };

@@ -1,8 +1,9 @@
-import { rm } from 'node:fs/promises';
+import { rm, unlink } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
-import type { TrainingData } from '../../api/protocol.js';
+import type { ServerMessage, TrainingData } from '../../api/protocol.js';
 import type { Bus } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
+import { conflict } from '../../errors.js';
 import type { Database } from '../../storage/schema.js';
 import { findTask, insertTaskEvent } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
@@ -12,7 +13,10 @@ import { readHeaderFile } from '../safetensors/read.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
 import { closeRound, failTask, type CloseDeps } from './close-round.js';
+import { journalUpdate, liveRanks, repairCount, type TrainingOwnership } from './ownership.js';
 import { incremental, trainingData, type AcceptedUpdate, type Run } from './run.js';
+
+export type { RemoteLease, TrainingOwnership } from './ownership.js';
 
 /** Deadlines passed below quorum before a round (and its task) fails. */
 export const MAX_EXTENSIONS = 3;
@@ -23,6 +27,8 @@ export interface CoordinatorDeps extends CloseDeps {
   bus: Bus;
   /** Called with a finished task (e.g. TorchServe registration); errors are logged. */
   onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
+  /** Several instances share the database: who aggregates which task (src/cluster). */
+  ownership?: TrainingOwnership;
 }
 
 /**
@@ -35,7 +41,7 @@ export interface CoordinatorDeps extends CloseDeps {
 export class RoundCoordinator {
   private readonly runs = new Map<number, Run>();
   private readonly locks = new Map<number, Promise<unknown>>();
-  private unsubscribe: (() => void) | null = null;
+  private readonly unsubscribes: (() => void)[] = [];
   private release: ((lease: Lease, reason: string) => Promise<void>) | null = null;
   private stopped = false;
 
@@ -48,7 +54,7 @@ export class RoundCoordinator {
 
   /** Resumes every running training task from the journal (after a restart). */
   async start(): Promise<void> {
-    this.unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
+    const unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
       if (!['running', 'paused'].includes(m.status)) this.drop(m.task_id);
       else if (m.status === 'paused') this.pause(m.task_id);
       else void this.resume(m.task_id).catch((err: unknown) => this.d.logger.error({ err }, 'resume failed'));
@@ -59,6 +65,19 @@ export class RoundCoordinator {
         }
       }
     });
+    this.unsubscribes.push(unsubscribe);
+    if (this.d.ownership) {
+      // Another instance journaled an update of a round this instance owns.
+      this.unsubscribes.push(
+        this.d.bus.subscribe('training.update', (m) => {
+          const run = this.runs.get(m.task_id);
+          if (!run || run.round !== m.round) return;
+          void this.withLock(run.taskId, () => this.sync(run)).catch((err: unknown) =>
+            this.d.logger.error({ err, taskId: run.taskId }, 'folding in a journaled update failed'),
+          );
+        }),
+      );
+    }
     for (const r of await journal.listOpenRounds(this.d.db)) {
       await this.withLock(r.task_id, () => this.ensureRun(r.task_id)).catch((err: unknown) =>
         this.d.logger.error({ err, taskId: r.task_id }, 'resuming a training task failed'),
@@ -69,7 +88,7 @@ export class RoundCoordinator {
   /** Stops timers and threads; the journal already holds everything. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.unsubscribe?.();
+    for (const u of this.unsubscribes.splice(0)) u();
     await Promise.all([...this.locks.values()].map((p) => p.catch(() => undefined)));
     for (const id of [...this.runs.keys()]) this.drop(id);
   }
@@ -114,8 +133,8 @@ export class RoundCoordinator {
    */
   async record(run: Run, u: AcceptedUpdate, header: SafetensorsHeader): Promise<void> {
     const now = this.d.clock.now();
-    await this.d.writes.run((trx) =>
-      journal.insertUpdate(trx, {
+    const journaled = await this.d.writes.run((trx) =>
+      journalUpdate(trx, {
         task_id: run.taskId,
         round: run.round,
         rank: u.rank,
@@ -129,6 +148,16 @@ export class RoundCoordinator {
         accepted_at: toDbTime(now, true),
       }),
     );
+    if (!journaled) {
+      await unlink(u.path).catch(() => undefined);
+      throw conflict('round_closed', `round ${run.round} closed during the upload`);
+    }
+    if (run.follower) {
+      // The owner adds it to its sum from the file (it may also find it in the journal itself).
+      run.accepted.set(u.rank, u);
+      await this.d.bus.publish('training.update', { task_id: run.taskId, round: run.round });
+      return;
+    }
     run.reference ??= header;
     this.add(run, u);
     if (run.accepted.size >= run.worldSize) this.closeSoon(run);
@@ -170,8 +199,9 @@ export class RoundCoordinator {
     if (!task || (task.status !== 'running' && task.status !== 'paused')) return undefined;
     const config = parseJson<TrainingConfig>(task.config);
     if (!config || !isTrainingConfig(config)) return undefined;
+    const owner = !this.d.ownership || (await this.d.ownership.acquire(taskId));
     let row = await journal.latestRound(this.d.db, taskId);
-    if (!row) {
+    if (!row && owner) {
       const now = this.d.clock.now();
       await this.d.writes.run((trx) =>
         journal.insertRound(trx, {
@@ -187,6 +217,7 @@ export class RoundCoordinator {
     }
     if (!row || row.state !== 'open') return undefined;
     const run: Run = {
+      ...(owner ? {} : { follower: true }),
       taskId,
       type: task.type,
       config,
@@ -205,27 +236,23 @@ export class RoundCoordinator {
       closing: false,
       ended: false,
     };
-    // Uploads cut by a restart left temporary files; none can be in flight before the run exists.
-    await rm(this.d.paths.incoming(taskId), { recursive: true, force: true });
+    // Uploads cut by a restart left temporary files; none can be in flight before the run exists
+    // (with several instances on shared storage another instance's may be: they stay).
+    if (!this.d.ownership) await rm(this.d.paths.incoming(taskId), { recursive: true, force: true });
     const updates = await journal.listUpdates(this.d.db, taskId, run.round);
     const first = run.globalPath ?? updates[0]?.path;
     if (first) {
       const h = await readHeaderFile(first);
       if (h.ok) run.reference = h.header;
     }
-    // Each journaled update once, in acceptance order: the sum is exactly the acknowledged ones.
-    for (const u of updates) {
-      this.add(run, {
-        rank: Number(u.rank),
-        attempt: Number(u.attempt),
-        clientId: u.client_id,
-        numSamples: Number(u.num_samples),
-        path: u.path,
-        digest: u.digest,
-        bytes: Number(u.bytes),
-        metrics: parseJson<Record<string, unknown>>(u.metrics),
-      });
+    if (!owner) {
+      for (const u of updates) run.accepted.set(Number(u.rank), updateOf(u));
+      return run;
     }
+    if (Number(row.num_updates) !== updates.length)
+      await repairCount(this.d.db, taskId, run.round, updates.length);
+    // Each journaled update once, in acceptance order: the sum is exactly the acknowledged ones.
+    for (const u of updates) this.add(run, updateOf(u));
     this.runs.set(taskId, run);
     if (updates.length > 0)
       this.d.logger.info(
@@ -235,6 +262,46 @@ export class RoundCoordinator {
     this.arm(run);
     if (run.accepted.size >= run.worldSize) this.closeSoon(run);
     return run;
+  }
+
+  /**
+   * Folds in the updates other instances journaled for the owned open round (each once, read
+   * from disk as after a restart). Caller holds the task's lock.
+   */
+  private async sync(run: Run): Promise<void> {
+    if (run.ended || run.closing || this.runs.get(run.taskId) !== run) return;
+    const updates = await journal.listUpdates(this.d.db, run.taskId, run.round);
+    for (const u of updates) {
+      if (run.accepted.has(Number(u.rank))) continue;
+      if (!run.reference) {
+        const h = await readHeaderFile(u.path);
+        if (h.ok) run.reference = h.header;
+      }
+      this.add(run, updateOf(u));
+    }
+    if (run.accepted.size >= run.worldSize) this.closeSoon(run);
+  }
+
+  /**
+   * A close found the round changed under it: closed by another instance (ownership lost), or
+   * with updates journaled after the sum was taken. Caller holds the task's lock.
+   */
+  private async resync(run: Run): Promise<void> {
+    const row = await journal.findRound(this.d.db, run.taskId, run.round);
+    if (!row || row.state !== 'open' || !(await this.d.ownership?.acquire(run.taskId))) {
+      this.d.logger.warn({ taskId: run.taskId, round: run.round }, 'round closed elsewhere; run dropped');
+      this.drop(run.taskId);
+      return;
+    }
+    const updates = await journal.listUpdates(this.d.db, run.taskId, run.round);
+    if (Number(row.num_updates) !== updates.length)
+      await repairCount(this.d.db, run.taskId, run.round, updates.length);
+    // The sum was consumed by the failed close: the next close reads the journal's files.
+    run.sessionSound = false;
+    run.closing = false;
+    for (const u of updates) if (!run.accepted.has(Number(u.rank))) this.add(run, updateOf(u));
+    if (run.accepted.size >= run.worldSize) this.closeSoon(run);
+    else this.arm(run);
   }
 
   private arm(run: Run): void {
@@ -259,6 +326,8 @@ export class RoundCoordinator {
   private async deadline(run: Run): Promise<void> {
     if (run.ended || run.closing || run.pausedLeft !== undefined || this.runs.get(run.taskId) !== run) return;
     if (this.d.clock.now().getTime() < run.deadlineAt.getTime()) return this.arm(run);
+    if (this.d.ownership) await this.withLock(run.taskId, () => this.sync(run));
+    if (run.ended || run.closing) return;
     if (run.accepted.size >= run.config.quorum) return this.closeSoon(run);
     await this.withLock(run.taskId, async () => {
       run.extensions++;
@@ -296,27 +365,65 @@ export class RoundCoordinator {
           this.d.logger.error({ err, taskId: run.taskId, rank: l.rank }, 'releasing a late rank failed'),
       );
     }
+    // Ranks whose sockets other instances hold are released there.
+    for (const r of await this.remoteRanks(run.taskId)) {
+      if (run.accepted.has(r.rank)) continue;
+      await this.d.bus.publish('cluster.release', {
+        client_id: r.client_id,
+        task_id: run.taskId,
+        attempt: r.attempt,
+        reason: `rank ${r.rank} missed the deadline of round ${run.round}`,
+      });
+    }
+  }
+
+  /** Live ranks of a task held through other instances (none on a lone instance). */
+  private async remoteRanks(taskId: number): Promise<{ client_id: string; rank: number; attempt: number }[]> {
+    if (!this.d.ownership) return [];
+    const rows = await liveRanks(this.d.db, taskId);
+    return rows.filter((r) => this.d.registry.get(r.client_id)?.leases.get(taskId)?.attempt !== r.attempt);
+  }
+
+  /** Sends each remote rank its message through the bus, to the instance holding its socket. */
+  private async pushRemote(
+    taskId: number,
+    ranks: { client_id: string; rank: number; attempt: number }[],
+    message: (rank: number, attempt: number) => ServerMessage,
+  ): Promise<void> {
+    for (const r of ranks) {
+      await this.d.bus.publish('cluster.push', {
+        client_id: r.client_id,
+        task_id: taskId,
+        attempt: r.attempt,
+        message: message(r.rank, r.attempt),
+      });
+    }
   }
 
   private async close(run: Run): Promise<void> {
     if (run.ended || this.runs.get(run.taskId) !== run) return;
+    // Read before the close: a last round's close ends the leases.
+    const remote = await this.remoteRanks(run.taskId);
     const out = await closeRound(this.d, run);
     await run.session?.close();
     run.session = null;
+    if (!out.ok && out.stale) return this.resync(run);
     if (!out.ok) return this.fail(run, `round ${run.round} could not be aggregated: ${out.message}`);
     const leases = this.d.registry.leasesOf(run.taskId).filter((l) => l.assignmentId !== 0);
     if (out.last) {
+      const complete = {
+        type: 'training_complete' as const,
+        task_id: run.taskId,
+        rounds: run.config.rounds,
+        model_url: `/api/tasks/${run.taskId}/model`,
+        model_digest: out.digest,
+      };
+      await this.pushRemote(run.taskId, remote, () => complete);
       this.drop(run.taskId);
       for (const l of leases) {
         const client = this.d.registry.get(l.clientId);
         client?.leases.delete(run.taskId);
-        client?.send?.({
-          type: 'training_complete',
-          task_id: run.taskId,
-          rounds: run.config.rounds,
-          model_url: `/api/tasks/${run.taskId}/model`,
-          model_digest: out.digest,
-        });
+        client?.send?.(complete);
       }
       await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'completed', progress: 100 });
       await this.d.bus.publish('work.available', { task_id: 0 });
@@ -355,6 +462,13 @@ export class RoundCoordinator {
         ...trainingData(run, l.rank, l.attempt),
       });
     }
+    await this.pushRemote(run.taskId, remote, (rank, attempt) => ({
+      type: 'round_start',
+      task_id: run.taskId,
+      attempt,
+      rank,
+      ...trainingData(run, rank, attempt),
+    }));
     await this.d.bus.publish('task.changed', { task_id: run.taskId, status: 'running' });
   }
 
@@ -392,4 +506,18 @@ export class RoundCoordinator {
     this.runs.delete(taskId);
     void run.session?.close();
   }
+}
+
+/** An update as the journal records it. */
+function updateOf(u: journal.UpdateRow): AcceptedUpdate {
+  return {
+    rank: Number(u.rank),
+    attempt: Number(u.attempt),
+    clientId: u.client_id,
+    numSamples: Number(u.num_samples),
+    path: u.path,
+    digest: u.digest,
+    bytes: Number(u.bytes),
+    metrics: parseJson<Record<string, unknown>>(u.metrics),
+  };
 }

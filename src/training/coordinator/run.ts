@@ -46,6 +46,11 @@ export interface Run {
   closing: boolean;
   /** Dropped (finished, failed, cancelled): late events are ignored. */
   ended: boolean;
+  /**
+   * Several instances: another instance owns the task's rounds. This is a fresh read of the
+   * journal for one upload or one `task` message; it holds no sum and no timer.
+   */
+  follower?: boolean;
 }
 
 /** True when the strategy sums updates as they arrive. */

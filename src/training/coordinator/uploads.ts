@@ -12,7 +12,7 @@ import type { Database } from '../../storage/schema.js';
 import { findUpdate } from '../../storage/training-repo.js';
 import { compatible } from '../safetensors/header.js';
 import { receiveUpload } from '../model-store/receive-upload.js';
-import type { RoundCoordinator } from './coordinator.js';
+import type { RemoteLease, RoundCoordinator } from './coordinator.js';
 import type { TrainingPaths } from './paths.js';
 
 export interface UploadRequest {
@@ -46,6 +46,8 @@ export class UploadService {
       maxUploadBytes: number;
       /** Marks a client alive while its bytes flow. */
       touch: (clientId: string) => void;
+      /** Several instances: the lease of a client whose socket another instance holds (src/cluster). */
+      remoteLease?: (clientId: string, taskId: number) => Promise<RemoteLease | null>;
     },
   ) {}
 
@@ -62,7 +64,7 @@ export class UploadService {
         `rank ${rank} of round ${round} already has an accepted update (attempt ${prior.attempt})`,
       );
     }
-    this.checkLease(q);
+    await this.checkLease(q);
     const run = await this.d.coordinator.run(taskId);
     if (!run || run.round !== round || run.closing) {
       throw conflict(
@@ -104,7 +106,7 @@ export class UploadService {
         try {
           if (run.ended || run.closing || run.round !== round)
             throw conflict('round_closed', `round ${round} closed during the upload`);
-          this.checkLease(q);
+          await this.checkLease(q);
           if (run.accepted.has(rank))
             throw conflict('update_exists', `rank ${rank} of round ${round} already has an accepted update`);
           if (run.reference) {
@@ -142,8 +144,22 @@ export class UploadService {
   }
 
   /** The client must be this token's, connected, and hold the lease (task, rank, attempt). */
-  private checkLease(q: UploadRequest): void {
+  private async checkLease(q: UploadRequest): Promise<void> {
     const client = this.d.registry.get(q.clientId);
+    if ((!client || !client.send) && this.d.remoteLease) {
+      // Through a load balancer the upload may reach an instance other than the socket's.
+      const remote = await this.d.remoteLease(q.clientId, q.taskId);
+      if (!remote) throw conflict('client_not_connected', `client ${q.clientId} is not connected`);
+      if (remote.tokenId !== q.principal.id)
+        throw forbidden(`client ${q.clientId} is not connected with this token`);
+      if (remote.rank !== q.rank || remote.attempt !== q.attempt) {
+        throw conflict(
+          'stale_attempt',
+          `client ${q.clientId} holds rank ${remote.rank} attempt ${remote.attempt} of task ${q.taskId}, not rank ${q.rank} attempt ${q.attempt}`,
+        );
+      }
+      return;
+    }
     if (!client || !client.send) {
       throw conflict('client_not_connected', `client ${q.clientId} is not connected to this server`);
     }

@@ -1,0 +1,453 @@
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { createConnection, type Connection } from 'mysql2/promise';
+import WebSocket from 'ws';
+import { afterEach, describe, expect, it } from 'vitest';
+import { generateToken } from '../src/auth/token-service.js';
+import { startCliServer, type CliServer } from './helpers/cli.js';
+import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { request } from './helpers/server.js';
+import { startTcpBalancer, type TcpBalancer } from './helpers/tcp-balancer.js';
+import { download, expectClose, model, upload, values } from './helpers/training.js';
+import { systemInfo } from './helpers/ws-client.js';
+
+const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const WORKERS = 100;
+const TASKS = 1000;
+const RANKS = 4;
+const ROUNDS = 3;
+
+type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- wire JSON
+
+/** Bounded wait on a condition (this machine is slow and shared: generous limits, no sleeps as proof). */
+async function until(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs = 120_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/**
+ * A simulated worker behind the balancer: registers, answers every task at once, reconnects
+ * (through the balancer, which skips dead backends) when its socket drops, and re-sends a
+ * result that was never acknowledged. Training ranks hand their frames to `onTraining`.
+ */
+class SimWorker {
+  /** Every `task` frame: task id, attempt, and how many times this worker had connected. */
+  readonly frames: { task: number; attempt: number; connection: number }[] = [];
+  readonly controls: string[] = [];
+  readonly acked = new Set<number>();
+  connections = 0;
+  private ws: WebSocket | null = null;
+  private readonly unacked = new Map<number, Msg>();
+  private stopping = false;
+  onTraining: ((w: SimWorker, m: Msg) => void) | null = null;
+
+  constructor(
+    readonly id: string,
+    private readonly url: string,
+    private readonly token: string,
+    private readonly gpu: boolean,
+  ) {}
+
+  async connect(): Promise<void> {
+    for (let attempt = 0; attempt < 100 && !this.stopping; attempt++) {
+      try {
+        await this.open();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    if (!this.stopping) throw new Error(`${this.id} could not reconnect`);
+  }
+
+  private open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, { headers: { authorization: `Bearer ${this.token}` } });
+      const fail = (err: Error) => {
+        ws.terminate();
+        reject(err);
+      };
+      ws.once('error', fail);
+      ws.once('open', () => {
+        ws.send(
+          JSON.stringify({
+            type: 'register',
+            msg_id: 'reg',
+            ...systemInfo(this.id, this.gpu ? { gpus: [8] } : {}),
+            max_tasks: 1,
+          }),
+        );
+      });
+      ws.on('message', (data) => {
+        const m = JSON.parse(String(data)) as Msg;
+        if (m.type === 'registered') {
+          ws.off('error', fail);
+          ws.on('error', () => undefined);
+          this.connections++;
+          this.ws = ws;
+          // A result sent just before the socket dropped may never have been committed.
+          for (const r of this.unacked.values()) this.send(r);
+          resolve();
+          return;
+        }
+        this.onMessage(m);
+      });
+      ws.on('close', () => {
+        if (this.ws !== ws) return fail(new Error('closed before registering'));
+        this.ws = null;
+        if (!this.stopping) void this.connect().catch(() => undefined);
+      });
+    });
+  }
+
+  send(m: Msg): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
+  }
+
+  private onMessage(m: Msg): void {
+    if (m.type === 'task') {
+      const d = m.data as Msg;
+      this.frames.push({ task: d.id, attempt: d.attempt, connection: this.connections });
+      if (d.training) return this.onTraining?.(this, m);
+      const result = {
+        type: 'task_result',
+        msg_id: `r-${d.id}-${d.attempt}`,
+        task_id: d.id,
+        attempt: d.attempt,
+        status: 'completed',
+        result: { by: this.id },
+      };
+      this.unacked.set(d.id, result);
+      this.send(result);
+    } else if (m.type === 'ack' && m.of === 'task_result') {
+      this.unacked.delete(m.task_id as number);
+      this.acked.add(m.task_id as number);
+    } else if (m.type === 'pause' || m.type === 'resume') {
+      this.controls.push(`${m.type}:${m.task_id}`);
+    } else if (m.type === 'round_start' || m.type === 'training_complete') {
+      this.onTraining?.(this, m);
+    }
+  }
+
+  close(): void {
+    this.stopping = true;
+    this.ws?.terminate();
+  }
+}
+
+/**
+ * Two `ai-farm server` processes on one MariaDB database and one Redis, behind a round-robin
+ * TCP balancer for both the HTTP and the WebSocket ports. 100 workers, 1,000 tasks and a
+ * four-rank training task; a pause sent through A reaches the ranks on B; B is killed with
+ * SIGKILL mid-run; everything completes, no task is assigned or completed twice, and every
+ * round's aggregate is the weighted mean of exactly the acknowledged updates.
+ */
+describe('several server instances behind a load balancer', () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  });
+
+  it('share the work, survive kill -9 of one instance, and never assign a task twice', async () => {
+    const db: TestDatabase = await createTestDatabase('mysql');
+    cleanups.push(() => db.drop());
+    const admin = generateToken();
+    const wsPorts = [await freePort(), await freePort()];
+    const env = (name: string, wsPort: number) => ({
+      SERVER_HOST: '127.0.0.1',
+      SERVER_PORT: '0',
+      WEBSOCKET_PORT: String(wsPort),
+      DATABASE_URL: db.url,
+      DATA_DIR: join(db.dir, `data-${name}`),
+      LOG_DIR: join(db.dir, `logs-${name}`),
+      // Shared storage: an upload may reach either instance.
+      MODEL_CACHE_DIR: join(db.dir, 'models'),
+      CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
+      RATE_LIMIT: 'off',
+      ADMIN_TOKEN: admin,
+      REDIS_URL,
+      REDIS_KEY_PREFIX: `aifarm-test-${db.url.split('/').pop()}:`,
+      CONNECTION_TIMEOUT: '5',
+    });
+    const a: CliServer = await startCliServer([], env('a', wsPorts[0] as number), { timeoutMs: 60_000 });
+    cleanups.push(() => a.stop('SIGKILL'));
+    const b: CliServer = await startCliServer([], env('b', wsPorts[1] as number), { timeoutMs: 60_000 });
+    cleanups.push(() => b.stop('SIGKILL'));
+    const port = (url: string) => Number(new URL(url).port);
+    const httpLb: TcpBalancer = await startTcpBalancer([
+      { host: '127.0.0.1', port: port(a.url) },
+      { host: '127.0.0.1', port: port(b.url) },
+    ]);
+    cleanups.push(() => httpLb.close());
+    const wsLb: TcpBalancer = await startTcpBalancer(wsPorts.map((p) => ({ host: '127.0.0.1', port: p })));
+    cleanups.push(() => wsLb.close());
+    const lb = `http://127.0.0.1:${httpLb.port}`;
+    const sql: Connection = await createConnection(db.url);
+    cleanups.push(() => sql.end());
+    const query = async <T = Msg>(q: string, args: unknown[] = []): Promise<T[]> =>
+      (await sql.query(q, args))[0] as T[];
+
+    const tok = await request(lb, 'POST', '/api/tokens', { name: 'workers', role: 'worker' }, admin);
+    expect(tok.status).toBe(201);
+    const token = tok.body.token as string;
+
+    // Connections alternate A, B, A, B...: the four GPU workers (the training's ranks) are B's.
+    const workers: SimWorker[] = [];
+    cleanups.push(async () => workers.forEach((w) => w.close()));
+    for (let i = 0; i < WORKERS; i++) {
+      const gpu = i < 2 * RANKS && i % 2 === 1;
+      const w = new SimWorker(
+        `mw${i}-${Math.random().toString(36).slice(2, 7)}`,
+        `ws://127.0.0.1:${wsLb.port}/`,
+        token,
+        gpu,
+      );
+      workers.push(w);
+      await w.connect();
+    }
+    expect(wsLb.counts).toEqual([WORKERS / 2, WORKERS / 2]);
+    const onB = new Set(workers.filter((_, i) => wsLb.picks[i] === 1).map((w) => w.id));
+    const ranks = workers.filter((_, i) => i < 2 * RANKS && i % 2 === 1);
+    // Each instance records the sockets it holds (a moment after `registered`).
+    await until('clients.instance_id', async () => {
+      const rows = await query<{ n: number }>(
+        'SELECT COUNT(*) AS n FROM clients WHERE instance_id IS NOT NULL GROUP BY instance_id',
+      );
+      return rows.length === 2 && rows.every((r) => Number(r.n) === WORKERS / 2);
+    });
+
+    // The training task: four ranks, synthetic models uploaded through the balancer.
+    const created = await request(
+      lb,
+      'POST',
+      '/api/tasks',
+      {
+        type: 'command',
+        requirements: { gpu_count: 1 },
+        world_size: RANKS,
+        config: { rounds: ROUNDS, round_deadline_s: 600 },
+      },
+      admin,
+    );
+    expect(created.status).toBe(201);
+    const trainingId = created.body.id as number;
+    const acknowledged = new Map<number, Map<number, { x: number; n: number }>>();
+    let resumed = false;
+    let killed = false;
+    const uploading = new Set<string>();
+    const put = async (rank: number, attempt: number, round: number, clientId: string) => {
+      const key = `${round}:${rank}:${attempt}`;
+      if (uploading.has(key)) return;
+      uploading.add(key);
+      const x = round * 10 + rank + 1;
+      const n = (rank + 1) * 100;
+      for (let i = 0; i < 20; i++) {
+        const r = await upload({
+          base: lb,
+          token,
+          clientId,
+          taskId: trainingId,
+          round,
+          rank,
+          attempt,
+          numSamples: n,
+          body: model([x, x, x, x], [x, 0, 0, -x]),
+        }).catch(() => ({ status: 0, body: null }));
+        if (r.status === 201 || r.status === 200) {
+          const m = acknowledged.get(round) ?? new Map<number, { x: number; n: number }>();
+          m.set(rank, { x, n });
+          acknowledged.set(round, m);
+          break;
+        }
+        // Not connected yet (moving to another instance) or the instance just died: retry.
+        if (r.status === 409 && r.body?.code === 'round_closed') break;
+        await new Promise((res) => setTimeout(res, 250));
+      }
+      uploading.delete(key);
+    };
+    const onTraining = (w: SimWorker, m: Msg) => {
+      const t = (m.type === 'task' ? m.data.training : m) as Msg;
+      const rank = (m.type === 'task' ? m.data.rank : m.rank) as number;
+      const attempt = (m.type === 'task' ? m.data.attempt : m.attempt) as number;
+      if (m.type === 'training_complete') return;
+      if (t.accepted) return;
+      const round = t.round as number;
+      // Round 1 waits for the pause test; half of round 2 waits for B's death.
+      const go = async () => {
+        await until('resume', () => resumed);
+        if (round === 2 && rank >= RANKS / 2) await until('kill', () => killed);
+        await put(rank, attempt, round, w.id);
+      };
+      void go().catch(() => undefined);
+    };
+    for (const w of ranks) w.onTraining = onTraining;
+    await until('the ranks', () => ranks.every((w) => w.frames.some((f) => f.task === trainingId)), 60_000);
+
+    // A pause sent through instance A reaches the ranks, whose sockets B holds; so does resume.
+    const pause = await request(a.url, 'PUT', `/api/tasks/${trainingId}/status`, { status: 'paused' }, admin);
+    expect(pause.status).toBe(200);
+    await until('pause on B', () => ranks.every((w) => w.controls.includes(`pause:${trainingId}`)), 30_000);
+    const resume = await request(
+      a.url,
+      'PUT',
+      `/api/tasks/${trainingId}/status`,
+      { status: 'running' },
+      admin,
+    );
+    expect(resume.status).toBe(200);
+    await until('resume on B', () => ranks.every((w) => w.controls.includes(`resume:${trainingId}`)), 30_000);
+    resumed = true;
+
+    // 1,000 tasks through the balancer; B dies with a third of them done and round 2 half in.
+    const t0 = Date.now();
+    const ids: number[] = [];
+    for (let i = 0; i < TASKS; i += 25) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(25, TASKS - i) }, (_, k) =>
+          request(
+            lb,
+            'POST',
+            '/api/tasks',
+            { type: 'command', requirements: {}, config: { n: i + k } },
+            admin,
+          ),
+        ),
+      );
+      for (const r of batch) {
+        expect(r.status).toBe(201);
+        ids.push(r.body.id as number);
+      }
+    }
+    const overlaps: Msg[] = [];
+    const sample = async () => {
+      const rows = await query(
+        `SELECT task_id, \`rank\`, COUNT(*) AS n FROM task_assignments
+         WHERE status IN ('assigned','training','paused') GROUP BY task_id, \`rank\` HAVING COUNT(*) > 1`,
+      );
+      overlaps.push(...rows);
+    };
+    const completed = async () =>
+      Number(
+        (
+          await query("SELECT COUNT(*) AS n FROM tasks WHERE status = 'completed' AND id <> ?", [trainingId])
+        )[0]?.n,
+      );
+    await until('a third of the tasks', async () => {
+      await sample();
+      return (await completed()) >= TASKS / 3 && (acknowledged.get(2)?.size ?? 0) >= RANKS / 2;
+    });
+    const killedAt = Date.now();
+    await b.stop('SIGKILL');
+    killed = true;
+
+    await until('B’s workers on A', async () => {
+      await sample();
+      const rows = await query<{ id: string; instance_id: string }>('SELECT id, instance_id FROM clients');
+      const aId = rows.find((r) => !onB.has(r.id))?.instance_id;
+      return rows.every((r) => r.instance_id === aId) && workers.every((w) => w.connections >= 1);
+    });
+    const movedAt = Date.now();
+    await until(
+      'every task',
+      async () => {
+        await sample();
+        return (await completed()) === TASKS;
+      },
+      240_000,
+    );
+    const doneAt = Date.now();
+    await until(
+      'the training',
+      async () =>
+        (await query('SELECT status FROM tasks WHERE id = ?', [trainingId]))[0]?.status === 'completed',
+      180_000,
+    );
+    const trainedAt = Date.now();
+
+    // No task assigned twice at once, none completed twice.
+    await sample();
+    expect(overlaps).toEqual([]);
+    const twice = await query(
+      `SELECT task_id, \`rank\`, COUNT(*) AS n FROM task_assignments WHERE status = 'completed'
+       GROUP BY task_id, \`rank\` HAVING COUNT(*) > 1`,
+    );
+    expect(twice).toEqual([]);
+    const live = await query(
+      `SELECT * FROM task_assignments WHERE status IN ('assigned','training','paused')`,
+    );
+    expect(live).toEqual([]);
+    const lost = await query<{ task_id: number; client_id: string; attempt: number }>(
+      `SELECT task_id, client_id, attempt FROM task_assignments WHERE status = 'lost'`,
+    );
+    // Every worker got each task frame once; one that moved from B to A may have had its live
+    // tasks sent again there (same attempt), and a lost attempt's task went to someone else.
+    for (const w of workers) {
+      const seen = new Map<string, number>();
+      for (const f of w.frames)
+        seen.set(`${f.task}:${f.attempt}`, (seen.get(`${f.task}:${f.attempt}`) ?? 0) + 1);
+      for (const [key, n] of seen) {
+        if (n === 1) continue;
+        expect(onB.has(w.id), `${w.id} got ${key} ${n} times`).toBe(true);
+        expect(n).toBeLessThanOrEqual(w.connections);
+      }
+    }
+    const byTask = new Map<number, Set<string>>();
+    for (const w of workers)
+      for (const f of w.frames)
+        if (f.task !== trainingId)
+          byTask.set(f.task, (byTask.get(f.task) ?? new Set()).add(`${w.id}:${f.attempt}`));
+    for (const id of ids) {
+      const holders = byTask.get(id) ?? new Set();
+      const lostHere = lost.filter((l) => l.task_id === id).length;
+      expect(holders.size, `task ${id}`).toBe(1 + lostHere);
+    }
+
+    // Each round's model is the weighted mean of exactly the acknowledged updates.
+    const mean = (round: number) => {
+      const ups = [...(acknowledged.get(round)?.values() ?? [])];
+      expect(ups).toHaveLength(RANKS);
+      return ups.reduce((s, u) => s + u.x * u.n, 0) / ups.reduce((s, u) => s + u.n, 0);
+    };
+    for (let r = 1; r < ROUNDS; r++) {
+      const g = await download(lb, `/api/tasks/${trainingId}/rounds/${r + 1}/model`, token);
+      expect(g.status).toBe(200);
+      const m = mean(r);
+      expectClose((await values(g.bytes)).a, [m, m, m, m]);
+    }
+    const final = await download(lb, `/api/tasks/${trainingId}/model`, token);
+    expect(final.status).toBe(200);
+    const m = mean(ROUNDS);
+    expectClose((await values(final.bytes)).b, [m, 0, 0, -m]);
+    const rounds = await query<{ round: number; num_updates: number }>(
+      'SELECT round, num_updates FROM training_rounds WHERE task_id = ? ORDER BY round',
+      [trainingId],
+    );
+    expect(rounds.map((r) => Number(r.num_updates))).toEqual(Array.from({ length: ROUNDS }, () => RANKS));
+
+    const seconds = (ms: number) => (ms / 1000).toFixed(1);
+    console.log(
+      [
+        `multi-instance: ${TASKS} tasks, ${WORKERS} workers, 2 instances on MariaDB + Redis`,
+        `  tasks/s end to end (kill -9 of B included): ${(TASKS / ((doneAt - t0) / 1000)).toFixed(0)}`,
+        `  re-placed leases (lost, then assigned again): ${lost.length}`,
+        `  workers moved from B to A: ${onB.size}; tasks completed when B died: ${TASKS / 3}+`,
+        `  time to recover: every worker of B on A ${seconds(movedAt - killedAt)} s after kill -9; all tasks ${seconds(doneAt - killedAt)} s; training finished ${seconds(trainedAt - killedAt)} s`,
+      ].join('\n'),
+    );
+  }, 600_000);
+});
