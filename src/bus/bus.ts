@@ -15,8 +15,11 @@ export interface BusTopics {
   'task.changed': { task_id: number; status: string; progress?: number };
   /** A client changed (connected, cordoned, utilization). */
   'client.changed': { client_id: string; status?: string; connected?: boolean };
-  /** Several instances (src/cluster): a client's socket is now held by `instance_id`. */
-  'cluster.client': { client_id: string; instance_id: string };
+  /**
+   * Several instances (src/cluster): a client's socket is now held by `instance_id`; with
+   * `settled`, the instance that held it before has finished the claims it had under way.
+   */
+  'cluster.client': { client_id: string; instance_id: string; settled?: boolean };
   /** A message for the client holding (task, attempt), delivered by whichever instance holds its socket. */
   'cluster.push': { client_id: string; task_id: number; attempt: number; message: ServerMessage };
   /** A rank's lease is given up (missed its round's deadline) by the instance holding it. */

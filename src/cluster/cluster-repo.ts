@@ -105,17 +105,6 @@ export async function liveAssignmentsOf(db: Db, clientId: string): Promise<Assig
     .execute();
 }
 
-/** Live assignments of the clients this instance holds (to find any its memory lacks). */
-export async function liveAssignmentsHeldBy(db: Db, me: string): Promise<AssignmentRow[]> {
-  return db
-    .selectFrom('task_assignments as a')
-    .innerJoin('clients as c', 'c.id', 'a.client_id')
-    .selectAll('a')
-    .where('a.status', 'in', LIVE)
-    .where('c.instance_id', '=', me)
-    .execute();
-}
-
 /** A client's live lease on a task with what the upload check needs, wherever it is connected. */
 export async function leaseOf(
   db: Db,

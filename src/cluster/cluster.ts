@@ -59,8 +59,6 @@ export class Cluster implements TrainingOwnership {
   private timer: NodeJS.Timeout | null = null;
   private ticking: Promise<void> = Promise.resolve();
   private readonly unsubscribes: (() => void)[] = [];
-  /** Live assignments of our clients missing from memory at the last beat (adopted if still so). */
-  private suspects = new Set<number>();
   private stopped = false;
 
   constructor(private readonly d: ClusterDeps) {
@@ -82,11 +80,15 @@ export class Cluster implements TrainingOwnership {
 
   /** Registers this instance, takes over what dead instances left, and starts beating. */
   async start(): Promise<void> {
+    const fail = (err: unknown) => this.d.logger.error({ err }, 'adopting leases failed');
     const at = toDbTime(this.d.clock.now(), true);
     await repo.registerInstance(this.d.db, { id: this.id, host: hostname(), pid: process.pid, at });
     this.d.logger.info({ instance: this.id }, 'joined the cluster');
     this.unsubscribes.push(
-      this.d.bus.subscribe('cluster.client', (m) => this.released(m.client_id, m.instance_id)),
+      this.d.bus.subscribe('cluster.client', (m) => {
+        if (m.settled && m.instance_id === this.id) void this.adoptMissing(m.client_id).catch(fail);
+        else if (!m.settled) this.released(m.client_id, m.instance_id);
+      }),
       this.d.bus.subscribe('cluster.push', (m) => {
         const { client, lease } = this.holder(m.client_id, m.task_id, m.attempt);
         if (!client || !lease) return;
@@ -153,36 +155,12 @@ export class Cluster implements TrainingOwnership {
         { leases: taken },
         'took over the leases of a dead instance; their clients may reconnect',
       );
-    await this.adoptStrays(now.getTime());
     for (const taskId of await repo.orphanTrainings(db, live)) {
       await this.p.training
         .run(taskId)
         .catch((err: unknown) => this.d.logger.error({ err, taskId }, 'taking over a training task failed'));
     }
     await repo.removeDead(db, this.cutoff());
-  }
-
-  /**
-   * Live assignments of clients this instance holds that its memory lacks (a claim another
-   * instance committed as the client moved here): seen on two beats in a row, they are adopted.
-   */
-  private async adoptStrays(now: number): Promise<void> {
-    const suspects = new Set<number>();
-    for (const a of await repo.liveAssignmentsHeldBy(this.d.db, this.id)) {
-      const held = this.d.registry.get(a.client_id)?.leases.get(a.task_id);
-      if (held && (held.assignmentId === Number(a.id) || held.assignmentId === 0)) continue;
-      if (held) continue; // another attempt of the same task: the older one ends on its own
-      if (!this.suspects.has(Number(a.id))) {
-        suspects.add(Number(a.id));
-        continue;
-      }
-      const row = await findClient(this.d.db, a.client_id);
-      const lease = holdLease(this.d.registry, a, row, now, this.d.maxTasksPerClient);
-      const client = this.d.registry.get(a.client_id);
-      if (lease && client?.send)
-        await this.p.leases.resend({ ...client, leases: new Map([[a.task_id, lease]]) });
-    }
-    this.suspects = suspects;
   }
 
   /**
@@ -214,6 +192,26 @@ export class Cluster implements TrainingOwnership {
     this.d.registry.remove(clientId);
     conn?.close(CLOSE_CODES.goingAway, 'connected to another server instance');
     this.p.dispatcher.schedule();
+    // A claim for it under way here commits a lease the new holder has not read: once the
+    // passes under way are done, it reads the client's leases again.
+    void this.p.dispatcher
+      .passNow()
+      .then(() =>
+        this.d.bus.publish('cluster.client', { client_id: clientId, instance_id: holder, settled: true }),
+      )
+      .catch((err: unknown) => this.d.logger.warn({ err }, 'settling a moved client failed'));
+  }
+
+  /** Adopts live leases of a client held here that memory lacks, and sends them to it. */
+  private async adoptMissing(clientId: string): Promise<void> {
+    const client = this.d.registry.get(clientId);
+    if (!client?.send) return;
+    const row = await findClient(this.d.db, clientId);
+    const now = this.d.clock.now().getTime();
+    for (const a of await repo.liveAssignmentsOf(this.d.db, clientId)) {
+      const lease = holdLease(this.d.registry, a, row, now, this.d.maxTasksPerClient);
+      if (lease) await this.p.leases.resend({ ...client, leases: new Map([[a.task_id, lease]]) });
+    }
   }
 
   private holder(clientId: string, taskId: number, attempt: number): { client?: FarmClient; lease?: Lease } {
