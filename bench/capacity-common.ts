@@ -35,6 +35,10 @@ export interface ServerStats {
   /** Wall seconds since `window-start`. */
   wall: number;
   loop: LoopDelay;
+  /** Garbage collections since `window-start`: count, total and longest pause (ms). */
+  gc: Record<'minor' | 'major', { count: number; ms: number; max: number }>;
+  /** Loop stalls over 200 ms since `window-start`: [seconds into the window, ms]. */
+  stalls: [number, number][];
 }
 
 /** Driver -> server child. */

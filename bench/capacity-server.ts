@@ -14,7 +14,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { constants as perf, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { WebSocketServer } from 'ws';
 import { generateToken, TokenService } from '../src/auth/token-service.js';
 import { loadConfig } from '../src/config/load.js';
@@ -43,6 +43,29 @@ const loop = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
 loop.enable();
 let windowCpu = process.cpuUsage();
 let windowAt = performance.now();
+
+// Where long delays come from: garbage collections, and when the loop stalled.
+let gcs = { minor: { count: 0, ms: 0, max: 0 }, major: { count: 0, ms: 0, max: 0 } };
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+    const g = kind === perf.NODE_PERFORMANCE_GC_MAJOR ? gcs.major : gcs.minor;
+    g.count++;
+    g.ms += e.duration;
+    g.max = Math.max(g.max, e.duration);
+  }
+});
+gcObserver.observe({ entryTypes: ['gc'] });
+/** Stalls of the loop longer than STALL_MS: [seconds into the window, ms]. */
+const STALL_MS = 200;
+let stalls: [number, number][] = [];
+let lastTick = performance.now();
+const stallWatch = setInterval(() => {
+  const t = performance.now();
+  if (t - lastTick > 50 + STALL_MS && stalls.length < 100)
+    stalls.push([Math.round((lastTick - windowAt) / 100) / 10, Math.round(t - lastTick - 50)]);
+  lastTick = t;
+}, 50);
 
 interface Running {
   wsUrl: string;
@@ -166,6 +189,8 @@ async function stats(): Promise<ServerStats> {
     connections: running.connections(),
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
     wall: (performance.now() - windowAt) / 1000,
+    gc: gcs,
+    stalls,
     loop: {
       p50: ms(loop.percentile(50)),
       p99: ms(loop.percentile(99)),
@@ -183,11 +208,15 @@ async function handle(req: ServerRequest): Promise<unknown> {
       windowCpu = process.cpuUsage();
       windowAt = performance.now();
       loop.reset();
+      gcs = { minor: { count: 0, ms: 0, max: 0 }, major: { count: 0, ms: 0, max: 0 } };
+      stalls = [];
       return null;
     case 'stats':
       return stats();
     case 'stop':
       loop.disable();
+      gcObserver.disconnect();
+      clearInterval(stallWatch);
       await running.stop();
       return null;
   }
