@@ -21,6 +21,7 @@ import {
   type OutputCapture,
   type RouteEntry,
 } from './helpers/security.js';
+import { bodyFor, PRINCIPALS, RULES, type Want, type Who } from './helpers/security-rules.js';
 import { request, testConfig, type ApiResponse } from './helpers/server.js';
 import { model, taskMessage, upload } from './helpers/training.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
@@ -112,120 +113,6 @@ async function startSecServer(dialect: Dialect, overrides: Record<string, unknow
       stopped = true;
     },
   };
-}
-
-type Who =
-  'no token' | 'wrong token' | 'revoked token' | 'ended session' | 'worker token' | "another user's token";
-const PRINCIPALS: readonly Who[] = [
-  'no token',
-  'wrong token',
-  'revoked token',
-  'ended session',
-  'worker token',
-  "another user's token",
-];
-/** What a worker or a user (not the owner) must get; anonymous kinds always get 401. */
-interface Want {
-  status: number | number[];
-  code?: string;
-}
-interface Rule {
-  /** Needs no credentials (health, docs, login, the panel's static shell). */
-  public?: true;
-  worker?: Want;
-  user?: Want;
-  /** Concrete requests for this route (default: the pattern with ids filled in). */
-  probes?: { path: string; want?: Partial<Record<'anon' | 'worker' | 'user', Want>> }[];
-}
-
-const forbidden: Want = { status: 403, code: 'forbidden' };
-const taskHidden: Want = { status: 404, code: 'task_not_found' };
-
-/**
- * What docs/api.md, docs/training.md and docs/admin-panel.md promise for each route. A route
- * the app has and this table lacks fails the suite: new routes must be placed here.
- */
-const RULES: Record<string, Rule> = {
-  'GET /health': { public: true },
-  'GET /ready': { public: true },
-  'GET /openapi.json': { public: true },
-  'GET /docs': { public: true },
-  'GET /docs/': { public: true },
-  'GET /docs/static/index.html': { public: true },
-  'GET /docs/static/swagger-initializer.js': { public: true },
-  'GET /docs/*': { public: true, probes: [{ path: '/docs/static/swagger-ui.css' }] },
-  'GET /docs/json': { public: true },
-  'GET /docs/yaml': { public: true },
-  // Login: public by nature; an empty body is refused by validation, before the throttle counts it.
-  'POST /api/session': { public: true },
-  'GET /api/session': { worker: { status: 200 }, user: { status: 200 } },
-  'DELETE /api/session': {
-    worker: { status: 400, code: 'no_session' },
-    user: { status: 400, code: 'no_session' },
-  },
-  // The panel's catch-all: its pages are public, unknown API paths are 401 to strangers.
-  'GET *': {
-    public: true,
-    probes: [
-      { path: '/tasks/1' },
-      {
-        path: '/api/no-such-route',
-        want: {
-          anon: { status: 401, code: 'unauthorized' },
-          worker: { status: 404, code: 'route_not_found' },
-          user: { status: 404, code: 'route_not_found' },
-        },
-      },
-    ],
-  },
-  'GET /api/tasks': { worker: forbidden, user: { status: 200 } },
-  'POST /api/tasks': { worker: forbidden, user: { status: 201 } },
-  'POST /api/tasks/batch': { worker: forbidden, user: { status: 201 } },
-  'GET /api/tasks/:id': { worker: forbidden, user: taskHidden },
-  'DELETE /api/tasks/:id': { worker: forbidden, user: taskHidden },
-  'PUT /api/tasks/:id/status': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/events': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/metrics': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/assignments': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/logs': { worker: forbidden, user: taskHidden },
-  // Workers read rounds and models of tasks their clients hold: 404 for any other.
-  'GET /api/tasks/:id/rounds': { worker: taskHidden, user: taskHidden },
-  'GET /api/tasks/:id/rounds/current': { worker: taskHidden, user: taskHidden },
-  'GET /api/tasks/:id/rounds/:round/model': { worker: taskHidden, user: taskHidden },
-  'GET /api/tasks/:id/model': { worker: taskHidden, user: taskHidden },
-  // A worker whose client holds no lease on it: 409 stale_attempt (docs/training.md), same as
-  // for a task that does not exist, so it learns nothing.
-  'PUT /api/tasks/:id/rounds/:round/updates/:rank': {
-    worker: { status: 409, code: 'stale_attempt' },
-    user: forbidden,
-  },
-  'GET /api/clients': { worker: forbidden, user: { status: 200 } },
-  'GET /api/clients/:id': { worker: forbidden, user: { status: 200 } },
-  'PUT /api/clients/:id/status': { worker: forbidden, user: forbidden },
-  'GET /api/tokens': { worker: forbidden, user: forbidden },
-  'POST /api/tokens': { worker: forbidden, user: forbidden },
-  'DELETE /api/tokens/:id': { worker: forbidden, user: forbidden },
-  'GET /api/users': { worker: forbidden, user: forbidden },
-  'POST /api/users': { worker: forbidden, user: forbidden },
-  'PUT /api/users/:id/password': { worker: forbidden, user: forbidden },
-  'DELETE /api/users/:id': { worker: forbidden, user: forbidden },
-  'GET /api/overview': { worker: forbidden, user: forbidden },
-  'GET /api/events': { worker: forbidden, user: forbidden },
-  'GET /api/metrics': { worker: forbidden, user: { status: 200 } },
-  'GET /metrics': { worker: forbidden, user: { status: 200 } },
-};
-
-/** Bodies that pass validation, so a refusal is the auth's doing and an allowed call does real work. */
-function bodyFor(method: string, url: string): unknown {
-  if (method === 'POST' && url === '/api/tasks') return { type: 'sec', requirements: { min_ram_gb: 1e6 } };
-  if (url === '/api/tasks/batch') return { tasks: [{ type: 'sec', requirements: { min_ram_gb: 1e6 } }] };
-  if (method === 'POST' && url === '/api/session') return {};
-  if (url === '/api/tasks/:id/status') return { status: 'paused' };
-  if (url === '/api/clients/:id/status') return { status: 'inactive' };
-  if (method === 'POST' && url === '/api/tokens') return { name: 'sec-minted', role: 'admin' };
-  if (method === 'POST' && url === '/api/users') return { username: 'sec-minted', password: 'x'.repeat(16) };
-  if (url === '/api/users/:id/password') return { password: 'y'.repeat(16) };
-  return undefined;
 }
 
 describe.each(DIALECTS)('security on %s', (dialect) => {
@@ -346,13 +233,13 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
     const streaming = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
     const text = streaming || method === 'HEAD' ? '' : await res.text();
     if (streaming) ctl.abort();
-    let parsed: { error?: { code?: string } } | null = null;
+    let code: string | undefined;
     try {
-      parsed = text ? (JSON.parse(text) as typeof parsed) : null;
+      code = text ? (JSON.parse(text) as { error?: { code?: string } }).error?.code : undefined;
     } catch {
       // HTML, CSS, YAML.
     }
-    return { status: res.status, code: parsed?.error?.code, text };
+    return { status: res.status, code, text };
   }
 
   it('enumerates every route of the running app and has a rule for each', async () => {
@@ -438,6 +325,21 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
       expect(got.status, url).not.toBe(403);
       expect(got.code, url).not.toBe('task_not_found');
       figures.ownerControls++;
+    }
+  });
+
+  it('the model server (MODEL_SERVER_PORT) refuses the same callers', async () => {
+    for (const path of [`/tasks/${ownerTask}/model`, `/tasks/${ownerTask}/rounds/1/model`]) {
+      for (const who of PRINCIPALS) {
+        const res = await fetch(s.server.modelUrl + path, { headers: credentials(who) });
+        const body = (await res.json()) as { error: { code: string } };
+        const want = who === 'worker token' || who === "another user's token" ? 404 : 401;
+        expect([res.status, body.error.code], `${path} as ${who}`).toEqual([
+          want,
+          want === 404 ? 'task_not_found' : 'unauthorized',
+        ]);
+        figures.matrixChecks++;
+      }
     }
   });
 
