@@ -155,6 +155,12 @@ export class LeaseService {
     this.finishing.set(key, done);
     try {
       await done;
+    } catch (err) {
+      // Not stored (the database is unreachable): the lease stays, so the client's retry of
+      // this result can still end it. Were it dropped, the retry would be refused as stale
+      // and the task would stay running for good.
+      if (client && !client.leases.has(taskId)) client.leases.set(taskId, l);
+      throw err;
     } finally {
       this.finishing.delete(key);
     }

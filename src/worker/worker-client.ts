@@ -21,6 +21,9 @@ import type {
   WorkerClientOptions,
 } from './sdk-types.js';
 
+/** A reliable request the server could not store (database_unavailable) is sent again after this, ms. */
+const UNAVAILABLE_RETRY_MS = 1000;
+
 interface Pending {
   msgId: string;
   message: Record<string, unknown>;
@@ -292,6 +295,14 @@ export class WorkerClient extends EventEmitter<WorkerClientEvents> {
 
   private settle(p: Pending, msg: ServerMessage): void {
     clearTimeout(p.timer);
+    if (p.reliable && msg.type === 'error' && msg.code === 'database_unavailable') {
+      // The server could not store it yet: send it again (same msg_id) until it is stored or
+      // refused for good. Dropping it would leave the task running with nobody to end it.
+      p.timer = setTimeout(() => {
+        if (this.connected && this.pending.has(p.msgId)) this.transmit(p);
+      }, UNAVAILABLE_RETRY_MS);
+      return;
+    }
     this.pending.delete(p.msgId);
     if (msg.type === 'error') p.reject(new ProtocolError(msg.code, msg.message, msg.reply_to));
     else if (p.expect.has(msg.type)) p.resolve(msg);
