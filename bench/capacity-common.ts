@@ -46,6 +46,8 @@ export type ServerRequest =
   | { id: number; cmd: 'memory'; gc: boolean }
   | { id: number; cmd: 'window-start' }
   | { id: number; cmd: 'stats' }
+  | { id: number; cmd: 'profile-start' }
+  | { id: number; cmd: 'profile-stop'; file: string }
   | { id: number; cmd: 'stop' };
 
 /** Server child -> driver. */

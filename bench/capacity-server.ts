@@ -11,7 +11,9 @@
  * Both measure their own event-loop delay (perf_hooks.monitorEventLoopDelay) and CPU and
  * report them, and their memory, to the driver over IPC only.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { findSourceMap } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { constants as perf, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -200,8 +202,35 @@ async function stats(): Promise<ServerStats> {
   };
 }
 
+let profiler: Session | null = null;
+
 async function handle(req: ServerRequest): Promise<unknown> {
   switch (req.cmd) {
+    case 'profile-start':
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 500 });
+      await profiler.post('Profiler.start');
+      return null;
+    case 'profile-stop': {
+      if (!profiler) throw new Error('profiler not started');
+      const { profile } = await profiler.post('Profiler.stop');
+      // tsx compiles each module to one line: point the frames back at the TypeScript lines.
+      for (const node of profile.nodes) {
+        const f = node.callFrame;
+        if (!f.url.startsWith('file:') || f.url.includes('/node_modules/')) continue;
+        const entry = findSourceMap(f.url)?.findEntry(f.lineNumber, f.columnNumber);
+        if (entry && 'originalLine' in entry) {
+          f.lineNumber = entry.originalLine;
+          f.columnNumber = entry.originalColumn;
+        }
+      }
+      writeFileSync(req.file, JSON.stringify(profile));
+      profiler.disconnect();
+      profiler = null;
+      return req.file;
+    }
     case 'memory':
       return memory(req.gc);
     case 'window-start':

@@ -9,8 +9,8 @@
  *   npx tsx bench/capacity.ts --help
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -27,6 +27,7 @@ import type {
   ServerStats,
 } from './capacity-common.js';
 import { median, sleep } from './common.js';
+import { summariseProfile, type ProfileSummary } from './cpuprofile.js';
 
 const HELP = `Usage: npx tsx bench/capacity.ts [options]
 
@@ -39,6 +40,8 @@ const HELP = `Usage: npx tsx bench/capacity.ts [options]
   --parallel <count>    connection attempts in flight per generator (default 100)
   --sources <count>     loopback source addresses 127.0.0.1 .. 127.0.0.<count> (default 4)
   --only <list>         bare,farm (default both, bare first)
+  --profile             CPU profile of each server over the window; its summary goes in the
+                        results JSON and the top of it is printed
   --out <file>          results JSON (default bench/results/capacity-<date>.json)
   --quick               --n 2000 --duration 15 --warmup 5
 `;
@@ -54,6 +57,7 @@ const { values: args } = parseArgs({
     sources: { type: 'string' },
     only: { type: 'string' },
     out: { type: 'string' },
+    profile: { type: 'boolean' },
     quick: { type: 'boolean' },
     help: { type: 'boolean' },
   },
@@ -285,6 +289,8 @@ interface Result {
   expectedAcks: number;
   /** Load generators' CPU over the window, % of one core (all of them). */
   generatorCpuPercent: number;
+  /** With --profile: the server's CPU profile over the window, summarised. */
+  profile?: ProfileSummary | undefined;
 }
 
 function sum(cs: ClientsCounters[], key: keyof Omit<ClientsCounters, 'problems'>): number {
@@ -409,6 +415,7 @@ async function runOne(kind: ServerKind): Promise<Result> {
 
     const before = await Promise.all(gens.map((g) => g.counters()));
     await server.request({ cmd: 'window-start' });
+    if (args.profile) await server.request({ cmd: 'profile-start' });
     const windowBar = new cliProgress.SingleBar(
       { format: `${kind.padEnd(4)} steady     |{bar}| {value}/{total} s`, hideCursor: true },
       cliProgress.Presets.shades_classic,
@@ -421,6 +428,13 @@ async function runOne(kind: ServerKind): Promise<Result> {
     windowBar.stop();
     const window = await server.request<ServerStats>({ cmd: 'stats' });
     const after = await Promise.all(gens.map((g) => g.counters()));
+    let profile: ProfileSummary | undefined;
+    if (args.profile) {
+      const file = join(tmpdir(), `capacity-${kind}-${process.pid}.cpuprofile`);
+      await server.request({ cmd: 'profile-stop', file }, 120_000);
+      profile = summariseProfile(file, 25);
+      rmSync(file, { force: true });
+    }
 
     // Memory with the connections held (heartbeats going on), settled.
     const loaded = await settledMemory(server, 5);
@@ -467,6 +481,7 @@ async function runOne(kind: ServerKind): Promise<Result> {
       acksInWindow,
       expectedAcks,
       generatorCpuPercent: (100 * genCpu) / window.wall,
+      profile,
     };
   } finally {
     await server.stop();
@@ -600,6 +615,22 @@ const lines = [
   '',
   ...goals(results).map((g) => `- ${g}`),
   ...results.flatMap((r) => (r.ok ? [] : [`- ${r.server}: problems: ${r.problems.join('; ')}`])),
+  ...results.flatMap((r) => [
+    `- ${r.server}: GC in the window: ${r.window.gc.minor.count} minor (${f0(r.window.gc.minor.ms)} ms, longest ${f0(r.window.gc.minor.max)}), ${r.window.gc.major.count} major (${f0(r.window.gc.major.ms)} ms, longest ${f0(r.window.gc.major.max)}); stalls over 200 ms [s into window, ms]: ${JSON.stringify(r.window.stalls)}`,
+  ]),
+  ...results.flatMap((r) =>
+    r.profile
+      ? [
+          '',
+          `${r.server}: CPU profile over the window (${f0(r.profile.totalMs)} ms sampled), by area:`,
+          ...r.profile.areas.slice(0, 12).map((a) => `  ${f1(a.pct).padStart(5)} %  ${a.area}`),
+          'inclusive, own functions:',
+          ...r.profile.inclusive
+            .slice(0, 15)
+            .map((a) => `  ${f1(a.pct).padStart(5)} %  ${a.name}  ${a.where}`),
+        ]
+      : [],
+  ),
   '',
   `results: ${relative(process.cwd(), out)}`,
 ];
