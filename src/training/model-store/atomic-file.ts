@@ -37,13 +37,38 @@ export class AtomicFile {
     }
   }
 
-  /** fsyncs and closes the temporary file; returns its sha256 (hex). It can still be read at tmpPath. */
-  async seal(): Promise<string> {
+  /**
+   * Writes `chunk` at `position` without hashing it, for a writer that hashes elsewhere (in
+   * another thread) and hands its digest to {@link seal}. Writes at distinct positions may run
+   * concurrently; every one must have settled before seal or abort.
+   */
+  async writeAt(chunk: Uint8Array, position: number): Promise<void> {
+    if (this.state !== 'open') throw new Error('file is not open');
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, done, chunk.length - done, position + done);
+      done += bytesWritten;
+    }
+    this.bytes = Math.max(this.bytes, position + chunk.length);
+  }
+
+  /** Starts writing back what was written so far (fdatasync), so that seal has less left to do. */
+  async datasync(): Promise<void> {
+    if (this.state !== 'open') throw new Error('file is not open');
+    await this.fh.datasync();
+  }
+
+  /**
+   * fsyncs and closes the temporary file; returns its sha256 (hex), or `digest` when the bytes
+   * were hashed elsewhere (see writeAt). It can still be read at tmpPath.
+   */
+  async seal(digest?: string): Promise<string> {
     if (this.state !== 'open') throw new Error('file is not open');
     await this.fh.sync();
     await this.fh.close();
     this.state = 'closed';
-    return this.hash.digest('hex');
+    const own = this.hash.digest('hex');
+    return digest ?? own;
   }
 
   /** Renames the sealed file to `path` and makes the rename durable. */

@@ -33,7 +33,11 @@ const big = (n: number, nanAt = -1): TensorData[] => {
   ];
 };
 
-describe('receiveUpload', () => {
+// Inline: hashed and scanned on this thread; thread: in a worker thread (large bodies).
+describe.each([
+  ['inline', Number.MAX_SAFE_INTEGER],
+  ['thread', 0],
+])('receiveUpload (%s)', (_mode, threadMinBytes) => {
   /** `chunked`: no Content-Length, as with Transfer-Encoding: chunked. */
   const receive = (bytes: Uint8Array, chunked = false) =>
     receiveUpload(stream(bytes), {
@@ -41,6 +45,7 @@ describe('receiveUpload', () => {
       maxBytes: 1 << 30,
       reference: null,
       dir,
+      threadMinBytes,
     });
 
   it('stores the exact bytes and their sha256, chunked or not', async () => {

@@ -6,8 +6,17 @@
 import type { Readable } from 'node:stream';
 import { dtypeSize, isAggregatable } from '../safetensors/dtypes.js';
 import { compatible, parseHeader, peekHeaderLength, type SafetensorsHeader } from '../safetensors/header.js';
-import { firstNonFinite, scanFinite } from '../safetensors/read.js';
+import { sharedMemory, type WasmMemory } from '../safetensors/finite-scan.js';
+import { scanFinite } from '../safetensors/read.js';
 import { AtomicFile } from './atomic-file.js';
+import { threadChecker } from './checker-threads.js';
+import {
+  PieceChecker,
+  type CheckerInit,
+  type CheckReply,
+  type CheckRequest,
+  type ScanTensor,
+} from './upload-check.js';
 
 /** Largest safetensors JSON header accepted in an upload (thousands of tensors fit in far less). */
 export const MAX_UPLOAD_HEADER_BYTES = 16 * 1024 * 1024;
@@ -23,6 +32,8 @@ export interface ReceiveOptions {
   dir: string;
   /** Called as bytes arrive (liveness: an uploading client is not silent). */
   onBytes?: (total: number) => void;
+  /** Bodies at least this large are hashed and scanned in a worker thread (default THREAD_MIN_BYTES). */
+  threadMinBytes?: number;
 }
 
 /** Why an upload was refused. */
@@ -136,68 +147,112 @@ export async function receiveUpload(body: Readable, o: ReceiveOptions): Promise<
   if (bad) return bad;
 
   const file = await AtomicFile.create(o.dir);
+  let sink: BodyPipeline | undefined;
   try {
     const dataStart = header.dataStart;
-    await file.write(prefix.subarray(0, Math.min(prefix.length, dataStart)));
-    const body = new BodySink(file, header);
+    const head = prefix.subarray(0, Math.min(prefix.length, dataStart));
+    await file.writeAt(head, 0);
+    sink = new BodyPipeline(file, header, (o.threadMinBytes ?? THREAD_MIN_BYTES) <= header.bufferBytes);
+    sink.prefix(head);
     if (prefix.length > dataStart) {
-      const bad = await body.push(prefix.subarray(dataStart));
-      if (bad) return await aborted(file, bad);
+      const bad = await sink.push(prefix.subarray(dataStart));
+      if (bad) return await aborted(file, sink, bad);
     }
-    o.onBytes?.(file.bytes);
+    o.onBytes?.(dataStart + sink.received);
     while (!ended) {
       const r = await it.next();
       if (r.done) break;
-      const bad = await body.push(r.value);
-      if (bad) return await aborted(file, bad);
-      o.onBytes?.(dataStart + body.received);
+      const bad = await sink.push(r.value);
+      if (bad) return await aborted(file, sink, bad);
+      o.onBytes?.(dataStart + sink.received);
     }
-    const bad = await body.end();
-    if (bad) return await aborted(file, bad);
-    const digest = await file.seal();
-    if (!body.scanned) {
-      // Tensors at offsets that split elements across buffers: scan the stored file instead.
+    const end = await sink.finish();
+    if (!end.ok) return await aborted(file, sink, end);
+    const digest = await file.seal(end.digest);
+    if (!sink.scanned) {
+      // Tensors at offsets that split elements across pieces: scan the stored file instead.
       const scan = await scanFinite(file.tmpPath, header);
-      if (!scan.ok) return await aborted(file, refuse('non_finite', scan.message, scan.tensor));
+      if (!scan.ok) return await aborted(file, sink, refuse('non_finite', scan.message, scan.tensor));
     }
     return { ok: true, file, header, digest, bytes: file.bytes };
   } catch (err) {
+    await sink?.close();
     await file.abort();
     throw err;
+  } finally {
+    await sink?.close();
   }
 }
 
-async function aborted(file: AtomicFile, r: UploadRefusal): Promise<UploadRefusal> {
+async function aborted(file: AtomicFile, body: BodyPipeline, r: UploadRefusal): Promise<UploadRefusal> {
+  await body.close();
   await file.abort();
   return r;
 }
 
-/** Body bytes are written in pieces of about this size: one write call per piece, not per packet. */
-const WRITE_BYTES = 4 * 1024 * 1024;
+/** Body bytes are collected into pieces of this size: one write call and one message per piece. */
+const PIECE_BYTES = 4 * 1024 * 1024;
+/** Pieces in flight at once (being hashed, scanned or written) plus the one filling: the memory bound. */
+const PIECES = 4;
+/** Bodies at least this large are hashed and scanned in a worker thread. */
+export const THREAD_MIN_BYTES = 32 * 1024 * 1024;
+/** Written bytes after which writeback to disk is started (fdatasync), so seal has little left to flush. */
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
 /**
- * Collects body bytes into large pieces, writes each, and checks every value of each piece for
- * NaN/Inf on the raw bits as it goes, so the stored file never has to be read again. Pieces end on
- * 4-byte boundaries of the body, so when every tensor starts on a multiple of its element size no
- * element is split between pieces (otherwise `scanned` is false and the caller scans the file).
+ * Copies body bytes into pieces of a shared memory. Each full piece is written to the file (at
+ * its offset, in the background) and handed to a {@link PieceChecker} (a worker thread for a
+ * large body) that hashes it and checks every value for NaN/Inf; a piece is reused once both
+ * are done. Memory is PIECES x PIECE_BYTES whatever the body's size. Pieces hold whole
+ * multiples of 4 bytes of the body, so when every tensor starts on a multiple of its element
+ * size no element is split between pieces (otherwise `scanned` is false and the caller scans
+ * the stored file).
  */
-class BodySink {
+class BodyPipeline {
   received = 0;
   readonly scanned: boolean;
-  private readonly buf = Buffer.allocUnsafe(WRITE_BYTES);
+  private readonly memory: WasmMemory;
+  private readonly pieceBytes: number;
+  private readonly free: number[] = [];
+  /** Per piece: pending completions (its write, its check). */
+  private readonly busy: number[] = [];
+  private readonly pending = new Set<Promise<void>>();
+  private readonly checker: { send(req: CheckRequest): void; close(): Promise<void> };
+  private wake: (() => void) | null = null;
+  private failure: UploadRefusal | Error | null = null;
+  private digest: string | null = null;
+  /** Piece being filled (-1: none) and how full it is. */
+  private cur = -1;
   private fill = 0;
-  /** Body offset of buf[0]. */
+  /** Body offset of the next piece. */
   private at = 0;
-  /** First tensor that may still overlap unscanned bytes. */
-  private t = 0;
-  private readonly tensors: SafetensorsHeader['tensors'];
+  private unsynced = 0;
+  private syncing = false;
+  private closed = false;
 
   constructor(
     private readonly file: AtomicFile,
     private readonly header: SafetensorsHeader,
+    threaded: boolean,
   ) {
-    this.tensors = header.tensors.filter((t) => t.end > t.begin);
-    this.scanned = this.tensors.every((t) => t.begin % dtypeSize(t.dtype) === 0);
+    const tensors: ScanTensor[] = header.tensors
+      .filter((t) => t.end > t.begin)
+      .map((t) => ({ name: t.name, dtype: t.dtype, begin: t.begin, end: t.end }));
+    this.scanned = tensors.every((t) => t.begin % dtypeSize(t.dtype) === 0);
+    const pieces = threaded ? PIECES : 2;
+    this.pieceBytes = Math.min(PIECE_BYTES, Math.max(64, Math.ceil(header.bufferBytes / 64) * 64));
+    this.memory = sharedMemory(pieces * this.pieceBytes);
+    for (let i = pieces - 1; i >= 0; i--) {
+      this.free.push(i);
+      this.busy.push(0);
+    }
+    const init: CheckerInit = { memory: this.memory, tensors, scan: this.scanned };
+    this.checker = threaded ? this.threadChecker(init) : this.inlineChecker(init);
+  }
+
+  /** Hashes the bytes before the body (already written by the caller). */
+  prefix(bytes: Uint8Array): void {
+    this.checker.send({ op: 'prefix', bytes: Uint8Array.from(bytes) });
   }
 
   async push(chunk: Uint8Array): Promise<UploadRefusal | null> {
@@ -210,64 +265,148 @@ class BodySink {
     this.received += chunk.length;
     let off = 0;
     while (off < chunk.length) {
-      const n = Math.min(chunk.length - off, WRITE_BYTES - this.fill);
-      this.buf.set(chunk.subarray(off, off + n), this.fill);
-      this.fill += n;
-      off += n;
-      if (this.fill === WRITE_BYTES) {
-        const bad = await this.flush(false);
+      if (this.cur < 0) {
+        const bad = await this.take();
         if (bad) return bad;
       }
+      const n = Math.min(chunk.length - off, this.pieceBytes - this.fill);
+      new Uint8Array(this.memory.buffer, this.cur * this.pieceBytes + this.fill, n).set(
+        chunk.subarray(off, off + n),
+      );
+      this.fill += n;
+      off += n;
+      if (this.fill === this.pieceBytes) this.dispatch();
     }
-    return null;
+    return this.failed();
   }
 
-  async end(): Promise<UploadRefusal | null> {
-    const bad = await this.flush(true);
-    if (bad) return bad;
+  /** Sends the last piece, waits for every write and check, and answers the file's sha256. */
+  async finish(): Promise<{ ok: true; digest: string } | UploadRefusal> {
     if (this.received !== this.header.bufferBytes) {
       return refuse(
         'truncated',
         `got ${this.header.dataStart + this.received} bytes; the header declares ${this.header.fileBytes}`,
       );
     }
+    if (this.fill > 0) this.dispatch();
+    this.checker.send({ op: 'end' });
+    while (this.digest === null && this.failure === null) await new Promise<void>((r) => (this.wake = r));
+    await this.settle();
+    const bad = this.failed();
+    return bad ?? { ok: true, digest: this.digest! };
+  }
+
+  /** Waits for the background writes, then stops the checker. Safe more than once. */
+  async close(): Promise<void> {
+    await this.settle();
+    if (this.closed) return;
+    this.closed = true;
+    await this.checker.close();
+  }
+
+  private failed(): UploadRefusal | null {
+    if (this.failure instanceof Error) throw this.failure;
+    return this.failure;
+  }
+
+  private async take(): Promise<UploadRefusal | null> {
+    while (this.free.length === 0 && this.failure === null) await new Promise<void>((r) => (this.wake = r));
+    const bad = this.failed();
+    if (bad) return bad;
+    this.cur = this.free.pop()!;
+    this.fill = 0;
     return null;
   }
 
-  private async flush(last: boolean): Promise<UploadRefusal | null> {
-    const n = last ? this.fill : this.fill - (this.fill % 4);
-    if (n === 0) return null;
-    const piece = this.buf.subarray(0, n);
-    if (this.scanned) {
-      const bad = this.scan(piece);
-      if (bad) return bad;
+  private dispatch(): void {
+    const slot = this.cur;
+    const ptr = slot * this.pieceBytes;
+    const len = this.fill;
+    const at = this.at;
+    this.busy[slot] = 2;
+    this.track(
+      this.file.writeAt(new Uint8Array(this.memory.buffer, ptr, len), this.header.dataStart + at).then(() => {
+        this.release(slot);
+        this.unsynced += len;
+        if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
+          this.unsynced = 0;
+          this.syncing = true;
+          this.track(this.file.datasync().finally(() => (this.syncing = false)));
+        }
+      }),
+    );
+    this.checker.send({ op: 'piece', slot, ptr, len, at });
+    this.at += len;
+    this.cur = -1;
+    this.fill = 0;
+  }
+
+  private track(p: Promise<void>): void {
+    const q = p.catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
+    this.pending.add(q);
+    void q.finally(() => this.pending.delete(q));
+  }
+
+  private async settle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  private release(slot: number): void {
+    if (--this.busy[slot]! === 0) {
+      this.free.push(slot);
+      this.poke();
     }
-    await this.file.write(piece);
-    this.buf.copy(this.buf, 0, n, this.fill);
-    this.fill -= n;
-    this.at += n;
-    return null;
   }
 
-  private scan(piece: Uint8Array): UploadRefusal | null {
-    const from = this.at;
-    const to = from + piece.length;
-    while (this.t < this.tensors.length && this.tensors[this.t]!.end <= from) this.t++;
-    for (let i = this.t; i < this.tensors.length; i++) {
-      const t = this.tensors[i]!;
-      if (t.begin >= to) break;
-      const s = Math.max(from, t.begin);
-      const e = Math.min(to, t.end);
-      const k = firstNonFinite(piece.subarray(s - from, e - from), t.dtype);
-      if (k >= 0) {
-        const element = (s - t.begin) / dtypeSize(t.dtype) + k;
-        return refuse(
-          'non_finite',
-          `tensor "${t.name}" holds a non-finite value at element ${element}`,
-          t.name,
+  private fail(f: UploadRefusal | Error): void {
+    this.failure ??= f;
+    this.poke();
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private onReply = (r: CheckReply): void => {
+    switch (r.op) {
+      case 'free':
+        this.release(r.slot);
+        break;
+      case 'non_finite':
+        this.fail(
+          refuse(
+            'non_finite',
+            `tensor "${r.tensor}" holds a non-finite value at element ${r.element}`,
+            r.tensor,
+          ),
         );
-      }
+        break;
+      case 'digest':
+        this.digest = r.digest;
+        this.poke();
+        break;
+      case 'error':
+        this.fail(new Error(`upload check failed: ${r.message}`));
+        break;
     }
-    return null;
+  };
+
+  private inlineChecker(init: CheckerInit): BodyPipeline['checker'] {
+    const checker = new PieceChecker(init);
+    return {
+      send: (req) => {
+        const reply = checker.handle(req);
+        // Answered later, as a thread would: the sender never re-enters itself.
+        if (reply) queueMicrotask(() => this.onReply(reply));
+      },
+      close: async () => undefined,
+    };
+  }
+
+  private threadChecker(init: CheckerInit): BodyPipeline['checker'] {
+    const c = threadChecker(init, this.onReply);
+    return { send: (req) => c.send(req), close: async () => c.close() };
   }
 }
