@@ -1,12 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import type { Principal } from './auth/principal.js';
-import { TOKEN_CACHE_TTL_MS, TokenService } from './auth/token-service.js';
+import { TokenService } from './auth/token-service.js';
 import { InProcessBus, type Bus } from './bus/bus.js';
 import { RedisPresence } from './bus/presence.js';
 import { RedisBus } from './bus/redis-bus.js';
 import { RedisLink } from './bus/redis-link.js';
-import { InProcessCache, type CacheProvider } from './cache/cache.js';
 import { RedisCache } from './cache/redis-cache.js';
+import { tokenCache } from './cache/token-cache.js';
 import { createInstanceId } from './cluster/instance-id.js';
 import { ClientService } from './clients/client-service.js';
 import type { Config } from './config/schema.js';
@@ -86,13 +85,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ? new RedisBus(redis, logger)
       : new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
     cleanups.push(() => bus.close());
-    const cache: CacheProvider = redis ? new RedisCache(redis, logger) : new InProcessCache();
-    cleanups.push(() => cache.close());
-    const tokens = new TokenService(
-      database.db,
-      clock,
-      cache.space<Principal>('token', { ttlMs: TOKEN_CACHE_TTL_MS, localTtlMs: 0 }),
-    );
+    const cache = redis ? new RedisCache(redis, logger) : null;
+    if (cache) cleanups.push(() => cache.close());
+    const tokens = new TokenService(database.db, clock, tokenCache(cache));
     let modelBase = '';
     const torchserve = async (taskId: number): Promise<void> => {
       const r = await registerWithTorchServe(

@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TokenService } from '../src/auth/token-service.js';
 import { RedisPresence } from '../src/bus/presence.js';
 import { RedisLink } from '../src/bus/redis-link.js';
+import { withSharedTokenCache } from '../src/cache/token-cache.js';
 import { silentLogger } from '../src/observability/logger.js';
+import { openDatabase, resolveDatabaseTarget } from '../src/storage/db.js';
+import { systemClock } from '../src/storage/values.js';
 import { readEvents } from './helpers/panel.js';
 import { freshPrefix, startFarm, TEST_REDIS_URL, waitUntil, type TestFarm } from './helpers/redis.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
@@ -49,6 +53,23 @@ describe('two instances on one MariaDB and one Redis', () => {
     expect(onB.body.error.code).toBe('unauthorized');
     await expect(RawClient.connect(wsUrl(1), worker.token)).rejects.toThrow(/HTTP 401/);
     expect((await farm.api(0, 'GET', '/api/tasks', undefined, user.token)).status).toBe(401);
+  });
+
+  it('a token revoked by the command line (straight in the database) is refused at once too', async () => {
+    const user = (await farm.api(0, 'POST', '/api/tokens', { name: 'dave', role: 'user' })).body;
+    for (const i of [0, 1])
+      expect((await farm.api(i, 'GET', '/api/tasks', undefined, user.token)).status).toBe(200);
+    // What `ai-farm tokens revoke` runs: its own database handle and Redis connection.
+    const handle = await openDatabase(resolveDatabaseTarget(farm.servers[0]!.config));
+    try {
+      await withSharedTokenCache(farm.servers[0]!.config, silentLogger(), (cache) =>
+        new TokenService(handle.db, systemClock, cache).revoke(user.id, 'cli'),
+      );
+    } finally {
+      await handle.close();
+    }
+    for (const i of [0, 1])
+      expect((await farm.api(i, 'GET', '/api/tasks', undefined, user.token)).status).toBe(401);
   });
 
   it('work created on A reaches a worker on B, and pause/resume/stop on A reach it too', async () => {

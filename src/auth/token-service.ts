@@ -25,9 +25,9 @@ const BOOTSTRAP_NAME = 'bootstrap-admin';
 const TOUCH_INTERVAL_MS = 60_000;
 
 /**
- * How long a token lookup may be served from the cache. Revocations through the server
- * invalidate at once (on every instance with Redis); this bounds the rest: a token revoked
- * by `ai-farm tokens revoke` straight in the database, or on an instance without Redis.
+ * How long a token lookup may be served from the cache (src/cache/token-cache.ts). Every
+ * revocation invalidates at once; this bounds what could not: `ai-farm tokens revoke`
+ * run while Redis did not answer it.
  */
 export const TOKEN_CACHE_TTL_MS = 5_000;
 

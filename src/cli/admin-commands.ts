@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { TokenService } from '../auth/token-service.js';
+import { withSharedTokenCache } from '../cache/token-cache.js';
 import type { Config } from '../config/schema.js';
 import { maskedConfig } from '../config/load.js';
+import { silentLogger } from '../observability/logger.js';
 import { ROLES, type Role } from '../storage/schema.js';
 import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../storage/db.js';
 import { migrateToLatest } from '../storage/migrate.js';
@@ -96,8 +98,11 @@ export function adminCommands(program: Command, setExit: SetExit): void {
   });
   addConfigOptions(tokens.command('revoke').description('revoke a token').argument('<id>')).action(
     async (id: string, flags: ConfigFlags) => {
-      await withDatabase(flags, setExit, async (h) => {
-        const t = await new TokenService(h.db, systemClock).revoke(id, 'cli');
+      await withDatabase(flags, setExit, async (h, c) => {
+        // With Redis, the servers' cached copy is dropped too: refused at once everywhere.
+        const t = await withSharedTokenCache(c, silentLogger(), (cache) =>
+          new TokenService(h.db, systemClock, cache).revoke(id, 'cli'),
+        );
         console.log(`revoked ${t.id} (${t.name})`);
       });
     },
