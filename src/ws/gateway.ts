@@ -217,8 +217,13 @@ export class Gateway {
     }
   }
 
+  /**
+   * Pings only connections silent for a heartbeat interval: one that sent anything since is
+   * known alive, and pinging all of them at once costs a burst of writes and pongs.
+   */
   private ping(): void {
-    for (const c of this.connections) if (!c.closed) c.ws.ping();
+    const quietSince = this.d.clock.now().getTime() - heartbeatInterval(this.d.config) * 1000;
+    for (const c of this.connections) if (!c.closed && c.lastSeen <= quietSince) c.ws.ping();
   }
 
   /** Silent connections are closed; leases of clients gone past CONNECTION_TIMEOUT are released. */
