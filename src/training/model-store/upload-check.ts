@@ -27,9 +27,10 @@ export interface CheckerInit {
 }
 
 export type CheckRequest =
-  /** Bytes before the body (the header), hashed first. */
-  | { op: 'prefix'; bytes: Uint8Array }
-  /** The next `len` body bytes, at memory [ptr, ptr + len), body offset `at`. */
+  /**
+   * The next `len` bytes of the file, at memory [ptr, ptr + len); `at` is their offset in the
+   * body (negative for header bytes, which are hashed and not scanned).
+   */
   | { op: 'piece'; slot: number; ptr: number; len: number; at: number }
   /** No more pieces: answer the digest. */
   | { op: 'end' };
@@ -61,9 +62,6 @@ export class PieceChecker {
 
   handle(req: CheckRequest): CheckReply | null {
     switch (req.op) {
-      case 'prefix':
-        this.hash.update(req.bytes);
-        return null;
       case 'piece': {
         if (this.failed) return { op: 'free', slot: req.slot };
         const bad = this.scan ? this.scanPiece(req.ptr, req.len, req.at) : null;
