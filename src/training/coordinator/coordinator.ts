@@ -288,7 +288,8 @@ export class RoundCoordinator {
    */
   private async resync(run: Run): Promise<void> {
     const row = await journal.findRound(this.d.db, run.taskId, run.round);
-    if (!row || row.state !== 'open' || !(await this.d.ownership?.acquire(run.taskId))) {
+    const owner = !this.d.ownership || (await this.d.ownership.acquire(run.taskId));
+    if (!row || row.state !== 'open' || !owner) {
       this.d.logger.warn({ taskId: run.taskId, round: run.round }, 'round closed elsewhere; run dropped');
       this.drop(run.taskId);
       return;
