@@ -301,11 +301,11 @@ describe('chaos: workers', () => {
 });
 
 /**
- * Kill cycles of case 1: 20 on SQLite, 8 on MariaDB (a cycle takes 5-10 s on a 2-core
+ * Kill cycles of case 1: 20 on SQLite, 5 on MariaDB (a cycle takes 5-10 s on a 2-core
  * machine, and the suite must stay within about 6 minutes); CHAOS_CYCLES overrides both.
  */
 const cyclesFor = (dialect: Dialect) =>
-  Math.max(1, Number(process.env.CHAOS_CYCLES ?? (dialect === 'sqlite' ? 20 : 8)));
+  Math.max(1, Number(process.env.CHAOS_CYCLES ?? (dialect === 'sqlite' ? 20 : 5)));
 const ROUNDS = 8;
 const WORLD = 3;
 
@@ -410,7 +410,7 @@ describe.each(['sqlite', 'mysql'] as Dialect[])('chaos: server killed during tra
       expect(['pending', 'running', 'completed']).toContain(status);
       if (status === 'completed') await newTask();
       // A random moment: mid-upload, mid-aggregation, between rounds, while ranks reconnect.
-      await sleep(200 + random() * 2300);
+      await sleep(200 + random() * 1500);
       const before = acks();
       const killedAt = Date.now();
       await server.stop('SIGKILL');
