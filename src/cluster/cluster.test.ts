@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, DIALECTS, type TestDatabase } from '../../test/helpers/db.js';
+import { InProcessBus } from '../bus/bus.js';
+import { ClientRegistry } from '../clients/registry.js';
+import { silentLogger } from '../observability/logger.js';
+import { insertAssignment } from '../storage/assignment-repo.js';
+import { findClient, upsertClient } from '../storage/client-repo.js';
+import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../storage/db.js';
+import { migrateToLatest } from '../storage/migrate.js';
+import { insertTask } from '../storage/task-repo.js';
+import { toDbTime, type Clock } from '../storage/values.js';
+import { Cluster } from './cluster.js';
+
+/** A clock each instance moves on its own: an instance whose clock stands still stops beating. */
+function manualClock(start: number): Clock & { advance(ms: number): void } {
+  let now = start;
+  return { now: () => new Date(now), advance: (ms) => void (now += ms) };
+}
+
+/**
+ * The instance registry on a real database, once per dialect: heartbeats, one owner per
+ * training task, take-over of a dead instance's task and clients (each by one instance only),
+ * and the lease check for uploads that reach an instance other than the socket's.
+ */
+describe.each(DIALECTS)('cluster on %s', (dialect) => {
+  let tdb: TestDatabase;
+  let h: DatabaseHandle;
+  const started: Cluster[] = [];
+
+  beforeAll(async () => {
+    tdb = await createTestDatabase(dialect);
+    h = await openDatabase(
+      resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
+    );
+    expect(await migrateToLatest(h.db, h.dialect)).toContain('006-instances');
+  });
+  afterAll(async () => {
+    for (const c of started) await c.stop();
+    await h?.close();
+    await tdb?.drop();
+  });
+
+  const T0 = Date.UTC(2030, 0, 2, 3, 4, 5);
+  function instance(id: string, clock: Clock) {
+    const registry = new ClientRegistry();
+    const cluster = new Cluster({
+      db: h.db,
+      registry,
+      bus: new InProcessBus(),
+      clock,
+      logger: silentLogger(),
+      instanceId: id,
+      connectionTimeout: 60,
+      maxTasksPerClient: 1,
+    });
+    started.push(cluster);
+    return { cluster, registry };
+  }
+
+  it('gives each training task one owner and moves a dead instance’s task and clients to one live one', async () => {
+    const clockA = manualClock(T0);
+    const clockB = manualClock(T0);
+    const clockC = manualClock(T0);
+    const a = instance('inst-a', clockA);
+    const b = instance('inst-b', clockB);
+    const c = instance('inst-c', clockC);
+    await a.cluster.start();
+    await b.cluster.start();
+    await c.cluster.start();
+
+    const at = toDbTime(new Date(T0));
+    const taskId = await insertTask(h.db, {
+      type: 'command',
+      name: null,
+      requirements: '{}',
+      config: '{}',
+      priority: 0,
+      max_attempts: 3,
+      world_size: 2,
+      created_by: null,
+      now: at,
+    });
+    expect(await a.cluster.acquire(taskId)).toBe(true);
+    expect(await b.cluster.acquire(taskId)).toBe(false);
+    expect(await a.cluster.holds(h.db, taskId)).toBe(true);
+
+    // A client connected through A, holding rank 1.
+    await upsertClient(h.db, {
+      id: 'cw1',
+      cpu_info: JSON.stringify({ cores_logical: 4 }),
+      ram_info: JSON.stringify({ total: 2 ** 34 }),
+      gpu_info: null,
+      session_info: null,
+      hostname: null,
+      token_id: 'tok-1',
+      connected: 1,
+      status: 'active',
+      last_seen: at,
+      registered_at: at,
+      utilization: null,
+      instance_id: 'inst-a',
+    });
+    await insertAssignment(h.db, { task_id: taskId, client_id: 'cw1', rank: 1, attempt: 2, at });
+    // Through another instance, an upload finds the lease in the database.
+    expect(await b.cluster.remoteLease('cw1', taskId)).toEqual({ tokenId: 'tok-1', rank: 1, attempt: 2 });
+    expect(await b.cluster.remoteLease('cw1', taskId + 1)).toBeNull();
+
+    // A stops beating; B and C go on past CONNECTION_TIMEOUT. A's client goes to exactly one of them.
+    clockB.advance(61_000);
+    clockC.advance(61_000);
+    await Promise.all([b.cluster.tick(), c.cluster.tick()]);
+    const holders = [b, c].filter((x) => x.registry.get('cw1')?.leases.get(taskId)?.rank === 1);
+    expect(holders).toHaveLength(1);
+    const holder = holders[0]!;
+    const row = await findClient(h.db, 'cw1');
+    expect(row?.instance_id).toBe(holder === b ? 'inst-b' : 'inst-c');
+    expect(Number(row?.connected)).toBe(0);
+    // Held without a socket: the sweeper releases it unless the client comes back.
+    expect(holder.registry.get('cw1')?.send).toBeNull();
+    // Not connected anywhere now: no upload is accepted for it.
+    expect(await b.cluster.remoteLease('cw1', taskId)).toBeNull();
+
+    // The training task: one of the live instances takes it over, the other cannot.
+    const won = await Promise.all([b.cluster.acquire(taskId), c.cluster.acquire(taskId)]);
+    expect(won.filter(Boolean)).toHaveLength(1);
+    expect(await a.cluster.holds(h.db, taskId)).toBe(false);
+
+    // A comes back to life: it was declared dead, so it joins again and owns nothing.
+    clockA.advance(61_000);
+    await a.cluster.tick();
+    expect(await a.cluster.acquire(taskId)).toBe(false);
+  });
+});
