@@ -369,6 +369,9 @@ async function runOne(kind: ServerKind): Promise<Result> {
         {
           format: `${kind.padEnd(4)} ${label} |{bar}| {value}/{total} registered, {failed} failed, {rate}/s`,
           hideCursor: true,
+          // Without a terminal (CI, a log file): a line every 10 s instead of a redrawn bar.
+          noTTYOutput: true,
+          notTTYSchedule: 10_000,
         },
         cliProgress.Presets.shades_classic,
       );
@@ -414,10 +417,16 @@ async function runOne(kind: ServerKind): Promise<Result> {
     await sleep(WARMUP * 1000);
 
     const before = await Promise.all(gens.map((g) => g.counters()));
-    await server.request({ cmd: 'window-start' });
+    // Starting the profiler stalls the loop for a moment: before the window, not in it.
     if (args.profile) await server.request({ cmd: 'profile-start' });
+    await server.request({ cmd: 'window-start' });
     const windowBar = new cliProgress.SingleBar(
-      { format: `${kind.padEnd(4)} steady     |{bar}| {value}/{total} s`, hideCursor: true },
+      {
+        format: `${kind.padEnd(4)} steady     |{bar}| {value}/{total} s`,
+        hideCursor: true,
+        noTTYOutput: true,
+        notTTYSchedule: 10_000,
+      },
       cliProgress.Presets.shades_classic,
     );
     windowBar.start(DURATION, 0);
