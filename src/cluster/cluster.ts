@@ -107,10 +107,14 @@ export class Cluster implements TrainingOwnership {
       }),
     );
     await this.tick();
+    let busy = false;
     this.timer = setInterval(() => {
-      this.ticking = this.ticking.then(() =>
-        this.tick().catch((err: unknown) => this.d.logger.error({ err }, 'cluster heartbeat failed')),
-      );
+      // A beat slower than the period (a slow database) is not queued up behind.
+      if (busy) return;
+      busy = true;
+      this.ticking = this.tick()
+        .catch((err: unknown) => this.d.logger.error({ err }, 'cluster heartbeat failed'))
+        .finally(() => (busy = false));
     }, heartbeatMs(this.d.connectionTimeout));
   }
 
