@@ -90,6 +90,60 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(byClient.body.total).toBe(0);
   });
 
+  it('creates up to 1,000 tasks in one request (POST /api/tasks/batch), all or none', async () => {
+    const tasks = Array.from({ length: 1000 }, (_, i) =>
+      task({ type: 'batch', name: `b${i}`, priority: i % 3 }),
+    );
+    const r = await t.api('POST', '/api/tasks/batch', { tasks }, userToken);
+    expect(r.status).toBe(201);
+    const ids = r.body.ids as number[];
+    expect(ids).toHaveLength(1000);
+    expect(new Set(ids).size).toBe(1000);
+    // Ids come back in the order the tasks were given.
+    for (const i of [0, 1, 499, 500, 999]) {
+      const got = await t.api('GET', `/api/tasks/${ids[i]}`, undefined, userToken);
+      expect(got.body).toMatchObject({
+        id: ids[i],
+        name: `b${i}`,
+        priority: i % 3,
+        status: 'pending',
+        created_by: 'alice',
+        config: { command: 'echo hi' },
+      });
+    }
+    const events = await t.api('GET', `/api/tasks/${ids[999]}/events`, undefined, userToken);
+    expect(events.body.items.map((e: { kind: string }) => e.kind)).toEqual(['created']);
+    const count = async () =>
+      (await t.api('GET', '/api/tasks?type=batch&limit=1', undefined, userToken)).body.total as number;
+    expect(await count()).toBe(1000);
+
+    // Refused whole: too many, none, one malformed task, one bad training config.
+    const tooMany = await t.api('POST', '/api/tasks/batch', { tasks: [...tasks, task()] }, userToken);
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.error.code).toBe('validation_failed');
+    const empty = await t.api('POST', '/api/tasks/batch', { tasks: [] }, userToken);
+    expect(empty.status).toBe(400);
+    const malformed = await t.api(
+      'POST',
+      '/api/tasks/batch',
+      { tasks: [task({ type: 'batch' }), task({ type: 'batch', requirements: { cores: 2 } })] },
+      userToken,
+    );
+    expect(malformed.status).toBe(400);
+    const badTraining = await t.api(
+      'POST',
+      '/api/tasks/batch',
+      { tasks: [task({ type: 'batch' }), task({ type: 'batch', config: { rounds: -1 } })] },
+      userToken,
+    );
+    expect(badTraining.status).toBe(400);
+    expect(badTraining.body.error.message).toMatch(/^tasks\[1\]: /);
+    expect(await count()).toBe(1000);
+    // Workers may not create tasks.
+    const worker = await t.api('POST', '/api/tasks/batch', { tasks: [task()] }, workerToken);
+    expect(worker.status).toBe(403);
+  });
+
   it('follows the state machine and names the allowed changes on 409', async () => {
     const { body } = await t.api('POST', '/api/tasks', task(), userToken);
     const bad = await t.api('PUT', `/api/tasks/${body.id}/status`, { status: 'completed' }, userToken);

@@ -55,6 +55,24 @@ export const CreateTaskBody = Type.Object(
 );
 export type CreateTaskBody = Static<typeof CreateTaskBody>;
 
+/** POST /api/tasks/batch: many tasks created in one transaction (all or none). */
+export const CreateTaskBatchBody = Type.Object(
+  {
+    tasks: Type.Array(CreateTaskBody, {
+      minItems: 1,
+      maxItems: 1000,
+      description: 'The tasks, each as the body of POST /api/tasks; 1 to 1,000.',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type CreateTaskBatchBody = Static<typeof CreateTaskBatchBody>;
+
+export const CreatedTaskBatch = Type.Object({
+  ids: Type.Array(Type.Integer(), { description: 'Ids of the created tasks, in the order given.' }),
+});
+export type CreatedTaskBatch = Static<typeof CreatedTaskBatch>;
+
 export const Task = Type.Object(
   {
     id: Type.Integer(),

@@ -17,6 +17,8 @@ export interface Lease {
   lastSample: number;
   /** Progress not yet written. */
   dirty: boolean;
+  /** The task's world size when known (set at claim; absent for leases restored at start). */
+  worldSize?: number;
 }
 
 /** A client this server instance knows to be connected, or in its grace period after a drop. */

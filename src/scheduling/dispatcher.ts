@@ -5,10 +5,12 @@ import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { FarmMetrics } from '../observability/metrics.js';
 import { insertAssignment } from '../storage/assignment-repo.js';
+import { chunks } from '../storage/bulk.js';
 import type { Database } from '../storage/schema.js';
-import { findTask, insertTaskEvent, updateTaskIf, type TaskRow } from '../storage/task-repo.js';
+import { findTask, findTasks, insertTaskEvent, type TaskRow } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
+import { claimTasks } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
 import { placeTasks, unschedulableReason, type PendingTask, type Placement } from './policy.js';
 
@@ -26,6 +28,8 @@ interface QueuedTask extends PendingTask {
   /** True for ranks of a task that already runs (re-placing a lost rank). */
   partial: boolean;
   queuedAt: number;
+  /** `attempts` as read; a claim expects it unchanged. */
+  attempts: number;
   name: string | null;
   config: Record<string, unknown>;
   unschedulable: string | null;
@@ -43,6 +47,8 @@ export class Dispatcher {
   private readonly queue = new PendingQueue<QueuedTask>();
   private readonly refreshing = new Map<number, { started: boolean; done: Promise<void> }>();
   private passScheduled = false;
+  private reads = new Map<number, { resolve(r: TaskRow | undefined): void; reject(e: unknown): void }[]>();
+  private readScheduled = false;
   /** Passes run one after another, never two at once. */
   private passes: Promise<void> = Promise.resolve();
   private closed = false;
@@ -73,7 +79,8 @@ export class Dispatcher {
     // Events about one task that arrive before its read has started share that read; one
     // arriving while the read runs gets a read of its own afterwards (it may be newer).
     const pending = this.refreshing.get(taskId);
-    if (pending && !pending.started) return pending.done;
+    // A read queued for this turn but not yet sent is as new as this event.
+    if (pending && (!pending.started || this.reads.has(taskId))) return pending.done;
     const entry = { started: false, done: Promise.resolve() };
     entry.done = (pending?.done ?? Promise.resolve())
       .then(() => {
@@ -88,7 +95,7 @@ export class Dispatcher {
   }
 
   private async load(taskId: number): Promise<void> {
-    const row = await findTask(this.deps.db, taskId);
+    const row = await this.read(taskId);
     if (!row || row.status !== 'pending') {
       this.queue.delete(taskId);
       return;
@@ -97,6 +104,31 @@ export class Dispatcher {
     if (this.deps.registry.leasesOf(taskId).length > 0) return;
     this.enqueueRow(row);
     this.schedule();
+  }
+
+  /** Reads of one turn share one `SELECT ... WHERE id IN (...)`. */
+  private read(taskId: number): Promise<TaskRow | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.reads.get(taskId);
+      if (waiting) waiting.push({ resolve, reject });
+      else this.reads.set(taskId, [{ resolve, reject }]);
+      if (this.readScheduled) return;
+      this.readScheduled = true;
+      setImmediate(() => {
+        this.readScheduled = false;
+        const batch = this.reads;
+        this.reads = new Map();
+        findTasks(this.deps.db, [...batch.keys()]).then(
+          (rows) => {
+            const byId = new Map(rows.map((r) => [Number(r.id), r]));
+            for (const [id, ws] of batch) for (const w of ws) w.resolve(byId.get(id));
+          },
+          (err: unknown) => {
+            for (const ws of batch.values()) for (const w of ws) w.reject(err);
+          },
+        );
+      });
+    });
   }
 
   drop(taskId: number): void {
@@ -148,6 +180,8 @@ export class Dispatcher {
   async reviewUnschedulable(): Promise<void> {
     const version = this.deps.registry.hardwareVersion;
     let known: ReturnType<ClientRegistry['knownHardware']> | null = null;
+    // Tasks by their new note: one UPDATE per distinct note, in one group commit.
+    const changes = new Map<string | null, number[]>();
     for (const t of this.queue.values()) {
       if (t.reviewedVersion === version) continue;
       t.reviewedVersion = version;
@@ -155,9 +189,24 @@ export class Dispatcher {
       const reason = unschedulableReason(t, known);
       if (reason === t.unschedulable) continue;
       t.unschedulable = reason;
-      await this.deps.writes.run((trx) =>
-        trx.updateTable('tasks').set({ unschedulable_reason: reason }).where('id', '=', t.id).execute(),
-      );
+      changes.set(reason, [...(changes.get(reason) ?? []), t.id]);
+    }
+    if (changes.size === 0 || this.closed) return;
+    try {
+      await this.deps.writes.run(async (trx) => {
+        for (const [reason, ids] of changes) {
+          for (const part of chunks(ids)) {
+            await trx
+              .updateTable('tasks')
+              .set({ unschedulable_reason: reason })
+              .where('id', 'in', part)
+              .execute();
+          }
+        }
+      });
+    } catch (err) {
+      // A note is advice: losing one (at shutdown, in an outage) only delays it to the next review.
+      if (!this.closed) this.deps.logger.warn({ err }, 'unschedulable notes not written');
     }
   }
 
@@ -172,6 +221,7 @@ export class Dispatcher {
       requirements: (parseJson(r.requirements) ?? {}) as PendingTask['requirements'],
       worldSize: Number(r.world_size),
       queuedAt: existing?.queuedAt ?? this.deps.clock.now().getTime(),
+      attempts: Number(r.attempts),
       name: r.name,
       config: (parseJson(r.config) ?? {}) as Record<string, unknown>,
       unschedulable: r.unschedulable_reason,
@@ -194,7 +244,7 @@ export class Dispatcher {
       if (placements.length > 0) await this.claim(placements);
       if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
     } catch (err) {
-      this.deps.logger.error({ err }, 'dispatch pass failed');
+      if (!this.closed) this.deps.logger.error({ err }, 'dispatch pass failed');
     }
   }
 
@@ -215,49 +265,14 @@ export class Dispatcher {
       // Reserve the slots now so a concurrent pass cannot place on them too.
       const provisional = ps.map((p) => this.reserve(p));
       const now = clock.now();
-      const claimed = await writes
-        .run(async (trx) => {
-          if (task.partial) return this.claimRanks(trx, taskId, ps, now);
-          const won = await updateTaskIf(trx, taskId, ['pending'], {
-            status: 'running',
-            client_id: ps[0]?.clientId ?? null,
-            attempts: sql<number>`attempts + 1`,
-            started_at: toDbTime(now),
-            updated_at: toDbTime(now),
-            unschedulable_reason: null,
-          });
-          if (!won) return null;
-          const row = await trx
-            .selectFrom('tasks')
-            .select(['attempts'])
-            .where('id', '=', taskId)
-            .executeTakeFirstOrThrow();
-          const attempt = Number(row.attempts);
-          const ids: number[] = [];
-          for (const p of ps) {
-            ids.push(
-              await insertAssignment(trx, {
-                task_id: taskId,
-                client_id: p.clientId,
-                rank: p.rank,
-                attempt,
-                at: toDbTime(now),
-              }),
-            );
-          }
-          await insertTaskEvent(trx, {
-            task_id: taskId,
-            at: toDbTime(now, true),
-            kind: 'assigned',
-            message: `attempt ${attempt} assigned to ${ps.map((p) => `${p.clientId} (rank ${p.rank})`).join(', ')}`,
-            data: { attempt, clients: ps.map((p) => p.clientId) },
-          });
-          return { attempts: ps.map(() => attempt), ids };
-        })
-        .catch((err: unknown) => {
-          this.deps.logger.error({ err, taskId }, 'claim failed');
-          return null;
-        });
+      const claimed = await (
+        task.partial
+          ? writes.run((trx) => this.claimRanks(trx, taskId, ps, now))
+          : writes.submit(claimTasks, { taskId, placements: ps, attempts: task.attempts, now })
+      ).catch((err: unknown) => {
+        this.deps.logger.error({ err, taskId }, 'claim failed');
+        return null;
+      });
       if (!claimed) {
         for (const l of provisional) {
           const leases = registry.get(l.clientId)?.leases;
@@ -271,6 +286,7 @@ export class Dispatcher {
         const lease = provisional[i] as Lease;
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
+        lease.worldSize = task.worldSize;
         const data: TaskData = {
           id: taskId,
           type: task.type,

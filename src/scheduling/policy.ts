@@ -76,29 +76,42 @@ export function byPriorityThenAge(a: PendingTask, b: PendingTask): number {
  */
 export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly ClientCapacity[]): Placement[] {
   const free = new Map<string, number>();
-  for (const c of clients) if (!c.cordoned && c.freeSlots > 0) free.set(c.id, c.freeSlots);
+  // Clients in id order once per call; a stable sort by free slots keeps it for ties.
+  const open = clients.filter((c) => !c.cordoned && c.freeSlots > 0).sort((a, b) => a.id.localeCompare(b.id));
+  for (const c of open) free.set(c.id, c.freeSlots);
   const placements: Placement[] = [];
+  const take = (taskId: number, rank: number, c: ClientCapacity) => {
+    placements.push({ taskId, rank, clientId: c.id });
+    const left = (free.get(c.id) ?? 0) - 1;
+    if (left > 0) free.set(c.id, left);
+    else free.delete(c.id);
+  };
+  const eligible = (task: PendingTask, c: ClientCapacity) =>
+    (free.get(c.id) ?? 0) > 0 && !task.excludeClients?.has(c.id) && fits(task.requirements, c, task.type);
   for (const task of tasks) {
     if (free.size === 0) break;
     const ranks = task.ranks ?? Array.from({ length: task.worldSize }, (_, i) => i);
     if (ranks.length === 0) continue;
-    const candidates = clients
-      .filter(
-        (c) =>
-          (free.get(c.id) ?? 0) > 0 &&
-          !task.excludeClients?.has(c.id) &&
-          fits(task.requirements, c, task.type),
-      )
-      .sort((a, b) => (free.get(b.id) ?? 0) - (free.get(a.id) ?? 0) || a.id.localeCompare(b.id));
+    if (ranks.length === 1) {
+      // One rank: the least loaded eligible client, found in one scan (no sort per task).
+      let best: ClientCapacity | undefined;
+      let bestFree = 0;
+      for (const c of open) {
+        const f = free.get(c.id) ?? 0;
+        if (f > bestFree && eligible(task, c)) {
+          best = c;
+          bestFree = f;
+        }
+      }
+      if (best) take(task.id, ranks[0] as number, best);
+      continue;
+    }
+    const candidates = open
+      .filter((c) => eligible(task, c))
+      .sort((a, b) => (free.get(b.id) ?? 0) - (free.get(a.id) ?? 0));
     // Each rank of one task goes to a different client: ranks are meant to run in parallel.
     if (candidates.length < ranks.length) continue;
-    ranks.forEach((rank, i) => {
-      const c = candidates[i] as ClientCapacity;
-      placements.push({ taskId: task.id, rank, clientId: c.id });
-      const left = (free.get(c.id) ?? 0) - 1;
-      if (left > 0) free.set(c.id, left);
-      else free.delete(c.id);
-    });
+    ranks.forEach((rank, i) => take(task.id, rank, candidates[i] as ClientCapacity));
   }
   return placements;
 }

@@ -1,4 +1,5 @@
 import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import { chunks, consecutiveIds, idsOfInsert } from './bulk.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
 import type { AssignmentStatus, Database, TaskAssignmentsTable } from './schema.js';
 
@@ -8,23 +9,63 @@ export type AssignmentRow = Selectable<TaskAssignmentsTable>;
 /** Statuses in which an assignment is a live lease. */
 export const LIVE_ASSIGNMENT: readonly AssignmentStatus[] = ['assigned', 'training', 'paused'];
 
-export async function insertAssignment(
-  db: Db,
-  a: { task_id: number; client_id: string; rank: number; attempt: number; at: string },
-): Promise<number> {
-  const res = await db
-    .insertInto('task_assignments')
-    .values({
-      task_id: a.task_id,
-      client_id: a.client_id,
-      rank: a.rank,
-      attempt: a.attempt,
-      assigned_at: a.at,
-      updated_at: a.at,
-      status: 'assigned',
-    })
-    .executeTakeFirstOrThrow();
+export interface NewAssignment {
+  task_id: number;
+  client_id: string;
+  rank: number;
+  attempt: number;
+  at: string;
+}
+
+function assignmentValues(a: NewAssignment) {
+  return {
+    task_id: a.task_id,
+    client_id: a.client_id,
+    rank: a.rank,
+    attempt: a.attempt,
+    assigned_at: a.at,
+    updated_at: a.at,
+    status: 'assigned' as const,
+  };
+}
+
+export async function insertAssignment(db: Db, a: NewAssignment): Promise<number> {
+  const res = await db.insertInto('task_assignments').values(assignmentValues(a)).executeTakeFirstOrThrow();
   return Number(res.insertId);
+}
+
+/** Inserts many assignments with multi-row INSERTs; returns their ids in order. */
+export async function insertAssignments(db: Db, rows: readonly NewAssignment[]): Promise<number[]> {
+  if (rows.length === 1) return [await insertAssignment(db, rows[0] as NewAssignment)];
+  const consecutive = await consecutiveIds(db);
+  const ids: number[] = [];
+  for (const part of chunks(rows)) {
+    const res = await db
+      .insertInto('task_assignments')
+      .values(part.map(assignmentValues))
+      .executeTakeFirstOrThrow();
+    if (consecutive) {
+      ids.push(...idsOfInsert(db, res.insertId, part.length));
+      continue;
+    }
+    // Ids may have gaps: find each row by its unique (task, rank, attempt).
+    const found = await db
+      .selectFrom('task_assignments')
+      .select(['id', 'task_id', 'rank', 'attempt'])
+      .where(
+        'task_id',
+        'in',
+        part.map((a) => a.task_id),
+      )
+      .execute();
+    const byKey = new Map(found.map((r) => [`${r.task_id}:${r.rank}:${r.attempt}`, Number(r.id)]));
+    for (const a of part) {
+      const id = byKey.get(`${a.task_id}:${a.rank}:${a.attempt}`);
+      if (id === undefined) throw new Error(`assignment of task ${a.task_id} not found after insert`);
+      ids.push(id);
+    }
+  }
+  return ids;
 }
 
 /** Changes an assignment only while it is still in one of `from` (a lease can end once). */

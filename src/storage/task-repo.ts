@@ -1,4 +1,5 @@
 import type { Kysely, Selectable, Transaction, UpdateObject } from 'kysely';
+import { chunks, consecutiveIds, idsOfInsert } from './bulk.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -25,28 +26,73 @@ export interface TaskFilter {
   offset: number;
 }
 
+function taskValues(t: NewTaskRow) {
+  return {
+    type: t.type,
+    name: t.name,
+    requirements: t.requirements,
+    config: t.config,
+    priority: t.priority,
+    max_attempts: t.max_attempts,
+    world_size: t.world_size,
+    created_by: t.created_by,
+    status: 'pending' as const,
+    created_at: t.now,
+    updated_at: t.now,
+  };
+}
+
 export async function insertTask(db: Db, t: NewTaskRow): Promise<number> {
-  const res = await db
-    .insertInto('tasks')
-    .values({
-      type: t.type,
-      name: t.name,
-      requirements: t.requirements,
-      config: t.config,
-      priority: t.priority,
-      max_attempts: t.max_attempts,
-      world_size: t.world_size,
-      created_by: t.created_by,
-      status: 'pending',
-      created_at: t.now,
-      updated_at: t.now,
-    })
-    .executeTakeFirstOrThrow();
+  const res = await db.insertInto('tasks').values(taskValues(t)).executeTakeFirstOrThrow();
   return Number(res.insertId);
+}
+
+/** Inserts many pending tasks with multi-row INSERTs; returns their ids in order. */
+export async function insertTasks(db: Db, rows: readonly NewTaskRow[]): Promise<number[]> {
+  if (rows.length === 1) return [await insertTask(db, rows[0] as NewTaskRow)];
+  // Without consecutive auto-increment ids the only exact ids are one insert each.
+  if (!(await consecutiveIds(db))) {
+    const ids: number[] = [];
+    for (const r of rows) ids.push(await insertTask(db, r));
+    return ids;
+  }
+  const ids: number[] = [];
+  for (const part of chunks(rows)) {
+    const res = await db.insertInto('tasks').values(part.map(taskValues)).executeTakeFirstOrThrow();
+    ids.push(...idsOfInsert(db, res.insertId, part.length));
+  }
+  return ids;
+}
+
+/** The row a freshly inserted task has (column defaults filled in), without reading it back. */
+export function newTaskRow(id: number, t: NewTaskRow): TaskRow {
+  return {
+    ...taskValues(t),
+    id,
+    client_id: null,
+    result: null,
+    error_log: null,
+    checkpoint_path: null,
+    progress: 0,
+    metrics: null,
+    attempts: 0,
+    unschedulable_reason: null,
+    started_at: null,
+    finished_at: null,
+  } as TaskRow;
 }
 
 export async function findTask(db: Db, id: number): Promise<TaskRow | undefined> {
   return db.selectFrom('tasks').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Many tasks by id (missing ones are absent), in no particular order. */
+export async function findTasks(db: Db, ids: readonly number[]): Promise<TaskRow[]> {
+  const out: TaskRow[] = [];
+  for (const part of chunks(ids)) {
+    out.push(...(await db.selectFrom('tasks').selectAll().where('id', 'in', part).execute()));
+  }
+  return out;
 }
 
 export async function listTasks(db: Db, f: TaskFilter): Promise<{ rows: TaskRow[]; total: number }> {
@@ -97,10 +143,15 @@ export async function countTasksByStatus(db: Db): Promise<Partial<Record<TaskSta
   return out;
 }
 
-export async function insertTaskEvent(
-  db: Db,
-  e: { task_id: number; at: string; kind: string; message: string; data?: unknown },
-): Promise<void> {
+export interface NewTaskEvent {
+  task_id: number;
+  at: string;
+  kind: string;
+  message: string;
+  data?: unknown;
+}
+
+export async function insertTaskEvent(db: Db, e: NewTaskEvent): Promise<void> {
   await db
     .insertInto('task_events')
     .values({
@@ -111,6 +162,24 @@ export async function insertTaskEvent(
       data: e.data === undefined ? null : JSON.stringify(e.data),
     })
     .execute();
+}
+
+/** Many task events in multi-row INSERTs. */
+export async function insertTaskEvents(db: Db, events: readonly NewTaskEvent[]): Promise<void> {
+  for (const part of chunks(events)) {
+    await db
+      .insertInto('task_events')
+      .values(
+        part.map((e) => ({
+          task_id: e.task_id,
+          at: e.at,
+          kind: e.kind,
+          message: e.message,
+          data: e.data === undefined ? null : JSON.stringify(e.data),
+        })),
+      )
+      .execute();
+  }
 }
 
 export async function listTaskEvents(db: Db, taskId: number, limit: number) {

@@ -10,7 +10,8 @@ import type { Database } from '../storage/schema.js';
 import { findTask } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
-import { settleTask, type EndInfo, type Outcome, type Settlement } from './settle.js';
+import { finishLeases } from './finish.js';
+import type { EndInfo, Outcome } from './settle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;
@@ -197,43 +198,21 @@ export class LeaseService {
     );
   }
 
-  /** One transaction: the assignment ends, the task completes, retries or fails. */
+  /** One transaction (shared with the other leases ending now): the assignment ends, the task completes, retries or fails. */
   private async finish(lease: Lease, outcome: Outcome, info: EndInfo): Promise<void> {
     const now = this.deps.clock.now();
-    const nowDb = toDbTime(now);
-    const settled = await this.deps.writes.run(async (trx): Promise<Settlement> => {
-      const ended = await assignments.updateAssignmentIf(
-        trx,
-        lease.assignmentId,
-        assignments.LIVE_ASSIGNMENT,
-        {
-          status: outcome === 'completed' ? 'completed' : outcome === 'lost' ? 'lost' : 'failed',
-          progress: outcome === 'completed' ? 100 : lease.progress,
-          updated_at: nowDb,
-          finished_at: nowDb,
-          error: outcome === 'completed' ? null : info.error_log,
-          checkpoint_path: info.checkpoint_path ?? null,
-        },
-      );
-      if (!ended) return { kind: 'none' };
-      const task = await trx
-        .selectFrom('tasks')
-        .select(['status', 'attempts', 'max_attempts', 'error_log', 'world_size'])
-        .where('id', '=', lease.taskId)
-        .executeTakeFirst();
-      if (!task || (task.status !== 'running' && task.status !== 'paused')) return { kind: 'none' };
-      return settleTask(trx, lease, outcome, info, task, now);
-    });
-    if (settled.kind === 'requeue_task') await this.deps.dispatcher.refresh(lease.taskId);
-    if (settled.kind === 'requeue_rank') await this.deps.dispatcher.requeueRank(lease.taskId, settled.rank);
-    if (settled.kind === 'failed') await this.control(lease.taskId, 'stop');
+    const { settlement, after } = await this.deps.writes.submit(finishLeases, { lease, outcome, info, now });
+    if (settlement.kind === 'requeue_task') await this.deps.dispatcher.refresh(lease.taskId);
+    if (settlement.kind === 'requeue_rank')
+      await this.deps.dispatcher.requeueRank(lease.taskId, settlement.rank);
+    if (settlement.kind === 'failed') await this.control(lease.taskId, 'stop');
     this.deps.dispatcher.schedule();
-    const row = await findTask(this.deps.db, lease.taskId);
-    if (row)
+    const state = after ?? (await findTask(this.deps.db, lease.taskId));
+    if (state)
       await this.deps.bus.publish('task.changed', {
-        task_id: row.id,
-        status: row.status,
-        progress: row.progress,
+        task_id: lease.taskId,
+        status: state.status,
+        progress: Number(state.progress),
       });
   }
 

@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
-import type { WriteQueue } from '../storage/write-queue.js';
+import type { BatchWrite, WriteQueue } from '../storage/write-queue.js';
 import type {
   AssignmentView,
   CreateTaskBody,
@@ -11,7 +11,7 @@ import type {
 } from '../api/tasks.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
-import { conflict, notFound } from '../errors.js';
+import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
@@ -39,6 +39,37 @@ const CONTROL_FOR: Partial<Record<TaskStatus, 'pause' | 'resume' | 'stop'>> = {
   cancelled: 'stop',
 };
 
+/** Most tasks one `createMany` (POST /api/tasks/batch) takes. */
+export const MAX_BATCH = 1000;
+
+interface NewTask {
+  row: repo.NewTaskRow;
+  /** Time of the `created` event (with milliseconds). */
+  at: string;
+  by: string;
+}
+
+/** Inserts tasks and their `created` events, every create of a group commit in two multi-row INSERTs. */
+const createTasks: BatchWrite<NewTask, number> = {
+  name: 'create tasks',
+  async run(trx, items) {
+    const ids = await repo.insertTasks(
+      trx,
+      items.map((i) => i.row),
+    );
+    await repo.insertTaskEvents(
+      trx,
+      items.map((i, k) => ({
+        task_id: ids[k] as number,
+        at: i.at,
+        kind: 'created',
+        message: `created by ${i.by}`,
+      })),
+    );
+    return ids;
+  },
+};
+
 /** Task use cases behind the HTTP API and the CLI. */
 export class TaskService {
   constructor(
@@ -52,17 +83,51 @@ export class TaskService {
   ) {}
 
   async create(principal: Principal, input: CreateTaskBody): Promise<Task> {
+    const item = this.newTask(principal, input);
+    const [id] = this.writes
+      ? [await this.writes.submit(createTasks, item)]
+      : await this.db.transaction().execute((trx) => createTasks.run(trx, [item]));
+    const row = repo.newTaskRow(id as number, item.row);
+    await this.announce(row.id);
+    return this.present(row);
+  }
+
+  /**
+   * Creates up to MAX_BATCH tasks in one transaction (one multi-row INSERT for the tasks and
+   * one for their events): all of them or, on any error, none. Returns their ids in order.
+   */
+  async createMany(principal: Principal, inputs: readonly CreateTaskBody[]): Promise<number[]> {
+    if (inputs.length > MAX_BATCH) {
+      throw badRequest('batch_too_large', `at most ${MAX_BATCH} tasks per batch, got ${inputs.length}`);
+    }
+    const items = inputs.map((input, i) => {
+      try {
+        return this.newTask(principal, input);
+      } catch (err) {
+        if (err instanceof AppError)
+          throw new AppError(err.code, `tasks[${i}]: ${err.message}`, err.status, err.details);
+        throw err;
+      }
+    });
+    if (items.length === 0) return [];
+    const op = (trx: Transaction<Database>) => createTasks.run(trx, items);
+    // One operation of its own, so the batch is one transaction whatever the group commit's size.
+    const ids = this.writes ? await this.writes.run(op) : await this.db.transaction().execute(op);
+    for (const id of ids) await this.announce(id);
+    return ids;
+  }
+
+  /** The row and `created` event of a task to create, its training config prepared. */
+  private newTask(principal: Principal, input: CreateTaskBody): NewTask {
     let body = input;
     if (isTrainingConfig(body.config)) {
       const prepared = prepareTrainingConfig(body.config ?? {}, body.world_size, this.training);
       if (!prepared.ok) throw prepared.error;
       body = { ...body, config: prepared.config, world_size: prepared.worldSize };
     }
-    const now = toDbTime(this.clock.now());
-    const inTransaction = <T>(op: (trx: Transaction<Database>) => Promise<T>): Promise<T> =>
-      this.writes ? this.writes.run(op) : this.db.transaction().execute(op);
-    const id = await inTransaction(async (trx) => {
-      const id = await repo.insertTask(trx, {
+    const now = this.clock.now();
+    return {
+      row: {
         type: body.type,
         name: body.name ?? null,
         requirements: JSON.stringify(body.requirements),
@@ -71,19 +136,17 @@ export class TaskService {
         max_attempts: body.max_attempts ?? 3,
         world_size: body.world_size ?? 1,
         created_by: principal.name,
-        now,
-      });
-      await repo.insertTaskEvent(trx, {
-        task_id: id,
-        at: toDbTime(this.clock.now(), true),
-        kind: 'created',
-        message: `created by ${principal.name}`,
-      });
-      return id;
-    });
+        now: toDbTime(now),
+      },
+      at: toDbTime(now, true),
+      by: principal.name,
+    };
+  }
+
+  /** Wakes the schedulers (every instance) and tells the panel. */
+  private async announce(id: number): Promise<void> {
     await this.bus.publish('work.available', { task_id: id });
     await this.bus.publish('task.changed', { task_id: id, status: 'pending' });
-    return this.present(await this.mustFind(id));
   }
 
   async get(principal: Principal, id: number): Promise<Task> {

@@ -10,6 +10,8 @@ export class Connection {
   private lastRefill: number;
   /** Messages of one connection are handled in order, one at a time. */
   queue: Promise<void> = Promise.resolve();
+  /** Messages other than task_result queued or being handled (a result may start early when 0). */
+  othersQueued = 0;
   closed = false;
 
   constructor(
@@ -30,7 +32,26 @@ export class Connection {
   send(msg: ServerMessage): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
     this.onSend(msg.type);
+    this.cork();
     this.ws.send(JSON.stringify(msg));
+  }
+
+  private corked = false;
+
+  /**
+   * The messages sent to one client in one event-loop turn (a pass's tasks, a commit's
+   * acks) leave in one socket write instead of one write each.
+   */
+  private cork(): void {
+    if (this.corked) return;
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (!socket) return;
+    this.corked = true;
+    socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      socket.uncork();
+    });
   }
 
   /** Token bucket: false when the client sends faster than its rate for too long. */

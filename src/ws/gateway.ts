@@ -186,10 +186,17 @@ export class Gateway {
     }
     const msg = decoded.msg;
     this.d.metrics.messages.inc({ type: msg.type, direction: 'in' });
+    // A result whose connection has only results ahead of it starts at once (results do
+    // not depend on one another), so a worker's finished tasks share a group commit; its
+    // reply still waits its turn, so replies keep the order of the messages.
+    const isResult = msg.type === 'task_result';
+    const early = isResult && conn.othersQueued === 0 ? this.d.handlers.handle(conn, msg) : null;
+    early?.catch(() => undefined); // handled when its turn comes
+    if (!isResult) conn.othersQueued++;
     conn.queue = conn.queue.then(async () => {
-      if (conn.closed && msg.type !== 'task_result') return;
       try {
-        await this.d.handlers.handle(conn, msg);
+        if (conn.closed && !isResult) return;
+        await (early ?? this.d.handlers.handle(conn, msg));
       } catch (err) {
         const app = err instanceof AppError ? err : null;
         const code = app?.code ?? (isConnectionError(err) ? 'database_unavailable' : 'internal_error');
@@ -204,6 +211,8 @@ export class Gateway {
             app?.message ??
             (code === 'database_unavailable' ? 'database unavailable; retry' : 'internal error'),
         });
+      } finally {
+        if (!isResult) conn.othersQueued--;
       }
     });
   }

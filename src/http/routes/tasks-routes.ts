@@ -4,6 +4,8 @@ import { ErrorBody, IdParam, Page } from '../../api/common.js';
 import {
   AssignmentView,
   ChangeTaskStatusBody,
+  CreatedTaskBatch,
+  CreateTaskBatchBody,
   CreateTaskBody,
   ListTasksQuery,
   Task,
@@ -47,6 +49,20 @@ export const taskRoutes =
         },
       },
       async (req, reply) => reply.status(201).send(await services.tasks.create(principalOf(req), req.body)),
+    );
+    app.post(
+      '/api/tasks/batch',
+      {
+        config: people,
+        schema: {
+          tags: ['tasks'],
+          summary: 'Create up to 1,000 tasks in one transaction',
+          body: CreateTaskBatchBody,
+          response: { 201: CreatedTaskBatch, ...errors },
+        },
+      },
+      async (req, reply) =>
+        reply.status(201).send({ ids: await services.tasks.createMany(principalOf(req), req.body.tasks) }),
     );
     app.get(
       '/api/tasks/:id',

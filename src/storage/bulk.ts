@@ -1,0 +1,66 @@
+import { MysqlAdapter, sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import type { DialectAdapter } from 'kysely';
+import type { Database } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Rows per multi-row statement: well under SQLite's 32,766 parameters and MySQL's packet size. */
+export const ROWS_PER_STATEMENT = 500;
+
+export function isMysql(db: Db): boolean {
+  return db.getExecutor().adapter instanceof MysqlAdapter;
+}
+
+const consecutiveCache = new WeakMap<DialectAdapter, Promise<boolean>>();
+
+/**
+ * Whether one multi-row INSERT gets consecutive auto-increment ids, so its ids follow from
+ * the insert id alone. Always on SQLite (one writer; AUTOINCREMENT takes max + 1 per row).
+ * On MySQL/MariaDB only with innodb_autoinc_lock_mode 0 or 1 (MariaDB's default; MySQL 8
+ * defaults to 2, "interleaved", where a statement's ids may have gaps).
+ */
+export function consecutiveIds(db: Db): Promise<boolean> {
+  if (!isMysql(db)) return Promise.resolve(true);
+  const adapter = db.getExecutor().adapter;
+  let known = consecutiveCache.get(adapter);
+  if (!known) {
+    known = sql<{ m: number | string }>`select @@innodb_autoinc_lock_mode as m`
+      .execute(db)
+      .then((r) => Number(r.rows[0]?.m ?? 2) <= 1)
+      .catch(() => false);
+    consecutiveCache.set(adapter, known);
+  }
+  return known;
+}
+
+/**
+ * The ids of `n` rows inserted by one statement whose result had `insertId` (consecutive
+ * ids only, see `consecutiveIds`): SQLite reports the last row's id, MySQL the first's.
+ */
+export function idsOfInsert(db: Db, insertId: bigint | undefined, n: number): number[] {
+  if (insertId === undefined) throw new Error('multi-row insert returned no id');
+  const first = isMysql(db) ? Number(insertId) : Number(insertId) - n + 1;
+  return Array.from({ length: n }, (_, i) => first + i);
+}
+
+/**
+ * `CASE id WHEN ... THEN ... END` for a value that differs per row of a set-based UPDATE,
+ * or the plain value when every row gets the same one. Rows missing from `values` keep
+ * `fallback` (a column reference, so `ELSE column` leaves them unchanged).
+ */
+export function perRow<V extends string | number | null>(
+  values: ReadonlyMap<number, V>,
+  fallback?: RawBuilder<unknown>,
+): RawBuilder<V> | V {
+  const distinct = new Set(values.values());
+  if (distinct.size === 1 && !fallback) return distinct.values().next().value as V;
+  const whens = [...values].map(([id, v]) => sql`when ${id} then ${v}`);
+  return sql<V>`case id ${sql.join(whens, sql` `)} else ${fallback ?? sql`null`} end`;
+}
+
+/** Splits `items` into runs of at most `size`. */
+export function chunks<T>(items: readonly T[], size = ROWS_PER_STATEMENT): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
