@@ -1,7 +1,6 @@
 import { sql } from 'kysely';
 import { insertAssignments, type NewAssignment } from '../storage/assignment-repo.js';
 import { perRow } from '../storage/bulk.js';
-import { insertTaskEvents } from '../storage/task-repo.js';
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
 import type { Placement } from './policy.js';
@@ -30,7 +29,7 @@ export type Claimed = { attempts: number[]; ids: number[] } | null;
  */
 export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
   name: 'claim tasks',
-  async run(trx, items) {
+  async run(trx, items, commit) {
     // A task placed twice in one commit (two passes) is claimed once, by the first.
     const seen = new Set<number>();
     const claims = items.filter((i) => !seen.has(i.taskId) && seen.add(i.taskId));
@@ -71,9 +70,8 @@ export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
       }
     }
     const ids = await insertAssignments(trx, rows);
-    await insertTaskEvents(
-      trx,
-      claims.map((i) => {
+    commit.events.push(
+      ...claims.map((i) => {
         const attempt = i.attempts + 1;
         const ps = i.placements;
         return {

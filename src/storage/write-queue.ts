@@ -1,6 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../observability/logger.js';
 import type { Database } from './schema.js';
+import { insertTaskEvents, type NewTaskEvent } from './task-repo.js';
 
 type Op<T> = (trx: Transaction<Database>) => Promise<T>;
 
@@ -14,7 +15,12 @@ type Op<T> = (trx: Transaction<Database>) => Promise<T>;
  */
 export interface BatchWrite<I, O> {
   readonly name: string;
-  run(trx: Transaction<Database>, items: readonly I[]): Promise<O[]>;
+  run(trx: Transaction<Database>, items: readonly I[], commit: GroupCommit): Promise<O[]>;
+}
+
+/** What the batches of one group commit share: their task events, written in one INSERT at its end. */
+export interface GroupCommit {
+  events: NewTaskEvent[];
 }
 
 /**
@@ -107,10 +113,12 @@ export class WriteQueue {
       try {
         await this.db.transaction().execute(async (trx) => {
           results.clear();
+          const commit: GroupCommit = { events: [] };
           for (const g of groups) {
-            const out = await runGroup(trx, g);
+            const out = await runGroup(trx, g, commit);
             g.forEach((p, i) => results.set(p, out[i]));
           }
+          await insertTaskEvents(trx, commit.events);
         });
         for (const p of batch) p.resolve(results.get(p));
       } catch (err) {
@@ -122,7 +130,13 @@ export class WriteQueue {
         else this.logger.warn({ err, size: batch.length }, 'group commit failed; retrying one by one');
         for (const p of batch) {
           try {
-            p.resolve(await this.db.transaction().execute(async (trx) => (await runGroup(trx, [p]))[0]));
+            const alone = async (trx: Transaction<Database>) => {
+              const commit: GroupCommit = { events: [] };
+              const [out] = await runGroup(trx, [p], commit);
+              await insertTaskEvents(trx, commit.events);
+              return out;
+            };
+            p.resolve(await this.db.transaction().execute(alone));
           } catch (e) {
             p.reject(e);
           }
@@ -151,12 +165,13 @@ function groupByKind(batch: Pending[]): Pending[][] {
   return groups;
 }
 
-async function runGroup(trx: Transaction<Database>, g: Pending[]): Promise<unknown[]> {
+async function runGroup(trx: Transaction<Database>, g: Pending[], commit: GroupCommit): Promise<unknown[]> {
   const first = g[0] as Pending;
   if (!first.kind) return [await (first.op as Op<unknown>)(trx)];
   const out = await first.kind.run(
     trx,
     g.map((p) => p.item),
+    commit,
   );
   if (out.length !== g.length)
     throw new Error(`${first.kind.name}: ${out.length} results for ${g.length} items`);

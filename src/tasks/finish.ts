@@ -3,9 +3,8 @@ import type { Lease } from '../clients/registry.js';
 import * as assignments from '../storage/assignment-repo.js';
 import { perRow } from '../storage/bulk.js';
 import type { Database } from '../storage/schema.js';
-import { insertTaskEvents } from '../storage/task-repo.js';
 import { toDbTime } from '../storage/values.js';
-import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
+import { BatchConflict, type BatchWrite, type GroupCommit } from '../storage/write-queue.js';
 import { settleTask, type EndInfo, type Outcome, type Settlement } from './settle.js';
 
 /** One lease ending. */
@@ -33,7 +32,7 @@ const NONE: Finished = { settlement: { kind: 'none' }, after: null };
  */
 export const finishLeases: BatchWrite<FinishItem, Finished> = {
   name: 'finish leases',
-  async run(trx, items) {
+  async run(trx, items, commit) {
     const out = new Map<FinishItem, Finished>();
     const fast: FinishItem[] = [];
     const slow: FinishItem[] = [];
@@ -43,7 +42,7 @@ export const finishLeases: BatchWrite<FinishItem, Finished> = {
       seen.add(i.lease.taskId);
       (simple ? fast : slow).push(i);
     }
-    if (fast.length > 0) await completeSingle(trx, fast, out);
+    if (fast.length > 0) await completeSingle(trx, fast, out, commit);
     for (const i of slow) out.set(i, await finishOne(trx, i));
     return items.map((i) => out.get(i) ?? NONE);
   },
@@ -58,6 +57,7 @@ async function completeSingle(
   trx: Transaction<Database>,
   items: FinishItem[],
   out: Map<FinishItem, Finished>,
+  commit: GroupCommit,
 ): Promise<void> {
   const nowDb = toDbTime((items[0] as FinishItem).now);
   const ended = await trx
@@ -119,9 +119,8 @@ async function completeSingle(
     completed = items.filter((i) => done.has(i.lease.taskId));
   }
   if (completed.length === 0) return;
-  await insertTaskEvents(
-    trx,
-    completed.map((i) => ({
+  commit.events.push(
+    ...completed.map((i) => ({
       task_id: i.lease.taskId,
       at: toDbTime(i.now, true),
       kind: 'completed',

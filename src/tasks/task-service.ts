@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
-import type { BatchWrite, WriteQueue } from '../storage/write-queue.js';
+import type { BatchWrite, GroupCommit, WriteQueue } from '../storage/write-queue.js';
 import type {
   AssignmentView,
   CreateTaskBody,
@@ -52,14 +52,13 @@ interface NewTask {
 /** Inserts tasks and their `created` events, every create of a group commit in two multi-row INSERTs. */
 const createTasks: BatchWrite<NewTask, number> = {
   name: 'create tasks',
-  async run(trx, items) {
+  async run(trx, items, commit) {
     const ids = await repo.insertTasks(
       trx,
       items.map((i) => i.row),
     );
-    await repo.insertTaskEvents(
-      trx,
-      items.map((i, k) => ({
+    commit.events.push(
+      ...items.map((i, k) => ({
         task_id: ids[k] as number,
         at: i.at,
         kind: 'created',
@@ -69,6 +68,14 @@ const createTasks: BatchWrite<NewTask, number> = {
     return ids;
   },
 };
+
+/** The tasks and their events in a transaction of their own. */
+async function createAlone(trx: Transaction<Database>, items: NewTask[]): Promise<number[]> {
+  const commit: GroupCommit = { events: [] };
+  const ids = await createTasks.run(trx, items, commit);
+  await repo.insertTaskEvents(trx, commit.events);
+  return ids;
+}
 
 /** Task use cases behind the HTTP API and the CLI. */
 export class TaskService {
@@ -86,7 +93,7 @@ export class TaskService {
     const item = this.newTask(principal, input);
     const [id] = this.writes
       ? [await this.writes.submit(createTasks, item)]
-      : await this.db.transaction().execute((trx) => createTasks.run(trx, [item]));
+      : await this.db.transaction().execute((trx) => createAlone(trx, [item]));
     const row = repo.newTaskRow(id as number, item.row);
     await this.announce(row.id);
     return this.present(row);
@@ -110,7 +117,7 @@ export class TaskService {
       }
     });
     if (items.length === 0) return [];
-    const op = (trx: Transaction<Database>) => createTasks.run(trx, items);
+    const op = (trx: Transaction<Database>) => createAlone(trx, items);
     // One operation of its own, so the batch is one transaction whatever the group commit's size.
     const ids = this.writes ? await this.writes.run(op) : await this.db.transaction().execute(op);
     for (const id of ids) await this.announce(id);
