@@ -73,7 +73,12 @@ export function threadChecker(
       if (!thread.uploads.delete(id)) return;
       post({ id, op: 'close' });
       if (thread.uploads.size === 0) {
-        thread.idle = setTimeout(() => void thread.worker.terminate(), IDLE_MS);
+        thread.idle = setTimeout(() => {
+          // Out of the list first, so no upload picks a thread that is stopping.
+          const i = threads.indexOf(thread);
+          if (i >= 0) threads.splice(i, 1);
+          void thread.worker.terminate();
+        }, IDLE_MS);
         thread.idle.unref();
       }
     },

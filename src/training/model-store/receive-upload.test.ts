@@ -68,6 +68,19 @@ describe.each([
     expect((await readdir(dir)).length).toBe(before);
   });
 
+  it('receives several uploads at once, each with its own outcome', async () => {
+    const good = encodeSafetensors(big(1_500_000));
+    const bad = encodeSafetensors(big(1_500_000, 1_234_567));
+    const [a, b, c] = await Promise.all([receive(good), receive(bad), receive(good, true)]);
+    for (const r of [a, c]) {
+      if (!r!.ok) throw new Error(r!.message);
+      expect(r!.digest).toBe(createHash('sha256').update(good).digest('hex'));
+      await r!.file.abort();
+    }
+    expect(b).toMatchObject({ ok: false, code: 'non_finite', tensor: 'a' });
+    expect(!b!.ok && b!.message).toMatch(/element 1234567/);
+  });
+
   it('refuses a body shorter or longer than its header says', async () => {
     const bytes = encodeSafetensors(big(1000));
     const short = bytes.subarray(0, bytes.length - 3);
