@@ -1,6 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../observability/logger.js';
-import { isMysql } from './bulk.js';
 import type { Database } from './schema.js';
 import { insertTaskEvents, type NewTaskEvent } from './task-repo.js';
 
@@ -62,9 +61,7 @@ interface Pending {
 export class WriteQueue {
   private queue: Pending[] = [];
   private scheduled = false;
-  /** Group commits under way. */
-  private active = 0;
-  private idle: (() => void)[] = [];
+  private running: Promise<void> = Promise.resolve();
   private closed = false;
 
   constructor(
@@ -72,13 +69,6 @@ export class WriteQueue {
     private readonly logger: Logger,
     /** Most operations in one transaction. */
     private readonly maxBatch = 500,
-    /**
-     * Group commits that may run at once, each on its own connection (1 for SQLite, which
-     * has one writer). On MySQL a second one fills while the first waits for its flushed
-     * commit. Operations of concurrent commits were queued without waiting for each other,
-     * so none depends on another's order; conditional updates settle any overlap.
-     */
-    private readonly parallel = isMysql(db) ? 2 : 1,
   ) {}
 
   /** Runs `op` inside the next group transaction; resolves after commit. */
@@ -93,12 +83,11 @@ export class WriteQueue {
 
   /** Waits for every queued write, then refuses new ones. */
   async close(): Promise<void> {
-    while (this.queue.length > 0 || this.scheduled || this.active > 0) {
-      await new Promise<void>((r) => {
-        if (this.active > 0) this.idle.push(r);
-        else setImmediate(r);
-      });
+    while (this.queue.length > 0 || this.scheduled) {
+      await new Promise((r) => setImmediate(r));
+      await this.running;
     }
+    await this.running;
     this.closed = true;
   }
 
@@ -109,58 +98,48 @@ export class WriteQueue {
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => {
-          this.scheduled = false;
-          this.start();
+          this.running = this.running.then(() => this.flush());
         });
       }
     });
   }
 
-  /** Starts group commits while there is work and room; each one, when done, starts the next. */
-  private start(): void {
-    while (this.active < this.parallel && this.queue.length > 0) {
+  private async flush(): Promise<void> {
+    this.scheduled = false;
+    while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
-      this.active++;
-      void this.commit(batch).finally(() => {
-        this.active--;
-        this.start();
-        if (this.active === 0) for (const r of this.idle.splice(0)) r();
-      });
-    }
-  }
-
-  private async commit(batch: Pending[]): Promise<void> {
-    const groups = groupByKind(batch);
-    const results = new Map<Pending, unknown>();
-    try {
-      await this.db.transaction().execute(async (trx) => {
-        results.clear();
-        const commit: GroupCommit = { events: [] };
-        for (const g of groups) {
-          const out = await runGroup(trx, g, commit);
-          g.forEach((p, i) => results.set(p, out[i]));
+      const groups = groupByKind(batch);
+      const results = new Map<Pending, unknown>();
+      try {
+        await this.db.transaction().execute(async (trx) => {
+          results.clear();
+          const commit: GroupCommit = { events: [] };
+          for (const g of groups) {
+            const out = await runGroup(trx, g, commit);
+            g.forEach((p, i) => results.set(p, out[i]));
+          }
+          await insertTaskEvents(trx, commit.events);
+        });
+        for (const p of batch) p.resolve(results.get(p));
+      } catch (err) {
+        if (batch.length === 1) {
+          batch[0]?.reject(err);
+          continue;
         }
-        await insertTaskEvents(trx, commit.events);
-      });
-      for (const p of batch) p.resolve(results.get(p));
-    } catch (err) {
-      if (batch.length === 1) {
-        batch[0]?.reject(err);
-        return;
-      }
-      if (err instanceof BatchConflict) this.logger.debug({ err, size: batch.length }, 'batch conflict');
-      else this.logger.warn({ err, size: batch.length }, 'group commit failed; retrying one by one');
-      for (const p of batch) {
-        try {
-          const alone = async (trx: Transaction<Database>) => {
-            const commit: GroupCommit = { events: [] };
-            const [out] = await runGroup(trx, [p], commit);
-            await insertTaskEvents(trx, commit.events);
-            return out;
-          };
-          p.resolve(await this.db.transaction().execute(alone));
-        } catch (e) {
-          p.reject(e);
+        if (err instanceof BatchConflict) this.logger.debug({ err, size: batch.length }, 'batch conflict');
+        else this.logger.warn({ err, size: batch.length }, 'group commit failed; retrying one by one');
+        for (const p of batch) {
+          try {
+            const alone = async (trx: Transaction<Database>) => {
+              const commit: GroupCommit = { events: [] };
+              const [out] = await runGroup(trx, [p], commit);
+              await insertTaskEvents(trx, commit.events);
+              return out;
+            };
+            p.resolve(await this.db.transaction().execute(alone));
+          } catch (e) {
+            p.reject(e);
+          }
         }
       }
     }
