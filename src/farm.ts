@@ -4,6 +4,7 @@ import type { Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
 import { Cluster } from './cluster/cluster.js';
 import { createInstanceId } from './cluster/instance-id.js';
+import { HeartbeatWriter } from './clients/heartbeat-writer.js';
 import { recoverRegistry, rememberHardware } from './clients/recovery.js';
 import { ClientRegistry, type FarmClient } from './clients/registry.js';
 import type { Config } from './config/schema.js';
@@ -61,6 +62,8 @@ export function createFarm(d: {
   const logger = d.logger.child({ component: 'farm' });
   const registry = new ClientRegistry();
   const writes = new WriteQueue(d.db, logger);
+  // Clients' last_seen and utilization, written for all of them every 2 s rather than per heartbeat.
+  const heartbeats = new HeartbeatWriter({ registry, writes, clock: d.clock });
   const countTasks = () => countTasksByStatus(d.db) as Promise<Record<string, number>>;
   const metrics = createMetrics({ tasksByStatus: countTasks, connected: () => registry.connectedCount() });
   const base = { db: d.db, writes, registry, bus: d.bus, clock: d.clock, logger };
@@ -171,6 +174,7 @@ export function createFarm(d: {
       await training.start();
       await dispatcher.loadPending();
       flusher = setInterval(() => void leases.flushDirty().catch(fail('progress flush failed')), 1000);
+      heartbeats.start(fail('client last_seen flush failed'));
       // Safety net for wake-ups the bus may have lost (Redis away, another instance's
       // message missed): pending tasks this dispatcher does not know are read again.
       pendingSweep = setInterval(
@@ -189,6 +193,7 @@ export function createFarm(d: {
       await presence.close();
       await training.stop();
       await leases.flushDirty().catch(fail('progress flush failed'));
+      await heartbeats.stop().catch(fail('client last_seen flush failed'));
       await writes.close();
     },
   };

@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
+import { sql, type Insertable, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { ClientsTable, Database } from './schema.js';
 
 export type ClientRow = Selectable<ClientsTable>;
@@ -49,4 +49,52 @@ export async function updateClient(
 ): Promise<boolean> {
   const res = await db.updateTable('clients').set(changes).where('id', '=', id).executeTakeFirst();
   return Number(res.numUpdatedRows) > 0;
+}
+
+/** What a client was last heard saying: its row's last_seen and utilization. */
+export interface ClientTouch {
+  id: string;
+  last_seen: string;
+  /** JSON, or null to leave the stored utilization as it is. */
+  utilization: string | null;
+}
+
+/** Most clients per statement of `touchClients`. */
+const TOUCH_CHUNK = 256;
+
+/**
+ * Writes last_seen and utilization of many connected clients with one `UPDATE` per
+ * TOUCH_CHUNK of them (a row no longer connected is left alone: its disconnect wrote it).
+ * Chunks are padded to a power of two by repeating their last client, so a handful of
+ * statement shapes serve every count.
+ */
+export async function touchClients(db: Kysely<Database>, touches: readonly ClientTouch[]): Promise<void> {
+  for (let i = 0; i < touches.length; i += TOUCH_CHUNK) {
+    const chunk = touches.slice(i, i + TOUCH_CHUNK);
+    const last = chunk[chunk.length - 1] as ClientTouch;
+    let size = 1;
+    while (size < chunk.length) size *= 2;
+    while (chunk.length < size) chunk.push(last);
+    const seen = sql.join(
+      chunk.map((t) => sql`when ${t.id} then ${t.last_seen}`),
+      sql` `,
+    );
+    const util = sql.join(
+      chunk.map((t) => sql`when ${t.id} then ${t.utilization}`),
+      sql` `,
+    );
+    await db
+      .updateTable('clients')
+      .set({
+        last_seen: sql<string>`case id ${seen} end`,
+        utilization: sql<string | null>`coalesce(case id ${util} end, utilization)`,
+      })
+      .where(
+        'id',
+        'in',
+        chunk.map((t) => t.id),
+      )
+      .where('connected', '=', 1)
+      .execute();
+  }
 }

@@ -4,6 +4,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, MysqlDialect, SqliteDialect, sql, type MysqlPool, type MysqlPoolConnection } from 'kysely';
 import { createPool, createConnection, type Pool, type PoolConnection } from 'mysql2';
 import type { Config } from '../config/schema.js';
+import { startCheckpointer } from './checkpointer.js';
 import type { Database } from './schema.js';
 
 export type Dialect = 'sqlite' | 'mysql';
@@ -92,8 +93,26 @@ function openSqlite(file: string): DatabaseHandle {
   native.pragma('synchronous = NORMAL');
   native.pragma('foreign_keys = ON');
   native.pragma('busy_timeout = 5000');
+  // A WAL grown by a burst of writes is cut back to this size once it starts over.
+  native.pragma('journal_size_limit = 67108864');
+  // Checkpoints (which fsync) run on a worker thread, not inside a commit on the event loop.
+  const checkpointer =
+    file === ':memory:'
+      ? null
+      : startCheckpointer(
+          file,
+          (pages) => native.pragma(`wal_autocheckpoint = ${pages}`),
+          (err) =>
+            process.emitWarning(
+              `SQLite checkpoint thread stopped (${err instanceof Error ? err.message : String(err)}); checkpoints run in commits again`,
+            ),
+        );
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(native) }) });
-  return { db, dialect: 'sqlite', describe: `sqlite:${file}`, close: () => db.destroy() };
+  const close = async () => {
+    await checkpointer?.stop();
+    await db.destroy();
+  };
+  return { db, dialect: 'sqlite', describe: `sqlite:${file}`, close };
 }
 
 /** Most distinct statements kept prepared (IN lists of many lengths make many). */
