@@ -31,8 +31,12 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** How the server child creates the N tasks. */
-export type CreateMode = 'service' | 'bulk' | 'http';
+/**
+ * How the N tasks are created: `batch` = `POST /api/tasks/batch` from the driver, chunks of
+ * tasks; `service` = `TaskService.create` one task at a time in the server child (no HTTP);
+ * `http` = `POST /api/tasks` from the driver, one task per request.
+ */
+export type CreateMode = 'batch' | 'service' | 'http';
 
 /** CPU seconds (user + system) a process spent over a window. */
 export interface CpuUse {
@@ -61,8 +65,8 @@ export interface SqlStats {
 export type ChildRequest =
   | {
       id: number;
+      /** TaskService.create, one task per call (the `service` create mode). */
       cmd: 'create';
-      mode: 'service' | 'bulk';
       n: number;
       concurrency: number;
       /** service only: start creates at this steady rate (tasks/s) instead of all at once. */

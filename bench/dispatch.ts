@@ -29,12 +29,17 @@ const HELP = `Usage: npx tsx bench/dispatch.ts [options]
   --runs <count>         rounds of the three systems; medians are reported (default 3; 0 skips)
   --workers <count>      simulated AI Farm workers = BullMQ concurrency (default 100)
   --slots <count>        MAX_TASKS_PER_CLIENT of the AI Farm server (default 4)
-  --create <mode>        how the rounds create AI Farm tasks: service | bulk | http (default service)
-  --concurrency <count>  service: create() calls in flight; bulk: tasks per transaction;
-                         http: requests in flight (default 32; bulk 500)
+  --create <mode>        how the rounds create AI Farm tasks (default batch):
+                           batch    POST /api/tasks/batch from the driver, --chunk tasks per
+                                    request (as BullMQ's addBulk)
+                           service  TaskService.create in the server, one task per call
+                           http     POST /api/tasks from the driver, one task per request
+  --chunk <count>        tasks per POST /api/tasks/batch and per BullMQ addBulk (default 1000)
+  --concurrency <count>  batch and http: requests in flight; service: create() calls in flight
+                         (default: batch 4, others 32)
   --extras <list>        one more run per database for each of these create modes,
-                         comma-separated, or "none" (default "bulk,http")
-  --extra-n <count>      tasks of the bulk extra runs (default 5000; MariaDB at most --n-mysql)
+                         comma-separated, or "none" (default "service,http")
+  --extra-n <count>      tasks of the service extra runs (default --n; MariaDB at most --n-mysql)
   --http-n <count>       tasks of the http extra runs (default 1000; MariaDB at most --n-mysql)
   --paced-rate <count>   one more run per system creating tasks one by one at this rate
                          (tasks/s), for the latency without a backlog; 0 skips (default 100)
@@ -50,7 +55,7 @@ const HELP = `Usage: npx tsx bench/dispatch.ts [options]
                          unique queue and obliterates it
   --timeout <seconds>    longest one run may take (default 120)
   --out <file>           results JSON (default bench/results/dispatch-<date>.json)
-  --quick                --n 2000 --n-mysql 1000 --runs 1 --extra-n 1000 --http-n 500 --paced-n 200
+  --quick                --n 2000 --n-mysql 1000 --runs 1 --http-n 500 --paced-n 200
 `;
 
 const { values: args } = parseArgs({
@@ -61,6 +66,7 @@ const { values: args } = parseArgs({
     workers: { type: 'string' },
     slots: { type: 'string' },
     create: { type: 'string' },
+    chunk: { type: 'string' },
     concurrency: { type: 'string' },
     extras: { type: 'string' },
     'extra-n': { type: 'string' },
@@ -97,15 +103,25 @@ const N_MYSQL = int(args['n-mysql'], quick ? 1000 : 2000, 'n-mysql');
 const RUNS = profileOnly ? 0 : int(args.runs, quick ? 1 : 3, 'runs', 0);
 const WORKERS = int(args.workers, 100, 'workers');
 const SLOTS = int(args.slots, 4, 'slots');
-const CREATE = (args.create ?? 'service') as CreateMode;
-if (!['service', 'bulk', 'http'].includes(CREATE)) throw new Error('--create must be service, bulk or http');
-const concurrencyFor = (mode: CreateMode) => int(args.concurrency, mode === 'bulk' ? 500 : 32, 'concurrency');
-const EXTRAS = (profileOnly ? 'none' : (args.extras ?? 'bulk,http'))
+const MODES: readonly CreateMode[] = ['batch', 'service', 'http'];
+const CREATE = (args.create ?? 'batch') as CreateMode;
+if (!MODES.includes(CREATE)) throw new Error(`--create must be one of ${MODES.join(', ')}, got ${CREATE}`);
+const CHUNK = int(args.chunk, 1000, 'chunk');
+if (CHUNK > 1000)
+  throw new Error(`--chunk must be at most 1000 (POST /api/tasks/batch's limit), got ${CHUNK}`);
+// --concurrency applies to the rounds' mode; the extras keep their defaults.
+const concurrencyFor = (mode: CreateMode) =>
+  mode === CREATE
+    ? int(args.concurrency, mode === 'batch' ? 4 : 32, 'concurrency')
+    : mode === 'batch'
+      ? 4
+      : 32;
+const EXTRAS = (profileOnly ? 'none' : (args.extras ?? 'service,http'))
   .split(',')
   .map((s) => s.trim())
   .filter((s) => s && s !== 'none' && s !== CREATE) as CreateMode[];
-for (const e of EXTRAS) if (!['service', 'bulk', 'http'].includes(e)) throw new Error(`unknown extra ${e}`);
-const EXTRA_N = int(args['extra-n'], quick ? 1000 : 5000, 'extra-n');
+for (const e of EXTRAS) if (!MODES.includes(e)) throw new Error(`--extras: unknown create mode ${e}`);
+const EXTRA_N = int(args['extra-n'], N, 'extra-n');
 const HTTP_N = int(args['http-n'], quick ? 500 : 1000, 'http-n');
 const PACED_RATE = profileOnly ? 0 : int(args['paced-rate'], 100, 'paced-rate', 0);
 const PACED_N = int(args['paced-n'], quick ? 200 : 300, 'paced-n');
@@ -121,7 +137,7 @@ const OUT = args.out ?? join(here, 'results', `dispatch-${profileOnly ? 'profile
 const PROFILE_DIR = join(here, 'results', 'profiles');
 
 type RunResult = FarmResult | BullmqResult;
-type Group = 'rounds' | 'paced' | 'bulk' | 'http' | 'service' | 'profile';
+type Group = 'rounds' | 'paced' | CreateMode | 'profile';
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -158,7 +174,14 @@ async function farm(
     ? join(PROFILE_DIR, `server-${db}-${mode}-${stamp}.cpuprofile`)
     : undefined;
   if (profileFile) mkdirSync(PROFILE_DIR, { recursive: true });
-  const settings = { n, workers: WORKERS, slots: SLOTS, concurrency: concurrencyFor(mode), rate: opts.rate };
+  const settings = {
+    n,
+    workers: WORKERS,
+    slots: SLOTS,
+    concurrency: concurrencyFor(mode),
+    chunk: CHUNK,
+    rate: opts.rate,
+  };
   const r = await runFarm({
     db,
     mysqlUrl: MYSQL_URL,
@@ -192,7 +215,7 @@ async function bull(n: number, rate?: number): Promise<BullmqResult> {
     redisUrl: REDIS_URL,
     n,
     concurrency: WORKERS,
-    chunk: 1000,
+    chunk: CHUNK,
     timeoutMs: TIMEOUT_MS,
     rate,
   }).catch((err: unknown): BullmqResult => ({
@@ -387,7 +410,8 @@ async function main(): Promise<void> {
   log(`dispatch benchmark: ${JSON.stringify(machine)}`);
   log(
     `N=${N} (MariaDB ${N_MYSQL}), ${RUNS} round(s), ${WORKERS} workers, MAX_TASKS_PER_CLIENT=${SLOTS}, ` +
-      `AI Farm tasks created by ${CREATE} (concurrency ${concurrencyFor(CREATE)})`,
+      `AI Farm tasks created by ${CREATE} (concurrency ${concurrencyFor(CREATE)}` +
+      `${CREATE === 'batch' ? `, ${CHUNK} per request` : ''}), BullMQ addBulk chunks of ${CHUNK}`,
   );
 
   // The machine is shared: the 1-minute load average after each run shows how noisy it was.
@@ -428,7 +452,7 @@ async function main(): Promise<void> {
   const bullRounds = pick('rounds', 'bullmq');
   const bullmqTps = bullRounds.length ? median(bullRounds.map((r) => r.tasksPerSec)) : null;
   const summaries: Summary[] = [];
-  for (const group of ['rounds', 'paced', 'service', 'bulk', 'http', 'profile'] as const) {
+  for (const group of ['rounds', 'paced', 'batch', 'service', 'http', 'profile'] as const) {
     for (const system of ['sqlite', 'mysql', 'bullmq']) {
       const s = summarise(group, pick(group, system), bullmqTps);
       if (s) summaries.push(s);
@@ -454,11 +478,12 @@ async function main(): Promise<void> {
       maxTasksPerClient: SLOTS,
       create: CREATE,
       concurrency: concurrencyFor(CREATE),
+      chunk: CHUNK,
       extras: EXTRAS,
       extraN: EXTRA_N,
       httpN: HTTP_N,
       paced: PACED_RATE > 0 ? { rate: PACED_RATE, n: PACED_N } : null,
-      bullmq: { workers: 1, concurrency: WORKERS, addBulkChunk: 1000 },
+      bullmq: { workers: 1, concurrency: WORKERS, addBulkChunk: CHUNK },
     },
     goal: { sqliteVsBullmq: 1, mysqlVsBullmq: 0.3, duplicates: 0 },
     summary: summaries,

@@ -23,8 +23,10 @@ export interface FarmOptions {
   /** MAX_TASKS_PER_CLIENT. */
   slots: number;
   mode: CreateMode;
-  /** service: create() calls in flight; bulk: tasks per transaction; http: requests in flight. */
+  /** service: create() calls in flight; batch and http: requests in flight. */
   concurrency: number;
+  /** batch: tasks per `POST /api/tasks/batch` (at most 1,000). */
+  chunk: number;
   timeoutMs: number;
   /** service only: create at this steady rate (tasks/s) to see latency without a backlog. */
   rate?: number | undefined;
@@ -41,6 +43,7 @@ export interface FarmResult {
   workers: number;
   slots: number;
   concurrency: number;
+  chunk: number;
   /** Steady creation rate of a paced run (tasks/s); undefined when all were created at once. */
   rate?: number | undefined;
   ok: boolean;
@@ -133,34 +136,51 @@ class Child {
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./farm-server.ts', import.meta.url));
 
-/** Creates tasks over HTTP, `concurrency` requests in flight; returns each id's send time. */
+/**
+ * Creates tasks over HTTP from this (the driver) process, `concurrency` requests in flight:
+ * `http` one task per `POST /api/tasks`, `batch` `chunk` tasks per `POST /api/tasks/batch`
+ * (as BullMQ's `addBulk` sends its chunks to Redis). Every id is stamped with the time its
+ * request was sent.
+ */
 async function createOverHttp(
   httpUrl: string,
   token: string,
+  mode: 'http' | 'batch',
   n: number,
   concurrency: number,
+  chunk: number,
 ): Promise<{ stamps: [number, number][]; first: number; done: number }> {
   const stamps: [number, number][] = [];
+  const task = { type: 'noop', requirements: {}, config: {} };
+  const per = mode === 'batch' ? chunk : 1;
+  const url = `${httpUrl}/api/tasks${mode === 'batch' ? '/batch' : ''}`;
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   let next = 0;
-  const body = JSON.stringify({ type: 'noop', requirements: {}, config: {} });
   const lane = async () => {
     while (next < n) {
-      next++;
+      const size = Math.min(per, n - next);
+      next += size;
+      const body = JSON.stringify(
+        mode === 'batch' ? { tasks: Array.from({ length: size }, () => task) } : task,
+      );
       const t = now();
-      const res = await fetch(`${httpUrl}/api/tasks`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body,
-      });
-      const json = (await res.json()) as { id?: number };
-      if (res.status !== 201 || typeof json.id !== 'number') {
-        throw new Error(`POST /api/tasks answered ${res.status}: ${JSON.stringify(json).slice(0, 200)}`);
+      const res = await fetch(url, { method: 'POST', headers, body });
+      const json = (await res.json()) as { id?: unknown; ids?: unknown };
+      const ids = mode === 'batch' ? json.ids : [json.id];
+      if (
+        res.status !== 201 ||
+        !Array.isArray(ids) ||
+        ids.length !== size ||
+        !ids.every((id) => typeof id === 'number')
+      ) {
+        throw new Error(`POST ${url} answered ${res.status}: ${JSON.stringify(json).slice(0, 200)}`);
       }
-      stamps.push([json.id, t]);
+      for (const id of ids as number[]) stamps.push([id, t]);
     }
   };
   const first = now();
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+  const lanes = Math.min(concurrency, Math.ceil(n / per));
+  await Promise.all(Array.from({ length: lanes }, lane));
   return { stamps, first, done: now() };
 }
 
@@ -195,13 +215,13 @@ export async function runFarm(o: FarmOptions): Promise<FarmResult> {
     let stamps: [number, number][];
     let first: number;
     let createsDone: number;
-    if (o.mode === 'http') {
-      const h = await createOverHttp(ready.httpUrl, ready.adminToken, o.n, o.concurrency);
+    if (o.mode === 'http' || o.mode === 'batch') {
+      const h = await createOverHttp(ready.httpUrl, ready.adminToken, o.mode, o.n, o.concurrency, o.chunk);
       ({ stamps, first } = h);
       createsDone = h.done;
     } else {
       const created = child.request<{ firstCreateAt: number; createsDoneAt: number }>(
-        { cmd: 'create', mode: o.mode, n: o.n, concurrency: o.concurrency, rate: o.rate },
+        { cmd: 'create', n: o.n, concurrency: o.concurrency, rate: o.rate },
         o.timeoutMs,
       );
       ({ firstCreateAt: first, createsDoneAt: createsDone } = await created);
@@ -219,7 +239,7 @@ export async function runFarm(o: FarmOptions): Promise<FarmResult> {
       ? await child.request<string>({ cmd: 'profile-stop', file: o.profileFile })
       : undefined;
     const sql = o.countSql ? await child.request<SqlStats>({ cmd: 'sql-stats' }) : undefined;
-    if (o.mode !== 'http') stamps = report.stamps;
+    if (o.mode === 'service') stamps = report.stamps;
 
     const problems: string[] = [];
     if (!finished)
@@ -257,6 +277,7 @@ export async function runFarm(o: FarmOptions): Promise<FarmResult> {
       workers: o.workers,
       slots: o.slots,
       concurrency: o.concurrency,
+      chunk: o.chunk,
       rate: o.rate,
       ok: problems.length === 0,
       problems,

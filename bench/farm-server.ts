@@ -3,9 +3,9 @@
  * (which keeps the simulated workers' CPU out of this process).
  *
  * It runs the real composition (src/main.ts startServer) on a scratch database and, on the
- * driver's request, creates the N tasks through the service layer the HTTP route calls
- * (TaskService.create), or as a simulated bulk endpoint (multi-row INSERTs in one
- * transaction, then the same bus messages TaskService.create publishes).
+ * driver's request, creates the N tasks one at a time through the service layer the HTTP
+ * route calls (TaskService.create, the `service` create mode). The `batch` and `http` modes
+ * create over HTTP from the driver instead.
  *
  * Environment: BENCH_DB=sqlite|mysql, BENCH_MYSQL_URL, BENCH_SLOTS (MAX_TASKS_PER_CLIENT),
  * BENCH_MAX_CLIENTS, BENCH_COUNT_SQL=1 (count statements; costs time, for profiling runs).
@@ -19,10 +19,9 @@ import { createRequire, findSourceMap } from 'node:module';
 import { createConnection } from 'mysql2/promise';
 import type { Principal } from '../src/auth/principal.js';
 import { generateToken, TokenService } from '../src/auth/token-service.js';
-import { InProcessBus, type Bus, type BusTopics, type Topic } from '../src/bus/bus.js';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/main.js';
-import { systemClock, toDbTime } from '../src/storage/values.js';
+import { systemClock } from '../src/storage/values.js';
 import type { TaskService } from '../src/tasks/task-service.js';
 import {
   now,
@@ -94,23 +93,6 @@ if (countSql) {
   };
 }
 
-// ---- the server's own bus -----------------------------------------------------------
-
-// startServer does not hand out its bus; TaskService needs it to wake the dispatcher.
-// The one InProcessBus startServer makes is caught when the farm subscribes to it.
-let serverBus: Bus | null = null;
-const subscribe = InProcessBus.prototype.subscribe;
-InProcessBus.prototype.subscribe = function <T extends Topic>(
-  this: InProcessBus,
-  topic: T,
-  handler: (message: BusTopics[T]) => void,
-) {
-  if (serverBus && serverBus !== this) throw new Error('more than one InProcessBus: cannot tell which');
-  // eslint-disable-next-line @typescript-eslint/no-this-alias -- keeping the instance is the point
-  serverBus = this;
-  return subscribe.call(this, topic, handler as never) as () => void;
-};
-
 // ---- scratch database ---------------------------------------------------------------
 
 const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-'));
@@ -157,8 +139,6 @@ const server = await startServer(loaded.config).catch(async (err: unknown) => {
   throw err;
 });
 const db = server.database.db;
-if (!serverBus) throw new Error('the server bus was not caught');
-const bus: Bus = serverBus;
 // The server's own task service: creates go through its group commit like API creates.
 const tasks: TaskService = server.services.tasks;
 const principal: Principal = { kind: 'token', id: 'bench', name: 'bench', role: 'admin' };
@@ -170,8 +150,6 @@ const stamps: [number, number][] = [];
 let firstCreateAt = 0;
 let createsDoneAt = 0;
 let cpuMark = process.cpuUsage();
-
-const TASK_BODY = { type: 'noop', name: null, requirements: {}, config: {} };
 
 /**
  * TaskService.create, `concurrency` calls in flight, each stamped when it is called; with
@@ -193,71 +171,6 @@ async function createViaService(n: number, concurrency: number, rate?: number): 
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
-}
-
-/**
- * What a bulk endpoint could do: chunks of `chunk` tasks, each one transaction with one
- * multi-row INSERT for the tasks and one for their `created` events, then the bus messages
- * TaskService.create publishes for each task.
- */
-async function createInBulk(n: number, chunk: number): Promise<void> {
-  for (let done = 0; done < n; done += chunk) {
-    const size = Math.min(chunk, n - done);
-    const t = now();
-    const at = toDbTime(new Date());
-    const atMs = toDbTime(new Date(), true);
-    const ids = await db.transaction().execute(async (trx) => {
-      const insert = trx.insertInto('tasks').values(
-        Array.from({ length: size }, () => ({
-          type: TASK_BODY.type,
-          name: TASK_BODY.name,
-          requirements: JSON.stringify(TASK_BODY.requirements),
-          config: JSON.stringify(TASK_BODY.config),
-          priority: 0,
-          max_attempts: 3,
-          world_size: 1,
-          created_by: principal.name,
-          status: 'pending' as const,
-          created_at: at,
-          updated_at: at,
-        })),
-      );
-      let taskIds: number[];
-      if (dialect === 'sqlite') {
-        taskIds = (await insert.returning('id').execute()).map((r) => Number(r.id));
-      } else {
-        // MariaDB gives one multi-row INSERT consecutive ids (innodb_autoinc_lock_mode 1,
-        // the default) and reports the first; checked below rather than trusted.
-        const first = Number((await insert.executeTakeFirstOrThrow()).insertId);
-        taskIds = Array.from({ length: size }, (_, i) => first + i);
-        const found = await trx
-          .selectFrom('tasks')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('id', '>=', first)
-          .where('id', '<', first + size)
-          .executeTakeFirstOrThrow();
-        if (Number(found.n) !== size) throw new Error('bulk insert ids are not consecutive');
-      }
-      await trx
-        .insertInto('task_events')
-        .values(
-          taskIds.map((id) => ({
-            task_id: id,
-            at: atMs,
-            kind: 'created',
-            message: `created by ${principal.name}`,
-            data: null,
-          })),
-        )
-        .execute();
-      return taskIds;
-    });
-    for (const id of ids) {
-      stamps.push([id, t]);
-      await bus.publish('work.available', { task_id: id });
-      await bus.publish('task.changed', { task_id: id, status: 'pending' });
-    }
-  }
 }
 
 // ---- checks -------------------------------------------------------------------------
@@ -319,8 +232,7 @@ async function handle(req: ChildRequest): Promise<unknown> {
   switch (req.cmd) {
     case 'create': {
       firstCreateAt = now();
-      if (req.mode === 'service') await createViaService(req.n, req.concurrency, req.rate);
-      else await createInBulk(req.n, req.concurrency);
+      await createViaService(req.n, req.concurrency, req.rate);
       createsDoneAt = now();
       return { firstCreateAt, createsDoneAt };
     }
