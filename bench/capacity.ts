@@ -8,7 +8,7 @@
  *   npx tsx bench/capacity.ts --quick    # 2,000 connections, 15 s windows
  *   npx tsx bench/capacity.ts --help
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -40,6 +40,9 @@ const HELP = `Usage: npx tsx bench/capacity.ts [options]
   --parallel <count>    connection attempts in flight per generator (default 100)
   --sources <count>     loopback source addresses 127.0.0.1 .. 127.0.0.<count> (default 4)
   --only <list>         bare,farm (default both, bare first)
+  --background <count>  load of our own for the whole run, so that runs on a quiet and a busy
+                        machine compare: <count> processes spinning on a core each, and one
+                        writing 8 MiB and fsyncing it in a loop (default 0: none)
   --profile             CPU profile of each server over the window; its summary goes in the
                         results JSON and the top of it is printed
   --out <file>          results JSON (default bench/results/capacity-<date>.json)
@@ -55,6 +58,7 @@ const { values: args } = parseArgs({
     generators: { type: 'string' },
     parallel: { type: 'string' },
     sources: { type: 'string' },
+    background: { type: 'string' },
     only: { type: 'string' },
     out: { type: 'string' },
     profile: { type: 'boolean' },
@@ -85,6 +89,7 @@ const WARMUP = intArg('warmup', args.warmup, quick ? 5 : 10, 0);
 const GENERATORS = intArg('generators', args.generators, 2, 1);
 const PARALLEL = intArg('parallel', args.parallel, 100, 1);
 const SOURCES = intArg('sources', args.sources, 4, 1);
+const BACKGROUND = intArg('background', args.background, 0, 0);
 if (SOURCES > 254) {
   process.stderr.write('--sources must be at most 254\n');
   process.exit(2);
@@ -120,6 +125,21 @@ function spawnChild(script: string, env: Record<string, string>, gc: boolean): C
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
   return proc;
+}
+
+/** --background: CPU spinners and a disk writer that fsyncs, all killed with the other children. */
+function startBackground(): void {
+  const spin = 'for (;;) {}';
+  const disk = `const fs = require('node:fs'); const b = Buffer.alloc(1 << 20, 1);
+const fd = fs.openSync(process.argv[1], 'w');
+for (;;) { for (let i = 0; i < 8; i++) fs.writeSync(fd, b, 0, b.length, i * b.length); fs.fsyncSync(fd); }`;
+  const run = (code: string, ...argv: string[]) => {
+    const proc = spawn(process.execPath, ['-e', code, ...argv], { stdio: 'ignore' });
+    children.add(proc);
+    proc.once('exit', () => children.delete(proc));
+  };
+  for (let i = 0; i < BACKGROUND; i++) run(spin);
+  run(disk, backgroundFile);
 }
 
 function killAll(): void {
@@ -557,6 +577,8 @@ process.on('SIGINT', () => {
 });
 
 const started = new Date();
+const backgroundFile = join(tmpdir(), `capacity-background-${process.pid}.bin`);
+if (BACKGROUND > 0) startBackground();
 const load = [loadavg()];
 const results: Result[] = [];
 let failed = false;
@@ -571,6 +593,7 @@ try {
 } finally {
   clearTimeout(deadline);
   killAll();
+  rmSync(backgroundFile, { force: true });
 }
 
 let commit = 'unknown';
@@ -595,6 +618,7 @@ const settings = {
   generators: GENERATORS,
   parallel: PARALLEL,
   sources: SOURCES,
+  background: BACKGROUND,
 };
 writeFileSync(
   out,
