@@ -41,10 +41,18 @@ export function createLoggers(opts: { logDir: string; level: string; console: Co
   const server = file('server.log');
   const errors = file('error.log');
   const accessFile = file('access.log');
+  // Lines that come after close() (work still settling at shutdown) are dropped: a closed
+  // file would throw from inside whatever tried to log, and crash the process.
+  let closed = false;
+  const guarded = (d: DestinationStream): DestinationStream => ({
+    write: (line: string) => {
+      if (!closed) d.write(line);
+    },
+  });
 
   const streams: StreamEntry[] = [
-    { level: opts.level as pino.Level, stream: server },
-    { level: 'error', stream: errors },
+    { level: opts.level as pino.Level, stream: guarded(server) },
+    { level: 'error', stream: guarded(errors) },
   ];
   if (opts.console === 'pretty') {
     streams.push({
@@ -60,11 +68,12 @@ export function createLoggers(opts: { logDir: string; level: string; console: Co
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   const logger = pino({ ...base, level: opts.level }, pino.multistream(streams, { dedupe: false }));
-  const access = pino({ ...base, level: 'info', base: undefined }, accessFile);
+  const access = pino({ ...base, level: 'info', base: undefined }, guarded(accessFile));
   return {
     logger,
     access,
     close() {
+      closed = true;
       for (const d of [server, errors, accessFile]) {
         try {
           d.flushSync();
