@@ -11,11 +11,16 @@ import {
   WIDTHS,
 } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { RawClient, systemInfo } from './helpers/ws-client.js';
 
 const PASSWORD = 'panel-test-password';
 
-/** Two workers as the original client describes itself, so the clients pages have something to show. */
-async function addClients(t: TestServer): Promise<void> {
+/**
+ * Two workers as the original client describes itself, so the clients pages have something
+ * to show: gpu-box-1 connected for real (a WebSocket held open: "connected" is whether some
+ * instance holds the client's socket), laptop-7 known from an earlier visit.
+ */
+async function addClients(t: TestServer): Promise<RawClient> {
   const now = toDbTime(new Date());
   const base = {
     last_seen: now,
@@ -52,6 +57,21 @@ async function addClients(t: TestServer): Promise<void> {
     status: 'inactive',
     connected: 0,
   });
+  const token = await t.api('POST', '/api/tokens', { name: 'panel-gpu-box', role: 'worker' });
+  const ws = await RawClient.connect(t.server.wsUrl, token.body.token);
+  ws.send({
+    type: 'register',
+    msg_id: 'reg',
+    ...systemInfo('gpu-box-1'),
+    hostname: 'gpu-box-1.lab',
+    cpu: { brand: 'AMD Ryzen 9 7950X', cores_physical: 16, cores_logical: 32, usage_percent: 42 },
+    ram: { total: 64 * 2 ** 30, available: 40 * 2 ** 30, used: 24 * 2 ** 30, percent: 37.5 },
+    gpu: [{ id: 0, name: 'RTX 4090', load: 0.81, memory: { total: 24564, used: 9000, free: 15564 } }],
+    // Runs no type the tests create, so their tasks stay where the tests expect them.
+    task_types: ['render'],
+  });
+  await ws.type('registered');
+  return ws;
 }
 
 /** A link of the main navigation. */
@@ -64,11 +84,12 @@ describe('admin panel in a real browser', () => {
   let context: BrowserContext;
   let page: Page;
   let errors: string[];
+  let gpuBox: RawClient | undefined;
 
   beforeAll(async () => {
     ensurePanelBuilt();
     t = await startTestServer('sqlite', { ADMIN_PASSWORD: PASSWORD });
-    await addClients(t);
+    gpuBox = await addClients(t);
     browser = await launchBrowser();
     context = await browser.newContext({ viewport: WIDTHS.desktop });
     page = await context.newPage();
@@ -76,6 +97,7 @@ describe('admin panel in a real browser', () => {
   });
   afterAll(async () => {
     await browser?.close();
+    gpuBox?.close();
     await t?.stop();
   });
 

@@ -37,9 +37,6 @@ export interface HandlerDeps {
   adopt?: (client: FarmClient) => Promise<void>;
 }
 
-/** Heartbeats reach the database at most this often per client. */
-const HEARTBEAT_WRITE_MS = 10_000;
-
 /** Seconds between heartbeats the server asks for: a third of the timeout, at most 30. */
 export function heartbeatInterval(config: Config): number {
   return Math.min(30, config.CONNECTION_TIMEOUT / 3);
@@ -47,7 +44,6 @@ export function heartbeatInterval(config: Config): number {
 
 /** Message handlers: thin, they check who is asking and call the services. */
 export class Handlers {
-  private readonly lastHeartbeatWrite = new Map<string, number>();
   private logBatches = 0;
 
   constructor(private readonly d: HandlerDeps) {}
@@ -188,15 +184,7 @@ export class Handlers {
     if (msg.utilization) client.utilization = msg.utilization;
     const now = this.d.clock.now();
     conn.send({ type: 'heartbeat_ack', reply_to: msg.msg_id ?? null, timestamp: now.getTime() });
-    const last = this.lastHeartbeatWrite.get(client.id) ?? 0;
-    if (now.getTime() - last < HEARTBEAT_WRITE_MS) return;
-    this.lastHeartbeatWrite.set(client.id, now.getTime());
-    await this.d.writes.run((trx) =>
-      updateClient(trx as unknown as Kysely<Database>, client.id, {
-        last_seen: toDbTime(now),
-        utilization: msg.utilization ? JSON.stringify(msg.utilization) : undefined,
-      }),
-    );
+    // Written with every other client heard from by HeartbeatWriter (src/clients/heartbeat-writer.ts).
   }
 
   private async progress(conn: Connection, client: FarmClient, msg: TaskProgressMessage): Promise<void> {
@@ -250,7 +238,6 @@ export class Handlers {
       this.d.registry.remove(client.id);
       await this.d.leases.releaseClient(client, `client ${client.id} disconnected (said goodbye)`);
     }
-    this.lastHeartbeatWrite.delete(client.id);
     const now = this.d.clock.now();
     await this.d.writes.run((trx) =>
       updateClient(trx as unknown as Kysely<Database>, client.id, {
