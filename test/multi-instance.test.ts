@@ -24,10 +24,12 @@ async function until(
   what: string,
   cond: () => boolean | Promise<boolean>,
   timeoutMs = 120_000,
+  state?: () => Promise<string>,
 ): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}${state ? ` (${await state()})` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -358,10 +360,19 @@ describe('several server instances behind a load balancer', () => {
           await query("SELECT COUNT(*) AS n FROM tasks WHERE status = 'completed' AND id <> ?", [trainingId])
         )[0]?.n,
       );
-    await until('a third of the tasks', async () => {
-      await sample();
-      return (await completed()) >= TASKS / 3 && (acknowledged.get(2)?.size ?? 0) >= RANKS / 2;
-    });
+    const progress = async () =>
+      `${await completed()} of ${TASKS} tasks completed; acknowledged updates by round: ${JSON.stringify(
+        [...acknowledged].map(([round, m]) => [round, m.size]),
+      )}`;
+    await until(
+      'a third of the tasks',
+      async () => {
+        await sample();
+        return (await completed()) >= TASKS / 3 && (acknowledged.get(2)?.size ?? 0) >= RANKS / 2;
+      },
+      120_000,
+      progress,
+    );
     const killedAt = Date.now();
     const doneBeforeKill = await completed();
     await b.stop('SIGKILL');
