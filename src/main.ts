@@ -169,7 +169,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanups.push(() => http.close());
     await http.listen({ host: config.SERVER_HOST, port: config.SERVER_PORT });
     // Closed first at shutdown (cleanups run in reverse): downloads end before the farm stops.
-    const modelServer = await buildModelServer({ tokens, training, logger });
+    const modelServer = await buildModelServer({
+      tokens,
+      training,
+      logger,
+      headersTimeout: config.HEADERS_TIMEOUT,
+    });
     cleanups.push(() => modelServer.close());
     await modelServer.listen({ host: config.SERVER_HOST, port: config.MODEL_SERVER_PORT });
     const address = http.server.address() as AddressInfo;

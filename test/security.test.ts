@@ -612,6 +612,25 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
     }
   });
 
+  it('drops slow header senders on the WebSocket and model server ports too', async () => {
+    for (const url of [s.server.wsUrl, s.server.modelUrl]) {
+      const u = new URL(url);
+      const attack = new Slowloris(u.hostname, Number(u.port), 250);
+      try {
+        attack.start(10);
+        // HEADERS_TIMEOUT=2 here: each socket is dropped within seconds, not Node's 60 s.
+        await until(() => attack.dropped >= 10, 30_000, `slow sockets dropped on ${url}`);
+        attack.stop();
+        await until(() => attack.openNow === 0, 30_000, `every slow socket dropped on ${url}`);
+        figures.slowSocketsOpened += attack.opened;
+        figures.slowSocketsDropped += attack.dropped;
+        figures.slow408 += attack.answered408;
+      } finally {
+        attack.destroy();
+      }
+    }
+  });
+
   it('answers 429 with Retry-After past RATE_LIMIT, wrong tokens included', async () => {
     const r = await startSecServer(dialect, { RATE_LIMIT: '3/minute' });
     try {

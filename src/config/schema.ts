@@ -130,7 +130,7 @@ export const ConfigSchema = Type.Object(
       exclusiveMinimum: 0,
       default: 30,
       description:
-        "Seconds an HTTP client has to send a request's headers; slower senders (slowloris) get 408 and are disconnected.",
+        "Seconds an HTTP client has to send a request's headers (every port); slower senders (slowloris) get 408 and are disconnected.",
     }),
     MAX_BODY_BYTES: Type.Integer({
       minimum: 1024,

@@ -24,6 +24,7 @@ import { metricsRoutes } from './routes/metrics-routes.js';
 import { taskRoutes } from './routes/tasks-routes.js';
 import { tokenRoutes } from './routes/tokens-routes.js';
 import type { Services } from './services.js';
+import { headerDeadline } from './header-deadline.js';
 
 export type App = FastifyInstance;
 
@@ -91,10 +92,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     // Headers, though, must arrive within HEADERS_TIMEOUT: a socket dribbling a byte every few
     // seconds (slowloris) would otherwise reset the idle timer forever. Node checks the
     // deadline on an interval, so it runs at a quarter of the timeout (at most 5 s).
-    http: {
-      headersTimeout: config.HEADERS_TIMEOUT * 1000,
-      connectionsCheckingInterval: Math.max(100, Math.min(5000, (config.HEADERS_TIMEOUT * 1000) / 4)),
-    },
+    http: headerDeadline(config.HEADERS_TIMEOUT),
     ajv: { customOptions: {} },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

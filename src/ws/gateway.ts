@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE_CODES } from '../api/protocol.js';
 import type { Principal } from '../auth/principal.js';
 import type { TokenService } from '../auth/token-service.js';
+import { headerDeadline } from '../http/header-deadline.js';
 import type { ClientRegistry } from '../clients/registry.js';
 import type { Config } from '../config/schema.js';
 import { AppError, isConnectionError } from '../errors.js';
@@ -62,7 +63,7 @@ export class Gateway {
 
   /** Starts the dedicated WebSocket port and the liveness timers; returns the port. */
   async listen(host: string, port: number): Promise<number> {
-    const server = createServer((_req, res) => {
+    const server = createServer(headerDeadline(this.d.config.HEADERS_TIMEOUT), (_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain' }).end('This port speaks WebSocket only.\n');
     });
     server.on(

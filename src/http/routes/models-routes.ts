@@ -11,6 +11,7 @@ import { RoundParams, UpdateParams, UpdateQuery, UploadAccepted } from '../../tr
 import type { TrainingService } from '../../training/training-service.js';
 import { authHook, principalOf } from '../auth.js';
 import { errorHandler } from '../errors.js';
+import { headerDeadline } from '../header-deadline.js';
 
 /** Model downloads: users (their tasks), admins, and workers (tasks their clients hold). */
 const readers = { roles: ['admin', 'user', 'worker'] as const };
@@ -136,9 +137,12 @@ export async function buildModelServer(d: {
   tokens: TokenService;
   training: TrainingService;
   logger: Logger;
+  /** HEADERS_TIMEOUT, seconds. */
+  headersTimeout: number;
 }): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: d.logger.child({ component: 'model-server' }) as FastifyBaseLogger,
+    http: headerDeadline(d.headersTimeout),
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setErrorHandler(errorHandler(d.logger));
