@@ -252,13 +252,17 @@ describe('several server instances behind a load balancer', () => {
     let resumed = false;
     let killed = false;
     const uploading = new Set<string>();
+    const uploadFailures = new Map<string, number>();
     const put = async (rank: number, attempt: number, round: number, clientId: string) => {
       const key = `${round}:${rank}:${attempt}`;
       if (uploading.has(key)) return;
       uploading.add(key);
       const x = round * 10 + rank + 1;
       const n = (rank + 1) * 100;
-      for (let i = 0; i < 20; i++) {
+      // Bounded by time, not tries: on a loaded machine an instance may answer 409 (the client
+      // is still moving) or fail for longer than a few quick retries.
+      const giveUpAt = Date.now() + 90_000;
+      while (Date.now() < giveUpAt) {
         const r = await upload({
           base: lb,
           token,
@@ -277,7 +281,10 @@ describe('several server instances behind a load balancer', () => {
           break;
         }
         // Not connected yet (moving to another instance) or the instance just died: retry.
-        if (r.status === 409 && r.body?.code === 'round_closed') break;
+        const code = (r.body?.error?.code ?? '') as string;
+        if (r.status === 409 && code === 'round_closed') break;
+        const why = `${r.status} ${code}`.trim();
+        uploadFailures.set(why, (uploadFailures.get(why) ?? 0) + 1);
         await new Promise((res) => setTimeout(res, 250));
       }
       uploading.delete(key);
@@ -363,7 +370,7 @@ describe('several server instances behind a load balancer', () => {
     const progress = async () =>
       `${await completed()} of ${TASKS} tasks completed; acknowledged updates by round: ${JSON.stringify(
         [...acknowledged].map(([round, m]) => [round, m.size]),
-      )}`;
+      )}; upload answers other than 201/200: ${JSON.stringify([...uploadFailures])}`;
     await until(
       'a third of the tasks',
       async () => {
