@@ -51,6 +51,8 @@ class SimWorker {
   /** Every `task` frame: task id, attempt, and how many times this worker had connected. */
   readonly frames: { task: number; attempt: number; connection: number }[] = [];
   readonly controls: string[] = [];
+  /** Training tasks sent without their round (a real worker fails them): must stay empty. */
+  readonly untrained: number[] = [];
   readonly acked = new Set<number>();
   connections = 0;
   private ws: WebSocket | null = null;
@@ -126,6 +128,10 @@ class SimWorker {
       const d = m.data as Msg;
       this.frames.push({ task: d.id, attempt: d.attempt, connection: this.connections });
       if (d.training) return this.onTraining?.(this, m);
+      if ((d.config as Msg | undefined)?.rounds !== undefined) {
+        this.untrained.push(d.id as number);
+        return;
+      }
       const result = {
         type: 'task_result',
         msg_id: `r-${d.id}-${d.attempt}`,
@@ -306,6 +312,8 @@ describe('several server instances behind a load balancer', () => {
     };
     for (const w of ranks) w.onTraining = onTraining;
     await until('the ranks', () => ranks.every((w) => w.frames.some((f) => f.task === trainingId)), 60_000);
+    // Each rank's task carries its round, whichever instance placed it and whichever aggregates.
+    expect(ranks.flatMap((w) => w.untrained)).toEqual([]);
 
     // A pause sent through instance A reaches the ranks, whose sockets B holds; so does resume.
     const pause = await request(a.url, 'PUT', `/api/tasks/${trainingId}/status`, { status: 'paused' }, admin);
@@ -368,7 +376,9 @@ describe('several server instances behind a load balancer', () => {
         )[0]?.n,
       );
     const progress = async () =>
-      `${await completed()} of ${TASKS} tasks completed; acknowledged updates by round: ${JSON.stringify(
+      `${await completed()} of ${TASKS} tasks completed; training frames without a round: ${
+        ranks.filter((w) => w.untrained.length > 0).length
+      } ranks; acknowledged updates by round: ${JSON.stringify(
         [...acknowledged].map(([round, m]) => [round, m.size]),
       )}; upload answers other than 201/200: ${JSON.stringify([...uploadFailures])}`;
     await until(

@@ -6,7 +6,7 @@ import { RedisLink } from '../src/bus/redis-link.js';
 import { withSharedTokenCache } from '../src/cache/token-cache.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { openDatabase, resolveDatabaseTarget } from '../src/storage/db.js';
-import { systemClock } from '../src/storage/values.js';
+import { systemClock, toDbTime } from '../src/storage/values.js';
 import { readEvents } from './helpers/panel.js';
 import { freshPrefix, startFarm, TEST_REDIS_URL, waitUntil, type TestFarm } from './helpers/redis.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
@@ -93,6 +93,36 @@ describe('two instances on one MariaDB and one Redis', () => {
     expect(await w.next((m) => m.type === 'resume' && m.task_id === id, 20_000)).toBeTruthy();
     expect((await farm.api(0, 'PUT', `/api/tasks/${id}/status`, { status: 'cancelled' })).status).toBe(200);
     expect(await w.next((m) => m.type === 'stop' && m.task_id === id, 20_000)).toBeTruthy();
+  });
+
+  it('a training task owned by A but placed by B: every rank gets its round in the task', async () => {
+    const worker = (await farm.api(0, 'POST', '/api/tokens', { name: 'w-train', role: 'worker' })).body;
+    // Only this test's workers have 64 cores: no other socket of this farm takes a rank.
+    const created = await farm.api(0, 'POST', '/api/tasks', {
+      type: 'command',
+      requirements: { min_cpu_cores: 64 },
+      world_size: 2,
+      config: { rounds: 2, round_deadline_s: 600 },
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id as number;
+    // A owns the training before any round exists, as when A described a rank first.
+    const db = farm.servers[0]!.database.db;
+    await db
+      .insertInto('training_owners')
+      .values({ task_id: id, instance_id: farm.servers[0]!.instanceId, acquired_at: toDbTime(new Date()) })
+      .execute();
+    const ranks = await Promise.all(
+      [0, 1].map((i) =>
+        registeredClient(wsUrl(1), worker.token, `tr${i}-${randomBytes(3).toString('hex')}`, { cores: 64 }),
+      ),
+    );
+    sockets.push(...ranks);
+    for (const w of ranks) {
+      const task = await w.next((m) => m.type === 'task' && (m.data as { id: number }).id === id, 20_000);
+      expect((task.data as { training?: unknown }).training).toMatchObject({ round: 1, rounds: 2 });
+    }
+    expect((await farm.api(1, 'GET', `/api/tasks/${id}`)).body.status).toBe('running');
   });
 
   it('a panel stream on B shows a task created and a client connecting on A', async () => {

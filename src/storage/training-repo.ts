@@ -23,6 +23,21 @@ export async function insertRound(
     .execute();
 }
 
+/**
+ * Opens a task's first round unless it exists already: whichever instance first places a rank
+ * opens it, so every rank's `task` message carries the round whoever will aggregate it.
+ */
+export async function openFirstRound(
+  db: Db,
+  r: { task_id: number; opened_at: string; deadline_at: string },
+): Promise<void> {
+  await db
+    .insertInto('training_rounds')
+    .values({ ...r, round: 1, global_path: null, global_digest: null, state: 'open' })
+    .orIgnore()
+    .execute();
+}
+
 export async function findRound(db: Db, taskId: number, round: number): Promise<RoundRow | undefined> {
   return db
     .selectFrom('training_rounds')

@@ -201,16 +201,15 @@ export class RoundCoordinator {
     if (!config || !isTrainingConfig(config)) return undefined;
     const owner = !this.d.ownership || (await this.d.ownership.acquire(taskId));
     let row = await journal.latestRound(this.d.db, taskId);
-    if (!row && owner) {
+    if (!row) {
+      // Owner or not: a follower placing ranks before the owner opened round 1 must not send them
+      // a task without its round (workers would fail it).
       const now = this.d.clock.now();
       await this.d.writes.run((trx) =>
-        journal.insertRound(trx, {
+        journal.openFirstRound(trx, {
           task_id: taskId,
-          round: 1,
           opened_at: toDbTime(now, true),
           deadline_at: toDbTime(new Date(now.getTime() + config.round_deadline_s * 1000), true),
-          global_path: null,
-          global_digest: null,
         }),
       );
       row = await journal.latestRound(this.d.db, taskId);
