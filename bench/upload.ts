@@ -9,11 +9,17 @@
  * time (all threads) is measured. Each run uploads twice (two ranks of one round): the first
  * upload of the process also starts the thread that hashes and scans large uploads.
  *
- *   npx tsx bench/upload.ts                  # 1 GiB, 3 runs, medians
+ * With `--dirs a,b` the server's MODEL_CACHE_DIR and the raw receiver's file live in each
+ * folder in turn, within each run (e.g. `/tmp,/dev/shm`: the disk, and tmpfs where fsync costs
+ * nothing and O_DIRECT is refused so the buffered path runs), which separates the software's
+ * cost from the disk's; the discarding socket is measured once per run for all of them.
+ *
+ *   npx tsx bench/upload.ts                  # 1 GiB, 3 runs, medians, in os.tmpdir()
  *   npx tsx bench/upload.ts --mb 256 --runs 1
+ *   npx tsx bench/upload.ts --dirs /tmp,/dev/shm   # disk and tmpfs side by side
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +38,9 @@ const runsArg = args.indexOf('--runs');
 const RUNS = runsArg >= 0 ? Number(args[runsArg + 1]) : 3;
 /** Only the uploads (for profiling them: `node --cpu-prof --import tsx bench/upload.ts --uploads-only`). */
 const UPLOADS_ONLY = args.includes('--uploads-only');
+/** Folders for the server's MODEL_CACHE_DIR and the raw receiver's file (`--dir x` or `--dirs x,y`). */
+const dirsArg = Math.max(args.indexOf('--dirs'), args.indexOf('--dir'));
+const DIRS = dirsArg >= 0 ? args[dirsArg + 1]!.split(',').filter((d) => d !== '') : [tmpdir()];
 const elements = Math.floor((MB * 2 ** 20) / 4);
 const gbps = (bytes: number, ms: number) => bytes / 1e9 / (ms / 1000);
 
@@ -190,127 +199,168 @@ async function rawTcp(file: string, bytes: number, disk: string | null): Promise
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
+/** One folder under test: its server (MODEL_CACHE_DIR there) and its scratch folder. */
+interface Target {
+  dir: string;
+  scratch: string;
+  server: Awaited<ReturnType<typeof startServer>>;
+  api: (method: string, path: string, body?: unknown) => Promise<Record<string, unknown>>;
+  worker: string;
+  /** Per run: the raw receiver to a file here, and the two uploads. */
+  rows: { disk: Measure; puts: Measure[] }[];
+}
+
+async function startTarget(dir: string, scratch: string, index: number): Promise<Target> {
+  mkdirSync(dir, { recursive: true });
+  const here = mkdtempSync(join(dir, 'aifarm-bench-upload-'));
+  const admin = generateToken();
+  const cfg = loadConfig({
+    env: {},
+    flags: {
+      SERVER_HOST: '127.0.0.1',
+      SERVER_PORT: 0,
+      WEBSOCKET_PORT: 0,
+      MODEL_SERVER_PORT: 0,
+      // The database and logs stay in one place for every folder: only the update files move.
+      DATABASE_URL: join(scratch, `db-${index}.sqlite`),
+      DATA_DIR: join(scratch, `data-${index}`),
+      LOG_DIR: join(scratch, `logs-${index}`),
+      MODEL_CACHE_DIR: join(here, 'models'),
+      CHECKPOINT_DIR: join(here, 'checkpoints'),
+      RATE_LIMIT: 'off',
+      LOG_LEVEL: 'warn',
+      ADMIN_TOKEN: admin,
+    },
+  });
+  if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
+  const server = await startServer(cfg.config);
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(server.httpUrl + path, {
+      method,
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return (await res.json()) as Record<string, unknown>;
+  };
+  const worker = (await api('POST', '/api/tokens', { name: 'bench', role: 'worker' })).token as string;
+  return { dir, scratch: here, server, api, worker, rows: [] };
+}
+
+/** Two uploads (ranks 0 and 1 of a three-rank round) to `t`'s server, measured one by one. */
+async function uploadTwice(t: Target, file: string, tag: string): Promise<Measure[]> {
+  // Three ranks, two uploading one after the other, and a strategy without a running sum:
+  // the round stays open and nothing but the uploads runs while they are measured.
+  const clients = await Promise.all(
+    [0, 1, 2].map((k) => registeredClient(t.server.wsUrl, t.worker, `bench-${tag}-${k}`)),
+  );
+  const task = await t.api('POST', '/api/tasks', {
+    type: 'command',
+    requirements: {},
+    world_size: 3,
+    config: { rounds: 1, aggregation: { strategy: 'median' } },
+  });
+  const puts: Measure[] = [];
+  for (const k of [0, 1]) {
+    const msg = await clients[k]!.type('task');
+    const data = msg.data as { id: number; attempt: number; rank: number };
+    const url = `${t.server.httpUrl}/api/tasks/${data.id}/rounds/1/updates/${data.rank}?attempt=${data.attempt}&num_samples=1`;
+    global.gc?.();
+    const s = sample();
+    const up = await child(HTTP_SENDER, {
+      FILE: file,
+      URL: url,
+      TOKEN: t.worker,
+      CLIENT: `bench-${tag}-${k}`,
+    });
+    const m = s.stop();
+    if (up.status !== 201) throw new Error(`upload answered ${up.status}: ${up.body}`);
+    puts.push({ ms: up.ms, ...m });
+  }
+  await t.api('PUT', `/api/tasks/${String(task.id)}/status`, { status: 'cancelled' });
+  for (const c of clients) c.close();
+  return puts;
+}
+
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-upload-'));
+  const scratch = mkdtempSync(join(tmpdir(), 'aifarm-bench-upload-'));
+  const targets: Target[] = [];
   try {
-    const file = join(dir, 'update.safetensors');
+    const file = join(scratch, 'update.safetensors');
     const bytes = await writeModel(file);
     console.log(
-      `update: ${(bytes / 2 ** 20).toFixed(0)} MiB; load ${loadavg()
+      `update: ${(bytes / 2 ** 20).toFixed(0)} MiB; folders ${DIRS.join(', ')}; load ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} on ${cpus().length} CPUs`,
     );
-
-    const admin = generateToken();
-    const cfg = loadConfig({
-      env: {},
-      flags: {
-        SERVER_HOST: '127.0.0.1',
-        SERVER_PORT: 0,
-        WEBSOCKET_PORT: 0,
-        MODEL_SERVER_PORT: 0,
-        DATABASE_URL: join(dir, 'db.sqlite'),
-        DATA_DIR: join(dir, 'data'),
-        LOG_DIR: join(dir, 'logs'),
-        MODEL_CACHE_DIR: join(dir, 'models'),
-        CHECKPOINT_DIR: join(dir, 'checkpoints'),
-        RATE_LIMIT: 'off',
-        LOG_LEVEL: 'warn',
-        ADMIN_TOKEN: admin,
-      },
-    });
-    if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
-    const server = await startServer(cfg.config);
-    try {
-      const api = async (method: string, path: string, body?: unknown) => {
-        const res = await fetch(server.httpUrl + path, {
-          method,
-          headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-          body: body === undefined ? undefined : JSON.stringify(body),
-        });
-        return (await res.json()) as Record<string, unknown>;
-      };
-      const worker = (await api('POST', '/api/tokens', { name: 'bench', role: 'worker' })).token as string;
-      const rows: { tcp: Measure; disk: Measure; puts: Measure[] }[] = [];
-      for (let run = 0; run < RUNS; run++) {
-        const none: Measure = { ms: NaN, peak: 0, cpuMs: NaN };
-        const tcp = UPLOADS_ONLY ? none : await rawTcp(file, bytes, null);
-        const disk = UPLOADS_ONLY ? none : await rawTcp(file, bytes, join(dir, 'raw-disk.bin'));
-        // Three ranks, two uploading one after the other, and a strategy without a running sum:
-        // the round stays open and nothing but the uploads runs while they are measured.
-        const clients = await Promise.all(
-          [0, 1, 2].map((k) => registeredClient(server.wsUrl, worker, `bench-${run}-${k}`)),
-        );
-        const task = await api('POST', '/api/tasks', {
-          type: 'command',
-          requirements: {},
-          world_size: 3,
-          config: { rounds: 1, aggregation: { strategy: 'median' } },
-        });
-        const puts: Measure[] = [];
-        for (const k of [0, 1]) {
-          const msg = await clients[k]!.type('task');
-          const data = msg.data as { id: number; attempt: number; rank: number };
-          const url = `${server.httpUrl}/api/tasks/${data.id}/rounds/1/updates/${data.rank}?attempt=${data.attempt}&num_samples=1`;
-          global.gc?.();
-          const s = sample();
-          const up = await child(HTTP_SENDER, {
-            FILE: file,
-            URL: url,
-            TOKEN: worker,
-            CLIENT: `bench-${run}-${k}`,
-          });
-          const m = s.stop();
-          if (up.status !== 201) throw new Error(`upload answered ${up.status}: ${up.body}`);
-          puts.push({ ms: up.ms, ...m });
-        }
-        await api('PUT', `/api/tasks/${String(task.id)}/status`, { status: 'cancelled' });
-        for (const c of clients) c.close();
-        rows.push({ tcp, disk, puts });
-        console.log(
-          `run ${run + 1}: raw TCP ${gbps(bytes, tcp.ms).toFixed(2)}, raw TCP to disk ${gbps(bytes, disk.ms).toFixed(2)}, ` +
-            `PUT ${puts.map((p) => gbps(bytes, p.ms).toFixed(2)).join(' then ')} GB/s; load ${loadavg()[0]!.toFixed(1)}`,
+    for (const [i, dir] of DIRS.entries()) targets.push(await startTarget(dir, scratch, i));
+    const none: Measure = { ms: NaN, peak: 0, cpuMs: NaN };
+    const tcps: Measure[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const tcp = UPLOADS_ONLY ? none : await rawTcp(file, bytes, null);
+      tcps.push(tcp);
+      const parts = [`run ${run + 1}: raw TCP ${gbps(bytes, tcp.ms).toFixed(2)}`];
+      for (const [i, t] of targets.entries()) {
+        const disk = UPLOADS_ONLY ? none : await rawTcp(file, bytes, join(t.scratch, 'raw-disk.bin'));
+        const puts = await uploadTwice(t, file, `${run}-${i}`);
+        t.rows.push({ disk, puts });
+        parts.push(
+          `${t.dir}: raw to disk ${gbps(bytes, disk.ms).toFixed(2)}, PUT ${puts
+            .map((p) => gbps(bytes, p.ms).toFixed(2))
+            .join(' then ')}`,
         );
       }
-      const line = (name: string, ms: Measure[]) => {
-        const t = median(ms.map((m) => m.ms));
-        return [
-          name,
-          `${gbps(bytes, t).toFixed(2)} GB/s`,
-          `${(t / 1000).toFixed(2)} s`,
-          `${(median(ms.map((m) => m.cpuMs)) / 1000).toFixed(2)} s`,
-          `${(Math.max(...ms.map((m) => m.peak)) / 2 ** 20).toFixed(0)} MiB`,
-        ];
-      };
-      const tcpMs = median(rows.map((r) => r.tcp.ms));
-      const first = rows[0]!.puts[0]!;
-      const later = rows.flatMap((r, i) => (i === 0 ? r.puts.slice(1) : r.puts));
-      const table = [
-        ['method', 'throughput (median)', 'time', 'receiver CPU', 'receiver peak RSS beyond baseline (max)'],
-        ['---', '---', '---', '---', '---'],
-        line(
-          'raw loopback TCP (discarded)',
-          rows.map((r) => r.tcp),
-        ),
-        line(
-          'raw loopback TCP to disk (4 MiB writes, fsync)',
-          rows.map((r) => r.disk),
-        ),
-        line('AI Farm PUT, first of the process (starts the check thread)', [first]),
-        line('AI Farm PUT (to disk, sha256, header + NaN/Inf checks, fsync, journal)', later),
-      ];
-      console.log(table.map((r) => `| ${r.join(' | ')} |`).join('\n'));
-      const ratio = tcpMs / median(later.map((m) => m.ms));
-      const diskRatio = median(rows.map((r) => r.disk.ms)) / median(later.map((m) => m.ms));
-      console.log(
-        `\nupload / raw TCP = ${ratio.toFixed(2)} (goal >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'}); ` +
-          `upload / raw TCP to disk = ${diskRatio.toFixed(2)}`,
-      );
-    } finally {
-      await server.stop();
+      console.log(`${parts.join('; ')} GB/s; load ${loadavg()[0]!.toFixed(1)}`);
     }
+    const line = (name: string, ms: Measure[]) => {
+      const t = median(ms.map((m) => m.ms));
+      return [
+        name,
+        `${gbps(bytes, t).toFixed(2)} GB/s`,
+        `${(t / 1000).toFixed(2)} s`,
+        `${(median(ms.map((m) => m.cpuMs)) / 1000).toFixed(2)} s`,
+        `${(Math.max(...ms.map((m) => m.peak)) / 2 ** 20).toFixed(0)} MiB`,
+      ];
+    };
+    const table = [
+      ['method', 'throughput (median)', 'time', 'receiver CPU', 'receiver peak RSS beyond baseline (max)'],
+      ['---', '---', '---', '---', '---'],
+      line('raw loopback TCP (discarded)', tcps),
+    ];
+    const tcpMs = median(tcps.map((m) => m.ms));
+    const ratios: string[] = [];
+    for (const [i, t] of targets.entries()) {
+      // The first upload of the process also starts the check thread: reported apart.
+      const later = t.rows.flatMap((r, run) => (i === 0 && run === 0 ? r.puts.slice(1) : r.puts));
+      table.push(
+        line(
+          `raw loopback TCP to ${t.dir} (4 MiB writes, fsync)`,
+          t.rows.map((r) => r.disk),
+        ),
+      );
+      if (i === 0)
+        table.push(
+          line(`AI Farm PUT to ${t.dir}, first of the process (starts the check thread)`, [
+            t.rows[0]!.puts[0]!,
+          ]),
+        );
+      table.push(line(`AI Farm PUT to ${t.dir} (sha256, header + NaN/Inf checks, fsync, journal)`, later));
+      const putMs = median(later.map((m) => m.ms));
+      const ratio = tcpMs / putMs;
+      const perUpload = later.map((m) => tcpMs / m.ms);
+      ratios.push(
+        `${t.dir}: upload / raw TCP = ${ratio.toFixed(2)} (goal >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'}; ` +
+          `per upload ${Math.min(...perUpload).toFixed(2)}-${Math.max(...perUpload).toFixed(2)}); ` +
+          `upload / raw TCP to disk = ${(median(t.rows.map((r) => r.disk.ms)) / putMs).toFixed(2)}`,
+      );
+    }
+    console.log(table.map((r) => `| ${r.join(' | ')} |`).join('\n'));
+    console.log(`\n${ratios.join('\n')}`);
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    for (const t of targets) {
+      await t.server.stop();
+      rmSync(t.scratch, { recursive: true, force: true });
+    }
+    rmSync(scratch, { recursive: true, force: true });
   }
 }
 

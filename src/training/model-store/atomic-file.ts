@@ -4,20 +4,15 @@
  * at any moment leaves either the old file or the complete new one — never a torn one.
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-
-/** Address, length and file offset alignment that O_DIRECT writes need (a page: safe for any disk). */
-export const DIRECT_ALIGN = 4096;
 
 /** A file being written; nothing is visible at `path` until {@link AtomicFile.commit}. */
 export class AtomicFile {
   bytes = 0;
   private readonly hash: Hash = createHash('sha256');
   private state: 'open' | 'closed' | 'done' | 'aborted' = 'open';
-  /** A second descriptor opened with O_DIRECT (see useDirect). */
-  private direct: FileHandle | null = null;
 
   private constructor(
     readonly tmpPath: string,
@@ -43,46 +38,22 @@ export class AtomicFile {
   }
 
   /**
-   * Opens the file a second time with O_DIRECT (Linux), for writes that go from the caller's
-   * memory to the disk without a copy into the page cache. False where the platform or the
-   * filesystem (tmpfs) refuses it; writes then stay buffered.
+   * Writes `chunk` at `position` without hashing it, for a writer that hashes elsewhere and
+   * hands its digest to {@link seal}. Writes at distinct positions may run concurrently; every
+   * one must have settled before seal or abort. (A writer on another thread opens the file at
+   * {@link tmpPath} itself: see upload-check.ts.)
    */
-  async useDirect(): Promise<boolean> {
+  async writeAt(chunk: Uint8Array, position: number): Promise<void> {
     if (this.state !== 'open') throw new Error('file is not open');
-    const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-    if (flag === undefined || this.direct) return this.direct !== null;
-    try {
-      this.direct = await open(this.tmpPath, constants.O_WRONLY | flag);
-    } catch {
-      return false;
-    }
-    return true;
-  }
-
-  /**
-   * Writes `chunk` at `position` without hashing it, for a writer that hashes elsewhere (in
-   * another thread) and hands its digest to {@link seal}. Writes at distinct positions may run
-   * concurrently; every one must have settled before seal or abort. `direct` (after useDirect)
-   * needs a chunk whose address, length and position are multiples of {@link DIRECT_ALIGN};
-   * when the kernel still refuses it (EINVAL), the write is buffered instead.
-   */
-  async writeAt(chunk: Uint8Array, position: number, direct = false): Promise<void> {
-    if (this.state !== 'open') throw new Error('file is not open');
-    let fh = direct && this.direct ? this.direct : this.fh;
     let done = 0;
     while (done < chunk.length) {
-      try {
-        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done, position + done);
-        done += bytesWritten;
-      } catch (err) {
-        if (fh === this.fh || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        fh = this.fh;
-      }
+      const { bytesWritten } = await this.fh.write(chunk, done, chunk.length - done, position + done);
+      done += bytesWritten;
     }
     this.bytes = Math.max(this.bytes, position + chunk.length);
   }
 
-  /** Cuts the file to `bytes` (after a padded last direct write). */
+  /** Sets the file's length to `bytes` (cuts a padded last direct write; records another writer's). */
   async truncate(bytes: number): Promise<void> {
     if (this.state !== 'open') throw new Error('file is not open');
     await this.fh.truncate(bytes);
@@ -101,7 +72,6 @@ export class AtomicFile {
    */
   async seal(digest?: string): Promise<string> {
     if (this.state !== 'open') throw new Error('file is not open');
-    await this.closeDirect();
     await this.fh.sync();
     await this.fh.close();
     this.state = 'closed';
@@ -118,19 +88,10 @@ export class AtomicFile {
     await syncDirectory(dirname(path));
   }
 
-  private async closeDirect(): Promise<void> {
-    const d = this.direct;
-    this.direct = null;
-    await d?.close();
-  }
-
   /** Discards the temporary file. Safe to call at any point, more than once. */
   async abort(): Promise<void> {
     if (this.state === 'done' || this.state === 'aborted') return;
-    if (this.state === 'open') {
-      await this.closeDirect().catch(() => undefined);
-      await this.fh.close().catch(() => undefined);
-    }
+    if (this.state === 'open') await this.fh.close().catch(() => undefined);
     this.state = 'aborted';
     await unlink(this.tmpPath).catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 /**
- * The worker threads that hash and scan large uploads (see upload-check.ts). They are shared by
- * every upload of the process, started on the first large upload and stopped after a while
+ * The worker threads that check and write large uploads (see upload-check.ts). They are shared
+ * by every upload of the process, started on the first large upload and stopped after a while
  * without one, so a round of uploads pays the start of a thread once, not once per upload. A
  * thread never holds the process open (unref). Each upload has its own id on the thread.
  */
@@ -16,14 +16,23 @@ const MAX_THREADS = Math.max(1, Math.min(4, availableParallelism() - 1));
 
 /** Messages to a checker thread. */
 export type ThreadRequest = { id: number } & (
-  { op: 'open'; init: CheckerInit } | { op: 'close' } | CheckRequest
+  | { op: 'open'; init: CheckerInit; path: string }
+  /** Stop: answered by `closed` once the upload's writes have settled and its file is closed. */
+  | { op: 'close' }
+  | CheckRequest
 );
 /** Messages from a checker thread. */
-export type ThreadReply = { id: number } & CheckReply;
+export type ThreadReply = { id: number } & (CheckReply | { op: 'closed' });
+
+interface Upload {
+  onReply: (r: CheckReply) => void;
+  /** Set while closing: called on `closed`, or when the thread is lost. */
+  closed: (() => void) | null;
+}
 
 interface CheckerThread {
   worker: Worker;
-  uploads: Map<number, (r: CheckReply) => void>;
+  uploads: Map<number, Upload>;
   idle: NodeJS.Timeout | null;
 }
 
@@ -34,13 +43,20 @@ function startCheckerThread(): CheckerThread {
   const worker = startThread(new URL('./upload-check.worker.js', import.meta.url));
   const t: CheckerThread = { worker, uploads: new Map(), idle: null };
   worker.unref();
-  worker.on('message', (r: ThreadReply) => t.uploads.get(r.id)?.(r));
+  worker.on('message', (r: ThreadReply) => {
+    const u = t.uploads.get(r.id);
+    if (!u) return;
+    if (r.op === 'closed') u.closed?.();
+    else if (!u.closed) u.onReply(r);
+  });
   const lost = (why: string) => {
     const i = threads.indexOf(t);
     if (i >= 0) threads.splice(i, 1);
     if (t.idle) clearTimeout(t.idle);
-    for (const reply of t.uploads.values()) reply({ op: 'error', message: why });
-    t.uploads.clear();
+    for (const u of t.uploads.values()) {
+      if (u.closed) u.closed();
+      else u.onReply({ op: 'error', message: why });
+    }
   };
   worker.on('error', (err) => lost(`the upload check thread failed: ${err.message}`));
   worker.on('exit', () => lost('the upload check thread stopped'));
@@ -48,11 +64,38 @@ function startCheckerThread(): CheckerThread {
   return t;
 }
 
-/** A checker for one upload on a shared thread; replies arrive in order through `onReply`. */
+/** Buffers that can move to the thread without a copy: each chunk's own, whole, ordinary buffer. */
+function movable(chunks: Uint8Array[]): { chunks: Uint8Array[]; transfer: ArrayBuffer[] } {
+  const transfer: ArrayBuffer[] = [];
+  const out = chunks.map((c) => {
+    const b = c.buffer;
+    if (
+      b instanceof ArrayBuffer &&
+      c.byteOffset === 0 &&
+      c.byteLength === b.byteLength &&
+      !transfer.includes(b)
+    ) {
+      transfer.push(b);
+      return c;
+    }
+    // A view into a larger buffer (a pool's, a header's): moving it would take the rest along.
+    const own = new Uint8Array(c);
+    transfer.push(own.buffer);
+    return own;
+  });
+  return { chunks: out, transfer };
+}
+
+/**
+ * A checker for one upload on a shared thread; replies arrive in order through `onReply`. The
+ * thread writes the file at `path` itself. Chunks sent are moved to the thread: the sender
+ * must not use them afterwards (their buffers are detached).
+ */
 export function threadChecker(
   init: CheckerInit,
+  path: string,
   onReply: (r: CheckReply) => void,
-): { send(req: CheckRequest): void; close(): void } {
+): { send(req: CheckRequest): void; close(): Promise<void> } {
   let t = threads.reduce<CheckerThread | undefined>(
     (best, x) => (best === undefined || x.uploads.size < best.uploads.size ? x : best),
     undefined,
@@ -62,17 +105,26 @@ export function threadChecker(
   if (thread.idle) clearTimeout(thread.idle);
   thread.idle = null;
   const id = nextId++;
-  thread.uploads.set(id, onReply);
-  const post = (m: ThreadRequest) => thread.worker.postMessage(m);
-  post({ id, op: 'open', init });
+  const upload: Upload = { onReply, closed: null };
+  thread.uploads.set(id, upload);
+  thread.worker.postMessage({ id, op: 'open', init, path } satisfies ThreadRequest);
+  let closing: Promise<void> | null = null;
   return {
     send: (req) => {
-      if (thread.uploads.has(id)) post({ id, ...req });
+      if (upload.closed || !threads.includes(thread)) return;
+      if (req.op === 'chunks') {
+        const m = movable(req.chunks);
+        thread.worker.postMessage({ id, op: 'chunks', chunks: m.chunks } satisfies ThreadRequest, m.transfer);
+      } else thread.worker.postMessage({ id, ...req } satisfies ThreadRequest);
     },
-    close: () => {
-      if (!thread.uploads.delete(id)) return;
-      post({ id, op: 'close' });
-      if (thread.uploads.size === 0) {
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        upload.closed = resolve;
+        if (!threads.includes(thread)) return resolve();
+        thread.worker.postMessage({ id, op: 'close' } satisfies ThreadRequest);
+      }).then(() => {
+        thread.uploads.delete(id);
+        if (thread.uploads.size > 0 || !threads.includes(thread)) return;
         thread.idle = setTimeout(() => {
           // Out of the list first, so no upload picks a thread that is stopping.
           const i = threads.indexOf(thread);
@@ -80,7 +132,6 @@ export function threadChecker(
           void thread.worker.terminate();
         }, IDLE_MS);
         thread.idle.unref();
-      }
-    },
+      })),
   };
 }

@@ -6,16 +6,17 @@
 import type { Readable } from 'node:stream';
 import { dtypeSize, isAggregatable } from '../safetensors/dtypes.js';
 import { compatible, parseHeader, peekHeaderLength, type SafetensorsHeader } from '../safetensors/header.js';
-import { sharedMemory, type WasmMemory } from '../safetensors/finite-scan.js';
 import { scanFinite } from '../safetensors/read.js';
-import { AtomicFile, DIRECT_ALIGN } from './atomic-file.js';
+import { AtomicFile } from './atomic-file.js';
 import { threadChecker } from './checker-threads.js';
 import {
-  PieceChecker,
+  DIRECT_ALIGN,
+  PieceWriter,
   type CheckerInit,
   type CheckReply,
   type CheckRequest,
   type ScanTensor,
+  type WriterFile,
 } from './upload-check.js';
 
 /** Largest safetensors JSON header accepted in an upload (thousands of tensors fit in far less). */
@@ -150,7 +151,7 @@ export async function receiveUpload(body: Readable, o: ReceiveOptions): Promise<
   let sink: FilePipeline | undefined;
   try {
     const threaded = (o.threadMinBytes ?? THREAD_MIN_BYTES) <= header.fileBytes;
-    sink = new FilePipeline(file, header, threaded, threaded && (await file.useDirect()));
+    sink = new FilePipeline(file, header, threaded);
     // Everything read so far (the header and maybe the start of the body) is the file's start.
     const bad = await sink.push(prefix);
     if (bad) return await aborted(file, sink, bad);
@@ -164,6 +165,7 @@ export async function receiveUpload(body: Readable, o: ReceiveOptions): Promise<
     }
     const end = await sink.finish();
     if (!end.ok) return await aborted(file, sink, end);
+    await sink.close();
     const digest = await file.seal(end.digest);
     if (!sink.scanned) {
       // Tensors at offsets that split elements across pieces: scan the stored file instead.
@@ -186,72 +188,65 @@ async function aborted(file: AtomicFile, sink: FilePipeline, r: UploadRefusal): 
   return r;
 }
 
-/** The file is received in pieces of this size: one write call and one message per piece. */
+/** The file is written in pieces of this size: one write call per piece. */
 const PIECE_BYTES = 4 * 1024 * 1024;
-/** Pieces in flight at once (being hashed, scanned or written) plus the one filling: the memory bound. */
+/** Pieces a large upload's writer holds (being written, or filling): its memory. */
 const PIECES = 4;
-/** Uploads at least this large are hashed and scanned in a worker thread and written with O_DIRECT. */
+/** Uploads at least this large are checked and written in a worker thread, with O_DIRECT. */
 export const THREAD_MIN_BYTES = 32 * 1024 * 1024;
-/** Buffered bytes written after which writeback to disk is started (fdatasync), so seal has little left. */
-const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
+/** Chunks are sent to the writer in batches of about this many bytes (fewer messages). */
+const BATCH_BYTES = 1024 * 1024;
+/** Bytes sent to the writer and not yet in its pieces, at most: the receiver then stops reading. */
+const MAX_AHEAD_BYTES = 8 * 1024 * 1024;
 
 /**
- * Copies the upload's bytes into pieces of a shared memory; piece k holds bytes [k x size,
- * (k + 1) x size) of the file. Each full piece is written at its offset in the background and
- * handed to a {@link PieceChecker} (on a worker thread for a large upload) that hashes it and
- * checks every value of the body for NaN/Inf; a piece is reused once both are done. Memory is
- * (PIECES + 1) x PIECE_BYTES (the pieces and the staging piece) whatever the upload's size. A large upload is written with O_DIRECT:
- * from the piece to the disk, no copy into the page cache (the CPU cost that dominated), and
- * little left for the final fsync. Piece boundaries are multiples of 4096 bytes of the file, so
- * when every tensor starts on a multiple of its element size in the file, no element is split
- * between pieces (otherwise `scanned` is false and the caller scans the stored file).
+ * Hands the upload's bytes, in the chunks they arrive in, to a {@link PieceWriter} that copies
+ * them into pieces of its own memory, scans every value of the body for NaN/Inf, hashes the
+ * bytes and writes each piece at its offset. For a large upload the writer runs on a worker
+ * thread and the chunks' buffers are moved there, not copied: the receiving thread reads the
+ * socket and nothing else (it used to copy every byte twice, into a staging piece and then into
+ * shared memory). Memory is bounded whatever the upload's size: MAX_AHEAD_BYTES of chunks on
+ * their way plus the writer's pieces. The writer writes with O_DIRECT where the filesystem
+ * allows (no copy into the page cache). Piece boundaries are multiples of 4096 bytes of the
+ * file, so when every tensor starts on a multiple of its element size in the file, no element
+ * is split between pieces (otherwise `scanned` is false and the caller scans the stored file).
  */
 class FilePipeline {
   /** File bytes received so far. */
   received = 0;
   readonly scanned: boolean;
-  private readonly memory: WasmMemory;
-  private readonly pieceBytes: number;
-  private readonly free: number[] = [];
-  /** Per piece: pending completions (its write, its check). */
-  private readonly busy: number[] = [];
-  private readonly pending = new Set<Promise<void>>();
-  private readonly checker: { send(req: CheckRequest): void; close(): Promise<void> };
+  private readonly writer: { send(req: CheckRequest): void; close(): Promise<void> };
+  private batch: Uint8Array[] = [];
+  private batchBytes = 0;
+  /** Bytes sent to the writer, and how many of them it has taken into its pieces. */
+  private sent = 0;
+  private taken = 0;
   private wake: (() => void) | null = null;
   private failure: UploadRefusal | Error | null = null;
   private digest: string | null = null;
-  /** The piece being filled (ordinary memory: see dispatch) and how full it is. */
-  private readonly staging: Buffer;
-  private fill = 0;
-  /** File offset of the next piece. */
-  private at = 0;
-  private unsynced = 0;
-  private syncing = false;
   private closed = false;
 
   constructor(
     private readonly file: AtomicFile,
     private readonly header: SafetensorsHeader,
     threaded: boolean,
-    private readonly direct: boolean,
   ) {
     const tensors: ScanTensor[] = header.tensors
       .filter((t) => t.end > t.begin)
       .map((t) => ({ name: t.name, dtype: t.dtype, begin: t.begin, end: t.end }));
     this.scanned = tensors.every((t) => (header.dataStart + t.begin) % dtypeSize(t.dtype) === 0);
-    const pieces = threaded ? PIECES : 2;
     const align = DIRECT_ALIGN;
-    this.pieceBytes = Math.min(PIECE_BYTES, Math.max(align, Math.ceil(header.fileBytes / align) * align));
-    this.memory = sharedMemory(pieces * this.pieceBytes);
-    this.staging = Buffer.allocUnsafeSlow(this.pieceBytes);
-    for (let i = pieces - 1; i >= 0; i--) {
-      this.free.push(i);
-      this.busy.push(0);
-    }
-    const init: CheckerInit = { memory: this.memory, tensors, scan: this.scanned };
-    this.checker = threaded ? this.threadChecker(init) : this.inlineChecker(init);
+    const init: CheckerInit = {
+      tensors,
+      scan: this.scanned,
+      dataStart: header.dataStart,
+      pieceBytes: Math.min(PIECE_BYTES, Math.max(align, Math.ceil(header.fileBytes / align) * align)),
+      pieces: threaded ? PIECES : 2,
+    };
+    this.writer = threaded ? threadChecker(init, file.tmpPath, this.onReply) : this.inlineWriter(init);
   }
 
+  /** Hands `chunk` on (it must not be used afterwards: its buffer may move to another thread). */
   async push(chunk: Uint8Array): Promise<UploadRefusal | null> {
     if (this.received + chunk.length > this.header.fileBytes) {
       return refuse(
@@ -260,102 +255,50 @@ class FilePipeline {
       );
     }
     this.received += chunk.length;
-    let off = 0;
-    while (off < chunk.length) {
-      const n = Math.min(chunk.length - off, this.pieceBytes - this.fill);
-      Buffer.from(chunk.buffer, chunk.byteOffset + off, n).copy(this.staging, this.fill);
-      this.fill += n;
-      off += n;
-      if (this.fill === this.pieceBytes) {
-        const bad = await this.dispatch();
-        if (bad) return bad;
-      }
-    }
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    if (this.batchBytes >= BATCH_BYTES) this.sendBatch();
+    while (this.sent - this.taken >= MAX_AHEAD_BYTES && this.failure === null) await this.sleep();
     return this.failed();
   }
 
-  /** Sends the last piece, waits for every write and check, and answers the file's sha256. */
+  /** Sends what is left, waits for every write and check, and answers the file's sha256. */
   async finish(): Promise<{ ok: true; digest: string } | UploadRefusal> {
     if (this.received !== this.header.fileBytes) {
       return refuse('truncated', `got ${this.received} bytes; the header declares ${this.header.fileBytes}`);
     }
-    if (this.fill > 0) {
-      const bad = await this.dispatch();
-      if (bad) return bad;
-    }
-    this.checker.send({ op: 'end' });
-    while (this.digest === null && this.failure === null) await new Promise<void>((r) => (this.wake = r));
-    await this.settle();
+    this.sendBatch();
+    this.writer.send({ op: 'end' });
+    while (this.digest === null && this.failure === null) await this.sleep();
     const bad = this.failed();
     if (bad) return bad;
-    // The last direct write was padded to a whole block.
-    if (this.file.bytes !== this.header.fileBytes) await this.file.truncate(this.header.fileBytes);
+    // Records the writer's length, and cuts a last direct write padded to a whole block.
+    await this.file.truncate(this.header.fileBytes);
     return { ok: true, digest: this.digest! };
   }
 
-  /** Waits for the background writes, then lets the checker go. Safe more than once. */
+  /** Stops the writer and waits until none of its writes is in flight. Safe more than once. */
   async close(): Promise<void> {
-    await this.settle();
     if (this.closed) return;
     this.closed = true;
-    await this.checker.close();
+    await this.writer.close();
+  }
+
+  private sendBatch(): void {
+    if (this.batch.length === 0) return;
+    this.sent += this.batchBytes;
+    this.writer.send({ op: 'chunks', chunks: this.batch });
+    this.batch = [];
+    this.batchBytes = 0;
+  }
+
+  private sleep(): Promise<void> {
+    return new Promise<void>((r) => (this.wake = r));
   }
 
   private failed(): UploadRefusal | null {
     if (this.failure instanceof Error) throw this.failure;
     return this.failure;
-  }
-
-  /**
-   * Moves the staged piece into a free piece of the shared memory (waiting for one) and starts
-   * its write and its check. Staging first costs one more copy but a fast one: copying into
-   * shared memory is fast only between addresses of the same alignment, which socket chunks
-   * do not have (a byte-wise copy at about 0.7 s per GiB instead of 0.06 s).
-   */
-  private async dispatch(): Promise<UploadRefusal | null> {
-    while (this.free.length === 0 && this.failure === null) await new Promise<void>((r) => (this.wake = r));
-    const bad = this.failed();
-    if (bad) return bad;
-    const slot = this.free.pop()!;
-    const ptr = slot * this.pieceBytes;
-    const len = this.fill;
-    const at = this.at;
-    this.staging.copy(Buffer.from(this.memory.buffer, ptr, len), 0, 0, len);
-    // A direct write covers whole blocks: the last piece is padded (and the file cut at finish).
-    const out = this.direct ? Math.ceil(len / DIRECT_ALIGN) * DIRECT_ALIGN : len;
-    this.busy[slot] = 2;
-    this.track(
-      this.file.writeAt(new Uint8Array(this.memory.buffer, ptr, out), at, this.direct).then(() => {
-        this.release(slot);
-        if (this.direct) return;
-        this.unsynced += len;
-        if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
-          this.unsynced = 0;
-          this.syncing = true;
-          this.track(this.file.datasync().finally(() => (this.syncing = false)));
-        }
-      }),
-    );
-    this.checker.send({ op: 'piece', slot, ptr, len, at: at - this.header.dataStart });
-    this.at += len;
-    this.fill = 0;
-    return null;
-  }
-  private track(p: Promise<void>): void {
-    const q = p.catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
-    this.pending.add(q);
-    void q.finally(() => this.pending.delete(q));
-  }
-
-  private async settle(): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending]);
-  }
-
-  private release(slot: number): void {
-    if (--this.busy[slot]! === 0) {
-      this.free.push(slot);
-      this.poke();
-    }
   }
 
   private fail(f: UploadRefusal | Error): void {
@@ -371,8 +314,9 @@ class FilePipeline {
 
   private onReply = (r: CheckReply): void => {
     switch (r.op) {
-      case 'free':
-        this.release(r.slot);
+      case 'took':
+        this.taken += r.bytes;
+        this.poke();
         break;
       case 'non_finite':
         this.fail(
@@ -393,20 +337,16 @@ class FilePipeline {
     }
   };
 
-  private inlineChecker(init: CheckerInit): FilePipeline['checker'] {
-    const checker = new PieceChecker(init);
-    return {
-      send: (req) => {
-        const reply = checker.handle(req);
-        // Answered later, as a thread would: the sender never re-enters itself.
-        if (reply) queueMicrotask(() => this.onReply(reply));
-      },
+  /** A writer on this thread, writing through the caller's file (small uploads: no O_DIRECT). */
+  private inlineWriter(init: CheckerInit): FilePipeline['writer'] {
+    const file: WriterFile = {
+      direct: false,
+      write: (bytes, position) => this.file.writeAt(bytes, position),
+      datasync: () => this.file.datasync(),
       close: async () => undefined,
     };
-  }
-
-  private threadChecker(init: CheckerInit): FilePipeline['checker'] {
-    const c = threadChecker(init, this.onReply);
-    return { send: (req) => c.send(req), close: async () => c.close() };
+    // Replies come later, as from a thread: the sender never re-enters itself.
+    const writer = new PieceWriter(init, Promise.resolve(file), (r) => queueMicrotask(() => this.onReply(r)));
+    return { send: (req) => writer.handle(req), close: () => writer.close() };
   }
 }

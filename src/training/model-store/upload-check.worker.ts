@@ -1,32 +1,34 @@
 /**
- * Worker-thread entry for {@link PieceChecker}s: one per upload id, opened with its CheckerInit
- * (the memory is shared with the receiving thread); each upload's requests arrive in order and
- * are answered in order. Started and stopped by checker-threads.ts.
+ * Worker-thread entry for {@link PieceWriter}s: one per upload id, opened with its CheckerInit
+ * and the path of its temporary file (opened here, see openWriterFile); each upload's requests
+ * are handled in order. Started and stopped by checker-threads.ts.
  */
 import { parentPort } from 'node:worker_threads';
 import type { ThreadReply, ThreadRequest } from './checker-threads.js';
-import { PieceChecker, type CheckReply } from './upload-check.js';
+import { openWriterFile, PieceWriter } from './upload-check.js';
 
 if (parentPort) {
   const port = parentPort;
-  const checkers = new Map<number, PieceChecker>();
+  const writers = new Map<number, PieceWriter>();
   port.on('message', (req: ThreadRequest) => {
-    let reply: CheckReply | null;
+    const answer = (r: ThreadReply) => port.postMessage(r);
     try {
       if (req.op === 'open') {
-        checkers.set(req.id, new PieceChecker(req.init));
+        const writer = new PieceWriter(req.init, openWriterFile(req.path), (r) =>
+          answer({ id: req.id, ...r }),
+        );
+        writers.set(req.id, writer);
         return;
       }
+      const writer = writers.get(req.id);
       if (req.op === 'close') {
-        checkers.delete(req.id);
+        writers.delete(req.id);
+        void (writer?.close() ?? Promise.resolve()).finally(() => answer({ id: req.id, op: 'closed' }));
         return;
       }
-      const checker = checkers.get(req.id);
-      if (!checker) return;
-      reply = checker.handle(req);
+      writer?.handle(req);
     } catch (err) {
-      reply = { op: 'error', message: err instanceof Error ? err.message : String(err) };
+      answer({ id: req.id, op: 'error', message: err instanceof Error ? err.message : String(err) });
     }
-    if (reply) port.postMessage({ id: req.id, ...reply } satisfies ThreadReply);
   });
 }

@@ -56,14 +56,15 @@ function scanBody(splat: number, eq: number): number[] {
   return [...leb(code.length), ...code];
 }
 
-function moduleBytes(): Uint8Array {
+/** The module, importing a shared memory or an ordinary one (the memory's kind must match). */
+function moduleBytes(shared: boolean): Uint8Array {
   const section = (id: number, bytes: number[]) => [id, ...leb(bytes.length), ...bytes];
   const name = (s: string) => [s.length, ...Array.from(s, (c) => c.charCodeAt(0))];
   return new Uint8Array([
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [0x01, 0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x01, 0x7f]), // (i32, i32, i32) -> i32
-    // import e.m: a shared memory of at least 1 page, at most 65536
-    ...section(2, [0x01, ...name('e'), ...name('m'), 0x02, 0x03, 0x01, 0x80, 0x80, 0x04]),
+    // import e.m: a memory (limits flag 3: shared with a maximum; 1: a maximum) of 1 to 65536 pages
+    ...section(2, [0x01, ...name('e'), ...name('m'), 0x02, shared ? 0x03 : 0x01, 0x01, 0x80, 0x80, 0x04]),
     ...section(3, [0x02, 0x00, 0x00]),
     ...section(7, [0x02, ...name('s32'), 0x00, 0x00, ...name('s16'), 0x00, 0x01]),
     ...section(10, [0x02, ...scanBody(0x11, 0x37), ...scanBody(0x10, 0x2d)]),
@@ -85,29 +86,40 @@ interface WasmApi {
 }
 const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
 
-let compiled: object | null | undefined;
-function wasmModule(): object | null {
-  if (compiled === undefined) {
+const compiled = new Map<boolean, object | null>();
+function wasmModule(shared: boolean): object | null {
+  if (!compiled.has(shared)) {
     try {
-      compiled = wasm ? new wasm.Module(moduleBytes()) : null;
+      compiled.set(shared, wasm ? new wasm.Module(moduleBytes(shared)) : null);
     } catch {
-      compiled = null; // no SIMD: the JS loop does the work
+      compiled.set(shared, null); // no SIMD: the JS loop does the work
     }
   }
-  return compiled;
+  return compiled.get(shared)!;
 }
 
 /** A shared WebAssembly memory of at least `bytes` bytes (whole 64 KiB pages). */
 export function sharedMemory(bytes: number): WasmMemory {
+  return scanMemory(bytes, true);
+}
+
+/**
+ * A WebAssembly memory of at least `bytes` bytes (whole 64 KiB pages), shared between threads
+ * or not. Copies into an ordinary memory are plain memcpy at any alignment; copies into a shared
+ * one are word by word only when source and target are equally aligned (else byte by byte).
+ * Either kind starts on a page boundary, which O_DIRECT writes from it need.
+ */
+export function scanMemory(bytes: number, shared: boolean): WasmMemory {
   const pages = Math.max(1, Math.ceil(bytes / 65536));
   if (wasm) {
     try {
-      return new wasm.Memory({ initial: pages, maximum: pages, shared: true });
+      return new wasm.Memory({ initial: pages, maximum: pages, shared });
     } catch {
       // below
     }
   }
-  return { buffer: new SharedArrayBuffer(pages * 65536) }; // scanned by the JS loop
+  // Scanned by the JS loop.
+  return { buffer: shared ? new SharedArrayBuffer(pages * 65536) : new ArrayBuffer(pages * 65536) };
 }
 
 /** Finds non-finite values in a memory's bytes. */
@@ -118,10 +130,10 @@ export interface FiniteScanner {
   firstNonFinite(ptr: number, len: number, dtype: Dtype): number;
 }
 
-/** A scanner over `memory` (as made by {@link sharedMemory}, in this thread or another). */
+/** A scanner over `memory` (as made by {@link scanMemory}, in this thread or another). */
 export function createFiniteScanner(memory: WasmMemory): FiniteScanner {
   const bytes = () => new Uint8Array(memory.buffer);
-  const mod = wasmModule();
+  const mod = wasmModule(memory.buffer instanceof SharedArrayBuffer);
   let fns: { s32: ScanFn; s16: ScanFn } | null = null;
   if (mod && wasm) {
     try {
