@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,11 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSafetensors, type TensorData } from '../safetensors/encode.js';
 import { receiveUpload } from './receive-upload.js';
 
-let dir: string;
+let disk: string;
+// tmpfs refuses O_DIRECT: the thread's buffered writes run there.
+let tmpfs: string | null = null;
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'receive-'));
+  disk = await mkdtemp(join(tmpdir(), 'receive-'));
+  if (existsSync('/dev/shm')) tmpfs = await mkdtemp('/dev/shm/receive-');
 });
-afterAll(async () => rm(dir, { recursive: true, force: true }));
+afterAll(async () => {
+  await rm(disk, { recursive: true, force: true });
+  if (tmpfs) await rm(tmpfs, { recursive: true, force: true });
+});
 
 /** The bytes as a stream of uneven chunks, like packets. */
 function stream(bytes: Uint8Array): Readable {
@@ -33,11 +40,18 @@ const big = (n: number, nanAt = -1): TensorData[] => {
   ];
 };
 
-// Inline: hashed and scanned on this thread; thread: in a worker thread (large bodies).
-describe.each([
-  ['inline', Number.MAX_SAFE_INTEGER],
-  ['thread', 0],
-])('receiveUpload (%s)', (_mode, threadMinBytes) => {
+// Inline: checked and written on this thread; thread: in a worker thread (large bodies), on a
+// disk (O_DIRECT) and on tmpfs (buffered).
+const cases: [string, number, 'disk' | 'tmpfs'][] = [
+  ['inline', Number.MAX_SAFE_INTEGER, 'disk'],
+  ['thread', 0, 'disk'],
+];
+if (existsSync('/dev/shm')) cases.push(['thread', 0, 'tmpfs']);
+describe.each(cases)('receiveUpload (%s, %s)', (_mode, threadMinBytes, where) => {
+  let dir: string;
+  beforeAll(() => {
+    dir = where === 'disk' ? disk : tmpfs!;
+  });
   /** `chunked`: no Content-Length, as with Transfer-Encoding: chunked. */
   const receive = (bytes: Uint8Array, chunked = false) =>
     receiveUpload(stream(bytes), {
@@ -99,5 +113,31 @@ describe.each([
     ];
     const r = await receive(encodeSafetensors(tensors));
     expect(r).toMatchObject({ ok: false, code: 'non_finite', tensor: 'a' });
+  });
+});
+
+describe('receiveUpload on a thread', () => {
+  it("moves the body's own chunk buffers to the thread and copies views into shared ones", async () => {
+    const bytes = encodeSafetensors(big(1_000_000));
+    // A whole buffer per chunk (as node:http delivers a body), except one view into a larger buffer.
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += 65536) chunks.push(Buffer.from(bytes.subarray(at, at + 65536)));
+    const shared = Buffer.alloc(65536 + 16, 1);
+    const view = shared.subarray(8, 8 + chunks[5]!.length);
+    chunks[5]!.copy(view);
+    chunks[5] = view;
+    const r = await receiveUpload(Readable.from(chunks), {
+      contentLength: bytes.length,
+      maxBytes: 1 << 30,
+      reference: null,
+      dir: disk,
+      threadMinBytes: 0,
+    });
+    if (!r.ok) throw new Error(r.message);
+    expect(r.digest).toBe(createHash('sha256').update(bytes).digest('hex'));
+    await r.file.abort();
+    expect(chunks[4]!.buffer.byteLength).toBe(0); // moved (detached here)
+    expect(shared.length).toBe(65536 + 16); // copied: the rest of its buffer stays
+    expect(shared[0]).toBe(1);
   });
 });

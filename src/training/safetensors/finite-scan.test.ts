@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createFiniteScanner, sharedMemory } from './finite-scan.js';
+import { createFiniteScanner, scanMemory, sharedMemory } from './finite-scan.js';
 import { firstNonFinite } from './read.js';
 
 const memory = sharedMemory(1 << 16);
@@ -34,6 +34,17 @@ function put(at: number, size: number, bits: number): void {
 describe('createFiniteScanner', () => {
   it('runs the SIMD module on this Node', () => {
     expect(scanner.simd).toBe(true);
+  });
+
+  it('runs it over an ordinary (not shared) memory too', () => {
+    const own = scanMemory(1 << 16, false);
+    expect(own.buffer).toBeInstanceOf(ArrayBuffer);
+    const s = createFiniteScanner(own);
+    expect(s.simd).toBe(true);
+    const f = new Float32Array(own.buffer, 0, 1000).fill(1.5);
+    expect(s.firstNonFinite(0, 4000, 'F32')).toBe(-1);
+    f[777] = NaN;
+    expect(s.firstNonFinite(0, 4000, 'F32')).toBe(777);
   });
 
   for (const [dtype, c] of Object.entries(CASES) as [

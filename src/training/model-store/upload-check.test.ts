@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { PieceWriter, type CheckReply, type WriterFile } from './upload-check.js';
+
+const PIECE = 4096;
+
+/** A file whose writes finish only when the test lets them (`release`), recording what was written. */
+function heldFile(direct = false) {
+  const bytes = new Uint8Array(64 * PIECE);
+  const held: (() => void)[] = [];
+  const lengths: number[] = [];
+  let closed = false;
+  const file: WriterFile = {
+    direct,
+    write: (b, at) =>
+      new Promise<void>((resolve) => {
+        lengths.push(b.length);
+        held.push(() => {
+          bytes.set(b, at);
+          resolve();
+        });
+      }),
+    datasync: async () => undefined,
+    close: async () => {
+      closed = true;
+    },
+  };
+  const release = () => held.splice(0).forEach((f) => f());
+  return { file, bytes, held, lengths, release, closed: () => closed };
+}
+
+function writer(
+  file: WriterFile,
+  pieces = 2,
+  tensors = [{ name: 'a', dtype: 'F32' as const, begin: 0, end: 1 << 30 }],
+) {
+  const replies: CheckReply[] = [];
+  const w = new PieceWriter(
+    { tensors, scan: true, dataStart: 0, pieceBytes: PIECE, pieces },
+    Promise.resolve(file),
+    (r) => replies.push(r),
+  );
+  return { w, replies };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+const taken = (rs: CheckReply[]) => rs.reduce((n, r) => n + (r.op === 'took' ? r.bytes : 0), 0);
+
+describe('PieceWriter', () => {
+  it('takes no more than its pieces while their writes are pending, then writes every byte in place', async () => {
+    const f = heldFile();
+    const { w, replies } = writer(f.file);
+    const data = new Uint8Array(new Float32Array(5 * (PIECE / 4)).map((_, i) => i * 0.5).buffer);
+    // Odd chunk sizes across piece boundaries, one request per chunk.
+    for (let at = 0; at < data.length; at += 3000)
+      w.handle({ op: 'chunks', chunks: [data.slice(at, at + 3000)] });
+    w.handle({ op: 'end' });
+    await tick();
+    // Two pieces filled and written (held): the third chunk waits, so less than 3 pieces are taken.
+    expect(f.held.length).toBe(2);
+    expect(taken(replies)).toBeLessThan(3 * PIECE);
+    while (!replies.some((r) => r.op === 'digest')) {
+      f.release();
+      await tick();
+    }
+    expect(taken(replies)).toBe(data.length);
+    expect(f.bytes.subarray(0, data.length)).toEqual(data);
+    expect(replies.at(-1)).toEqual({ op: 'digest', digest: createHash('sha256').update(data).digest('hex') });
+  });
+
+  it('pads the last piece of a direct writer to a whole block', async () => {
+    const f = heldFile(true);
+    const { w, replies } = writer(f.file);
+    w.handle({ op: 'chunks', chunks: [new Uint8Array(PIECE + 12)] });
+    w.handle({ op: 'end' });
+    while (!replies.some((r) => r.op === 'digest')) {
+      f.release();
+      await tick();
+    }
+    expect(f.lengths).toEqual([PIECE, PIECE]);
+  });
+
+  it('reports the first non-finite value with its element and writes nothing after it', async () => {
+    const f = heldFile();
+    const { w, replies } = writer(f.file);
+    const values = new Float32Array(3 * (PIECE / 4)).fill(1);
+    values[PIECE / 4 + 7] = Infinity;
+    w.handle({ op: 'chunks', chunks: [new Uint8Array(values.buffer)] });
+    w.handle({ op: 'end' });
+    await tick();
+    f.release();
+    await tick();
+    expect(replies).toContainEqual({ op: 'non_finite', tensor: 'a', element: PIECE / 4 + 7 });
+    expect(replies.some((r) => r.op === 'digest')).toBe(false);
+    expect(f.held.length).toBe(0); // only the first piece was written
+  });
+
+  it('close waits for the writes in flight, then closes the file', async () => {
+    const f = heldFile();
+    const { w } = writer(f.file);
+    w.handle({ op: 'chunks', chunks: [new Uint8Array(2 * PIECE)] });
+    await tick();
+    let done = false;
+    const closing = w.close().then(() => (done = true));
+    await tick();
+    expect(done).toBe(false);
+    f.release();
+    await closing;
+    expect(f.closed()).toBe(true);
+  });
+
+  it('answers a failed write as an error', async () => {
+    const { w, replies } = writer({
+      direct: false,
+      write: async () => {
+        throw new Error('ENOSPC: no space left on device');
+      },
+      datasync: async () => undefined,
+      close: async () => undefined,
+    });
+    w.handle({ op: 'chunks', chunks: [new Uint8Array(PIECE)] });
+    w.handle({ op: 'end' });
+    await tick();
+    expect(replies).toContainEqual({ op: 'error', message: 'ENOSPC: no space left on device' });
+    expect(replies.some((r) => r.op === 'digest')).toBe(false);
+  });
+});
