@@ -1,8 +1,9 @@
 /**
- * NaN/Inf detection on raw bits with WebAssembly SIMD, over a WebAssembly memory (shared between threads or not)
- * that the caller fills: 16 bytes per instruction instead of one element per JS loop turn
- * (about 4x faster than the JS loop on this project's machines). A value is non-finite when
- * its exponent field is all ones, whatever its sign and payload, so the test is exact.
+ * NaN/Inf detection on raw bits with WebAssembly SIMD, over a WebAssembly memory (shared
+ * between threads or not) that the caller fills: 16 bytes per instruction instead of one
+ * element per JS loop turn (about 4x faster than the JS loop on this project's machines). A
+ * value is non-finite when its exponent field is all ones, whatever its sign and payload, so
+ * the test is exact.
  *
  * The module is tiny and hand-assembled below (no build step, no dependency); when the engine
  * cannot run it, the same test runs as a JS loop.
