@@ -56,7 +56,7 @@ export interface VerifyResult {
 
 export interface SqlStats {
   /** Statements by normalised text (BEGIN and COMMIT included), most frequent first. */
-  statements: { sql: string; count: number }[];
+  statements: { sql: string; count: number; /** SQLite: time executing them, ms. */ ms: number }[];
   total: number;
   transactions: number;
 }

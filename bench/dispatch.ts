@@ -392,7 +392,11 @@ function printProfile(p: FarmResult & { summary: ProfileSummary | null }): void 
   if (p.sql) {
     const per = (x: number) => (x / p.n).toFixed(2);
     out(`  SQL: ${per(p.sql.total)} statements and ${per(p.sql.transactions)} transactions per task`);
-    for (const s of p.sql.statements.slice(0, 16)) out(`    ${per(s.count).padStart(6)}/task  ${s.sql}`);
+    const us = (ms: number) => ((ms * 1000) / p.n).toFixed(1);
+    const byTime = [...p.sql.statements].sort((a, b) => b.ms - a.ms || b.count - a.count);
+    if (byTime[0]?.ms) out(`  (SQLite: by time executing, µs per task)`);
+    for (const s of byTime.slice(0, 16))
+      out(`    ${per(s.count).padStart(6)}/task ${s.ms ? `${us(s.ms).padStart(6)} µs` : ''}  ${s.sql}`);
   }
 }
 

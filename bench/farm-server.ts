@@ -43,46 +43,45 @@ function send(m: ChildMessage): void {
   process.send?.(m);
 }
 
-// ---- what-if: SQLite statements prepared once (BENCH_SQLITE_STMT_CACHE=1) ---------------
-
-// Kysely prepares every SQLite statement anew. This experiment (not the server as shipped)
-// keeps one prepared statement per SQL text and database, to measure what a cache would save.
-if (process.env.BENCH_SQLITE_STMT_CACHE === '1') {
-  const require = createRequire(import.meta.url);
-  const Sqlite = require('better-sqlite3') as { prototype: { prepare(sql: string): unknown } };
-  const prepare = Sqlite.prototype.prepare;
-  const caches = new WeakMap<object, Map<string, unknown>>();
-  Sqlite.prototype.prepare = function (this: object, sql: string) {
-    let cache = caches.get(this);
-    if (!cache) caches.set(this, (cache = new Map()));
-    let stmt = cache.get(sql);
-    if (!stmt) cache.set(sql, (stmt = prepare.call(this, sql)));
-    return stmt;
-  };
-}
-
 // ---- statement counting (profiling runs only) ---------------------------------------
 
-const sqlCounts = new Map<string, number>();
-function countStatement(text: string): void {
+const sqlCounts = new Map<string, { count: number; ms: number }>();
+function countStatement(text: string, ms = 0): void {
   const key = text
     .replace(/\s+/g, ' ')
     .replace(/\((\?, )+\?\)/g, '(?…)')
     .trim()
     .slice(0, 160);
-  sqlCounts.set(key, (sqlCounts.get(key) ?? 0) + 1);
+  const c = sqlCounts.get(key);
+  if (c) {
+    c.count++;
+    c.ms += ms;
+  } else sqlCounts.set(key, { count: 1, ms });
 }
 
 if (countSql) {
   const require = createRequire(import.meta.url);
-  // Kysely prepares every SQLite statement (BEGIN and COMMIT too) and sends every MySQL one
-  // through Connection.query: counting there sees all of them.
-  const Sqlite = require('better-sqlite3') as { prototype: { prepare(sql: string): unknown } };
-  const prepare = Sqlite.prototype.prepare;
-  Sqlite.prototype.prepare = function (this: unknown, sql: string) {
-    countStatement(sql);
-    return prepare.call(this, sql);
+  // SQLite: the server keeps its statements prepared, so each execution is counted (and timed:
+  // better-sqlite3 runs them synchronously) on the Statement prototype.
+  const Sqlite = require('better-sqlite3') as new (file: string) => {
+    prepare(sql: string): object;
+    close(): void;
   };
+  const probe = new Sqlite(':memory:');
+  const Statement = Object.getPrototypeOf(probe.prepare('SELECT 1')) as Record<string, unknown>;
+  probe.close();
+  for (const method of ['run', 'all', 'get', 'iterate']) {
+    const original = Statement[method] as (...a: unknown[]) => unknown;
+    Statement[method] = function (this: { source: string }, ...a: unknown[]) {
+      const t0 = performance.now();
+      try {
+        return original.apply(this, a);
+      } finally {
+        countStatement(this.source, performance.now() - t0);
+      }
+    };
+  }
+  // MySQL: every statement goes through Connection.query (counted, not timed: it is async).
   const mysql = require('mysql2') as { Connection: { prototype: { query(...a: unknown[]): unknown } } };
   const query = mysql.Connection.prototype.query;
   mysql.Connection.prototype.query = function (this: unknown, ...args: unknown[]) {
@@ -215,7 +214,7 @@ async function verify(): Promise<VerifyResult> {
 
 function sqlStats(): SqlStats {
   const statements = [...sqlCounts.entries()]
-    .map(([sql, count]) => ({ sql, count }))
+    .map(([sql, c]) => ({ sql, count: c.count, ms: c.ms }))
     .sort((a, b) => b.count - a.count);
   const total = statements.reduce((s, x) => s + x.count, 0);
   const transactions = statements

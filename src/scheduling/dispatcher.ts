@@ -79,6 +79,10 @@ export class Dispatcher {
     // Events about one task that arrive before its read has started share that read; one
     // arriving while the read runs gets a read of its own afterwards (it may be newer).
     const pending = this.refreshing.get(taskId);
+    // Queued already (offered at creation, or read for an earlier event): a pending task's row
+    // changes only by leaving `pending`, and the claim is conditional on status and attempts, so
+    // a stale entry costs a failed claim and a read then, never a wrong assignment.
+    if (!pending && this.queue.get(taskId)?.partial === false) return Promise.resolve();
     // A read queued for this turn but not yet sent is as new as this event.
     if (pending && (!pending.started || this.reads.has(taskId))) return pending.done;
     const entry = { started: false, done: Promise.resolve() };
@@ -129,6 +133,13 @@ export class Dispatcher {
         );
       });
     });
+  }
+
+  /** Queues tasks this process has just created (pending, never attempted) without reading them. */
+  offer(rows: readonly TaskRow[]): void {
+    if (this.closed) return;
+    for (const r of rows) if (!this.queue.has(r.id)) this.enqueueRow(r);
+    this.schedule();
   }
 
   drop(taskId: number): void {
@@ -189,7 +200,9 @@ export class Dispatcher {
       const reason = unschedulableReason(t, known);
       if (reason === t.unschedulable) continue;
       t.unschedulable = reason;
-      changes.set(reason, [...(changes.get(reason) ?? []), t.id]);
+      const ids = changes.get(reason);
+      if (ids) ids.push(t.id);
+      else changes.set(reason, [t.id]);
     }
     if (changes.size === 0 || this.closed) return;
     try {

@@ -124,8 +124,11 @@ export function unschedulableReason(
   task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type'>,
   known: readonly Omit<ClientCapacity, 'freeSlots' | 'cordoned'>[],
 ): string | null {
-  const able = known.filter((c) => fits(task.requirements, c, task.type)).length;
-  if (able >= task.worldSize) return null;
+  // Most tasks fit: stop counting once enough clients qualify (this runs for every queued task).
+  let able = 0;
+  for (const c of known) {
+    if (fits(task.requirements, c, task.type) && ++able >= task.worldSize) return null;
+  }
   const r = task.requirements;
   const needs: string[] = [];
   if (r.min_cpu_cores !== undefined) needs.push(`${r.min_cpu_cores} CPU cores`);

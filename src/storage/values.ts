@@ -5,10 +5,18 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => new Date() };
 
+/** The last time formatted: a busy server formats the same millisecond many times over. */
+let lastMs = Number.NaN;
+let lastIso = '';
+
 /** 'YYYY-MM-DD HH:MM:SS' (seed DATETIME columns) or with '.fff' (AI Farm's DATETIME(3)). */
 export function toDbTime(d: Date, millis = false): string {
-  const iso = d.toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, millis ? 23 : 19)}`;
+  const ms = d.getTime();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = d.toISOString();
+  }
+  return `${lastIso.slice(0, 10)} ${lastIso.slice(11, millis ? 23 : 19)}`;
 }
 
 /** A database time back to ISO 8601 UTC for the API. */

@@ -87,6 +87,8 @@ export class TaskService {
     private readonly training: TrainingDefaults = { defaultEpochs: 10, defaultBatchSize: 32 },
     /** Group commit for creates (many creates, one transaction); a plain transaction without it. */
     private readonly writes?: WriteQueue,
+    /** This process's scheduler, handed the tasks just created (it then needs no read of them). */
+    private readonly onCreated?: (rows: readonly repo.TaskRow[]) => void,
   ) {}
 
   async create(principal: Principal, input: CreateTaskBody): Promise<Task> {
@@ -95,6 +97,7 @@ export class TaskService {
       ? [await this.writes.submit(createTasks, item)]
       : await this.db.transaction().execute((trx) => createAlone(trx, [item]));
     const row = repo.newTaskRow(id as number, item.row);
+    this.onCreated?.([row]);
     await this.announce(row.id);
     return this.present(row);
   }
@@ -120,6 +123,7 @@ export class TaskService {
     const op = (trx: Transaction<Database>) => createAlone(trx, items);
     // One operation of its own, so the batch is one transaction whatever the group commit's size.
     const ids = this.writes ? await this.writes.run(op) : await this.db.transaction().execute(op);
+    this.onCreated?.(ids.map((id, i) => repo.newTaskRow(id, (items[i] as NewTask).row)));
     for (const id of ids) await this.announce(id);
     return ids;
   }
