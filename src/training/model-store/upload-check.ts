@@ -138,6 +138,8 @@ export class PieceWriter {
     private readonly opening: Promise<WriterFile>,
     private readonly reply: (r: CheckReply) => void,
   ) {
+    // A file that cannot be opened is answered as an error by run (or ignored by close).
+    opening.catch(() => undefined);
     this.memory = scanMemory(init.pieces * init.pieceBytes, false);
     this.scanner = createFiniteScanner(this.memory);
     this.tensors = init.tensors.filter((t) => t.end > t.begin);
