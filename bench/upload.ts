@@ -278,6 +278,8 @@ async function uploadTwice(t: Target, file: string, tag: string): Promise<Measur
   }
   await t.api('PUT', `/api/tasks/${String(task.id)}/status`, { status: 'cancelled' });
   for (const c of clients) c.close();
+  // The accepted updates stay in MODEL_CACHE_DIR after a cancel: 2 GiB a run, in memory on tmpfs.
+  rmSync(join(t.scratch, 'models', `task-${String(task.id)}`), { recursive: true, force: true });
   return puts;
 }
 
