@@ -1,5 +1,5 @@
 import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
-import { chunks, consecutiveIds, idsOfInsert } from './bulk.js';
+import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
 import type { AssignmentStatus, Database, TaskAssignmentsTable } from './schema.js';
 
@@ -39,15 +39,18 @@ export async function insertAssignments(db: Db, rows: readonly NewAssignment[]):
   if (rows.length === 1) return [await insertAssignment(db, rows[0] as NewAssignment)];
   const consecutive = await consecutiveIds(db);
   const ids: number[] = [];
+  if (consecutive) {
+    const statements = await insertRows(
+      db,
+      'task_assignments',
+      ['task_id', 'client_id', 'rank', 'attempt', 'assigned_at', 'updated_at', 'status'],
+      rows.map((a) => [a.task_id, a.client_id, a.rank, a.attempt, a.at, a.at, 'assigned']),
+    );
+    for (const st of statements) ids.push(...idsOfInsert(db, st.insertId, st.n));
+    return ids;
+  }
   for (const part of chunks(rows)) {
-    const res = await db
-      .insertInto('task_assignments')
-      .values(part.map(assignmentValues))
-      .executeTakeFirstOrThrow();
-    if (consecutive) {
-      ids.push(...idsOfInsert(db, res.insertId, part.length));
-      continue;
-    }
+    await db.insertInto('task_assignments').values(part.map(assignmentValues)).execute();
     // Ids may have gaps: find each row by its unique (task, rank, attempt).
     const found = await db
       .selectFrom('task_assignments')

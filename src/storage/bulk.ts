@@ -1,4 +1,4 @@
-import { MysqlAdapter, sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledQuery, MysqlAdapter, sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { DialectAdapter } from 'kysely';
 import type { Database } from './schema.js';
 
@@ -62,5 +62,53 @@ export function perRow<V extends string | number | null>(
 export function chunks<T>(items: readonly T[], size = ROWS_PER_STATEMENT): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Rows per SQLite statement: `n` rows go as the binary digits of n (300 = 256 + 32 + 8 + 4),
+ * so a few statement texts cover every batch size and all of them stay prepared.
+ */
+const SQLITE_PIECES = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+const insertTexts = new Map<string, string>();
+
+/** `INSERT INTO table (columns) VALUES (?, ...), ...` for `n` rows, made once per shape. */
+function insertText(mysql: boolean, table: string, columns: readonly string[], n: number): string {
+  const key = `${mysql ? 'm' : 's'}|${table}|${columns.join(',')}|${n}`;
+  let text = insertTexts.get(key);
+  if (!text) {
+    const q = (name: string) => (mysql ? `\`${name}\`` : `"${name}"`);
+    const row = `(${columns.map(() => '?').join(', ')})`;
+    text = `insert into ${q(table)} (${columns.map(q).join(', ')}) values ${Array(n).fill(row).join(', ')}`;
+    insertTexts.set(key, text);
+  }
+  return text;
+}
+
+/**
+ * Inserts rows (each the values of `columns`, in order) with multi-row INSERTs whose text is
+ * built once per shape rather than by the query builder per call: on the hot paths (a task's
+ * events, assignments and creation) building the statement cost as much as running it.
+ * Returns each statement's row count and insert id, in order, for `idsOfInsert`.
+ */
+export async function insertRows(
+  db: Db,
+  table: keyof Database & string,
+  columns: readonly string[],
+  rows: readonly (readonly unknown[])[],
+): Promise<{ n: number; insertId: bigint | undefined }[]> {
+  const mysql = isMysql(db);
+  const out: { n: number; insertId: bigint | undefined }[] = [];
+  let at = 0;
+  while (at < rows.length) {
+    const left = rows.length - at;
+    const n = mysql ? Math.min(left, ROWS_PER_STATEMENT) : (SQLITE_PIECES.find((p) => p <= left) as number);
+    const params: unknown[] = [];
+    for (let i = at; i < at + n; i++) for (const v of rows[i] as readonly unknown[]) params.push(v);
+    const res = await db.executeQuery(CompiledQuery.raw(insertText(mysql, table, columns, n), params));
+    out.push({ n, insertId: res.insertId });
+    at += n;
+  }
   return out;
 }

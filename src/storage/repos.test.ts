@@ -45,6 +45,27 @@ describe.each(DIALECTS)('repositories on %s', (dialect) => {
   });
 
   describe('task-repo', () => {
+    it('inserts batches of any size in multi-row statements: ids in order, every value intact', async () => {
+      for (const n of [2, 3, 300, 1000]) {
+        const rows = Array.from({ length: n }, (_, i) =>
+          newTask({ name: `bulk-${n}-${i}`, priority: i % 7 }),
+        );
+        const ids = await tasks.insertTasks(h.db, rows);
+        expect(ids).toHaveLength(n);
+        const found = await tasks.findTasks(h.db, ids);
+        const byId = new Map(found.map((r) => [Number(r.id), r]));
+        ids.forEach((id, i) => {
+          expect(byId.get(id)).toMatchObject({ name: `bulk-${n}-${i}`, priority: i % 7, status: 'pending' });
+        });
+        await tasks.insertTaskEvents(
+          h.db,
+          ids.map((id, i) => ({ task_id: id, at: NOW, kind: 'created', message: `m${i}`, data: { i } })),
+        );
+        const events = await tasks.listTaskEvents(h.db, ids[n - 1] as number, 10);
+        expect(events.map((e) => [e.message, parseJson(e.data)])).toEqual([[`m${n - 1}`, { i: n - 1 }]]);
+      }
+    });
+
     it('inserts a pending task and reads it back with JSON and times intact', async () => {
       const id = await tasks.insertTask(h.db, newTask({ name: 'ünïcødé ✓ 训练', priority: 7 }));
       expect(id).toBeGreaterThan(0);

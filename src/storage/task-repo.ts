@@ -1,5 +1,5 @@
 import type { Kysely, Selectable, Transaction, UpdateObject } from 'kysely';
-import { chunks, consecutiveIds, idsOfInsert } from './bulk.js';
+import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -42,6 +42,20 @@ function taskValues(t: NewTaskRow) {
   };
 }
 
+const TASK_COLUMNS = [
+  'type',
+  'name',
+  'requirements',
+  'config',
+  'priority',
+  'max_attempts',
+  'world_size',
+  'created_by',
+  'status',
+  'created_at',
+  'updated_at',
+] as const satisfies readonly (keyof ReturnType<typeof taskValues>)[];
+
 export async function insertTask(db: Db, t: NewTaskRow): Promise<number> {
   const res = await db.insertInto('tasks').values(taskValues(t)).executeTakeFirstOrThrow();
   return Number(res.insertId);
@@ -57,10 +71,16 @@ export async function insertTasks(db: Db, rows: readonly NewTaskRow[]): Promise<
     return ids;
   }
   const ids: number[] = [];
-  for (const part of chunks(rows)) {
-    const res = await db.insertInto('tasks').values(part.map(taskValues)).executeTakeFirstOrThrow();
-    ids.push(...idsOfInsert(db, res.insertId, part.length));
-  }
+  const statements = await insertRows(
+    db,
+    'tasks',
+    TASK_COLUMNS,
+    rows.map((t) => {
+      const v = taskValues(t);
+      return TASK_COLUMNS.map((c) => v[c]);
+    }),
+  );
+  for (const st of statements) ids.push(...idsOfInsert(db, st.insertId, st.n));
   return ids;
 }
 
@@ -178,20 +198,18 @@ export async function insertTaskEvent(db: Db, e: NewTaskEvent): Promise<void> {
 
 /** Many task events in multi-row INSERTs. */
 export async function insertTaskEvents(db: Db, events: readonly NewTaskEvent[]): Promise<void> {
-  for (const part of chunks(events)) {
-    await db
-      .insertInto('task_events')
-      .values(
-        part.map((e) => ({
-          task_id: e.task_id,
-          at: e.at,
-          kind: e.kind,
-          message: e.message,
-          data: e.data === undefined ? null : JSON.stringify(e.data),
-        })),
-      )
-      .execute();
-  }
+  await insertRows(
+    db,
+    'task_events',
+    ['task_id', 'at', 'kind', 'message', 'data'],
+    events.map((e) => [
+      e.task_id,
+      e.at,
+      e.kind,
+      e.message,
+      e.data === undefined ? null : JSON.stringify(e.data),
+    ]),
+  );
 }
 
 export async function listTaskEvents(db: Db, taskId: number, limit: number) {
