@@ -304,13 +304,11 @@ async function main(): Promise<void> {
         const disk = UPLOADS_ONLY ? none : await rawTcp(file, bytes, join(t.scratch, 'raw-disk.bin'));
         const puts = await uploadTwice(t, file, `${run}-${i}`);
         t.rows.push({ tcp, disk, puts });
-        parts.push(
-          `${t.dir}: raw TCP ${gbps(bytes, tcp.ms).toFixed(2)}, raw to disk ${gbps(bytes, disk.ms).toFixed(2)}, PUT ${puts
-            .map((p) => gbps(bytes, p.ms).toFixed(2))
-            .join(' then ')}`,
-        );
+        // GB/s (receiver CPU in s) of each transfer.
+        const f = (m: Measure) => `${gbps(bytes, m.ms).toFixed(2)} (${(m.cpuMs / 1000).toFixed(1)})`;
+        parts.push(`${t.dir}: raw TCP ${f(tcp)}, raw to disk ${f(disk)}, PUT ${puts.map(f).join(' then ')}`);
       }
-      console.log(`${parts.join('; ')} GB/s; load ${loadavg()[0]!.toFixed(1)}`);
+      console.log(`${parts.join('; ')}; GB/s (receiver CPU s); load ${loadavg()[0]!.toFixed(1)}`);
     }
     const line = (name: string, ms: Measure[]) => {
       const t = median(ms.map((m) => m.ms));
