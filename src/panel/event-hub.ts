@@ -53,11 +53,14 @@ export class EventHub {
   /** Subscribes to the bus and starts sampling throughput (even with nobody watching, for history). */
   start(): void {
     this.unsubscribe.push(
+      // Nobody watching: nothing to coalesce (a busy farm changes thousands of tasks a second).
       this.bus.subscribe('task.changed', (m) => {
+        if (this.sinks.size === 0) return;
         this.pendingTasks.set(m.task_id, { ...this.pendingTasks.get(m.task_id), ...m });
         this.changed();
       }),
       this.bus.subscribe('client.changed', (m) => {
+        if (this.sinks.size === 0) return;
         this.pendingClients.set(m.client_id, { ...this.pendingClients.get(m.client_id), ...m });
         this.changed();
       }),

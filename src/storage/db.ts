@@ -129,7 +129,9 @@ function withStatementCache(native: SqliteDatabase.Database): SqliteDatabase.Dat
     let stmt = cache.get(source);
     if (!stmt) {
       stmt = native.prepare(source);
-      if (cache.size < STATEMENT_CACHE_SIZE) cache.set(source, stmt);
+      // Full: the oldest goes, so statements of a later workload are kept too.
+      if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      cache.set(source, stmt);
     }
     return stmt;
   };
