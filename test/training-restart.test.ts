@@ -1,11 +1,12 @@
 import { request as httpRequest } from 'node:http';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
-import { startCliServer, type CliServer } from './helpers/cli.js';
+import { startCliServer } from './helpers/cli.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
-import { download, expectClose, model, upload, values } from './helpers/training.js';
+import { download, expectClose, model, taskMessage, upload, values } from './helpers/training.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
 
 /**
@@ -19,7 +20,8 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
   });
 
-  it('resumes the open round from the journal and finishes', async () => {
+  /** `ai-farm server` on a fresh database and folders, with clients `ids` connected; kill and restart. */
+  async function killableFarm(ids: string[], extraEnv: Record<string, string> = {}) {
     const db: TestDatabase = await createTestDatabase(dialect);
     cleanups.push(() => db.drop());
     const admin = generateToken();
@@ -33,26 +35,49 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
       CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
       RATE_LIMIT: 'off',
       ADMIN_TOKEN: admin,
+      ...extraEnv,
     };
-    let server: CliServer = await startCliServer([], env);
-    cleanups.push(() => server.stop('SIGKILL'));
-    const tok = await request(server.url, 'POST', '/api/tokens', { name: 'w', role: 'worker' }, admin);
-    const token = tok.body.token as string;
-    const ids = ['kw0', 'kw1', 'kw2'];
-    let clients: RawClient[] = [];
-    const connect = async () => {
-      clients = [];
-      for (const id of ids) {
-        const c = await registeredClient(`${server.url.replace('http', 'ws')}/ws`, token, id, {
-          max_tasks: 1,
-        });
-        clients.push(c);
-      }
+    const farm = {
+      db,
+      env,
+      admin,
+      ids,
+      token: '',
+      server: await startCliServer([], env),
+      clients: [] as RawClient[],
+      async connect() {
+        farm.clients = [];
+        for (const id of ids) {
+          farm.clients.push(
+            await registeredClient(`${farm.server.url.replace('http', 'ws')}/ws`, farm.token, id, {
+              max_tasks: 1,
+            }),
+          );
+        }
+      },
+      /** SIGKILL, and the clients' sockets closed. */
+      async kill() {
+        await farm.server.stop('SIGKILL');
+        farm.clients.forEach((c) => c.close());
+      },
+      async restart() {
+        farm.server = await startCliServer([], env);
+        await farm.connect();
+      },
     };
-    cleanups.push(async () => clients.forEach((c) => c.close()));
-    await connect();
+    cleanups.push(() => farm.server.stop('SIGKILL'));
+    cleanups.push(async () => farm.clients.forEach((c) => c.close()));
+    const tok = await request(farm.server.url, 'POST', '/api/tokens', { name: 'w', role: 'worker' }, admin);
+    farm.token = tok.body.token as string;
+    await farm.connect();
+    return farm;
+  }
+
+  it('resumes the open round from the journal and finishes', async () => {
+    const farm = await killableFarm(['kw0', 'kw1', 'kw2']);
+    const { admin, token, ids } = farm;
     const created = await request(
-      server.url,
+      farm.server.url,
       'POST',
       '/api/tasks',
       { type: 'command', requirements: {}, world_size: 3, config: { rounds: 2 } },
@@ -65,10 +90,10 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
         attempt: number;
         training: Record<string, unknown>;
       };
-    let leases = await Promise.all(clients.map(task));
+    let leases = await Promise.all(farm.clients.map(task));
     const put = (i: number, round: number, x: number, samples: number) =>
       upload({
-        base: server.url,
+        base: farm.server.url,
         token,
         clientId: ids[i]!,
         taskId,
@@ -85,7 +110,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     expect((await put(byRank(1), 1, 2, 300)).status).toBe(201);
     const half = model([99, 99, 99, 99], [99, 0, 0, -99]);
     const partial = httpRequest(
-      `${server.url}/api/tasks/${taskId}/rounds/1/updates/2?attempt=${leases[byRank(2)]!.attempt}&num_samples=5`,
+      `${farm.server.url}/api/tasks/${taskId}/rounds/1/updates/2?attempt=${leases[byRank(2)]!.attempt}&num_samples=5`,
       {
         method: 'PUT',
         headers: {
@@ -99,13 +124,10 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     partial.on('error', () => undefined);
     partial.write(half.subarray(0, half.length - 10));
     await new Promise((r) => setTimeout(r, 300));
-    await server.stop('SIGKILL');
+    await farm.kill();
     partial.destroy();
-    clients.forEach((c) => c.close());
-
-    server = await startCliServer([], env);
-    await connect();
-    leases = await Promise.all(clients.map(task));
+    await farm.restart();
+    leases = await Promise.all(farm.clients.map(task));
     const accepted = leases.filter((l) => l.training.accepted).map((l) => l.rank);
     expect(accepted.sort()).toEqual([0, 1]);
     expect(leases[0]!.training).toMatchObject({ round: 1 });
@@ -113,29 +135,90 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     const retry = await put(byRank(1), 1, 2, 300);
     expect(retry).toMatchObject({ status: 200, body: { duplicate: true } });
     expect((await put(byRank(2), 1, 6, 600)).status).toBe(201);
-    const starts = await Promise.all(clients.map((c) => c.type('round_start', 15_000)));
-    const g = await download(server.url, starts[0]!.global_model_url as string, token);
+    const starts = await Promise.all(farm.clients.map((c) => c.type('round_start', 15_000)));
+    const g = await download(farm.server.url, starts[0]!.global_model_url as string, token);
     // (1*100 + 2*300 + 6*600) / 1000 = 4.3: each acknowledged update once, the cut one never.
     expectClose((await values(g.bytes)).a, [4.3, 4.3, 4.3, 4.3]);
 
     // Round 2: one update in, then SIGKILL again; the sum is rebuilt from the journal.
     expect((await put(byRank(0), 2, 10, 1)).status).toBe(201);
-    await server.stop('SIGKILL');
-    clients.forEach((c) => c.close());
-    server = await startCliServer([], env);
-    await connect();
-    leases = await Promise.all(clients.map(task));
+    await farm.kill();
+    await farm.restart();
+    leases = await Promise.all(farm.clients.map(task));
     expect(leases[0]!.training).toMatchObject({ round: 2 });
     expect((await put(byRank(1), 2, 20, 1)).status).toBe(201);
     expect((await put(byRank(2), 2, 30, 2)).status).toBe(201);
-    await Promise.all(clients.map((c) => c.type('training_complete', 15_000)));
-    const final = await download(server.url, `/api/tasks/${taskId}/model`, token);
+    await Promise.all(farm.clients.map((c) => c.type('training_complete', 15_000)));
+    const final = await download(farm.server.url, `/api/tasks/${taskId}/model`, token);
     // (10 + 20 + 2*30) / 4 = 22.5
     const v = await values(final.bytes);
     expectClose(v.a, [22.5, 22.5, 22.5, 22.5]);
     expectClose(v.b, [22.5, 0, 0, -22.5]);
-    const done = await request(server.url, 'GET', `/api/tasks/${taskId}`, undefined, admin);
+    const done = await request(farm.server.url, 'GET', `/api/tasks/${taskId}`, undefined, admin);
     expect(done.body).toMatchObject({ status: 'completed', result: { rounds: 2 } });
-    await server.stop('SIGTERM');
+    await farm.server.stop('SIGTERM');
+  });
+
+  it('resumes from the last checkpoint when MODEL_CACHE_DIR lost the open round', async () => {
+    const farm = await killableFarm(['cw0', 'cw1'], { CHECKPOINT_FREQUENCY: '1' });
+    const { admin, token, ids } = farm;
+    const created = await request(
+      farm.server.url,
+      'POST',
+      '/api/tasks',
+      { type: 'command', requirements: {}, world_size: 2, config: { rounds: 3 } },
+      admin,
+    );
+    const taskId = created.body.id as number;
+    let leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
+    const put = (i: number, round: number, x: number) =>
+      upload({
+        base: farm.server.url,
+        token,
+        clientId: ids[i]!,
+        taskId,
+        round,
+        rank: leases[i].rank,
+        attempt: leases[i].attempt,
+        numSamples: 100,
+        body: model([x, x, x, x], [x, 0, 0, -x]),
+      });
+
+    // Round 1 closes (checkpoint of round 1: the mean, 2); one update of round 2 is accepted.
+    expect((await put(0, 1, 1)).status).toBe(201);
+    expect((await put(1, 1, 3)).status).toBe(201);
+    await Promise.all(farm.clients.map((c) => c.type('round_start', 15_000)));
+    expect((await put(0, 2, 10)).status).toBe(201);
+
+    // Killed, and the model cache is gone: round 2's global model and its accepted update.
+    await farm.kill();
+    await rm(farm.env.MODEL_CACHE_DIR, { recursive: true, force: true });
+    await farm.restart();
+    leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
+    // Round 2 is redone as round 3 from the checkpoint; the task now has 4 rounds.
+    expect(leases[0].training).toMatchObject({ round: 3, rounds: 4 });
+    const g = await download(farm.server.url, leases[0].training.global_model_url as string, token);
+    expect(g.status).toBe(200);
+    expectClose((await values(g.bytes)).a, [2, 2, 2, 2]);
+    const events = await request(farm.server.url, 'GET', `/api/tasks/${taskId}/events`, undefined, admin);
+    const rewound = (events.body.items as { kind: string; message: string }[]).find(
+      (e) => e.kind === 'rewound',
+    );
+    expect(rewound?.message).toMatch(/checkpoint of round 1 as round 3/);
+
+    for (const [round, xs] of [
+      [3, [5, 7]],
+      [4, [8, 10]],
+    ] as const) {
+      expect((await put(0, round, xs[0])).status).toBe(201);
+      expect((await put(1, round, xs[1])).status).toBe(201);
+      if (round === 3) await Promise.all(farm.clients.map((c) => c.type('round_start', 15_000)));
+    }
+    await Promise.all(farm.clients.map((c) => c.type('training_complete', 15_000)));
+    const final = await download(farm.server.url, `/api/tasks/${taskId}/model`, token);
+    expectClose((await values(final.bytes)).a, [9, 9, 9, 9]);
+    const done = await request(farm.server.url, 'GET', `/api/tasks/${taskId}`, undefined, admin);
+    expect(done.body).toMatchObject({ status: 'completed', result: { rounds: 4 } });
+    await farm.server.stop('SIGTERM');
   });
 });

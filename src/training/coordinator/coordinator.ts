@@ -14,6 +14,7 @@ import type { SafetensorsHeader } from '../safetensors/header.js';
 import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
 import { closeRound, failTask, type CloseDeps } from './close-round.js';
 import { journalUpdate, liveRanks, repairCount, type TrainingOwnership } from './ownership.js';
+import { missingFiles, rewindToCheckpoint } from './rewind.js';
 import { incremental, trainingData, type AcceptedUpdate, type Run } from './run.js';
 
 export type { RemoteLease, TrainingOwnership } from './ownership.js';
@@ -197,8 +198,9 @@ export class RoundCoordinator {
     if (this.stopped) return undefined;
     const task = await findTask(this.d.db, taskId);
     if (!task || (task.status !== 'running' && task.status !== 'paused')) return undefined;
-    const config = parseJson<TrainingConfig>(task.config);
-    if (!config || !isTrainingConfig(config)) return undefined;
+    const stored = parseJson<TrainingConfig>(task.config);
+    if (!stored || !isTrainingConfig(stored)) return undefined;
+    let config = stored;
     const owner = !this.d.ownership || (await this.d.ownership.acquire(taskId));
     let row = await journal.latestRound(this.d.db, taskId);
     if (!row) {
@@ -215,6 +217,15 @@ export class RoundCoordinator {
       row = await journal.latestRound(this.d.db, taskId);
     }
     if (!row || row.state !== 'open') return undefined;
+    let updates = await journal.listUpdates(this.d.db, taskId, Number(row.round));
+    const missing = owner ? await missingFiles(row, updates) : [];
+    if (missing.length > 0) {
+      // MODEL_CACHE_DIR lost its files: back to the newest checkpoint (see rewind.ts).
+      config = await rewindToCheckpoint(this.d, taskId, config, row, missing);
+      row = await journal.latestRound(this.d.db, taskId);
+      if (!row || row.state !== 'open') return undefined;
+      updates = [];
+    }
     const run: Run = {
       ...(owner ? {} : { follower: true }),
       taskId,
@@ -238,7 +249,6 @@ export class RoundCoordinator {
     // Uploads cut by a restart left temporary files; none can be in flight before the run exists
     // (with several instances on shared storage another instance's may be: they stay).
     if (!this.d.ownership) await rm(this.d.paths.incoming(taskId), { recursive: true, force: true });
-    const updates = await journal.listUpdates(this.d.db, taskId, run.round);
     const first = run.globalPath ?? updates[0]?.path;
     if (first) {
       const h = await readHeaderFile(first);
