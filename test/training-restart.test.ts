@@ -60,6 +60,13 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
         await farm.server.stop('SIGKILL');
         farm.clients.forEach((c) => c.close());
       },
+      /** A `command` training task of `worldSize` ranks and `rounds` rounds; its id. */
+      async createTraining(worldSize: number, rounds: number): Promise<number> {
+        const body = { type: 'command', requirements: {}, world_size: worldSize, config: { rounds } };
+        const created = await request(farm.server.url, 'POST', '/api/tasks', body, admin);
+        expect(created.status).toBe(201);
+        return created.body.id as number;
+      },
       async restart() {
         farm.server = await startCliServer([], env);
         await farm.connect();
@@ -76,14 +83,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
   it('resumes the open round from the journal and finishes', async () => {
     const farm = await killableFarm(['kw0', 'kw1', 'kw2']);
     const { admin, token, ids } = farm;
-    const created = await request(
-      farm.server.url,
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, world_size: 3, config: { rounds: 2 } },
-      admin,
-    );
-    const taskId = created.body.id as number;
+    const taskId = await farm.createTraining(3, 2);
     const task = async (c: RawClient) =>
       (await c.next((m) => m.type === 'task' && (m.data as { id: number }).id === taskId, 15_000)).data as {
         rank: number;
@@ -162,14 +162,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
   it('resumes from the last checkpoint when MODEL_CACHE_DIR lost the open round', async () => {
     const farm = await killableFarm(['cw0', 'cw1'], { CHECKPOINT_FREQUENCY: '1' });
     const { admin, token, ids } = farm;
-    const created = await request(
-      farm.server.url,
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, world_size: 2, config: { rounds: 3 } },
-      admin,
-    );
-    const taskId = created.body.id as number;
+    const taskId = await farm.createTraining(2, 3);
     let leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
     const put = (i: number, round: number, x: number) =>
       upload({

@@ -86,21 +86,10 @@ export async function insertTasks(db: Db, rows: readonly NewTaskRow[]): Promise<
 
 /** The row a freshly inserted task has (column defaults filled in), without reading it back. */
 export function newTaskRow(id: number, t: NewTaskRow): TaskRow {
-  // Every field written out: a spread followed by more fields made this 40x slower on V8
-  // (40 µs a row, a twentieth of a task's dispatch CPU, when a batch of 1000 is created).
-  return {
+  // Object.assign, not a spread: `{ ...values, more fields }` made this 40x slower on V8 (40 µs
+  // a row, a twentieth of a task's dispatch CPU when a batch of 1000 is created).
+  return Object.assign(taskValues(t), {
     id,
-    type: t.type,
-    name: t.name,
-    requirements: t.requirements,
-    config: t.config,
-    priority: t.priority,
-    max_attempts: t.max_attempts,
-    world_size: t.world_size,
-    created_by: t.created_by,
-    status: 'pending',
-    created_at: t.now,
-    updated_at: t.now,
     client_id: null,
     result: null,
     error_log: null,
@@ -111,7 +100,7 @@ export function newTaskRow(id: number, t: NewTaskRow): TaskRow {
     unschedulable_reason: null,
     started_at: null,
     finished_at: null,
-  } as TaskRow;
+  }) as TaskRow;
 }
 
 export async function findTask(db: Db, id: number): Promise<TaskRow | undefined> {
