@@ -68,6 +68,24 @@ describe('PieceWriter', () => {
     expect(replies.at(-1)).toEqual({ op: 'digest', digest: createHash('sha256').update(data).digest('hex') });
   });
 
+  it('handles requests that arrive after its queue ran empty', async () => {
+    const f = heldFile();
+    const { w, replies } = writer(f.file, 4);
+    const data = new Uint8Array(3 * PIECE).map((_, i) => i % 7);
+    w.handle({ op: 'chunks', chunks: [data.subarray(0, 100)] });
+    await tick();
+    // The file is open now: these run to the end without waiting, within handle itself.
+    w.handle({ op: 'chunks', chunks: [data.subarray(100, 200)] });
+    w.handle({ op: 'chunks', chunks: [data.subarray(200)] });
+    w.handle({ op: 'end' });
+    while (!replies.some((r) => r.op === 'digest')) {
+      f.release();
+      await tick();
+    }
+    expect(taken(replies)).toBe(data.length);
+    expect(replies.at(-1)).toEqual({ op: 'digest', digest: createHash('sha256').update(data).digest('hex') });
+  });
+
   it('pads the last piece of a direct writer to a whole block', async () => {
     const f = heldFile(true);
     const { w, replies } = writer(f.file);

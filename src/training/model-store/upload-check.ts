@@ -121,6 +121,8 @@ export class PieceWriter {
   private readonly free: number[] = [];
   private readonly writes = new Set<Promise<void>>();
   private file: WriterFile | null = null;
+  /** A run is handling the queue (`running`: its promise, for close). */
+  private busy = false;
   private running: Promise<void> | null = null;
   /** The piece being filled, how full it is, and the file offset of its first byte. */
   private slot = -1;
@@ -150,7 +152,9 @@ export class PieceWriter {
   handle(req: CheckRequest): void {
     if (this.closed) return;
     this.queue.push(req);
-    this.running ??= this.run().finally(() => (this.running = null));
+    if (this.busy) return;
+    this.busy = true;
+    this.running = this.run();
   }
 
   /** Stops: drops what is queued, waits for the writes in flight, closes the file. */
@@ -182,6 +186,10 @@ export class PieceWriter {
     } catch (err) {
       this.failed = true;
       this.reply({ op: 'error', message: err instanceof Error ? err.message : String(err) });
+    } finally {
+      // In the same step as the loop's last look at the queue: a request queued after it
+      // starts a new run (a flag cleared a microtask later could strand it).
+      this.busy = false;
     }
   }
 
