@@ -60,9 +60,14 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
         await farm.server.stop('SIGKILL');
         farm.clients.forEach((c) => c.close());
       },
-      /** A `command` training task of `worldSize` ranks and `rounds` rounds; its id. */
-      async createTraining(worldSize: number, rounds: number): Promise<number> {
-        const body = { type: 'command', requirements: {}, world_size: worldSize, config: { rounds } };
+      /** A `command` training task of `worldSize` ranks and `rounds` rounds (more `config`); its id. */
+      async createTraining(worldSize: number, rounds: number, config: object = {}): Promise<number> {
+        const body = {
+          type: 'command',
+          requirements: {},
+          world_size: worldSize,
+          config: { rounds, ...config },
+        };
         const created = await request(farm.server.url, 'POST', '/api/tasks', body, admin);
         expect(created.status).toBe(201);
         return created.body.id as number;
@@ -212,6 +217,44 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     expectClose((await values(final.bytes)).a, [9, 9, 9, 9]);
     const done = await request(farm.server.url, 'GET', `/api/tasks/${taskId}`, undefined, admin);
     expect(done.body).toMatchObject({ status: 'completed', result: { rounds: 4 } });
+    await farm.server.stop('SIGTERM');
+  });
+
+  it('keeps a paused round’s deadline stopped across a restart, with the time it had left', async () => {
+    const farm = await killableFarm(['pw0', 'pw1']);
+    const { admin } = farm;
+    const taskId = await farm.createTraining(2, 1, { round_deadline_s: 6 });
+    await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
+    const current = async () =>
+      (await request(farm.server.url, 'GET', `/api/tasks/${taskId}/rounds/current`, undefined, admin)).body;
+    const deadline = Date.parse((await current()).deadline_at as string);
+    await new Promise((r) => setTimeout(r, 1000));
+    const status = (to: string) =>
+      request(farm.server.url, 'PUT', `/api/tasks/${taskId}/status`, { status: to }, admin);
+    expect((await status('paused')).status).toBe(200);
+    const left = deadline - Date.now();
+
+    // Down, and then paused, past the round's original deadline.
+    await farm.kill();
+    await new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()) + 1500));
+    await farm.restart();
+    await new Promise((r) => setTimeout(r, 1500));
+    const events = async () =>
+      (await request(farm.server.url, 'GET', `/api/tasks/${taskId}/events`, undefined, admin)).body.items as {
+        kind: string;
+      }[];
+    expect((await events()).map((e) => e.kind)).not.toContain('round_extended');
+
+    const resumedAt = Date.now();
+    expect((await status('running')).status).toBe(200);
+    let after = deadline;
+    for (let i = 0; i < 50 && after === deadline; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = Date.parse((await current()).deadline_at as string);
+    }
+    // The time left at the pause, counted from the resume (the test's clock reads add ~0.5 s).
+    expect(Math.abs(after - (resumedAt + left))).toBeLessThan(1500);
+    expect((await events()).map((e) => e.kind)).not.toContain('round_extended');
     await farm.server.stop('SIGTERM');
   });
 });

@@ -201,6 +201,19 @@ export async function insertTaskEvents(db: Db, events: readonly NewTaskEvent[]):
   );
 }
 
+/** When the task's newest event of `kind` happened (the `at` column), or null. */
+export async function latestEventAt(db: Db, taskId: number, kind: string): Promise<string | null> {
+  const row = await db
+    .selectFrom('task_events')
+    .select('at')
+    .where('task_id', '=', taskId)
+    .where('kind', '=', kind)
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row ? String(row.at) : null;
+}
+
 export async function listTaskEvents(db: Db, taskId: number, limit: number) {
   return db
     .selectFrom('task_events')

@@ -5,7 +5,7 @@ import type { Bus } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import { conflict } from '../../errors.js';
 import type { Database } from '../../storage/schema.js';
-import { findTask, insertTaskEvent } from '../../storage/task-repo.js';
+import { findTask, insertTaskEvent, latestEventAt } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
 import { parseJson, toDbTime } from '../../storage/values.js';
 import { createFedAvgSession } from '../aggregation/runner.js';
@@ -268,7 +268,13 @@ export class RoundCoordinator {
         { taskId, round: run.round, updates: updates.length },
         'round resumed from the journal',
       );
-    this.arm(run);
+    if (task.status === 'paused') {
+      // Paused when the server stopped: the deadline stays stopped, with the time it had left
+      // when the task was paused (the `paused` event's time), until the task is resumed.
+      const pausedAt = await latestEventAt(this.d.db, taskId, 'paused');
+      const from = pausedAt ? new Date(`${pausedAt.replace(' ', 'T')}Z`) : this.d.clock.now();
+      run.pausedLeft = Math.max(0, run.deadlineAt.getTime() - from.getTime());
+    } else this.arm(run);
     if (run.accepted.size >= run.worldSize) this.closeSoon(run);
     return run;
   }
