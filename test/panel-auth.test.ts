@@ -52,6 +52,21 @@ describe.each(DIALECTS)('admin-panel login and sessions on %s', (dialect) => {
     expect(unknown.body.error.message).toBe(wrong.body.error.message);
   });
 
+  it('refuses a login posted from another site (login CSRF), and takes one from its own page', async () => {
+    const foreignHeaders: Record<string, string>[] = [
+      { origin: 'https://evil.example' },
+      { 'sec-fetch-site': 'cross-site' },
+    ];
+    for (const headers of foreignHeaders) {
+      const foreign = await postLogin(t.url, 'admin', PASSWORD, headers);
+      expect(foreign.status).toBe(403);
+      expect(foreign.body.error.code).toBe('origin_forbidden');
+      expect(foreign.headers.get('set-cookie')).toBeNull();
+    }
+    const own = await postLogin(t.url, 'admin', PASSWORD, { origin: t.url, 'sec-fetch-site': 'same-origin' });
+    expect(own.status).toBe(200);
+  });
+
   it('refuses a change made with the cookie but without the CSRF token (403)', async () => {
     const s = await login(t.url, 'admin', PASSWORD);
     const missing = await s.api('POST', '/api/tasks', task, { csrf: false });

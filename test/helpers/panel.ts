@@ -22,11 +22,16 @@ export async function parse(res: Response): Promise<ApiResponse> {
   return { status: res.status, headers: res.headers, body };
 }
 
-export async function postLogin(base: string, username: string, password: string): Promise<ApiResponse> {
+export async function postLogin(
+  base: string,
+  username: string,
+  password: string,
+  headers: Record<string, string> = {},
+): Promise<ApiResponse> {
   return parse(
     await fetch(`${base}/api/session`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...headers },
       body: JSON.stringify({ username, password }),
     }),
   );

@@ -6,7 +6,7 @@ import type { LoginThrottle } from '../../auth/login-throttle.js';
 import { normalizeUsername, type UserService } from '../../auth/user-service.js';
 import { AppError } from '../../errors.js';
 import { principalOf } from '../auth.js';
-import { clearSessionCookie, setSessionCookie, type SessionAuth } from '../session-auth.js';
+import { clearSessionCookie, foreignOrigin, setSessionCookie, type SessionAuth } from '../session-auth.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody };
 const anyone = { roles: ['admin', 'user', 'worker'] as const };
@@ -28,6 +28,15 @@ export const sessionRoutes =
         },
       },
       async (req, reply) => {
+        // Login CSRF: another site must not log a browser into an account of its choosing.
+        const foreign = foreignOrigin(req);
+        if (foreign) {
+          throw new AppError(
+            'origin_forbidden',
+            `log in from this server's own pages, not from ${foreign}`,
+            403,
+          );
+        }
         const username = normalizeUsername(req.body.username);
         const attempt = await deps.throttle.begin(req.ip, username);
         if (!attempt.allowed) {
