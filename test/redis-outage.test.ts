@@ -125,4 +125,32 @@ describe('Redis outage with two instances', () => {
       );
     }
   }, 300_000);
+
+  it('a Redis that hangs (SIGSTOP) is noticed within seconds; requests stop waiting on it', async () => {
+    const dirs = farm.servers.map((s) => s.config.LOG_DIR);
+    const said = (dir: string, text: string) =>
+      logLines(dir, 'server.log').filter((l) => String(l.msg).startsWith(text)).length;
+    const before = dirs.map((d) => said(d, 'redis unavailable'));
+    redis.freeze();
+    await waitUntil(
+      () => dirs.every((d, i) => said(d, 'redis unavailable') === (before[i] as number) + 1),
+      15_000,
+      'the hang noticed',
+    );
+    // Token lookups and rate-limit counters go to the database at once, not after a timeout.
+    for (const i of [0, 1, 0, 1]) {
+      const t0 = Date.now();
+      expect((await farm.api(i, 'GET', '/api/tasks')).status).toBe(200);
+      expect(Date.now() - t0).toBeLessThan(1500);
+    }
+    await createTasks(4);
+    await waitUntil(allCompleted, 60_000, 'tasks created while Redis hung');
+    redis.thaw();
+    await waitUntil(
+      () => dirs.every((d) => said(d, 'redis back') === 2),
+      30_000,
+      'recovery after the hang logged',
+    );
+    for (const dir of dirs) expect(said(dir, 'redis unavailable'), dir).toBe(2);
+  }, 120_000);
 });

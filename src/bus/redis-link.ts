@@ -1,6 +1,9 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 
+/** How often the link checks that Redis still answers. */
+const PROBE_EVERY_MS = 1000;
+
 /** Key prefix when REDIS_KEY_PREFIX is not set. */
 export const DEFAULT_REDIS_PREFIX = 'aifarm:';
 
@@ -19,7 +22,8 @@ export interface RedisLinkOptions {
  *
  * Redis is optional at run time too: `healthy` says whether both connections are up, and
  * users check it before asking Redis anything, so a Redis that went away costs no request
- * a timeout. The outage is logged once and the recovery once (not per connection, not per
+ * a timeout (a Redis that hangs with its connections open is found by a ping each second). The
+ * outage is logged once and the recovery once (not per connection, not per
  * request); ioredis reconnects by itself, and `onRecovery` callbacks then re-publish what
  * the outage may have lost (presence, invalidations, queued bus messages).
  */
@@ -35,6 +39,8 @@ export class RedisLink {
   private readonly channels = new Map<string, Set<(raw: string) => void>>();
   private readonly recoveries = new Set<() => void>();
   private readonly waiters: (() => void)[] = [];
+  private readonly watchdog: NodeJS.Timeout;
+  private probing = false;
 
   constructor(opts: RedisLinkOptions) {
     this.instanceId = opts.instanceId;
@@ -61,6 +67,11 @@ export class RedisLink {
     this.sub.on('message', (channel: string, raw: string) => {
       for (const h of this.channels.get(channel) ?? []) h(raw);
     });
+    // A Redis that hangs (stopped, swapping, a network that drops packets) keeps its sockets
+    // open: nothing closes, and every command would wait out its timeout. A ping each second
+    // notices it, and the link goes down until Redis answers a fresh connection again.
+    this.watchdog = setInterval(() => void this.probe(), PROBE_EVERY_MS);
+    this.watchdog.unref();
   }
 
   /** Both connections are up: Redis can be asked. */
@@ -117,6 +128,7 @@ export class RedisLink {
 
   close(): void {
     this.closed = true;
+    clearInterval(this.watchdog);
     this.recoveries.clear();
     this.channels.clear();
     this.cmd.disconnect();
@@ -129,6 +141,22 @@ export class RedisLink {
       // The next `ready` subscribes again; the outage itself is logged once by onLost.
       this.logger.debug({ err }, 'redis subscribe failed');
     });
+  }
+
+  private async probe(): Promise<void> {
+    if (this.state !== 'up' || this.probing || this.closed) return;
+    this.probing = true;
+    // The command timeout (2 s) bounds the wait: a live Redis answers in well under a millisecond.
+    const failure = await this.cmd.ping().then(
+      () => null,
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    );
+    this.probing = false;
+    if (failure === null || this.state !== 'up' || this.closed) return;
+    this.onLost('cmd', `no answer to PING: ${failure}`);
+    // Fresh connections: `ready` (and with it the recovery) comes once Redis answers again.
+    this.cmd.disconnect(true);
+    this.sub.disconnect(true);
   }
 
   private onReady(name: 'cmd' | 'sub'): void {

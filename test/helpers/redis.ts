@@ -162,7 +162,18 @@ export class PrivateRedis {
     this.child = null;
   }
 
+  /** SIGSTOP: the process hangs with its sockets open (nothing is closed, nothing answers). */
+  freeze(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after `freeze`. */
+  thaw(): void {
+    this.child?.kill('SIGCONT');
+  }
+
   async stop(): Promise<void> {
+    this.thaw();
     await this.kill();
   }
 }
