@@ -15,6 +15,7 @@ import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
 import { closeRound, failTask, type CloseDeps } from './close-round.js';
 import { journalUpdate, liveRanks, repairCount, type TrainingOwnership } from './ownership.js';
 import { missingFiles, rewindToCheckpoint } from './rewind.js';
+import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
 import { incremental, trainingData, type AcceptedUpdate, type Run } from './run.js';
 
 export type { RemoteLease, TrainingOwnership } from './ownership.js';
@@ -246,9 +247,11 @@ export class RoundCoordinator {
       closing: false,
       ended: false,
     };
-    // Uploads cut by a restart left temporary files; none can be in flight before the run exists
-    // (with several instances on shared storage another instance's may be: they stay).
+    // Uploads cut by a restart left temporary files; none can be in flight before the run exists.
+    // With several instances on shared storage another instance's may be: only the files left
+    // untouched for STALE_UPLOAD_MS go (here, and again each time a round closes).
     if (!this.d.ownership) await rm(this.d.paths.incoming(taskId), { recursive: true, force: true });
+    else await removeStale(this.d.paths.incoming(taskId), STALE_UPLOAD_MS, this.d.clock.now().getTime());
     const first = run.globalPath ?? updates[0]?.path;
     if (first) {
       const h = await readHeaderFile(first);
@@ -469,6 +472,13 @@ export class RoundCoordinator {
     const row = await journal.findRound(this.d.db, run.taskId, run.round);
     if (row) run.deadlineAt = new Date(`${String(row.deadline_at).replace(' ', 'T')}Z`);
     this.arm(run);
+    if (this.d.ownership) {
+      void removeStale(
+        this.d.paths.incoming(run.taskId),
+        STALE_UPLOAD_MS,
+        this.d.clock.now().getTime(),
+      ).catch(() => undefined);
+    }
     for (const l of leases) {
       this.d.registry.get(l.clientId)?.send?.({
         type: 'round_start',
