@@ -239,21 +239,8 @@ describe('several server instances behind a load balancer', () => {
       return rows.length === 2 && rows.every((r) => Number(r.n) === WORKERS / 2);
     });
 
-    // The training task: four ranks, synthetic models uploaded through the balancer.
-    const created = await request(
-      lb,
-      'POST',
-      '/api/tasks',
-      {
-        type: 'command',
-        requirements: { gpu_count: 1 },
-        world_size: RANKS,
-        config: { rounds: ROUNDS, round_deadline_s: 600 },
-      },
-      admin,
-    );
-    expect(created.status).toBe(201);
-    const trainingId = created.body.id as number;
+    // The training task's ranks: synthetic models uploaded through the balancer.
+    let trainingId = 0;
     const acknowledged = new Map<number, Map<number, { x: number; n: number }>>();
     let resumed = false;
     let killed = false;
@@ -311,6 +298,22 @@ describe('several server instances behind a load balancer', () => {
       void go().catch(() => undefined);
     };
     for (const w of ranks) w.onTraining = onTraining;
+    // The training task: four ranks. The ranks are listening first: their `task` frames may
+    // arrive before the answer to this POST does.
+    const created = await request(
+      lb,
+      'POST',
+      '/api/tasks',
+      {
+        type: 'command',
+        requirements: { gpu_count: 1 },
+        world_size: RANKS,
+        config: { rounds: ROUNDS, round_deadline_s: 600 },
+      },
+      admin,
+    );
+    expect(created.status).toBe(201);
+    trainingId = created.body.id as number;
     await until('the ranks', () => ranks.every((w) => w.frames.some((f) => f.task === trainingId)), 60_000);
     // Each rank's task carries its round, whichever instance placed it and whichever aggregates.
     expect(ranks.flatMap((w) => w.untrained)).toEqual([]);
