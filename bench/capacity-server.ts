@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { constants as perf, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { WebSocketServer } from 'ws';
 import { generateToken, TokenService } from '../src/auth/token-service.js';
-import { loadConfig } from '../src/config/load.js';
+import { testConfig } from '../test/helpers/server.js';
 import { startServer } from '../src/main.js';
 import { systemClock } from '../src/storage/values.js';
 import type { MemorySample, ServerMessage, ServerRequest, ServerStats } from './capacity-common.js';
@@ -78,27 +78,11 @@ interface Running {
 
 async function startFarm(): Promise<Running> {
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-capacity-'));
-  const loaded = loadConfig({
-    env: {},
-    flags: {
-      SERVER_HOST: '127.0.0.1',
-      SERVER_PORT: 0,
-      WEBSOCKET_PORT: 0,
-      MODEL_SERVER_PORT: 0,
-      DATABASE_URL: join(dir, 'capacity.sqlite'),
-      DATA_DIR: join(dir, 'data'),
-      LOG_DIR: join(dir, 'logs'),
-      CHECKPOINT_DIR: join(dir, 'checkpoints'),
-      MODEL_CACHE_DIR: join(dir, 'model_cache'),
-      RATE_LIMIT: 'off',
-      LOG_LEVEL: 'info',
-      MAX_CLIENTS: maxClients,
-      CONNECTION_TIMEOUT: 90,
-      ADMIN_TOKEN: generateToken(),
-    },
-  });
-  if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
-  const server = await startServer(loaded.config).catch((err: unknown) => {
+  const config = testConfig(
+    { url: join(dir, 'capacity.sqlite'), dir },
+    { LOG_LEVEL: 'info', MAX_CLIENTS: maxClients, CONNECTION_TIMEOUT: 90, ADMIN_TOKEN: generateToken() },
+  );
+  const server = await startServer(config).catch((err: unknown) => {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   });

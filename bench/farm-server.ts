@@ -19,7 +19,7 @@ import { createRequire, findSourceMap } from 'node:module';
 import { createConnection } from 'mysql2/promise';
 import type { Principal } from '../src/auth/principal.js';
 import { generateToken, TokenService } from '../src/auth/token-service.js';
-import { loadConfig } from '../src/config/load.js';
+import { testConfig } from '../test/helpers/server.js';
 import { startServer } from '../src/main.js';
 import { systemClock } from '../src/storage/values.js';
 import type { TaskService } from '../src/tasks/task-service.js';
@@ -111,29 +111,13 @@ async function dropDatabase(): Promise<void> {
 }
 
 const adminToken = generateToken();
-const loaded = loadConfig({
-  env: {},
-  flags: {
-    SERVER_HOST: '127.0.0.1',
-    SERVER_PORT: 0,
-    WEBSOCKET_PORT: 0,
-    MODEL_SERVER_PORT: 0,
-    DATABASE_URL: databaseUrl,
-    DATA_DIR: join(dir, 'data'),
-    LOG_DIR: join(dir, 'logs'),
-    CHECKPOINT_DIR: join(dir, 'checkpoints'),
-    MODEL_CACHE_DIR: join(dir, 'model_cache'),
-    RATE_LIMIT: 'off',
-    LOG_LEVEL: 'info',
-    MAX_TASKS_PER_CLIENT: slots,
-    MAX_CLIENTS: maxClients,
-    ADMIN_TOKEN: adminToken,
-  },
-});
-if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
+const config = testConfig(
+  { url: databaseUrl, dir },
+  { LOG_LEVEL: 'info', MAX_TASKS_PER_CLIENT: slots, MAX_CLIENTS: maxClients, ADMIN_TOKEN: adminToken },
+);
 
 // A server that fails to start still leaves its scratch database behind: drop it, then fail.
-const server = await startServer(loaded.config).catch(async (err: unknown) => {
+const server = await startServer(config).catch(async (err: unknown) => {
   await dropDatabase().catch(() => undefined);
   throw err;
 });

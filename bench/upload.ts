@@ -26,7 +26,7 @@ import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateToken } from '../src/auth/token-service.js';
-import { loadConfig } from '../src/config/load.js';
+import { testConfig } from '../test/helpers/server.js';
 import { startServer } from '../src/main.js';
 import { buildHeader } from '../src/training/safetensors/encode.js';
 import { registeredClient } from '../test/helpers/ws-client.js';
@@ -214,26 +214,19 @@ async function startTarget(dir: string, scratch: string, index: number): Promise
   mkdirSync(dir, { recursive: true });
   const here = mkdtempSync(join(dir, 'aifarm-bench-upload-'));
   const admin = generateToken();
-  const cfg = loadConfig({
-    env: {},
-    flags: {
-      SERVER_HOST: '127.0.0.1',
-      SERVER_PORT: 0,
-      WEBSOCKET_PORT: 0,
-      MODEL_SERVER_PORT: 0,
-      // The database and logs stay in one place for every folder: only the update files move.
-      DATABASE_URL: join(scratch, `db-${index}.sqlite`),
+  // The database and logs stay in one place for every folder: only the update files move.
+  const config = testConfig(
+    { url: join(scratch, `db-${index}.sqlite`), dir: scratch },
+    {
       DATA_DIR: join(scratch, `data-${index}`),
       LOG_DIR: join(scratch, `logs-${index}`),
       MODEL_CACHE_DIR: join(here, 'models'),
       CHECKPOINT_DIR: join(here, 'checkpoints'),
-      RATE_LIMIT: 'off',
       LOG_LEVEL: 'warn',
       ADMIN_TOKEN: admin,
     },
-  });
-  if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
-  const server = await startServer(cfg.config);
+  );
+  const server = await startServer(config);
   const api = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(server.httpUrl + path, {
       method,

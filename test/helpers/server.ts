@@ -23,8 +23,11 @@ export interface ApiResponse {
   body: any;
 }
 
-/** Builds a config for tests: random ports, scratch folders, rate limits off unless asked. */
-export function testConfig(db: TestDatabase, overrides: Record<string, unknown> = {}): Config {
+/** Builds a config for tests and benchmarks: loopback, random ports, folders under `db.dir`, rate limits off unless asked. */
+export function testConfig(
+  db: Pick<TestDatabase, 'url' | 'dir'>,
+  overrides: Record<string, unknown> = {},
+): Config {
   const r = loadConfig({
     env: {},
     flags: {
