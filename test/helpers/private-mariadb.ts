@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
@@ -30,6 +30,11 @@ const MARIADBD = '/usr/sbin/mariadbd';
 export async function startPrivateMariadb(): Promise<PrivateMariadb> {
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-mariadb-'));
   const datadir = join(dir, 'data');
+  // Its own temporary folder: a starting mariadbd deletes every `#sql*` file in its tmpdir, which
+  // in the shared /tmp are the machine's MariaDB's temporary tables in use (other tests then fail
+  // with "Error on delete of '/tmp/#sql-temptable-...'").
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp);
   const install = spawnSync(
     'mariadb-install-db',
     [
@@ -37,6 +42,7 @@ export async function startPrivateMariadb(): Promise<PrivateMariadb> {
       `--datadir=${datadir}`,
       '--auth-root-authentication-method=normal',
       '--skip-test-db',
+      `--tmpdir=${tmp}`,
       // mariadbd refuses to run as root unless told to; harmless for other users.
       `--user=${process.getuid?.() === 0 ? 'root' : (process.env.USER ?? 'root')}`,
     ],
@@ -59,6 +65,7 @@ export async function startPrivateMariadb(): Promise<PrivateMariadb> {
       [
         '--no-defaults',
         `--datadir=${datadir}`,
+        `--tmpdir=${tmp}`,
         `--port=${port}`,
         `--socket=${join(dir, 'mariadbd.sock')}`,
         `--pid-file=${join(dir, 'mariadbd.pid')}`,
