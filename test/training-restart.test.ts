@@ -72,6 +72,27 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
         expect(created.status).toBe(201);
         return created.body.id as number;
       },
+      /** Client `i` uploads the model ([x, x, x, x], [x, 0, 0, -x]) for its lease's rank and round. */
+      put(
+        taskId: number,
+        i: number,
+        lease: { rank: number; attempt: number },
+        round: number,
+        x: number,
+        numSamples: number,
+      ) {
+        return upload({
+          base: farm.server.url,
+          token: farm.token,
+          clientId: ids[i]!,
+          taskId,
+          round,
+          rank: lease.rank,
+          attempt: lease.attempt,
+          numSamples,
+          body: model([x, x, x, x], [x, 0, 0, -x]),
+        });
+      },
       async restart() {
         farm.server = await startCliServer([], env);
         await farm.connect();
@@ -97,17 +118,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
       };
     let leases = await Promise.all(farm.clients.map(task));
     const put = (i: number, round: number, x: number, samples: number) =>
-      upload({
-        base: farm.server.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round,
-        rank: leases[i]!.rank,
-        attempt: leases[i]!.attempt,
-        numSamples: samples,
-        body: model([x, x, x, x], [x, 0, 0, -x]),
-      });
+      farm.put(taskId, i, leases[i]!, round, x, samples);
     const byRank = (r: number) => leases.findIndex((l) => l.rank === r);
 
     // Round 1: ranks 0 and 1 acknowledged; rank 2 is half-way through its upload.
@@ -166,21 +177,10 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
 
   it('resumes from the last checkpoint when MODEL_CACHE_DIR lost the open round', async () => {
     const farm = await killableFarm(['cw0', 'cw1'], { CHECKPOINT_FREQUENCY: '1' });
-    const { admin, token, ids } = farm;
+    const { admin, token } = farm;
     const taskId = await farm.createTraining(2, 3);
     let leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
-    const put = (i: number, round: number, x: number) =>
-      upload({
-        base: farm.server.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round,
-        rank: leases[i].rank,
-        attempt: leases[i].attempt,
-        numSamples: 100,
-        body: model([x, x, x, x], [x, 0, 0, -x]),
-      });
+    const put = (i: number, round: number, x: number) => farm.put(taskId, i, leases[i], round, x, 100);
 
     // Round 1 closes (checkpoint of round 1: the mean, 2); one update of round 2 is accepted.
     expect((await put(0, 1, 1)).status).toBe(201);

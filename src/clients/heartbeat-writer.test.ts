@@ -1,10 +1,9 @@
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../../test/helpers/db.js';
+import { DIALECTS, openMigratedTestDatabase, type TestDatabase } from '../../test/helpers/db.js';
 import { silentLogger } from '../observability/logger.js';
 import { findClient, upsertClient } from '../storage/client-repo.js';
-import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../storage/db.js';
-import { migrateToLatest } from '../storage/migrate.js';
+import type { DatabaseHandle } from '../storage/db.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import { WriteQueue } from '../storage/write-queue.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
@@ -13,7 +12,7 @@ import { ClientRegistry, type FarmClient } from './registry.js';
 const REGISTERED = '2030-01-01 00:00:00';
 
 describe.each(DIALECTS)('HeartbeatWriter on %s', (dialect) => {
-  let tdb: TestDatabase;
+  let db: Awaited<ReturnType<typeof openMigratedTestDatabase>>;
   let h: DatabaseHandle;
   let writes: WriteQueue;
   let nowMs = Date.parse('2030-01-02T00:00:00Z');
@@ -21,32 +20,17 @@ describe.each(DIALECTS)('HeartbeatWriter on %s', (dialect) => {
   const registry = new ClientRegistry();
 
   beforeAll(async () => {
-    tdb = await createTestDatabase(dialect);
-    h = await openDatabase(
-      resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
-    );
-    await migrateToLatest(h.db, h.dialect);
+    db = await openMigratedTestDatabase(dialect);
+    h = db.h;
     writes = new WriteQueue(h.db, silentLogger());
   });
   afterAll(async () => {
     await writes?.close();
-    await h?.close();
-    await tdb?.drop();
+    await db?.close();
   });
 
-  const row = (id: string, connected: number) => ({
-    id,
-    hostname: id,
-    cpu_info: '{}',
-    ram_info: '{}',
-    gpu_info: null,
-    session_info: null,
-    last_seen: REGISTERED,
-    status: connected ? ('active' as const) : ('inactive' as const),
-    connected,
-    registered_at: REGISTERED,
-    utilization: JSON.stringify({ cpu_utilization: 1 }),
-  });
+  const row = (id: string, connected: number) =>
+    clientRow(id, connected, JSON.stringify({ cpu_utilization: 1 }));
   const client = (id: string, lastSeen: number, cpu: number | null, connected = true): FarmClient => ({
     id,
     tokenId: null,
@@ -106,19 +90,16 @@ describe.each(DIALECTS)('HeartbeatWriter on %s', (dialect) => {
 });
 
 describe('SQLite checkpoints off the event loop', () => {
+  let db: Awaited<ReturnType<typeof openMigratedTestDatabase>>;
   let tdb: TestDatabase;
   let h: DatabaseHandle;
 
   beforeAll(async () => {
-    tdb = await createTestDatabase('sqlite');
-    h = await openDatabase(
-      resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
-    );
-    await migrateToLatest(h.db, h.dialect);
+    db = await openMigratedTestDatabase('sqlite');
+    ({ tdb, h } = db);
   });
   afterAll(async () => {
-    await h?.close();
-    await tdb?.drop();
+    await db?.close();
   });
 
   it('copies committed pages back into the database file without a commit doing it', async () => {
@@ -142,7 +123,7 @@ describe('SQLite checkpoints off the event loop', () => {
   });
 });
 
-function clientRow(id: string) {
+function clientRow(id: string, connected = 1, utilization: string | null = null) {
   return {
     id,
     hostname: id,
@@ -151,9 +132,9 @@ function clientRow(id: string) {
     gpu_info: null,
     session_info: null,
     last_seen: REGISTERED,
-    status: 'active' as const,
-    connected: 1,
+    status: connected ? ('active' as const) : ('inactive' as const),
+    connected,
     registered_at: REGISTERED,
-    utilization: null,
+    utilization,
   };
 }

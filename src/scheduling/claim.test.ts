@@ -1,30 +1,25 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../../test/helpers/db.js';
+import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
 import { silentLogger } from '../observability/logger.js';
 import { listAssignments } from '../storage/assignment-repo.js';
-import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../storage/db.js';
-import { migrateToLatest } from '../storage/migrate.js';
+import type { DatabaseHandle } from '../storage/db.js';
 import { findTask, insertTasks, listTaskEvents, updateTaskIf } from '../storage/task-repo.js';
 import { WriteQueue } from '../storage/write-queue.js';
 import { claimTasks } from './claim.js';
 
 describe.each(DIALECTS)('set-based claims on %s', (dialect) => {
-  let tdb: TestDatabase;
+  let db: Awaited<ReturnType<typeof openMigratedTestDatabase>>;
   let h: DatabaseHandle;
   let writes: WriteQueue;
 
   beforeAll(async () => {
-    tdb = await createTestDatabase(dialect);
-    h = await openDatabase(
-      resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
-    );
-    await migrateToLatest(h.db, h.dialect);
+    db = await openMigratedTestDatabase(dialect);
+    h = db.h;
     writes = new WriteQueue(h.db, silentLogger());
   });
   afterAll(async () => {
     await writes?.close();
-    await h?.close();
-    await tdb?.drop();
+    await db?.close();
   });
 
   const row = (name: string) => ({

@@ -3,7 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
-import type { Dialect } from '../../src/storage/db.js';
+import {
+  openDatabase,
+  resolveDatabaseTarget,
+  type DatabaseHandle,
+  type Dialect,
+} from '../../src/storage/db.js';
+import { migrateToLatest } from '../../src/storage/migrate.js';
 
 /** The MariaDB server tests use; CI starts it (scripts/ensure-services.sh). */
 export const TEST_MYSQL_URL = process.env.AI_FARM_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306';
@@ -44,6 +50,26 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
         await conn.end();
       }
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A fresh database of `dialect`, opened and migrated (`applied`: the migrations it ran). */
+export async function openMigratedTestDatabase(
+  dialect: Dialect,
+): Promise<{ tdb: TestDatabase; h: DatabaseHandle; applied: string[]; close(): Promise<void> }> {
+  const tdb = await createTestDatabase(dialect);
+  const h = await openDatabase(
+    resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
+  );
+  const applied = await migrateToLatest(h.db, h.dialect);
+  return {
+    tdb,
+    h,
+    applied,
+    close: async () => {
+      await h.close();
+      await tdb.drop();
     },
   };
 }
