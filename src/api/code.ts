@@ -51,7 +51,9 @@ export const TaskUse = Type.Object({ id: Type.Integer(), status: Type.String() }
 export const ModelVersionDetail = Type.Intersect([
   ModelVersion,
   Type.Object({
-    tasks: Type.Array(TaskUse, { description: 'Tasks naming this version, newest first (at most 100).' }),
+    tasks: Type.Array(TaskUse, {
+      description: 'Tasks naming this version, newest first (at most 100; 10 in lists).',
+    }),
   }),
 ]);
 export type ModelVersionDetail = Static<typeof ModelVersionDetail>;

@@ -150,13 +150,17 @@ export class CodeService {
     }
   }
 
+  /** A page of versions, each with the newest 10 tasks naming it. */
   async list(
     q: ListModelsQuery,
-  ): Promise<{ items: ModelVersion[]; total: number; limit: number; offset: number }> {
+  ): Promise<{ items: ModelVersionDetail[]; total: number; limit: number; offset: number }> {
     const limit = q.limit ?? 50;
     const offset = q.offset ?? 0;
     const { rows, total } = await repo.listModelVersions(this.db, { name: q.name, limit, offset });
-    return { items: rows.map(presentModel), total, limit, offset };
+    const refs = rows.map((r) => `${r.name}@${r.version}`);
+    const uses = await repo.tasksUsingModels(this.db, refs, 10);
+    const items = rows.map((r, i) => ({ ...presentModel(r), tasks: uses.get(refs[i] as string) ?? [] }));
+    return { items, total, limit, offset };
   }
 
   async get(name: string, version: string): Promise<ModelVersionDetail> {

@@ -110,6 +110,30 @@ export async function tasksUsingModel(
   return rows.map((r) => ({ id: Number(r.id), status: r.status }));
 }
 
+/** The newest tasks naming each of `models` ('name@version'), at most `perModel` each. */
+export async function tasksUsingModels(
+  db: Db,
+  models: readonly string[],
+  perModel: number,
+): Promise<Map<string, { id: number; status: TaskStatus }[]>> {
+  const out = new Map<string, { id: number; status: TaskStatus }[]>();
+  if (models.length === 0) return out;
+  const rows = await db
+    .selectFrom('task_code')
+    .innerJoin('tasks', 'tasks.id', 'task_code.task_id')
+    .select(['task_code.model', 'tasks.id', 'tasks.status'])
+    .where('task_code.model', 'in', [...models])
+    .orderBy('tasks.id', 'desc')
+    .limit(models.length * perModel * 4)
+    .execute();
+  for (const r of rows) {
+    const list = out.get(r.model as string) ?? [];
+    if (list.length < perModel) list.push({ id: Number(r.id), status: r.status });
+    out.set(r.model as string, list);
+  }
+  return out;
+}
+
 /** Whether any task or model version still refers to a blob (else its file may go). */
 export async function bundleReferenced(db: Db, digest: string): Promise<boolean> {
   const [m, t] = await Promise.all([

@@ -100,9 +100,9 @@ export const codeRoutes =
         config: readers,
         schema: {
           tags: ['models'],
-          summary: 'List model versions, newest first',
+          summary: 'List model versions, newest first, each with the newest 10 tasks using it',
           querystring: ListModelsQuery,
-          response: { 200: Page(ModelVersion), ...errors },
+          response: { 200: Page(ModelVersionDetail), ...errors },
         },
       },
       async (req) => code.list(req.query),
