@@ -100,7 +100,7 @@ describe('the PyTorch example', () => {
         const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
         return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
       },
-      90_000,
+      150_000,
       'the task to finish',
     );
     expect(done.status, `${done.error_log}\n${procs.map((p) => p.output).join('\n')}`).toBe('completed');
@@ -132,5 +132,5 @@ describe('the PyTorch example', () => {
         .filter((k) => k !== '__metadata__')
         .sort(),
     ).toEqual(['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']);
-  }, 120_000);
+  }, 200_000);
 });
