@@ -154,7 +154,7 @@ describe('the worker code cache', () => {
     expect(existsSync('/tmp/evil.py')).toBe(false);
   });
 
-  it('refuses an archive expanding past its limits', async () => {
+  it('refuses an archive past its size or entry-count limits', async () => {
     const digest = server.put(
       rawTarGz([
         { name: 'a', data: 'x' },
@@ -170,6 +170,10 @@ describe('the worker code cache', () => {
     await expect(cache.prepare({ digest, kind: 'folder', size: 0 }, 'bomb', transfer())).rejects.toThrow(
       /unpacks past the limit of 1000000 bytes/,
     );
+    const many = server.put(rawTarGz(Array.from({ length: 101 }, (_, i) => ({ name: `f${i}`, data: 'x' }))));
+    await expect(
+      cache.prepare({ digest: many, kind: 'folder', size: 0 }, 'many', transfer()),
+    ).rejects.toThrow(/more than 100 entries/);
     expect(readdirSync(work)).toEqual([]);
   });
 });
