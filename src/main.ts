@@ -25,6 +25,9 @@ import { toDbTime } from './storage/values.js';
 import { registerWithTorchServe } from './training/coordinator/torchserve.js';
 import { UploadService } from './training/coordinator/uploads.js';
 import { TrainingService } from './training/training-service.js';
+import { CodeService } from './code/code-service.js';
+import { CodeStore } from './code/code-store.js';
+import { codeRoutes, modelServerCodeRoutes } from './http/routes/code-routes.js';
 
 /** A running server and how to stop it. */
 export interface RunningServer {
@@ -115,6 +118,16 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ...(redis ? { presence: (local) => new RedisPresence(redis, local, logger) } : {}),
       ...(config.TORCHSERVE_URL ? { onTrainingComplete: torchserve } : {}),
     });
+    const code = new CodeService(
+      database.db,
+      new CodeStore({
+        dir: config.MODEL_CACHE_DIR,
+        maxBytes: config.MAX_CODE_BYTES,
+        maxUnpackedBytes: config.MAX_CODE_UNPACKED_BYTES,
+        maxEntries: config.MAX_CODE_ENTRIES,
+      }),
+      clock,
+    );
     const services: Services = {
       tasks: new TaskService(
         database.db,
@@ -123,6 +136,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         { defaultEpochs: config.DEFAULT_EPOCHS, defaultBatchSize: config.DEFAULT_BATCH_SIZE },
         farm.writes,
         (rows) => farm.dispatcher.offer(rows),
+        code,
       ),
       clients: new ClientService(database.db, bus, clock, farm.presence),
       tokens,
@@ -143,6 +157,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const trainingPlugin = async (app: App): Promise<void> => {
       await app.register(modelRoutes(training, uploads));
       await app.register(trainingRoutes(training));
+      await app.register(codeRoutes(code));
     };
 
     const panel = await createPanel({
@@ -175,6 +190,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       training,
       logger,
       headersTimeout: config.HEADERS_TIMEOUT,
+      plugins: [modelServerCodeRoutes(code, tokens, config.ALLOW_ANONYMOUS_CLIENTS)],
     });
     cleanups.push(() => modelServer.close());
     await modelServer.listen({ host: config.SERVER_HOST, port: config.MODEL_SERVER_PORT });

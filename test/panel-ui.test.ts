@@ -231,6 +231,41 @@ describe('admin panel in a real browser', () => {
     await screenshot(page, 'users');
   });
 
+  it('shows model versions with their size, digest and tasks, and refuses deleting one in use', async () => {
+    const code = 'def create_model():\n    return None\n';
+    const pushed = await fetch(`${t.url}/api/models/panel-net/1.0?filename=net.py`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/octet-stream' },
+      body: code,
+    });
+    expect(pushed.status).toBe(201);
+    const digest = ((await pushed.json()) as { digest: string }).digest;
+    // A task type no connected worker runs: it stays pending, so the version stays in use.
+    const task = await t.api('POST', '/api/tasks', {
+      type: 'uses-model',
+      requirements: {},
+      config: { model: 'panel-net@1.0' },
+    });
+    expect(task.status).toBe(201);
+    await nav(page, 'Models').click();
+    const row = page.locator('tr[data-model="panel-net@1.0"]');
+    await row.waitFor();
+    expect(await row.textContent()).toContain(`${code.length} B`);
+    expect(await row.locator('td[data-label="Digest"]').getAttribute('title')).toBe(digest);
+    expect(await row.getByRole('link', { name: `#${task.body.id}` }).getAttribute('href')).toBe(
+      `/tasks/${task.body.id}`,
+    );
+    await screenshot(page, 'models');
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await row.getByRole('button', { name: 'Yes, delete' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain(`#${task.body.id}`);
+    expect(await row.count()).toBe(1);
+    await t.api('PUT', `/api/tasks/${task.body.id}/status`, { status: 'cancelled' });
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await row.getByRole('button', { name: 'Yes, delete' }).click();
+    await expect.poll(() => row.count()).toBe(0);
+  });
+
   it('refuses a change without the CSRF token (403), a request without a session (401); the keyboard is enough', async () => {
     const noCsrf = await page.evaluate(async () => {
       const r = await fetch('/api/tasks', {
@@ -283,6 +318,7 @@ describe('admin panel in a real browser', () => {
         ['/tasks/1', 'task', 'browser-made'],
         ['/tasks/new', 'task-new', 'New task'],
         ['/clients', 'clients', 'Clients'],
+        ['/models', 'models', 'Models'],
         ['/tokens', 'tokens', 'Tokens'],
         ['/users', 'users', 'Users'],
       ] as const) {
@@ -303,7 +339,7 @@ describe('admin panel in a real browser', () => {
     await page.getByRole('button', { name: 'Log in' }).waitFor();
     await page.reload();
     await page.getByRole('button', { name: 'Log in' }).waitFor();
-    // Only the expected refusals (the 401s and the 403 above) reached the console.
-    expect(errors.filter((e) => !/status of (401|403|400)/.test(e))).toEqual([]);
+    // Only the expected refusals (the 401s, the 403, the 400 and the 409 above) reached the console.
+    expect(errors.filter((e) => !/status of (401|403|400|409)/.test(e))).toEqual([]);
   });
 });

@@ -1,14 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { CliProcess, until } from './clients/processes.js';
+import { CliProcess, runCli, until } from './clients/processes.js';
 
 // examples/pytorch/train.py trained through a real server by real `ai-farm worker` processes:
-// two ranks, two FedAvg rounds, the `command` executor's round loop. Needs Debian's
-// python3-torch (scripts/ensure-services.sh installs it); nothing is installed here.
+// two ranks, two FedAvg rounds, the `command` executor's round loop. The task is created with
+// `ai-farm tasks create --code examples/pytorch`, and the workers run in an empty folder of
+// their own: they get the script only from the bundle. Needs Debian's python3-torch
+// (scripts/ensure-services.sh installs it); nothing is installed here.
 
 const PYTHON = '/usr/bin/python3';
 const EXAMPLE = join(import.meta.dirname, '..', 'examples', 'pytorch');
@@ -40,46 +42,65 @@ describe('the PyTorch example', () => {
     const tok = await ts.api('POST', '/api/tokens', { name: 'pytorch-workers', role: 'worker' });
     expect(tok.status).toBe(201);
     for (const name of ['torch-a', 'torch-b']) {
+      // No checkout here: the script reaches the worker only as the task's code.
+      const home = join(dir, name);
+      mkdirSync(home);
       const w = new CliProcess(
         [
           'worker',
           '--server',
           ts.url,
           '--id-file',
-          join(dir, `${name}.id`),
+          join(home, 'id'),
+          '--code-cache',
+          join(home, 'code-cache'),
           '--name',
           name,
           '--max-tasks',
           '1',
         ],
         { AI_FARM_TOKEN: tok.body.token },
+        { cwd: home },
       );
       procs.push(w);
       await w.waitFor(/registered as/);
     }
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      name: 'pytorch example',
-      world_size: 2,
-      requirements: {},
-      config: {
-        command: [PYTHON, join(EXAMPLE, 'train.py')],
-        rounds: 2,
-        epochs: 1,
-        batch_size: 32,
-        seed: 3,
-        lr: 0.05,
-      },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const id: number = created.body.id;
+    const created = await runCli(
+      [
+        'tasks',
+        'create',
+        '--code',
+        EXAMPLE,
+        '--type',
+        'command',
+        '--name',
+        'pytorch example',
+        '--json',
+        '--config',
+        JSON.stringify({
+          command: [PYTHON, 'train.py'],
+          n_clients: 2,
+          rounds: 2,
+          epochs: 1,
+          batch_size: 32,
+          seed: 3,
+          lr: 0.05,
+        }),
+      ],
+      { AI_FARM_SERVER: ts.url, AI_FARM_TOKEN: ts.adminToken },
+    );
+    expect(created.code, created.stderr).toBe(0);
+    const task = JSON.parse(created.stdout);
+    expect(task.world_size).toBe(2);
+    expect(task.config.code).toMatchObject({ kind: 'folder', digest: expect.stringMatching(/^sha256:/) });
+    const id: number = task.id;
 
     const done = await until(
       async () => {
         const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
         return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
       },
-      90_000,
+      150_000,
       'the task to finish',
     );
     expect(done.status, `${done.error_log}\n${procs.map((p) => p.output).join('\n')}`).toBe('completed');
@@ -111,5 +132,5 @@ describe('the PyTorch example', () => {
         .filter((k) => k !== '__metadata__')
         .sort(),
     ).toEqual(['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']);
-  }, 120_000);
+  }, 200_000);
 });

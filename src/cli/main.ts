@@ -3,6 +3,7 @@ import { AppError } from '../errors.js';
 import { adminCommands } from './admin-commands.js';
 import { demoCommand } from './demo-command.js';
 import { serverCommand } from './server-command.js';
+import { modelsCommands } from './models-commands.js';
 import { tasksCommands } from './tasks-commands.js';
 import { workerCommand } from './worker-command.js';
 import { usersCommands } from './users-commands.js';
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
   demoCommand(program, setExit);
   workerCommand(program, setExit);
   tasksCommands(program, setExit);
+  modelsCommands(program, setExit);
   usersCommands(program, setExit);
   try {
     await program.parseAsync(argv);

@@ -2,17 +2,14 @@ import cliProgress from 'cli-progress';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { CreateTaskBody, Requirements, Task } from '../api/tasks.js';
 import type { TaskStatus } from '../storage/schema.js';
-import { ApiClient, ApiError } from '../worker/api-client.js';
+import type { ApiClient } from '../worker/api-client.js';
+import { ApiError } from '../worker/api-client.js';
 import { summarizeMetrics } from '../worker/display.js';
-import { resolveServerUrls } from '../worker/server-url.js';
+import type { CodeBundle } from '../api/code.js';
+import { apiAction, withConnFlags, type Conn } from './api-action.js';
+import { modelRef, pushBundle } from './models-commands.js';
 
 type SetExit = (code: number) => void;
-
-interface Conn {
-  server?: string;
-  token?: string;
-  json?: boolean;
-}
 
 interface CreateFlags extends Conn {
   type?: string;
@@ -28,6 +25,11 @@ interface CreateFlags extends Conn {
   maxAttempts?: number;
   watch?: boolean;
   interval: number;
+  /** A folder or .tar.gz pushed as the task's code bundle (config.code). */
+  code?: string;
+  /** A registered NAME@VERSION (config.model). */
+  model?: string;
+  exclude?: string[];
 }
 
 const FINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'error', 'cancelled']);
@@ -43,6 +45,7 @@ const jsonObject = (what: string) => (value: string) => {
     throw new InvalidArgumentError(`${what} must be a JSON object`);
   return v as Record<string, unknown>;
 };
+const collect = (value: string, previous: string[] = []) => [...previous, value];
 const number = (value: string) => {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('expected a number');
@@ -70,6 +73,7 @@ export function createBodyFromFlags(f: CreateFlags): CreateTaskBody | string {
   if (f.minRamGb !== undefined) requirements.min_ram_gb = f.minRamGb;
   if (f.gpus !== undefined) requirements.gpu_count = f.gpus;
   if (f.minGpuMemoryGb !== undefined) requirements.min_gpu_memory_gb = f.minGpuMemoryGb;
+  if (f.model !== undefined) config.model = f.model;
   const body: CreateTaskBody = { type, requirements: requirements as Requirements, config };
   if (f.priority !== undefined) body.priority = f.priority;
   if (f.name !== undefined) body.name = f.name;
@@ -96,39 +100,9 @@ function print(t: Task, json: boolean | undefined): void {
  */
 export function tasksCommands(program: Command, setExit: SetExit): void {
   const tasks = program.command('tasks').description('submit and follow tasks (HTTP API)');
-  const conn = (cmd: Command) =>
-    cmd
-      .option('--server <url>', 'server URL, e.g. http://host:8000 (or AI_FARM_SERVER)')
-      .option('--token <token>', 'API token (or AI_FARM_TOKEN)')
-      .option('--json', 'print JSON, for scripts');
-
+  const conn = withConnFlags;
   /** Runs `fn` with a client from the flags; maps API errors to exit codes. */
-  const withApi =
-    <A extends unknown[]>(fn: (api: ApiClient, ...args: A) => Promise<number | void>) =>
-    async (...args: A) => {
-      const flags = args.find((a): a is Conn => typeof a === 'object' && a !== null) ?? {};
-      const server = flags.server ?? process.env.AI_FARM_SERVER;
-      if (!server) {
-        console.error('error: give the server with --server URL or AI_FARM_SERVER');
-        return setExit(2);
-      }
-      let baseUrl: string;
-      try {
-        baseUrl = resolveServerUrls(server).httpUrl;
-      } catch (err) {
-        console.error(`error: --server: ${(err as Error).message}`);
-        return setExit(2);
-      }
-      const api = new ApiClient({ baseUrl, token: flags.token ?? process.env.AI_FARM_TOKEN });
-      try {
-        setExit((await fn(api, ...args)) ?? 0);
-      } catch (err) {
-        if (!(err instanceof ApiError)) throw err;
-        if (flags.json) console.error(JSON.stringify({ error: { code: err.code, message: err.message } }));
-        else console.error(`error: ${err.code}: ${err.message}`);
-        setExit(1);
-      }
-    };
+  const withApi = apiAction(setExit);
 
   conn(tasks.command('create').description('create a task'))
     .option('-t, --type <type>', 'task type (default command when --command is given)')
@@ -142,6 +116,16 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
     .option('--priority <n>', 'higher runs first (default 0)', integer)
     .option('--name <name>', 'a name for the task')
     .option('--max-attempts <n>', 'attempts before the task fails (default 3)', integer)
+    .option(
+      '--code <path>',
+      'ship this folder (or .tar.gz) with the task: pushed as a bundle, unpacked on the worker',
+    )
+    .option(
+      '--exclude <pattern>',
+      'with --code: leave out files matching this .gitignore pattern (repeatable)',
+      collect,
+    )
+    .option('--model <name@version>', 'run a registered model version (config.model)', modelRef)
     .option('-w, --watch', 'then watch it until it ends (exit code as watch)')
     .option('--interval <ms>', 'polling interval of --watch', integer, 2000)
     .action(
@@ -150,6 +134,18 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
         if (typeof body === 'string') {
           console.error(`error: ${body}`);
           return 2;
+        }
+        if (flags.code !== undefined) {
+          let bundle: CodeBundle;
+          try {
+            bundle = await pushBundle(api, flags.code, flags.exclude);
+          } catch (err) {
+            if (err instanceof ApiError) throw err;
+            console.error(`error: --code ${flags.code}: ${(err as Error).message}`);
+            return 2;
+          }
+          body.config = { ...body.config, code: { digest: bundle.digest } };
+          if (!flags.json) console.error(`pushed code ${bundle.digest} (${bundle.size} B)`);
         }
         const task = await api.tasks.create(body);
         if (!flags.watch) return print(task, flags.json);

@@ -1,4 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { CodeCache } from '../worker/code/code-cache.js';
 import { LineDisplay, TtyDisplay } from '../worker/display.js';
 import { defaultIdFile, IdFile } from '../worker/id-file.js';
 import { resolveServerUrls } from '../worker/server-url.js';
@@ -13,6 +16,8 @@ interface WorkerFlags {
   name?: string;
   verbose?: boolean;
   progress?: boolean;
+  codeCache?: string;
+  codeCacheMb?: number;
 }
 
 /** Parses a positive integer option. */
@@ -38,6 +43,12 @@ export function workerCommand(program: Command, setExit: (code: number) => void)
     .option('--max-tasks <n>', 'tasks run at once', positiveInt, 1)
     .option('--id-file <file>', 'where the client id is kept between runs (default ~/.ai-farm/worker-id)')
     .option('--name <name>', 'a label for this worker, shown by the server')
+    .option('--code-cache <dir>', "where tasks' code is cached (default ~/.ai-farm/code-cache)")
+    .option(
+      '--code-cache-mb <n>',
+      "most MiB of tasks' code kept, least recently used evicted first (or AI_FARM_CODE_CACHE_MB; default 1024)",
+      positiveInt,
+    )
     .option('-v, --verbose', "print the tasks' output")
     .option('--no-progress', 'plain log lines even on a terminal')
     .action(async (flags: WorkerFlags) => {
@@ -54,6 +65,15 @@ export function workerCommand(program: Command, setExit: (code: number) => void)
       } catch (err) {
         console.error(`error: --server: ${(err as Error).message}`);
         return setExit(2);
+      }
+      let cacheMb = flags.codeCacheMb ?? 1024;
+      if (flags.codeCacheMb === undefined && process.env.AI_FARM_CODE_CACHE_MB !== undefined) {
+        try {
+          cacheMb = positiveInt(process.env.AI_FARM_CODE_CACHE_MB);
+        } catch {
+          console.error('error: AI_FARM_CODE_CACHE_MB must be a positive integer (MiB)');
+          return setExit(2);
+        }
       }
       let idFile: IdFile;
       try {
@@ -72,6 +92,10 @@ export function workerCommand(program: Command, setExit: (code: number) => void)
         name: flags.name,
         idFile,
         display,
+        codeCache: new CodeCache({
+          dir: flags.codeCache ?? join(homedir(), '.ai-farm', 'code-cache'),
+          maxBytes: cacheMb * 1024 * 1024,
+        }),
       });
       const onSignal = (sig: NodeJS.Signals) => {
         display.info(`${sig} received${worker.taskIds.length ? '' : '; bye'}`);

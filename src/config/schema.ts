@@ -142,6 +142,21 @@ export const ConfigSchema = Type.Object(
       default: 4 * 1024 * 1024 * 1024,
       description: 'Largest model upload accepted.',
     }),
+    MAX_CODE_BYTES: Type.Integer({
+      minimum: 1024,
+      default: 64 * 1024 * 1024,
+      description: 'Largest model-registry version or code bundle accepted, as sent (a file, or a tar.gz).',
+    }),
+    MAX_CODE_UNPACKED_BYTES: Type.Integer({
+      minimum: 1024,
+      default: 512 * 1024 * 1024,
+      description: 'Largest total size of the files a code archive unpacks to; larger archives are refused.',
+    }),
+    MAX_CODE_ENTRIES: Type.Integer({
+      minimum: 1,
+      default: 10000,
+      description: 'Most entries (files, folders, links) in one code archive.',
+    }),
     TORCHSERVE_URL: Type.String({
       default: '',
       description: 'TorchServe management API; when set, finished models are registered there.',

@@ -42,8 +42,8 @@ export interface HttpAppOptions {
 }
 
 /**
- * Model transfers of workers: the global model a rank downloads each round and the update
- * it uploads. They are paced by the training rounds (and allowed only to the lease holder),
+ * Model transfers of workers: the global model a rank downloads each round, the update
+ * it uploads, and the code of its tasks. They are paced by the training rounds (and allowed only to the lease holder),
  * not by a person, so with a worker token they do not count against RATE_LIMIT, which is
  * meant for API callers. Without a valid worker token they count like any request.
  */
@@ -51,6 +51,7 @@ export const WORKER_TRANSFER_ROUTES: ReadonlySet<string> = new Set([
   '/api/tasks/:id/rounds/:round/model',
   '/api/tasks/:id/model',
   '/api/tasks/:id/rounds/:round/updates/:rank',
+  '/api/bundles/:digest',
 ]);
 
 /** Requests the rate limit does not count: health checks, and worker model transfers. */

@@ -227,6 +227,42 @@ export interface TrainingOwnersTable {
   acquired_at: Time;
 }
 
+/** What a code blob holds: one file, or a folder as tar.gz. */
+export type CodeKind = 'file' | 'folder';
+
+/** A content-addressed code blob under MODEL_CACHE_DIR (migration 009). */
+export interface CodeBundlesTable {
+  /** 'sha256:<64 hex>' of the bytes as stored. */
+  digest: string;
+  kind: CodeKind;
+  size: number;
+  /** Entries of the archive (1 for a file). */
+  entries: number;
+  created_by: string | null;
+  created_at: Time;
+}
+
+/** An immutable version of registered model code (migration 009). */
+export interface ModelVersionsTable {
+  name: string;
+  version: string;
+  digest: string;
+  kind: CodeKind;
+  size: number;
+  /** The file's name for a single-file model (what it is unpacked as). */
+  file_name: string | null;
+  created_by: string | null;
+  created_at: Time;
+}
+
+/** The code a task runs (migration 009). */
+export interface TaskCodeTable {
+  task_id: number;
+  digest: string;
+  /** 'name@version' when the task named a registered model. */
+  model: string | null;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -244,4 +280,7 @@ export interface Database {
   round_updates: RoundUpdatesTable;
   server_instances: ServerInstancesTable;
   training_owners: TrainingOwnersTable;
+  code_bundles: CodeBundlesTable;
+  model_versions: ModelVersionsTable;
+  task_code: TaskCodeTable;
 }

@@ -17,6 +17,7 @@ import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
 import { listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { listRounds } from '../storage/training-repo.js';
+import { insertTaskCode } from '../storage/code-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
 import {
   isTrainingConfig,
@@ -42,8 +43,18 @@ const CONTROL_FOR: Partial<Record<TaskStatus, 'pause' | 'resume' | 'stop'>> = {
 /** Most tasks one `createMany` (POST /api/tasks/batch) takes. */
 export const MAX_BATCH = 1000;
 
+/** Resolves the code a task names (config.model, config.code): code/code-service.ts. */
+export interface TaskCodeResolver {
+  resolveTaskConfig(config: Record<string, unknown> | undefined): Promise<{
+    config: Record<string, unknown>;
+    link: { digest: string; model: string | null };
+  } | null>;
+}
+
 interface NewTask {
   row: repo.NewTaskRow;
+  /** The code the task runs, recorded in task_code with it. */
+  code: { digest: string; model: string | null } | null;
   /** Time of the `created` event (with milliseconds). */
   at: string;
   by: string;
@@ -65,6 +76,8 @@ const createTasks: BatchWrite<NewTask, number> = {
         message: `created by ${i.by}`,
       })),
     );
+    const code = items.flatMap((i, k) => (i.code ? [{ task_id: ids[k] as number, ...i.code }] : []));
+    await insertTaskCode(trx, code);
     return ids;
   },
 };
@@ -89,10 +102,12 @@ export class TaskService {
     private readonly writes?: WriteQueue,
     /** This process's scheduler, handed the tasks just created (it then needs no read of them). */
     private readonly onCreated?: (rows: readonly repo.TaskRow[]) => void,
+    /** Resolves config.model and config.code; without it, tasks naming code are refused. */
+    private readonly code?: TaskCodeResolver,
   ) {}
 
   async create(principal: Principal, input: CreateTaskBody): Promise<Task> {
-    const item = this.newTask(principal, input);
+    const item = this.newTask(principal, input, await this.resolveCode(input));
     const [id] = this.writes
       ? [await this.writes.submit(createTasks, item)]
       : await this.db.transaction().execute((trx) => createAlone(trx, [item]));
@@ -110,15 +125,16 @@ export class TaskService {
     if (inputs.length > MAX_BATCH) {
       throw badRequest('batch_too_large', `at most ${MAX_BATCH} tasks per batch, got ${inputs.length}`);
     }
-    const items = inputs.map((input, i) => {
+    const items: NewTask[] = [];
+    for (const [i, input] of inputs.entries()) {
       try {
-        return this.newTask(principal, input);
+        items.push(this.newTask(principal, input, await this.resolveCode(input)));
       } catch (err) {
         if (err instanceof AppError)
           throw new AppError(err.code, `tasks[${i}]: ${err.message}`, err.status, err.details);
         throw err;
       }
-    });
+    }
     if (items.length === 0) return [];
     const op = (trx: Transaction<Database>) => createAlone(trx, items);
     // One operation of its own, so the batch is one transaction whatever the group commit's size.
@@ -128,9 +144,22 @@ export class TaskService {
     return ids;
   }
 
+  /** The task's code made concrete (config.code filled in), or null when it names none. */
+  private async resolveCode(
+    input: CreateTaskBody,
+  ): Promise<Awaited<ReturnType<TaskCodeResolver['resolveTaskConfig']>>> {
+    if (input.config?.model === undefined && input.config?.code === undefined) return null;
+    if (!this.code) throw badRequest('code_unavailable', 'this server does not ship code with tasks');
+    return this.code.resolveTaskConfig(input.config);
+  }
+
   /** The row and `created` event of a task to create, its training config prepared. */
-  private newTask(principal: Principal, input: CreateTaskBody): NewTask {
-    let body = input;
+  private newTask(
+    principal: Principal,
+    input: CreateTaskBody,
+    code: Awaited<ReturnType<TaskCodeResolver['resolveTaskConfig']>> = null,
+  ): NewTask {
+    let body = code ? { ...input, config: code.config } : input;
     if (isTrainingConfig(body.config)) {
       const prepared = prepareTrainingConfig(body.config ?? {}, body.world_size, this.training);
       if (!prepared.ok) throw prepared.error;
@@ -151,6 +180,7 @@ export class TaskService {
       },
       at: toDbTime(now, true),
       by: principal.name,
+      code: code?.link ?? null,
     };
   }
 

@@ -72,18 +72,24 @@ export class ApiClient {
       (await this.call<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`)).items,
   };
 
-  /** Any request; JSON in and out. Throws ApiError. */
+  /** Sends raw bytes (code, archives) with `contentType`; JSON back. Throws ApiError. */
+  async send<T>(method: string, path: string, bytes: Uint8Array, contentType: string): Promise<T> {
+    return this.call<T>(method, path, new RawBody(bytes, contentType));
+  }
+
+  /** Any request; JSON in (or a RawBody) and out. Throws ApiError. */
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (body !== undefined)
+      headers['content-type'] = body instanceof RawBody ? body.type : 'application/json';
     const doFetch = this.opts.fetch ?? fetch;
     let res: Response;
     try {
       res = await doFetch(this.base + path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : body instanceof RawBody ? body.bytes : JSON.stringify(body),
         signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
       });
     } catch (err) {
@@ -113,6 +119,14 @@ export class ApiClient {
     }
     return parsed as T;
   }
+}
+
+/** A body sent as it is, not as JSON. */
+class RawBody {
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly type: string,
+  ) {}
 }
 
 /** Retry-After as seconds or an HTTP date, in ms. */

@@ -1,7 +1,17 @@
 import type { ControlMessage, RegisteredMessage, TaskData } from '../api/protocol.js';
 import type { WorkerDisplay } from './display.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { defaultExecutors } from './executors/index.js';
-import type { Execution, ExecutionOutcome, ExecutorRegistry } from './executors/types.js';
+import {
+  finishedExecution,
+  type Execution,
+  type ExecutionContext,
+  type ExecutionOutcome,
+  type ExecutorRegistry,
+} from './executors/types.js';
+import { CodeCache } from './code/code-cache.js';
+import { startWithCode, taskCodeRef } from './code/with-code.js';
 import type { IdFile } from './id-file.js';
 import { ProgressThrottle, type ProgressSample } from './progress-throttle.js';
 import { ProtocolError, WorkerClientError } from './sdk-errors.js';
@@ -32,6 +42,8 @@ export interface WorkerOptions {
   stopGraceMs?: number;
   /** Passed on to the WorkerClient (backoff, timeouts). */
   client?: Partial<WorkerClientOptions>;
+  /** Cache of task code (config.code). Default ~/.ai-farm/code-cache, 1 GiB. */
+  codeCache?: CodeCache;
 }
 
 /** Why a task's execution ended without a result to report. */
@@ -63,6 +75,7 @@ export class Worker {
   private readonly opts: WorkerOptions;
   private readonly client: WorkerClient;
   private readonly executors: ExecutorRegistry;
+  private readonly codeCache: CodeCache;
   private readonly runs = new Map<number, Run>();
   private readonly deliveries = new Set<Promise<unknown>>();
   /** Assignments (task/attempt/rank) whose result is sent but not yet acknowledged. */
@@ -78,6 +91,9 @@ export class Worker {
     this.opts = opts;
     this.maxTasks = opts.maxTasks ?? 1;
     this.executors = opts.executors ?? defaultExecutors({ command: { stopGraceMs: opts.stopGraceMs } });
+    this.codeCache =
+      opts.codeCache ??
+      new CodeCache({ dir: join(homedir(), '.ai-farm', 'code-cache'), maxBytes: 1024 ** 3 });
     this.session = {
       created_at: new Date().toISOString(),
       total_tasks_completed: 0,
@@ -231,7 +247,7 @@ export class Worker {
     const { task } = run;
     const executor = this.executors.get(task.type);
     if (!executor) return;
-    const execution = executor.start({
+    const ctx: ExecutionContext = {
       task,
       serverUrl: this.opts.httpUrl,
       onProgress: (progress, metrics, round) => {
@@ -243,7 +259,15 @@ export class Worker {
       },
       token: this.opts.token,
       clientId: this.client.id,
-    });
+    };
+    // Code shipped with the task is fetched and unpacked first (worker/code/).
+    const code = taskCodeRef(task.config);
+    const execution =
+      typeof code === 'string'
+        ? finishedExecution({ status: 'error', error_log: code })
+        : code
+          ? startWithCode(code, ctx, this.codeCache, (c) => executor.start(c))
+          : executor.start(ctx);
     run.execution = execution;
     void execution.done.then((outcome) => this.onDone(run, outcome));
   }

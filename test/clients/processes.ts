@@ -52,9 +52,10 @@ export class CliProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: (() => void)[] = [];
 
-  constructor(args: string[], env: Record<string, string> = {}) {
+  constructor(args: string[], env: Record<string, string> = {}, opts: { cwd?: string } = {}) {
     this.child = spawn(process.execPath, [CLI, ...args], {
       env: cleanEnv(env),
+      cwd: opts.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const add = (s: string) => {

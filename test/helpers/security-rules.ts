@@ -101,6 +101,30 @@ export const RULES: Record<string, Rule> = {
   'GET /api/overview': { worker: forbidden, user: forbidden },
   'GET /api/events': { worker: forbidden, user: forbidden },
   'GET /api/metrics': { worker: forbidden, user: { status: 200 } },
+  // The model registry (docs/api.md): people push, workers read; deleting is the pusher's or an admin's.
+  'PUT /api/models/:name/:version': {
+    worker: forbidden,
+    user: { status: [200, 201] },
+    probes: [{ path: '/api/models/sec-model/1' }],
+  },
+  'GET /api/models': { worker: { status: 200 }, user: { status: 200 } },
+  'GET /api/models/:name/:version': {
+    worker: { status: 404, code: 'model_not_found' },
+    user: { status: 404, code: 'model_not_found' },
+    probes: [{ path: '/api/models/sec-none/1' }],
+  },
+  'DELETE /api/models/:name/:version': {
+    worker: forbidden,
+    user: { status: 404, code: 'model_not_found' },
+    probes: [{ path: '/api/models/sec-none/1' }],
+  },
+  // A JSON body is not a tar.gz: refused by the archive check, after the auth let it through.
+  'POST /api/bundles': { worker: forbidden, user: { status: 400, code: 'invalid_archive' } },
+  'GET /api/bundles/:digest': {
+    worker: { status: 404, code: 'code_not_found' },
+    user: { status: 404, code: 'code_not_found' },
+    probes: [{ path: `/api/bundles/sha256:${'0'.repeat(64)}` }],
+  },
   'GET /metrics': { worker: forbidden, user: { status: 200 } },
 };
 
@@ -114,5 +138,8 @@ export function bodyFor(method: string, url: string): unknown {
   if (method === 'POST' && url === '/api/tokens') return { name: 'sec-minted', role: 'admin' };
   if (method === 'POST' && url === '/api/users') return { username: 'sec-minted', password: 'x'.repeat(16) };
   if (url === '/api/users/:id/password') return { password: 'y'.repeat(16) };
+  // Code is raw bytes; these JSON texts are pushed as they are (a file, and a non-archive).
+  if (method === 'PUT' && url === '/api/models/:name/:version') return { code: 'print(1)' };
+  if (method === 'POST' && url === '/api/bundles') return { not: 'an archive' };
   return undefined;
 }

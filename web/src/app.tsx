@@ -6,6 +6,7 @@ import { connectLive, disconnectLive, useLiveState } from './live.js';
 import { ClientPage } from './pages/client-page.js';
 import { ClientsPage } from './pages/clients-page.js';
 import { LoginPage } from './pages/login-page.js';
+import { ModelsPage } from './pages/models-page.js';
 import { OverviewPage } from './pages/overview-page.js';
 import { TaskCreatePage } from './pages/task-create-page.js';
 import { TaskPage } from './pages/task-page.js';
@@ -19,6 +20,7 @@ const NAV = [
   ['/', 'Overview'],
   ['/tasks', 'Tasks'],
   ['/clients', 'Clients'],
+  ['/models', 'Models'],
   ['/tokens', 'Tokens'],
   ['/users', 'Users'],
 ] as const;
@@ -141,6 +143,7 @@ function Route({ path }: { path: string }) {
   if ((m = match('/tasks/:id', path))) return <TaskPage id={Number(m.id)} />;
   if (match('/clients', path)) return <ClientsPage />;
   if ((m = match('/clients/:id', path))) return <ClientPage id={m.id as string} />;
+  if (match('/models', path)) return <ModelsPage />;
   if (match('/tokens', path)) return <TokensPage />;
   if (match('/users', path)) return <UsersPage />;
   return (

@@ -131,7 +131,8 @@ export const modelRoutes =
 
 /**
  * The model server on MODEL_SERVER_PORT: the same downloads at /tasks/{id}/rounds/{r}/model and
- * /tasks/{id}/model, with the same bearer-token auth.
+ * /tasks/{id}/model, with the same bearer-token auth, and the model registry's
+ * /models/{name}/{version} (code-routes.ts).
  */
 export async function buildModelServer(d: {
   tokens: TokenService;
@@ -139,6 +140,8 @@ export async function buildModelServer(d: {
   logger: Logger;
   /** HEADERS_TIMEOUT, seconds. */
   headersTimeout: number;
+  /** More routes served here (the model registry: code-routes.ts). */
+  plugins?: FastifyPluginAsyncTypebox[];
 }): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: d.logger.child({ component: 'model-server' }) as FastifyBaseLogger,
@@ -151,5 +154,6 @@ export async function buildModelServer(d: {
   });
   app.addHook('onRequest', authHook(d.tokens));
   await app.register(modelDownloads(d.training, ''));
+  for (const p of d.plugins ?? []) await app.register(p);
   return app as unknown as FastifyInstance;
 }
