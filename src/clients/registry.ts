@@ -36,6 +36,10 @@ export interface FarmClient {
   lastSeen: number;
   leases: Map<number, Lease>;
   utilization: Utilization | null;
+  /** Registered the original AI Farm client's way (a bare system-info frame, no max_tasks). */
+  original?: boolean;
+  /** Tasks whose result it sent lately, newest last (bounded), so late progress is dropped quietly. */
+  finished?: number[];
 }
 
 /** Hardware from a system-info object (the original client's shape). */

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
+import { taskFrameData } from '../compat/task-frame.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
@@ -151,7 +152,7 @@ export class LeaseService {
       metrics: msg.metrics ?? l.metrics ?? null,
       result: msg.result ?? null,
       checkpoint_path: msg.checkpoint_path ?? null,
-      error_log: msg.error_log ?? null,
+      error_log: msg.error_log ?? msg.error ?? null,
     });
     this.finishing.set(key, done);
     try {
@@ -237,29 +238,31 @@ export class LeaseService {
     if (action === 'stop') this.deps.dispatcher.schedule();
   }
 
+  /** A task's world size, read when a lease does not carry it (leases restored at start). */
+  async worldSize(taskId: number): Promise<number> {
+    const row = await findTask(this.deps.db, taskId);
+    return Math.max(1, Number(row?.world_size ?? 1));
+  }
+
   /** Sends a reconnecting client the tasks it still holds (paused ones marked so). */
   async resend(client: FarmClient): Promise<void> {
     for (const lease of client.leases.values()) {
       if (!lease.assignmentId) continue;
       const row = await findTask(this.deps.db, lease.taskId);
       if (!row) continue;
-      const data: TaskData = {
+      const config = (parseJson(row.config) ?? {}) as Record<string, unknown>;
+      const data: TaskData = taskFrameData({
         id: row.id,
         type: row.type,
         name: row.name,
-        config: (parseJson(row.config) ?? {}) as Record<string, unknown>,
+        config,
         requirements: (parseJson(row.requirements) ?? {}) as Record<string, unknown>,
         attempt: lease.attempt,
         rank: lease.rank,
-        world_size: Number(row.world_size),
-        ...(lease.status === 'paused' || row.status === 'paused' ? { paused: true } : {}),
-      };
-      const training = await this.deps.training?.describeTraining(
-        row.id,
-        data.config,
-        lease.rank,
-        lease.attempt,
-      );
+        worldSize: Number(row.world_size),
+      });
+      if (lease.status === 'paused' || row.status === 'paused') data.paused = true;
+      const training = await this.deps.training?.describeTraining(row.id, config, lease.rank, lease.attempt);
       if (training) data.training = training;
       client.send?.({ type: 'task', data });
     }

@@ -11,6 +11,7 @@ import type {
 } from '../api/tasks.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
+import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
@@ -130,7 +131,9 @@ export class TaskService {
 
   /** The row and `created` event of a task to create, its training config prepared. */
   private newTask(principal: Principal, input: CreateTaskBody): NewTask {
-    let body = input;
+    const requirements = normalizeRequirements(input.requirements);
+    if (!requirements.ok) throw requirements.error;
+    let body: CreateTaskBody = { ...input, requirements: requirements.requirements };
     if (isTrainingConfig(body.config)) {
       const prepared = prepareTrainingConfig(body.config ?? {}, body.world_size, this.training);
       if (!prepared.ok) throw prepared.error;
