@@ -42,6 +42,18 @@ export interface FarmClient {
   finished?: number[];
 }
 
+/** Tasks a client finished lately that are remembered, so their late progress is dropped quietly. */
+const FINISHED_KEPT = 16;
+
+/**
+ * Notes that a client is done with a task (its result, or a stop): the original AI Farm
+ * client queues progress but sends results directly and ignores stop, so its progress of
+ * that task may still arrive, and is then dropped rather than answered with an error.
+ */
+export function rememberFinished(client: FarmClient, taskId: number): void {
+  client.finished = [...(client.finished ?? []).filter((id) => id !== taskId), taskId].slice(-FINISHED_KEPT);
+}
+
 /** Hardware from a system-info object (the original client's shape). */
 export function capacityFromSystemInfo(info: SystemInfo): FarmClient['hardware'] {
   const gpus = Array.isArray(info.gpu) ? info.gpu : [];

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
-import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
+import { rememberFinished, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
 import { taskFrameData } from '../compat/task-frame.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -222,8 +222,10 @@ export class LeaseService {
     const now = toDbTime(this.deps.clock.now());
     for (const lease of this.deps.registry.leasesOf(taskId)) {
       const client = this.deps.registry.get(lease.clientId);
-      if (action === 'stop') client?.leases.delete(taskId);
-      else lease.status = action === 'pause' ? 'paused' : 'training';
+      if (action === 'stop') {
+        client?.leases.delete(taskId);
+        if (client) rememberFinished(client, taskId);
+      } else lease.status = action === 'pause' ? 'paused' : 'training';
       if (lease.assignmentId) {
         await this.deps.writes.run((trx) =>
           assignments.updateAssignmentIf(trx, lease.assignmentId, assignments.LIVE_ASSIGNMENT, {

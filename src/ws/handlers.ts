@@ -13,7 +13,12 @@ import {
   type TaskResultMessage,
 } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
-import { capacityFromSystemInfo, type ClientRegistry, type FarmClient } from '../clients/registry.js';
+import {
+  capacityFromSystemInfo,
+  rememberFinished,
+  type ClientRegistry,
+  type FarmClient,
+} from '../clients/registry.js';
 import { utilizationFromSystemInfo } from '../compat/utilization.js';
 import type { Config } from '../config/schema.js';
 import { AppError } from '../errors.js';
@@ -39,9 +44,6 @@ export interface HandlerDeps {
   /** Several instances: takes the client's live leases over from the instance that held it (src/cluster). */
   adopt?: (client: FarmClient) => Promise<void>;
 }
-
-/** Tasks a client finished lately that are remembered, so their late progress is dropped quietly. */
-const FINISHED_KEPT = 16;
 
 /** Seconds between heartbeats the server asks for: a third of the timeout, at most 30. */
 export function heartbeatInterval(config: Config): number {
@@ -240,9 +242,7 @@ export class Handlers {
   private async result(conn: Connection, client: FarmClient, msg: TaskResultMessage): Promise<void> {
     const taskId = taskIdOf(msg.task_id);
     const { duplicate } = await this.d.leases.result(client.id, taskId, msg);
-    client.finished = [...(client.finished ?? []).filter((id) => id !== taskId), taskId].slice(
-      -FINISHED_KEPT,
-    );
+    rememberFinished(client, taskId);
     conn.send({
       type: 'ack',
       reply_to: msg.msg_id ?? null,

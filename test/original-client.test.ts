@@ -1,0 +1,292 @@
+import { spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DIALECTS } from './helpers/db.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { until } from './clients/processes.js';
+
+// The original AI Farm client's behaviour on the wire (test/clients/original_client.py),
+// against the real server: its admin panel's task body in, its frames out. Debian's python3,
+// which has python3-websockets (not the pyenv one on PATH).
+const PYTHON = '/usr/bin/python3';
+const CLIENT = join(import.meta.dirname, 'clients', 'original_client.py');
+
+/** Model code in the original model server's contract: create_model() and train_step(). */
+export const LINEAR_MODEL = `
+def create_model():
+    return {"w": 0.0, "b": 0.0}, {"lr": 0.5}
+
+def train_step(model, optimizer, batch):
+    n = len(batch)
+    gw = sum(2 * (model["w"] * x + model["b"] - y) * x for x, y in batch) / n
+    gb = sum(2 * (model["w"] * x + model["b"] - y) for x, y in batch) / n
+    model["w"] -= optimizer["lr"] * gw
+    model["b"] -= optimizer["lr"] * gb
+    return sum((model["w"] * x + model["b"] - y) ** 2 for x, y in batch) / n
+
+def evaluate(model, data):
+    return sum((model["w"] * x + model["b"] - y) ** 2 for x, y in data) / len(data)
+`;
+
+export type Event = Record<string, unknown> & { event: string };
+
+export interface OriginalRun {
+  code: number | null;
+  events: Event[];
+  stderr: string;
+}
+
+/** Runs the original-frames client to its end (it exits after `--tasks` tasks). */
+export function runOriginalClient(args: string[], timeoutMs = 90_000): Promise<OriginalRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(PYTHON, [CLIENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const events = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Event);
+      resolve({ code, events, stderr });
+    });
+  });
+}
+
+/** The frames of a given type the client received. */
+export const frames = (run: OriginalRun, type: string): Record<string, unknown>[] =>
+  run.events
+    .filter((e) => e.event === 'frame' && e.type === type)
+    .map((e) => e.frame as Record<string, unknown>);
+
+/** A model server of the original's kind (its model_server.py's contract), on a random port. */
+async function originalModelServer(): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const m = /^\/models\/([^/]+)\/([^/]+)$/.exec(req.url ?? '');
+    if (!m) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ name: m[1], version: m[2], code: LINEAR_MODEL }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** The body the original's admin panel POSTs (its form's defaults), with a url. */
+export function adminPanelBody(url: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'training',
+    name: 'sonnet',
+    url,
+    version: '1.0',
+    batch_size: 10,
+    learning_rate: 0.001,
+    epochs: 3,
+    distributed: false,
+    n_clients: 3,
+    aggregation_frequency: 5,
+    warmup_epochs: 2,
+    requirements: { min_gpu_memory: 0, min_cpu_cores: 1, min_ram: 0.01 },
+    priority: 0,
+    data_config: { split_method: 'random', validation_ratio: 0.2 },
+    ...extra,
+  };
+}
+
+describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
+  let ts: TestServer;
+  let models: Awaited<ReturnType<typeof originalModelServer>>;
+
+  beforeAll(async () => {
+    ts = await startTestServer(dialect, { ALLOW_ANONYMOUS_CLIENTS: true });
+    models = await originalModelServer();
+  });
+  afterAll(async () => {
+    await ts?.stop();
+    await models?.close();
+  });
+
+  it("runs a task created with its admin panel's body to completion, with no error frame", async () => {
+    const created = await ts.api('POST', '/api/tasks', adminPanelBody(`${models.url}/models/sonnet/1.0`));
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as number;
+    expect(created.body).toMatchObject({
+      type: 'training',
+      name: 'sonnet',
+      world_size: 1,
+      requirements: { min_cpu_cores: 1, min_ram_gb: 0.01, min_gpu_memory_gb: 0 },
+      config: {
+        url: `${models.url}/models/sonnet/1.0`,
+        version: '1.0',
+        batch_size: 10,
+        epochs: 3,
+        n_clients: 3,
+      },
+    });
+    expect(created.body.config.model).toBeUndefined(); // not our model server
+
+    const run = await runOriginalClient([
+      '--url',
+      ts.server.wsUrl,
+      '--id',
+      `orig-${dialect}`,
+      '--idle',
+      '0.5',
+      '--batch-sleep',
+      '0.2',
+      '--hold-last-progress',
+    ]);
+    expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
+    // It read the original's requirement keys, in GiB and cores.
+    expect(run.events.find((e) => e.event === 'requirements')).toMatchObject({
+      task_id: id,
+      min_gpu_memory: 0,
+      min_cpu_cores: 1,
+      min_ram: 0.01,
+    });
+    const task = run.events.find((e) => e.event === 'task');
+    expect(task?.config).toMatchObject({ rank: 0, world_size: 1, name: 'sonnet', distributed: false });
+    const trained = run.events.find((e) => e.event === 'trained') as unknown as { losses: number[] };
+    expect(trained.losses.at(-1)).toBeLessThan(trained.losses[0] as number);
+    // Progress it had queued went out after its result, and drew no error.
+    expect(run.events.some((e) => e.event === 'sent_after_result' && e.type === 'task_progress')).toBe(true);
+    expect(frames(run, 'error')).toEqual([]);
+    // A heartbeat went out while it was idle (before the task was pushed or after).
+    const done = await until(async () => {
+      const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
+      return t.status === 'completed' && t;
+    });
+    expect(done).toMatchObject({ client_id: `orig-${dialect}`, progress: 100 });
+    expect(done.result).toMatchObject({
+      metrics: { status: 'completed', current_epoch: 3, total_epochs: 3 },
+    });
+  });
+
+  it('gives a client registered its way one task at a time, takes utilization from its heartbeats', async () => {
+    const ids: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await ts.api(
+        'POST',
+        '/api/tasks',
+        adminPanelBody(`${models.url}/models/m${i}/1.0`, { epochs: 1 }),
+      );
+      expect(r.status).toBe(201);
+      ids.push(r.body.id as number);
+    }
+    const clientId = `orig-serial-${dialect}`;
+    const run = await runOriginalClient([
+      '--url',
+      ts.server.wsUrl,
+      '--id',
+      clientId,
+      '--tasks',
+      '3',
+      '--idle',
+      '0.3',
+      '--batch-sleep',
+      '0.05',
+      '--linger',
+      '3', // heartbeats written every 2 s (CLIENT_TOUCH_MS) while it is connected
+    ]);
+    expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
+    const tasks = frames(run, 'task');
+    expect(tasks.map((f) => (f.data as { id: number }).id).sort()).toEqual(ids);
+    // No task frame arrived while it was running another one.
+    const busy = run.events.filter((e) => e.event === 'frame' && e.type === 'task' && e.busy_with !== null);
+    expect(busy).toEqual([]);
+    expect(frames(run, 'error')).toEqual([]);
+    for (const id of ids) {
+      await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+    }
+    expect(run.events.some((e) => e.event === 'heartbeat')).toBe(true);
+    const client = await until(async () => {
+      const c = (await ts.api('GET', `/api/clients/${clientId}`)).body;
+      return c.utilization && c;
+    });
+    expect(client.utilization).toMatchObject({
+      cpu_utilization: expect.any(Number),
+      ram_utilization: expect.any(Number),
+    });
+  });
+
+  it('receives pause, resume and stop in its shape ({"type": "pause", "task_id": N})', async () => {
+    const body = adminPanelBody(`${models.url}/models/sonnet/1.0`, { epochs: 4 });
+    const a = (await ts.api('POST', '/api/tasks', body)).body.id as number;
+    const b = (await ts.api('POST', '/api/tasks', body)).body.id as number;
+    const clientId = `orig-control-${dialect}`;
+    const running = runOriginalClient([
+      '--url',
+      ts.server.wsUrl,
+      '--id',
+      clientId,
+      '--tasks',
+      '2',
+      '--batch-sleep',
+      '0.1',
+    ]);
+    const progressing = async (id: number) => {
+      const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
+      return t.status === 'running' && t.progress > 0;
+    };
+    await until(() => progressing(a), 30_000, `task ${a} progressing`);
+    expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'paused' })).status).toBe(200);
+    expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'running' })).status).toBe(200);
+    await until(() => progressing(b), 30_000, `task ${b} progressing`);
+    expect((await ts.api('PUT', `/api/tasks/${b}/status`, { status: 'cancelled' })).status).toBe(200);
+    const run = await running;
+    expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
+    expect(frames(run, 'pause')).toEqual([{ type: 'pause', task_id: a }]);
+    expect(frames(run, 'resume')).toEqual([{ type: 'resume', task_id: a }]);
+    expect(frames(run, 'stop')).toEqual([{ type: 'stop', task_id: b }]);
+    expect((await ts.api('GET', `/api/tasks/${a}`)).body.status).toBe('completed');
+    expect((await ts.api('GET', `/api/tasks/${b}`)).body.status).toBe('cancelled');
+    // It ignores stop (as the original does) and trains on: its progress is dropped quietly;
+    // only its result, which no longer counts, is answered with an error.
+    expect(frames(run, 'error').map((f) => f.code)).toEqual(['stale_attempt']);
+  });
+
+  it('runs a distributed task: n_clients ranks, rank and world_size in config, init_distributed answered', async () => {
+    const created = await ts.api(
+      'POST',
+      '/api/tasks',
+      adminPanelBody(`${models.url}/models/sonnet/1.0`, { distributed: true, n_clients: 2, epochs: 2 }),
+    );
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.world_size).toBe(2);
+    const id = created.body.id as number;
+    const runs = await Promise.all(
+      ['a', 'b'].map((s) =>
+        runOriginalClient(['--url', ts.server.wsUrl, '--id', `orig-dist-${s}-${dialect}`, '--idle', '0.5']),
+      ),
+    );
+    const seen = runs.map((run) => {
+      expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
+      expect(frames(run, 'error')).toEqual([]);
+      const d = run.events.find((e) => e.event === 'distributed');
+      expect(d).toMatchObject({ task_id: id, world_size: 2, config_world_size: 2, master_port: 29500 });
+      expect(d?.rank).toBe(d?.config_rank);
+      const answer = frames(run, 'init_distributed')[0];
+      expect(answer).toMatchObject({ status: 'ok', task_id: id });
+      return d as unknown as {
+        rank: number;
+        shard_info: { id: number; start_point: number; end_point: number };
+      };
+    });
+    expect(seen.map((d) => d.rank).sort()).toEqual([0, 1]);
+    const shards = seen.map((d) => d.shard_info).sort((a, b) => a.id - b.id);
+    expect(shards).toEqual([
+      { id: 0, total_shards: 2, start_point: 0, end_point: 50 },
+      { id: 1, total_shards: 2, start_point: 50, end_point: 100 },
+    ]);
+    await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+  });
+});
