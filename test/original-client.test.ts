@@ -115,6 +115,51 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     await models?.close();
   });
 
+  it('POST /api/tasks: its bodies and requirement keys accepted, hostile ones refused naming the field', async () => {
+    const aliased = await ts.api('POST', '/api/tasks', {
+      type: 'command',
+      requirements: { min_ram: 0.5, min_gpu_memory: 4 },
+      config: { command: ['true'] },
+    });
+    expect(aliased.status).toBe(201);
+    expect(aliased.body.requirements).toEqual({ min_ram_gb: 0.5, min_gpu_memory_gb: 4 });
+    expect((await ts.api('DELETE', `/api/tasks/${aliased.body.id}`)).status).toBeLessThan(300);
+    const refused = async (body: unknown, path = '/api/tasks') => {
+      const r = await ts.api('POST', path, body);
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      return `${r.body.error.code}: ${r.body.error.message}`;
+    };
+    expect(await refused({ type: 'command', requirements: { min_ram: 1, min_ram_gb: 2 } })).toMatch(
+      /^conflicting_requirements: .*min_ram/,
+    );
+    expect(await refused(adminPanelBody('http://x/models/a/b', { n_clients: 'three' }))).toMatch(
+      /^invalid_body: body\.n_clients/,
+    );
+    expect(await refused(adminPanelBody('http://x/models/a/b', { requirements: { min_vram: 1 } }))).toMatch(
+      /requirements/,
+    );
+    expect(await refused(adminPanelBody('::nonsense::'))).toMatch(/^invalid_url/);
+    const modelPort = new URL(ts.server.modelUrl).port;
+    expect(await refused(adminPanelBody(`http://127.0.0.1:${modelPort}/models/a`))).toMatch(
+      /^invalid_model_url/,
+    );
+    expect(
+      await refused(
+        { tasks: [{ type: 'command', requirements: {} }, adminPanelBody('http://x/m', { epochs: 0 })] },
+        '/api/tasks/batch',
+      ),
+    ).toMatch(/^invalid_body: tasks\[1\]: body\.epochs/);
+    // Our own bodies keep refusing unknown fields.
+    expect(await refused({ type: 'command', requirements: {}, bogus: 1 })).toMatch(/bogus/);
+    const batch = await ts.api('POST', '/api/tasks/batch', {
+      tasks: [adminPanelBody('http://x/models/a/1', { distributed: true, n_clients: 2 })],
+    });
+    expect(batch.status).toBe(201);
+    const made = (await ts.api('GET', `/api/tasks/${batch.body.ids[0]}`)).body;
+    expect(made).toMatchObject({ world_size: 2, config: { n_clients: 2, url: 'http://x/models/a/1' } });
+    await ts.api('DELETE', `/api/tasks/${made.id}`);
+  });
+
   it("runs a task created with its admin panel's body to completion, with no error frame", async () => {
     const created = await ts.api('POST', '/api/tasks', adminPanelBody(`${models.url}/models/sonnet/1.0`));
     expect(created.status, JSON.stringify(created.body)).toBe(201);
