@@ -5,6 +5,7 @@ import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { until } from './clients/processes.js';
 import { adminPanelBody, frames, LINEAR_MODEL, runOriginalClient } from './helpers/original-client.js';
+import { RawClient, systemInfo } from './helpers/ws-client.js';
 
 // The original AI Farm client's behaviour on the wire (test/clients/original_client.py),
 // against the real server: its admin panel's task body in, its frames out.
@@ -81,6 +82,38 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     const made = (await ts.api('GET', `/api/tasks/${batch.body.ids[0]}`)).body;
     expect(made).toMatchObject({ world_size: 2, config: { n_clients: 2, url: 'http://x/models/a/1' } });
     await ts.api('DELETE', `/api/tasks/${made.id}`);
+  });
+
+  it('answers its distributed messages for work it does not hold, and odd heartbeats, without harm', async () => {
+    const c = await RawClient.connect(ts.server.wsUrl, null);
+    try {
+      c.send(systemInfo(`orig-hostile-${dialect}`));
+      await c.type('registered');
+      c.send({ type: 'init_distributed', task_id: '999999', client_id: `orig-hostile-${dialect}`, rank: 0 });
+      expect(await c.type('init_distributed')).toEqual({
+        type: 'init_distributed',
+        reply_to: null,
+        task_id: 999999,
+        status: 'error',
+        code: 'stale_attempt',
+        error: expect.stringMatching(/task 999999 is not assigned/),
+      });
+      c.send({ type: 'distributed_cleanup', task_id: 5, msg_id: 'dc' });
+      expect(await c.type('error')).toMatchObject({ reply_to: 'dc', code: 'stale_attempt' });
+      c.send({ type: 'init_distributed', task_id: 'abc', msg_id: 'bad' });
+      expect(await c.type('error')).toMatchObject({ reply_to: 'bad', code: 'invalid_message' });
+      c.send({
+        type: 'heartbeat',
+        msg_id: 'hb',
+        system_info: { cpu: 'x', ram: { percent: 'y' }, gpu: [null, 7] },
+      });
+      expect(await c.type('heartbeat_ack')).toMatchObject({ reply_to: 'hb' });
+      // Idle and nothing pending: its task_request is answered no_task, in its shape.
+      c.send({ type: 'task_request', client_id: `orig-hostile-${dialect}` });
+      expect(await c.type('no_task')).toMatchObject({ type: 'no_task' });
+    } finally {
+      c.ws.close();
+    }
   });
 
   it("runs a task created with its admin panel's body to completion, with no error frame", async () => {
