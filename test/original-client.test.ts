@@ -230,7 +230,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       '--id',
       clientId,
       '--tasks',
-      '2',
+      '3',
       '--batch-sleep',
       '0.1',
     ]);
@@ -243,6 +243,8 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'running' })).status).toBe(200);
     await until(() => progressing(b), 30_000, `task ${b} progressing`);
     expect((await ts.api('PUT', `/api/tasks/${b}/status`, { status: 'cancelled' })).status).toBe(200);
+    // It is still running b: c waits for it rather than queue up behind it unread.
+    const c = (await ts.api('POST', '/api/tasks', { ...body, epochs: 1 })).body.id as number;
     const run = await running;
     expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
     expect(frames(run, 'pause')).toEqual([{ type: 'pause', task_id: a }]);
@@ -253,6 +255,11 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     // It ignores stop (as the original does) and trains on: its progress is dropped quietly;
     // only its result, which no longer counts, is answered with an error.
     expect(frames(run, 'error').map((f) => f.code)).toEqual(['stale_attempt']);
+    expect(frames(run, 'task').map((f) => (f.data as { id: number }).id)).toEqual([a, b, c]);
+    expect(
+      run.events.filter((e) => e.event === 'frame' && e.type === 'task' && e.busy_with !== null),
+    ).toEqual([]);
+    await until(async () => (await ts.api('GET', `/api/tasks/${c}`)).body.status === 'completed');
   });
 
   it('runs a distributed task: n_clients ranks, rank and world_size in config, init_distributed answered', async () => {

@@ -225,6 +225,7 @@ export class LeaseService {
       if (action === 'stop') {
         client?.leases.delete(taskId);
         if (client) rememberFinished(client, taskId);
+        if (client?.original) (client.stoppedRunning ??= new Set()).add(taskId);
       } else lease.status = action === 'pause' ? 'paused' : 'training';
       if (lease.assignmentId) {
         await this.deps.writes.run((trx) =>

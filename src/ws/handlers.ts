@@ -14,6 +14,7 @@ import {
 } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import {
+  busySlots,
   capacityFromSystemInfo,
   rememberFinished,
   type ClientRegistry,
@@ -133,6 +134,8 @@ export class Handlers {
     client.cordoned = cordoned;
     // The original client runs one task at a time and reads no frames while it does.
     client.original = conn.original && msg.max_tasks === undefined;
+    // A client that connects again is not running what it ran before it went away.
+    client.stoppedRunning = undefined;
     const wanted = msg.max_tasks ?? (client.original ? 1 : config.MAX_TASKS_PER_CLIENT);
     client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, wanted);
     client.lastSeen = now.getTime();
@@ -187,14 +190,15 @@ export class Handlers {
     const before = client.leases.size;
     await this.d.dispatcher.passNow();
     if (client.leases.size > before) return;
+    const busy = busySlots(client);
     const slots = Math.min(this.d.config.MAX_TASKS_PER_CLIENT, client.maxTasks);
     // The original client asks for its next task before it sends its result, and may read an
     // answer in place of the one it waits for; a busy one gets its next task when it is free.
-    if (client.original && client.leases.size >= slots) return;
+    if (client.original && busy >= slots) return;
     const reason = client.cordoned
       ? 'this client is cordoned (status inactive)'
-      : client.leases.size >= slots
-        ? `this client already runs ${client.leases.size} task(s), its limit`
+      : busy >= slots
+        ? `this client already runs ${busy} task(s), its limit`
         : 'no pending task fits this client';
     conn.send({ type: 'no_task', reply_to: replyTo, reason });
   }
@@ -241,6 +245,11 @@ export class Handlers {
 
   private async result(conn: Connection, client: FarmClient, msg: TaskResultMessage): Promise<void> {
     const taskId = taskIdOf(msg.task_id);
+    if (client.stoppedRunning?.delete(taskId)) {
+      // Its run of a stopped task ended: the slot is free again, the result counts for nothing.
+      this.d.dispatcher.schedule();
+      throw new AppError('stale_attempt', `task ${taskId} was stopped; this result is not counted`);
+    }
     const { duplicate } = await this.d.leases.result(client.id, taskId, msg);
     rememberFinished(client, taskId);
     conn.send({
