@@ -92,6 +92,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     if (cache) cleanups.push(() => cache.close());
     const tokens = new TokenService(database.db, clock, tokenCache(cache));
     let modelBase = '';
+    /** The model server's port once it listens (MODEL_SERVER_PORT may be 0: any free port). */
+    let modelServerPort = config.MODEL_SERVER_PORT;
     const torchserve = async (taskId: number): Promise<void> => {
       const r = await registerWithTorchServe(
         config.TORCHSERVE_URL,
@@ -176,6 +178,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       access: loggers.access,
       sessions: panel.sessions,
       plugins: [panel.plugin, trainingPlugin],
+      modelServerPort: () => modelServerPort,
       ...(redis ? { redis } : {}),
     });
     farm.gateway.attach(http.server, '/ws');
@@ -203,6 +206,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const wsUrl = `ws://${hostPart}:${wsPort}`;
     const modelUrl = `http://${hostPart}:${modelPort}`;
     modelBase = modelUrl;
+    modelServerPort = modelPort;
     logger.info(
       { url: httpUrl, websocket: wsUrl, database: database.describe, instance: instanceId, redis: !!redis },
       'AI Farm server listening',

@@ -152,6 +152,11 @@ export const TaskResultMessage = Type.Object({
   result: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   checkpoint_path: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()])),
   error_log: Type.Optional(Type.Union([Type.String({ maxLength: 65536 }), Type.Null()])),
+  error: Type.Optional(
+    Type.Union([Type.String({ maxLength: 65536 }), Type.Null()], {
+      description: "The original client's failure message, kept as error_log when that is absent.",
+    }),
+  ),
   client_id: Type.Optional(ClientId),
   attempt: Type.Optional(Type.Integer({ minimum: 1 })),
   rank: Type.Optional(Type.Integer({ minimum: 0 })),
@@ -180,6 +185,29 @@ export const TaskLogMessage = Type.Object({
 });
 export type TaskLogMessage = Static<typeof TaskLogMessage>;
 
+/**
+ * The original AI Farm client, before it trains a task with `config.distributed`, asks where
+ * its rank stands and reads the very next frame as the answer (an `init_distributed`).
+ */
+export const InitDistributedMessage = Type.Object({
+  type: Type.Literal('init_distributed'),
+  msg_id: MsgId,
+  task_id: TaskId,
+  client_id: Type.Optional(ClientId),
+  rank: Type.Optional(Type.Integer({ minimum: 0, description: 'The rank it believes it has.' })),
+});
+export type InitDistributedMessage = Static<typeof InitDistributedMessage>;
+
+/** The original client's notes on a distributed task (ready to train, shard done): taken, not answered. */
+export const DistributedNoteMessage = Type.Object({
+  type: Type.Union([Type.Literal('distributed_ready'), Type.Literal('distributed_cleanup')]),
+  msg_id: MsgId,
+  task_id: TaskId,
+  client_id: Type.Optional(ClientId),
+  rank: Type.Optional(Type.Integer({ minimum: 0 })),
+});
+export type DistributedNoteMessage = Static<typeof DistributedNoteMessage>;
+
 /** Every message a client may send, by type. */
 export const CLIENT_MESSAGES = {
   register: RegisterMessage,
@@ -188,6 +216,9 @@ export const CLIENT_MESSAGES = {
   task_result: TaskResultMessage,
   heartbeat: HeartbeatMessage,
   task_log: TaskLogMessage,
+  init_distributed: InitDistributedMessage,
+  distributed_ready: DistributedNoteMessage,
+  distributed_cleanup: DistributedNoteMessage,
 } as const satisfies Record<string, TSchema>;
 export type ClientMessageType = keyof typeof CLIENT_MESSAGES;
 export type ClientMessage =
@@ -196,7 +227,9 @@ export type ClientMessage =
   | TaskProgressMessage
   | TaskResultMessage
   | HeartbeatMessage
-  | TaskLogMessage;
+  | TaskLogMessage
+  | InitDistributedMessage
+  | DistributedNoteMessage;
 
 // ---- server -> client ------------------------------------------------------------
 
@@ -305,6 +338,34 @@ export const ErrorMessage = Type.Object({
 });
 export type ErrorMessage = Static<typeof ErrorMessage>;
 
+/**
+ * The answer to `init_distributed`, in the shape the original client reads (flat, with
+ * `status`): its rank and world size, and its shard as a percent range of the data. There is
+ * no torch.distributed rendezvous: ranks train apart and the server combines their work, so
+ * master_addr and master_port are the client's own defaults.
+ */
+export const InitDistributedReply = Type.Object({
+  type: Type.Literal('init_distributed'),
+  reply_to: Type.Union([Type.String(), Type.Integer(), Type.Null()]),
+  task_id: Type.Integer(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('error')]),
+  error: Type.Optional(Type.String({ description: 'Why not, when status is error.' })),
+  code: Type.Optional(Type.String({ description: 'Stable code, when status is error.' })),
+  rank: Type.Optional(Type.Integer()),
+  world_size: Type.Optional(Type.Integer()),
+  master_addr: Type.Optional(Type.String()),
+  master_port: Type.Optional(Type.Integer()),
+  shard_info: Type.Optional(
+    Type.Object({
+      id: Type.Integer({ description: 'The rank.' }),
+      total_shards: Type.Integer({ description: 'The world size.' }),
+      start_point: Type.Number({ description: 'Percent of the data where the shard starts.' }),
+      end_point: Type.Number({ description: 'Percent where it ends.' }),
+    }),
+  ),
+});
+export type InitDistributedReply = Static<typeof InitDistributedReply>;
+
 /** Every message the server may send, by type. */
 export const SERVER_MESSAGES = {
   registered: RegisteredMessage,
@@ -316,6 +377,7 @@ export const SERVER_MESSAGES = {
   error: ErrorMessage,
   round_start: RoundStartMessage,
   training_complete: TrainingCompleteMessage,
+  init_distributed: InitDistributedReply,
 } as const satisfies Record<string, TSchema>;
 
 export type ServerMessage =
@@ -327,7 +389,8 @@ export type ServerMessage =
   | Static<typeof AckMessage>
   | ErrorMessage
   | RoundStartMessage
-  | TrainingCompleteMessage;
+  | TrainingCompleteMessage
+  | InitDistributedReply;
 
 /** WebSocket close codes the server uses (4000-4999 are the application's). */
 export const CLOSE_CODES = {

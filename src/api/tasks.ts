@@ -7,13 +7,28 @@ export const TaskStatusSchema = Type.Union(
   { description: 'pending, running, paused, completed, failed, error or cancelled.' },
 );
 
-/** What a task needs of a client. Every field is optional; unknown fields are refused. */
+/**
+ * What a task needs of a client. Every field is optional; unknown fields are refused. The
+ * original AI Farm's keys (min_ram, min_gpu_memory: same units) are accepted as aliases.
+ */
 export const Requirements = Type.Object(
   {
     min_cpu_cores: Type.Optional(Type.Integer({ minimum: 1, description: 'Logical CPU cores.' })),
     min_ram_gb: Type.Optional(Type.Number({ minimum: 0, description: 'Total RAM in GiB.' })),
     gpu_count: Type.Optional(Type.Integer({ minimum: 0, description: 'GPUs needed (0: none).' })),
     min_gpu_memory_gb: Type.Optional(Type.Number({ minimum: 0, description: 'Memory of each GPU, GiB.' })),
+    min_ram: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        description: "The original AI Farm's name for min_ram_gb (GiB); stored as it.",
+      }),
+    ),
+    min_gpu_memory: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        description: "The original AI Farm's name for min_gpu_memory_gb (GiB); stored as it.",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

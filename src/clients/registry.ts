@@ -36,6 +36,32 @@ export interface FarmClient {
   lastSeen: number;
   leases: Map<number, Lease>;
   utilization: Utilization | null;
+  /** Registered the original AI Farm client's way (a bare system-info frame, no max_tasks). */
+  original?: boolean;
+  /** Tasks whose result it sent lately, newest last (bounded), so late progress is dropped quietly. */
+  finished?: number[];
+  /**
+   * Tasks stopped while it ran them that it is still running: the original client ignores
+   * `stop` and trains on, so its slot stays taken until its result for them arrives.
+   */
+  stoppedRunning?: Set<number> | undefined;
+}
+
+/** Tasks a client finished lately that are remembered, so their late progress is dropped quietly. */
+const FINISHED_KEPT = 16;
+
+/**
+ * Notes that a client is done with a task (its result, or a stop): the original AI Farm
+ * client queues progress but sends results directly and ignores stop, so its progress of
+ * that task may still arrive, and is then dropped rather than answered with an error.
+ */
+export function rememberFinished(client: FarmClient, taskId: number): void {
+  client.finished = [...(client.finished ?? []).filter((id) => id !== taskId), taskId].slice(-FINISHED_KEPT);
+}
+
+/** Tasks a client is running now: its leases, and for the original client what it runs on after a stop. */
+export function busySlots(client: FarmClient): number {
+  return client.leases.size + (client.stoppedRunning?.size ?? 0);
 }
 
 /** Hardware from a system-info object (the original client's shape). */
@@ -103,7 +129,7 @@ export class ClientRegistry {
     const out: ClientCapacity[] = [];
     for (const c of this.clients.values()) {
       if (!c.send) continue;
-      const slots = Math.min(maxTasksPerClient, c.maxTasks) - c.leases.size;
+      const slots = Math.min(maxTasksPerClient, c.maxTasks) - busySlots(c);
       out.push({ id: c.id, ...c.hardware, freeSlots: Math.max(0, slots), cordoned: c.cordoned });
     }
     return out;

@@ -39,6 +39,8 @@ export interface HttpAppOptions {
   plugins?: ((app: App) => Promise<void>)[];
   /** With Redis, every instance counts RATE_LIMIT against one shared budget per address. */
   redis?: RedisLink;
+  /** The model server's port once listening, for the original's task bodies (default MODEL_SERVER_PORT). */
+  modelServerPort?: () => number;
 }
 
 /**
@@ -180,7 +182,15 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
   app.addHook('onRequest', authHook(opts.services.tokens, opts.sessions));
 
   await app.register(healthRoutes(opts.services));
-  await app.register(taskRoutes(opts.services));
+  const { config: c } = opts;
+  await app.register(
+    taskRoutes(opts.services, {
+      modelServerPort: opts.modelServerPort ?? (() => c.MODEL_SERVER_PORT),
+      serverHost: c.SERVER_HOST,
+      defaultEpochs: c.DEFAULT_EPOCHS,
+      defaultBatchSize: c.DEFAULT_BATCH_SIZE,
+    }),
+  );
   await app.register(clientRoutes(opts.services));
   await app.register(tokenRoutes(opts.services));
   await app.register(metricsRoutes(opts.services));

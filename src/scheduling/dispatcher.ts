@@ -13,6 +13,7 @@ import type { WriteQueue } from '../storage/write-queue.js';
 import { claimTasks } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
 import { placeTasks, unschedulableReason, type PendingTask, type Placement } from './policy.js';
+import { taskFrameData } from '../compat/task-frame.js';
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
 export interface TrainingHook {
@@ -300,7 +301,7 @@ export class Dispatcher {
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
         lease.worldSize = task.worldSize;
-        const data: TaskData = {
+        const data: TaskData = taskFrameData({
           id: taskId,
           type: task.type,
           name: task.name,
@@ -308,8 +309,8 @@ export class Dispatcher {
           requirements: task.requirements as Record<string, unknown>,
           attempt: lease.attempt,
           rank: p.rank,
-          world_size: task.worldSize,
-        };
+          worldSize: task.worldSize,
+        });
         const training = await this.deps.training?.describeTraining(
           taskId,
           task.config,

@@ -1,7 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
-import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
+import { rememberFinished, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
+import { taskFrameData } from '../compat/task-frame.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
@@ -151,7 +152,7 @@ export class LeaseService {
       metrics: msg.metrics ?? l.metrics ?? null,
       result: msg.result ?? null,
       checkpoint_path: msg.checkpoint_path ?? null,
-      error_log: msg.error_log ?? null,
+      error_log: msg.error_log ?? msg.error ?? null,
     });
     this.finishing.set(key, done);
     try {
@@ -221,8 +222,11 @@ export class LeaseService {
     const now = toDbTime(this.deps.clock.now());
     for (const lease of this.deps.registry.leasesOf(taskId)) {
       const client = this.deps.registry.get(lease.clientId);
-      if (action === 'stop') client?.leases.delete(taskId);
-      else lease.status = action === 'pause' ? 'paused' : 'training';
+      if (action === 'stop') {
+        client?.leases.delete(taskId);
+        if (client) rememberFinished(client, taskId);
+        if (client?.original) (client.stoppedRunning ??= new Set()).add(taskId);
+      } else lease.status = action === 'pause' ? 'paused' : 'training';
       if (lease.assignmentId) {
         await this.deps.writes.run((trx) =>
           assignments.updateAssignmentIf(trx, lease.assignmentId, assignments.LIVE_ASSIGNMENT, {
@@ -237,29 +241,31 @@ export class LeaseService {
     if (action === 'stop') this.deps.dispatcher.schedule();
   }
 
+  /** A task's world size, read when a lease does not carry it (leases restored at start). */
+  async worldSize(taskId: number): Promise<number> {
+    const row = await findTask(this.deps.db, taskId);
+    return Math.max(1, Number(row?.world_size ?? 1));
+  }
+
   /** Sends a reconnecting client the tasks it still holds (paused ones marked so). */
   async resend(client: FarmClient): Promise<void> {
     for (const lease of client.leases.values()) {
       if (!lease.assignmentId) continue;
       const row = await findTask(this.deps.db, lease.taskId);
       if (!row) continue;
-      const data: TaskData = {
+      const config = (parseJson(row.config) ?? {}) as Record<string, unknown>;
+      const data: TaskData = taskFrameData({
         id: row.id,
         type: row.type,
         name: row.name,
-        config: (parseJson(row.config) ?? {}) as Record<string, unknown>,
+        config,
         requirements: (parseJson(row.requirements) ?? {}) as Record<string, unknown>,
         attempt: lease.attempt,
         rank: lease.rank,
-        world_size: Number(row.world_size),
-        ...(lease.status === 'paused' || row.status === 'paused' ? { paused: true } : {}),
-      };
-      const training = await this.deps.training?.describeTraining(
-        row.id,
-        data.config,
-        lease.rank,
-        lease.attempt,
-      );
+        worldSize: Number(row.world_size),
+      });
+      if (lease.status === 'paused' || row.status === 'paused') data.paused = true;
+      const training = await this.deps.training?.describeTraining(row.id, config, lease.rank, lease.attempt);
       if (training) data.training = training;
       client.send?.({ type: 'task', data });
     }

@@ -11,6 +11,7 @@ import type {
 } from '../api/tasks.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
+import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import type { Database, TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
@@ -159,7 +160,13 @@ export class TaskService {
     input: CreateTaskBody,
     code: Awaited<ReturnType<TaskCodeResolver['resolveTaskConfig']>> = null,
   ): NewTask {
-    let body = code ? { ...input, config: code.config } : input;
+    const requirements = normalizeRequirements(input.requirements);
+    if (!requirements.ok) throw requirements.error;
+    let body: CreateTaskBody = {
+      ...input,
+      requirements: requirements.requirements,
+      ...(code ? { config: code.config } : {}),
+    };
     if (isTrainingConfig(body.config)) {
       const prepared = prepareTrainingConfig(body.config ?? {}, body.world_size, this.training);
       if (!prepared.ok) throw prepared.error;

@@ -7,7 +7,7 @@ const CHECKS = Object.fromEntries(
 ) as Record<ClientMessageType, TypeCheck<TSchema>>;
 
 export type Decoded =
-  | { ok: true; msg: ClientMessage }
+  | { ok: true; msg: ClientMessage; /** A bare system-info frame read as `register`. */ original?: boolean }
   | { ok: false; code: string; message: string; msgId: string | number | null };
 
 /**
@@ -29,7 +29,8 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, registered
   }
   const obj = value as Record<string, unknown>;
   const msgId = typeof obj.msg_id === 'string' || typeof obj.msg_id === 'number' ? obj.msg_id : null;
-  if (obj.type === undefined && !registered && 'cpu' in obj && 'ram' in obj) obj.type = 'register';
+  const original = obj.type === undefined && !registered && 'cpu' in obj && 'ram' in obj;
+  if (original) obj.type = 'register';
   if (typeof obj.type !== 'string') return fail('invalid_message', 'message has no "type" field', msgId);
   if (!Object.hasOwn(CHECKS, obj.type)) {
     return fail(
@@ -45,7 +46,7 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, registered
     const where = first?.path ? first.path.replace(/^\//, '').replace(/\//g, '.') : '(message)';
     return fail('invalid_message', `${type}: ${where} ${first?.message ?? 'is invalid'}`, msgId);
   }
-  return { ok: true, msg: obj as unknown as ClientMessage };
+  return { ok: true, msg: obj as unknown as ClientMessage, ...(original ? { original } : {}) };
 }
 
 function fail(code: string, message: string, msgId: string | number | null): Decoded {

@@ -13,6 +13,8 @@ export class Connection {
   /** Messages other than task_result queued or being handled (a result may start early when 0). */
   othersQueued = 0;
   closed = false;
+  /** It registered with a bare system-info frame, as the original AI Farm client does. */
+  original = false;
 
   constructor(
     readonly ws: WebSocket,

@@ -186,6 +186,7 @@ export class Gateway {
       return;
     }
     const msg = decoded.msg;
+    if (decoded.original) conn.original = true;
     this.d.metrics.messages.inc({ type: msg.type, direction: 'in' });
     // A result whose connection has only results ahead of it starts at once (results do
     // not depend on one another), so a worker's finished tasks share a group commit; its

@@ -4,14 +4,23 @@ import {
   CLOSE_CODES,
   PROTOCOL_VERSION,
   type ClientMessage,
+  type DistributedNoteMessage,
   type HeartbeatMessage,
+  type InitDistributedMessage,
   type RegisterMessage,
   type TaskProgressMessage,
   type TaskLogMessage,
   type TaskResultMessage,
 } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
-import { capacityFromSystemInfo, type ClientRegistry, type FarmClient } from '../clients/registry.js';
+import {
+  busySlots,
+  capacityFromSystemInfo,
+  rememberFinished,
+  type ClientRegistry,
+  type FarmClient,
+} from '../clients/registry.js';
+import { utilizationFromSystemInfo } from '../compat/utilization.js';
 import type { Config } from '../config/schema.js';
 import { AppError } from '../errors.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
@@ -62,6 +71,11 @@ export class Handlers {
         return this.result(conn, client, msg);
       case 'task_log':
         return this.log(conn, client, msg);
+      case 'init_distributed':
+        return this.initDistributed(conn, client, msg);
+      case 'distributed_ready':
+      case 'distributed_cleanup':
+        return this.distributedNote(conn, client, msg);
     }
   }
 
@@ -118,7 +132,12 @@ export class Handlers {
     client.hardware = hardware;
     client.tokenId = tokenId;
     client.cordoned = cordoned;
-    client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, msg.max_tasks ?? config.MAX_TASKS_PER_CLIENT);
+    // The original client runs one task at a time and reads no frames while it does.
+    client.original = conn.original && msg.max_tasks === undefined;
+    // A client that connects again is not running what it ran before it went away.
+    client.stoppedRunning = undefined;
+    const wanted = msg.max_tasks ?? (client.original ? 1 : config.MAX_TASKS_PER_CLIENT);
+    client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, wanted);
     client.lastSeen = now.getTime();
     client.send = (m) => conn.send(m);
     client.owner = conn;
@@ -171,17 +190,23 @@ export class Handlers {
     const before = client.leases.size;
     await this.d.dispatcher.passNow();
     if (client.leases.size > before) return;
+    const busy = busySlots(client);
     const slots = Math.min(this.d.config.MAX_TASKS_PER_CLIENT, client.maxTasks);
+    // The original client asks for its next task before it sends its result, and may read an
+    // answer in place of the one it waits for; a busy one gets its next task when it is free.
+    if (client.original && busy >= slots) return;
     const reason = client.cordoned
       ? 'this client is cordoned (status inactive)'
-      : client.leases.size >= slots
-        ? `this client already runs ${client.leases.size} task(s), its limit`
+      : busy >= slots
+        ? `this client already runs ${busy} task(s), its limit`
         : 'no pending task fits this client';
     conn.send({ type: 'no_task', reply_to: replyTo, reason });
   }
 
   private async heartbeat(conn: Connection, client: FarmClient, msg: HeartbeatMessage): Promise<void> {
-    if (msg.utilization) client.utilization = msg.utilization;
+    const utilization =
+      msg.utilization ?? (msg.system_info ? utilizationFromSystemInfo(msg.system_info) : null);
+    if (utilization) client.utilization = utilization;
     const now = this.d.clock.now();
     conn.send({ type: 'heartbeat_ack', reply_to: msg.msg_id ?? null, timestamp: now.getTime() });
     // Written with every other client heard from by HeartbeatWriter (src/clients/heartbeat-writer.ts).
@@ -189,7 +214,14 @@ export class Handlers {
 
   private async progress(conn: Connection, client: FarmClient, msg: TaskProgressMessage): Promise<void> {
     const taskId = taskIdOf(msg.task_id);
-    await this.d.leases.progress(client.id, taskId, msg);
+    try {
+      await this.d.leases.progress(client.id, taskId, msg);
+    } catch (err) {
+      // The original client queues progress but sends its result directly, so progress of
+      // a task it has just finished can follow the result: nothing is wrong, drop it.
+      const late = msg.attempt === undefined && client.finished?.includes(taskId);
+      if (!(err instanceof AppError && err.code === 'stale_attempt' && late)) throw err;
+    }
     if (msg.msg_id !== undefined)
       conn.send({ type: 'ack', reply_to: msg.msg_id, of: 'task_progress', task_id: taskId });
   }
@@ -213,7 +245,13 @@ export class Handlers {
 
   private async result(conn: Connection, client: FarmClient, msg: TaskResultMessage): Promise<void> {
     const taskId = taskIdOf(msg.task_id);
+    if (client.stoppedRunning?.delete(taskId)) {
+      // Its run of a stopped task ended: the slot is free again, the result counts for nothing.
+      this.d.dispatcher.schedule();
+      throw new AppError('stale_attempt', `task ${taskId} was stopped; this result is not counted`);
+    }
     const { duplicate } = await this.d.leases.result(client.id, taskId, msg);
+    rememberFinished(client, taskId);
     conn.send({
       type: 'ack',
       reply_to: msg.msg_id ?? null,
@@ -221,6 +259,62 @@ export class Handlers {
       task_id: taskId,
       ...(duplicate ? { duplicate: true } : {}),
     });
+  }
+
+  /** Where the rank of a distributed task the client holds stands, in the original's shape. */
+  private async initDistributed(
+    conn: Connection,
+    client: FarmClient,
+    msg: InitDistributedMessage,
+  ): Promise<void> {
+    const taskId = taskIdOf(msg.task_id);
+    const replyTo = msg.msg_id ?? null;
+    let lease;
+    try {
+      lease = this.d.leases.lease(client.id, taskId, undefined);
+    } catch (err) {
+      // The original client reads `status` and `error` of this answer, not an error frame.
+      if (!(err instanceof AppError)) throw err;
+      conn.send({
+        type: 'init_distributed',
+        reply_to: replyTo,
+        task_id: taskId,
+        status: 'error',
+        code: err.code,
+        error: err.message,
+      });
+      return;
+    }
+    const worldSize = lease.worldSize ?? (await this.d.leases.worldSize(taskId));
+    const share = 100 / worldSize;
+    conn.send({
+      type: 'init_distributed',
+      reply_to: replyTo,
+      task_id: taskId,
+      status: 'ok',
+      rank: lease.rank,
+      world_size: worldSize,
+      master_addr: 'localhost',
+      master_port: 29500,
+      shard_info: {
+        id: lease.rank,
+        total_shards: worldSize,
+        start_point: lease.rank * share,
+        end_point: lease.rank === worldSize - 1 ? 100 : (lease.rank + 1) * share,
+      },
+    });
+  }
+
+  /** distributed_ready and distributed_cleanup: checked against the lease, then only acknowledged if asked. */
+  private async distributedNote(
+    conn: Connection,
+    client: FarmClient,
+    msg: DistributedNoteMessage,
+  ): Promise<void> {
+    const taskId = taskIdOf(msg.task_id);
+    this.d.leases.lease(client.id, taskId, undefined);
+    if (msg.msg_id !== undefined)
+      conn.send({ type: 'ack', reply_to: msg.msg_id, of: msg.type, task_id: taskId });
   }
 
   /**

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { ErrorBody, IdParam, Page } from '../../api/common.js';
 import {
   AssignmentView,
@@ -14,15 +15,49 @@ import {
   TaskLogsQuery,
   TaskMetricsView,
 } from '../../api/tasks.js';
+import { fromOriginalBody, isOriginalTaskBody } from '../../compat/original-task-body.js';
+import { AppError } from '../../errors.js';
 import { principalOf } from '../auth.js';
 import type { Services } from '../services.js';
 
 const people = { roles: ['admin', 'user'] as const };
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
+/** What reading the original AI Farm's task bodies needs of this server. */
+export interface OriginalBodySettings {
+  modelServerPort: () => number;
+  /** SERVER_HOST: a model url naming it points at this server. */
+  serverHost: string;
+  defaultEpochs: number;
+  defaultBatchSize: number;
+}
+
+/**
+ * Reads the original AI Farm's flat task body (and each such item of a batch) into ours
+ * before validation, so the schema and its error messages stay ours.
+ */
+function originalBodies(settings: OriginalBodySettings, batch: boolean) {
+  return async (req: FastifyRequest): Promise<void> => {
+    const hosts = ['localhost', '127.0.0.1', '::1', req.hostname.toLowerCase()];
+    if (settings.serverHost !== '0.0.0.0' && settings.serverHost !== '::')
+      hosts.push(settings.serverHost.toLowerCase());
+    const ctx = { ...settings, modelServerPort: settings.modelServerPort(), hosts };
+    const convert = (body: unknown, where: string): unknown => {
+      if (!isOriginalTaskBody(body)) return body;
+      const r = fromOriginalBody(body, ctx);
+      if (!r.ok) throw new AppError(r.error.code, `${where}${r.error.message}`, r.error.status);
+      return r.body;
+    };
+    const body = req.body as { tasks?: unknown } | undefined;
+    if (!batch) req.body = convert(body, '');
+    else if (body && Array.isArray(body.tasks))
+      req.body = { ...body, tasks: body.tasks.map((t, i) => convert(t, `tasks[${i}]: `)) };
+  };
+}
+
 /** The seed's task endpoints, plus the task's events. */
 export const taskRoutes =
-  (services: Services): FastifyPluginAsyncTypebox =>
+  (services: Services, original: OriginalBodySettings): FastifyPluginAsyncTypebox =>
   async (app) => {
     app.get(
       '/api/tasks',
@@ -41,9 +76,12 @@ export const taskRoutes =
       '/api/tasks',
       {
         config: people,
+        preValidation: originalBodies(original, false),
         schema: {
           tags: ['tasks'],
           summary: 'Create a task',
+          description:
+            "Also accepts the original AI Farm's flat body (url, version, batch_size, epochs, distributed, n_clients, ...): see docs/coming-from-original.md.",
           body: CreateTaskBody,
           response: { 201: Task, ...errors },
         },
@@ -54,6 +92,7 @@ export const taskRoutes =
       '/api/tasks/batch',
       {
         config: people,
+        preValidation: originalBodies(original, true),
         schema: {
           tags: ['tasks'],
           summary: 'Create up to 1,000 tasks in one transaction',
