@@ -221,7 +221,7 @@ describe.each(DIALECTS)(
           const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
           return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) ? t : null;
         },
-        60_000,
+        120_000,
         `task ${id} finished`,
       );
 
