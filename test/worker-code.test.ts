@@ -221,7 +221,7 @@ describe.each(DIALECTS)(
           const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
           return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) ? t : null;
         },
-        60_000,
+        120_000,
         `task ${id} finished`,
       );
 
@@ -249,7 +249,7 @@ describe.each(DIALECTS)(
         greeting: 'hello-from-the-bundle',
         files: '.gitignore lib run.sh ',
       });
-    });
+    }, 180_000);
 
     it('runs a registered single-file model with --model; models list, show and rm', async () => {
       const script = join(dir, 'hello.py');
@@ -278,6 +278,6 @@ describe.each(DIALECTS)(
       expect(rm.code, rm.stderr).toBe(0);
       expect((await runCli(['models', 'show', 'hello@1'], env)).code).toBe(1);
       expect((await runCli(['models', 'show', 'no-at-sign'], env)).code).toBe(2);
-    });
+    }, 180_000);
   },
 );
