@@ -87,7 +87,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanups.push(() => bus.close());
     const cache = redis ? new RedisCache(redis, logger) : null;
     if (cache) cleanups.push(() => cache.close());
-    const tokens = new TokenService(database.db, clock, tokenCache(cache));
+    const tokens = new TokenService(database.db, clock, tokenCache(cache), bus);
     let modelBase = '';
     const torchserve = async (taskId: number): Promise<void> => {
       const r = await registerWithTorchServe(

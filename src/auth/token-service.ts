@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import type { Bus } from '../bus/bus.js';
 import type { Cache } from '../cache/cache.js';
 import { AppError, notFound } from '../errors.js';
 import type { Clock } from '../storage/values.js';
@@ -52,6 +53,8 @@ export class TokenService {
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
     private readonly cache?: Cache<Principal>,
+    /** Told of every revocation, so each instance closes the token's open sockets. */
+    private readonly bus?: Pick<Bus, 'publish'>,
   ) {}
 
   /** Creates a token; the secret is returned once and stored only as a hash. */
@@ -109,6 +112,15 @@ export class TokenService {
     return (await repo.listTokens(this.db, includeRevoked)).map(present);
   }
 
+  /** Which of `ids` are still valid tokens (the gateway re-checks its open sockets with it). */
+  async stillActive(ids: readonly string[]): Promise<Set<string>> {
+    return repo.activeTokenIds(this.db, ids);
+  }
+
+  /**
+   * Revokes a token: refused from now on by every instance (cache invalidated), and its
+   * open WebSockets are closed with 4001 wherever they are (the `token.revoked` bus topic).
+   */
   async revoke(id: string, actor: string): Promise<TokenView> {
     const row = await repo.findToken(this.db, id);
     if (!row) throw notFound('token', id);
@@ -117,6 +129,7 @@ export class TokenService {
     await repo.revokeToken(this.db, id, at);
     // After the commit: from here on no instance accepts it.
     await this.cache?.invalidate(row.token_hash);
+    await this.bus?.publish('token.revoked', { token_id: id });
     await repo.insertAudit(this.db, { at, actor, action: 'token.revoke', target: id });
     return present({ ...row, revoked_at: at });
   }
@@ -136,6 +149,7 @@ export class TokenService {
         if (t.name !== BOOTSTRAP_NAME) continue;
         await repo.revokeToken(this.db, t.id, at);
         await this.cache?.invalidate(t.token_hash);
+        await this.bus?.publish('token.revoked', { token_id: t.id });
       }
       if (existing)
         throw new AppError('admin_token_revoked', 'ADMIN_TOKEN was revoked; choose a new one', 500);

@@ -13,6 +13,8 @@ export class Connection {
   /** Messages other than task_result queued or being handled (a result may start early when 0). */
   othersQueued = 0;
   closed = false;
+  /** Its token was revoked: nothing more it sends is handled, and its client's leases go back at once. */
+  revoked = false;
 
   constructor(
     readonly ws: WebSocket,
