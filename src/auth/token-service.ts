@@ -22,6 +22,20 @@ export interface TokenView {
 
 const TOKEN_PREFIX = 'afm_';
 const BOOTSTRAP_NAME = 'bootstrap-admin';
+
+/**
+ * Names no token may be given (compared without case): the server's own principals and the
+ * ones people read as "the administrator". Access never follows a name (tasks belong to the
+ * token's id), but the name is what task listings and the audit log show.
+ */
+export const RESERVED_TOKEN_NAMES: ReadonlySet<string> = new Set([
+  BOOTSTRAP_NAME,
+  'admin',
+  'administrator',
+  'root',
+  'system',
+  'cli',
+]);
 /** last_used_at is written at most this often per token, to keep requests read-only. */
 const TOUCH_INTERVAL_MS = 60_000;
 
@@ -57,8 +71,21 @@ export class TokenService {
     private readonly bus?: Pick<Bus, 'publish'>,
   ) {}
 
-  /** Creates a token; the secret is returned once and stored only as a hash. */
+  /** Creates a token; the secret is returned once and stored only as a hash. Reserved names are refused. */
   async create(
+    name: string,
+    role: Role,
+    createdBy: string | null,
+  ): Promise<{ token: string; view: TokenView }> {
+    if (RESERVED_TOKEN_NAMES.has(name.toLowerCase())) {
+      throw new AppError('reserved_name', `the token name "${name}" is reserved; choose another`, 400, {
+        fields: ['body/name'],
+      });
+    }
+    return this.insert(name, role, createdBy);
+  }
+
+  private async insert(
     name: string,
     role: Role,
     createdBy: string | null,
@@ -165,7 +192,7 @@ export class TokenService {
       return {};
     }
     if ((await repo.countActiveAdminTokens(this.db)) > 0) return {};
-    const { token } = await this.create(BOOTSTRAP_NAME, 'admin', 'first start');
+    const { token } = await this.insert(BOOTSTRAP_NAME, 'admin', 'first start');
     return { created: token };
   }
 }
