@@ -172,6 +172,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     // Closed first at shutdown (cleanups run in reverse): downloads end before the farm stops.
     const modelServer = await buildModelServer({
       tokens,
+      authFailures: farm.authFailures,
       training,
       logger,
       headersTimeout: config.HEADERS_TIMEOUT,

@@ -117,6 +117,12 @@ export const ConfigSchema = Type.Object(
       pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
       description: 'Requests per client address, e.g. "60/minute"; "off" disables.',
     }),
+    MAX_AUTH_FAILURES: Type.String({
+      default: '20/minute',
+      pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
+      description:
+        'Failed token checks allowed per client address on the WebSocket upgrade and the model server, e.g. "20/minute"; past it the address gets 429 until the window ends. "off" disables.',
+    }),
     ADMIN_TOKEN: Type.String({
       default: '',
       pattern: '^(afm_[A-Za-z0-9_-]{20,200})?$',

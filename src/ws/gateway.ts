@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE_CODES } from '../api/protocol.js';
+import type { AuthFailures } from '../auth/auth-failures.js';
 import type { Principal } from '../auth/principal.js';
 import type { TokenService } from '../auth/token-service.js';
 import { headerDeadline } from '../http/header-deadline.js';
@@ -29,6 +30,8 @@ const TOKEN_RECHECK_MS = 3_000;
 export interface GatewayDeps {
   config: Config;
   tokens: TokenService;
+  /** Failed token checks per address (MAX_AUTH_FAILURES). */
+  authFailures: AuthFailures;
   registry: ClientRegistry;
   handlers: Handlers;
   leases: LeaseService;
@@ -156,19 +159,35 @@ export class Gateway {
     try {
       const origin = req.headers.origin;
       if (origin && !sameOrigin(origin, req.headers.host)) return refuse(socket, 403, 'Forbidden origin');
+      const remote = req.socket.remoteAddress ?? '';
+      const failures = this.d.authFailures;
+      const wait = failures.retryAfter(remote);
+      if (wait > 0) {
+        this.d.metrics.errors.inc({ code: 'too_many_auth_failures' });
+        return refuse(
+          socket,
+          429,
+          'Too Many Requests',
+          { 'Retry-After': String(wait) },
+          failures.describe(remote),
+        );
+      }
       const url = new URL(req.url ?? '/', 'http://x');
       const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token');
       let principal: Principal | null = null;
       if (token) {
         principal = await this.d.tokens.authenticate(token);
-        if (!principal) return refuse(socket, 401, 'Unauthorized: unknown or revoked token');
+        if (!principal) {
+          failures.record(remote);
+          return refuse(socket, 401, 'Unauthorized: unknown or revoked token');
+        }
         if (principal.role !== 'worker' && principal.role !== 'admin') {
           return refuse(socket, 403, `Forbidden: a ${principal.role} token cannot connect as a worker`);
         }
       } else if (!this.d.config.ALLOW_ANONYMOUS_CLIENTS) {
+        failures.record(remote);
         return refuse(socket, 401, 'Unauthorized: send a worker token');
       }
-      const remote = req.socket.remoteAddress ?? '';
       const place = this.caps.take(principal?.id ?? null, remote);
       if (!place.ok) {
         this.d.metrics.errors.inc({ code: 'too_many_connections' });
@@ -318,9 +337,20 @@ export class Gateway {
   }
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
+/** Answers an upgrade with an HTTP error (the status line's text, extra headers, a plain-text body) and closes. */
+function refuse(
+  socket: Duplex,
+  status: number,
+  text: string,
+  headers: Record<string, string> = {},
+  body = '',
+): void {
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+    const type = body ? 'Content-Type: text/plain; charset=utf-8\r\n' : '';
+    socket.write(
+      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${extra.join('')}${type}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }
