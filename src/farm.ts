@@ -175,7 +175,9 @@ export function createFarm(d: {
         d.bus.subscribe('client.changed', (m) => {
           if (m.connected !== undefined) void presence.changed(m.client_id);
         }),
-        d.bus.subscribe('token.revoked', (m) => void gateway.revokeToken(m.token_id)),
+        d.bus.subscribe('token.revoked', (m) => {
+          gateway.revokeToken(m.token_id);
+        }),
       );
       presence.start();
       // Open rounds resume before any client can reconnect and ask for its task.

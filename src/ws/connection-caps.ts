@@ -24,6 +24,16 @@ export class ConnectionCaps {
     this.perAddress = Math.min(config.MAX_CONNECTIONS_PER_ADDRESS, room);
   }
 
+  /**
+   * Why a connection from `address` would be refused whatever its token, or null: checked
+   * before the token is looked up, so a hog reconnecting in a loop costs no database read.
+   */
+  addressRefusal(address: string): string | null {
+    const ofAddress = this.byAddress.get(address) ?? 0;
+    if (ofAddress < this.perAddress) return null;
+    return `${ofAddress} connections from this address already (MAX_CONNECTIONS_PER_ADDRESS=${this.perAddress})`;
+  }
+
   /** Takes a place for a connection of `tokenId` (null: anonymous) from `address`, or says which cap refuses it. */
   take(tokenId: string | null, address: string): Place {
     const ofToken = tokenId === null ? 0 : (this.byToken.get(tokenId) ?? 0);
@@ -33,13 +43,9 @@ export class ConnectionCaps {
         message: `token ${tokenId} already holds ${ofToken} connections (MAX_CONNECTIONS_PER_TOKEN=${this.perToken})`,
       };
     }
+    const full = this.addressRefusal(address);
+    if (full !== null) return { ok: false, message: full };
     const ofAddress = this.byAddress.get(address) ?? 0;
-    if (ofAddress >= this.perAddress) {
-      return {
-        ok: false,
-        message: `${ofAddress} connections from this address already (MAX_CONNECTIONS_PER_ADDRESS=${this.perAddress})`,
-      };
-    }
     if (tokenId !== null) this.byToken.set(tokenId, ofToken + 1);
     this.byAddress.set(address, ofAddress + 1);
     let released = false;

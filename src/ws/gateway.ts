@@ -172,6 +172,11 @@ export class Gateway {
           failures.describe(remote),
         );
       }
+      const crowded = this.caps.addressRefusal(remote);
+      if (crowded !== null) {
+        this.d.metrics.errors.inc({ code: 'too_many_connections' });
+        return refuse(socket, 429, 'Too Many Requests', {}, crowded);
+      }
       const url = new URL(req.url ?? '/', 'http://x');
       const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token');
       let principal: Principal | null = null;
@@ -191,7 +196,7 @@ export class Gateway {
       const place = this.caps.take(principal?.id ?? null, remote);
       if (!place.ok) {
         this.d.metrics.errors.inc({ code: 'too_many_connections' });
-        return refuse(socket, 429, `Too Many Requests: ${place.message}`);
+        return refuse(socket, 429, 'Too Many Requests', {}, place.message);
       }
       // However the socket ends (refused handshake, close, reset), its place is given back.
       socket.once('close', place.release);
