@@ -80,7 +80,15 @@ async function startFarm(): Promise<Running> {
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-capacity-'));
   const config = testConfig(
     { url: join(dir, 'capacity.sqlite'), dir },
-    { LOG_LEVEL: 'info', MAX_CLIENTS: maxClients, CONNECTION_TIMEOUT: 90, ADMIN_TOKEN: generateToken() },
+    {
+      LOG_LEVEL: 'info',
+      MAX_CLIENTS: maxClients,
+      // Every simulated worker shares one token and one address (loopback).
+      MAX_CONNECTIONS_PER_TOKEN: maxClients,
+      MAX_CONNECTIONS_PER_ADDRESS: maxClients,
+      CONNECTION_TIMEOUT: 90,
+      ADMIN_TOKEN: generateToken(),
+    },
   );
   const server = await startServer(config).catch((err: unknown) => {
     rmSync(dir, { recursive: true, force: true });

@@ -113,7 +113,15 @@ async function dropDatabase(): Promise<void> {
 const adminToken = generateToken();
 const config = testConfig(
   { url: databaseUrl, dir },
-  { LOG_LEVEL: 'info', MAX_TASKS_PER_CLIENT: slots, MAX_CLIENTS: maxClients, ADMIN_TOKEN: adminToken },
+  {
+    LOG_LEVEL: 'info',
+    MAX_TASKS_PER_CLIENT: slots,
+    MAX_CLIENTS: maxClients,
+    // Every simulated worker shares one token and one address (loopback).
+    MAX_CONNECTIONS_PER_TOKEN: maxClients,
+    MAX_CONNECTIONS_PER_ADDRESS: maxClients,
+    ADMIN_TOKEN: adminToken,
+  },
 );
 
 // A server that fails to start still leaves its scratch database behind: drop it, then fail.

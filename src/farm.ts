@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { AuthFailures } from './auth/auth-failures.js';
 import type { TokenService } from './auth/token-service.js';
 import type { Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
@@ -7,6 +8,7 @@ import { createInstanceId } from './cluster/instance-id.js';
 import { HeartbeatWriter } from './clients/heartbeat-writer.js';
 import { recoverRegistry, rememberHardware } from './clients/recovery.js';
 import { ClientRegistry, type FarmClient } from './clients/registry.js';
+import { parseRate } from './config/rate.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type FarmMetrics } from './observability/metrics.js';
@@ -39,6 +41,8 @@ export interface Farm {
   cluster: Cluster | null;
   /** Which clients are connected farm-wide (this instance's registry, plus Redis when shared). */
   presence: Presence;
+  /** Failed token checks per address (MAX_AUTH_FAILURES), shared by the gateway and the model server. */
+  authFailures: AuthFailures;
   /** Restores leases and the queue from the database, opens the WebSocket port; returns it. */
   start(): Promise<number>;
   /** Closes sockets, writes pending progress, drains the write queue. */
@@ -102,9 +106,11 @@ export function createFarm(d: {
     leases,
     ...(cluster ? { adopt: (c: FarmClient) => cluster.adopt(c) } : {}),
   });
+  const authFailures = new AuthFailures(parseRate(d.config.MAX_AUTH_FAILURES), d.clock);
   const gateway = new Gateway({
     config: d.config,
     tokens: d.tokens,
+    authFailures,
     registry,
     handlers,
     leases,
@@ -134,6 +140,7 @@ export function createFarm(d: {
     trainingPaths,
     cluster,
     presence,
+    authFailures,
     async start() {
       if (cluster) {
         await rememberHardware(d.db, registry);
@@ -167,6 +174,9 @@ export function createFarm(d: {
         }),
         d.bus.subscribe('client.changed', (m) => {
           if (m.connected !== undefined) void presence.changed(m.client_id);
+        }),
+        d.bus.subscribe('token.revoked', (m) => {
+          gateway.revokeToken(m.token_id);
         }),
       );
       presence.start();

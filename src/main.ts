@@ -90,7 +90,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanups.push(() => bus.close());
     const cache = redis ? new RedisCache(redis, logger) : null;
     if (cache) cleanups.push(() => cache.close());
-    const tokens = new TokenService(database.db, clock, tokenCache(cache));
+    const tokens = new TokenService(database.db, clock, tokenCache(cache), bus);
     let modelBase = '';
     /** The model server's port once it listens (MODEL_SERVER_PORT may be 0: any free port). */
     let modelServerPort = config.MODEL_SERVER_PORT;
@@ -190,6 +190,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     // Closed first at shutdown (cleanups run in reverse): downloads end before the farm stops.
     const modelServer = await buildModelServer({
       tokens,
+      authFailures: farm.authFailures,
       training,
       logger,
       headersTimeout: config.HEADERS_TIMEOUT,

@@ -361,9 +361,14 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     expect(await thief.type('error')).toMatchObject({ code: 'client_id_taken' });
     expect(await thief.closed()).toBe(4003);
 
+    // One token or one address may hold at most MAX_CLIENTS - 1: the crowd comes from two of each.
     const crowd: RawClient[] = [];
-    for (let i = 0; i < 20; i++) crowd.push(await RawClient.connect(t.server.wsUrl, workerToken));
-    const extra = await RawClient.connect(t.server.wsUrl, workerToken);
+    for (let i = 0; i < 20; i++) {
+      const token = i % 2 === 0 ? workerToken : otherWorkerToken;
+      const localAddress = i < 10 ? '127.0.0.1' : '127.0.0.2';
+      crowd.push(await RawClient.connect(t.server.wsUrl, token, {}, { localAddress }));
+    }
+    const extra = await RawClient.connect(t.server.wsUrl, workerToken, {}, { localAddress: '127.0.0.3' });
     expect(await extra.closed()).toBe(4004);
     expect(extra.closeReason).toMatch(/MAX_CLIENTS=20/);
     for (const c of crowd) c.close();

@@ -191,6 +191,11 @@ describe('several server instances behind a load balancer', () => {
       REDIS_URL,
       REDIS_KEY_PREFIX: `aifarm-test-${db.url.split('/').pop()}:`,
       CONNECTION_TIMEOUT: '5',
+      // Every worker shares one token and, through the balancer, one address; after the kill
+      // all of them are on A. The caps stay below MAX_CLIENTS, so both are raised together.
+      MAX_CLIENTS: String(2 * WORKERS),
+      MAX_CONNECTIONS_PER_TOKEN: String(2 * WORKERS),
+      MAX_CONNECTIONS_PER_ADDRESS: String(2 * WORKERS),
     });
     const a: CliServer = await startCliServer([], env('a', wsPorts[0] as number), { timeoutMs: 60_000 });
     cleanups.push(() => a.stop('SIGKILL'));

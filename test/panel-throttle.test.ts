@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoginThrottle } from '../src/auth/login-throttle.js';
 import { openDatabase, type DatabaseHandle } from '../src/storage/db.js';
@@ -45,11 +46,22 @@ describe.each(DIALECTS)('login throttling on %s', (dialect) => {
     expect((await th.check('10.0.0.1', 'someone-else')).allowed).toBe(true);
   });
 
-  it('allows 5 failures per username from any number of addresses', async () => {
+  it('after 5 failures on a username, refuses it to addresses that failed, never to a clean one', async () => {
     const th = new LoginThrottle(h.db, clock);
     for (let i = 0; i < 5; i++) await fail(th, `10.1.0.${i}`, 'victim');
+    // Each of those addresses failed once: the username is closed to them...
+    expect((await th.check('10.1.0.0', 'victim')).allowed).toBe(false);
+    expect((await th.check('10.1.0.0', 'other')).allowed).toBe(true);
+    // ...but an address without failures still reaches the password check.
+    expect((await th.check('10.9.9.9', 'victim')).allowed).toBe(true);
+    // It gets one try: once it fails, it is refused too.
+    await fail(th, '10.9.9.9', 'victim');
     expect((await th.check('10.9.9.9', 'victim')).allowed).toBe(false);
-    expect((await th.check('10.9.9.9', 'other')).allowed).toBe(true);
+    // A burst from a clean address gets one attempt in flight, not many.
+    const first = await th.begin('10.9.9.8', 'victim');
+    expect(first.allowed).toBe(true);
+    expect((await th.begin('10.9.9.8', 'victim')).allowed).toBe(false);
+    first.release();
   });
 
   it('counts attempts in flight, so a burst cannot outrun the count', async () => {
@@ -85,6 +97,42 @@ describe('login throttling over HTTP', () => {
       expect(retry).toBeLessThanOrEqual(900);
       // The rest of the API is unaffected for token holders.
       expect((await t.api('GET', '/api/tasks')).status).toBe(200);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
+/** POST /api/session from `localAddress` (any 127.x.y.z on Linux), as another machine would. */
+function loginFrom(base: string, localAddress: string, username: string, password: string): Promise<number> {
+  const body = JSON.stringify({ username, password });
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      `${base}/api/session`,
+      { method: 'POST', localAddress, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe.each(DIALECTS)('login lockout is not a denial of service, on %s', (dialect) => {
+  it('wrong admin passwords from other addresses do not lock the admin out of a clean address', async () => {
+    const t = await startTestServer(dialect, { ADMIN_PASSWORD: 'the-right-password' });
+    try {
+      // An attacker spread over five addresses, one wrong password each (under the per-address limit).
+      for (let i = 2; i <= 6; i++) expect(await loginFrom(t.url, `127.0.0.${i}`, 'admin', 'guess')).toBe(401);
+      // Once more each: the username is now closed to addresses that failed.
+      for (let i = 2; i <= 6; i++) expect(await loginFrom(t.url, `127.0.0.${i}`, 'admin', 'guess')).toBe(429);
+      // The admin, from an address without failures, gets in (before the fix: 429 for 15 minutes).
+      expect(await loginFrom(t.url, '127.0.0.1', 'admin', 'the-right-password')).toBe(200);
+      // A new address gets one guess at the still-hot username, then is refused.
+      expect(await loginFrom(t.url, '127.0.0.7', 'admin', 'guess')).toBe(401);
+      expect(await loginFrom(t.url, '127.0.0.7', 'admin', 'the-right-password')).toBe(429);
     } finally {
       await t.stop();
     }

@@ -72,6 +72,34 @@ describe('two instances on one MariaDB and one Redis', () => {
       expect((await farm.api(i, 'GET', '/api/tasks', undefined, user.token)).status).toBe(401);
   });
 
+  it('a worker token revoked on A (API or command line) closes its sockets on both instances with 4001', async () => {
+    const viaApi = (await farm.api(0, 'POST', '/api/tokens', { name: 'w-rev-api', role: 'worker' })).body;
+    const viaCli = (await farm.api(0, 'POST', '/api/tokens', { name: 'w-rev-cli', role: 'worker' })).body;
+    const suffix = randomBytes(3).toString('hex');
+    const apiSockets = [
+      await registeredClient(wsUrl(1), viaApi.token, `rev-b-${suffix}`),
+      await RawClient.connect(wsUrl(0), viaApi.token),
+    ];
+    const cliSocket = await registeredClient(wsUrl(1), viaCli.token, `rev-cli-b-${suffix}`);
+    sockets.push(...apiSockets, cliSocket);
+
+    expect((await farm.api(0, 'DELETE', `/api/tokens/${viaApi.id}`)).status).toBe(200);
+    for (const s of apiSockets) {
+      expect(await s.closed(15_000)).toBe(4001);
+      expect(s.closeReason).toMatch(/revoked/);
+    }
+    // What `ai-farm tokens revoke` runs: its own database handle, and the bus through Redis.
+    const handle = await openDatabase(resolveDatabaseTarget(farm.servers[0]!.config));
+    try {
+      await withSharedTokenCache(farm.servers[0]!.config, silentLogger(), (cache, bus) =>
+        new TokenService(handle.db, systemClock, cache, bus).revoke(viaCli.id, 'cli'),
+      );
+    } finally {
+      await handle.close();
+    }
+    expect(await cliSocket.closed(15_000)).toBe(4001);
+  });
+
   it('work created on A reaches a worker on B, and pause/resume/stop on A reach it too', async () => {
     const worker = (await farm.api(0, 'POST', '/api/tokens', { name: 'w-ctl', role: 'worker' })).body;
     const w = await registeredClient(wsUrl(1), worker.token, `ctl-${randomBytes(3).toString('hex')}`);

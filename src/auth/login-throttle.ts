@@ -5,7 +5,7 @@ import { fromDbTime, toDbTime, type Clock } from '../storage/values.js';
 
 /** How many wrong passwords are allowed, and over what window. */
 export interface ThrottleLimits {
-  /** Failures allowed per address and per username within the window (default 5). */
+  /** Failures allowed per address, and per username from addresses that failed too, within the window (default 5). */
   maxFailures: number;
   /** Sliding window in milliseconds (default 15 minutes). */
   windowMs: number;
@@ -16,10 +16,17 @@ export const DEFAULT_THROTTLE: ThrottleLimits = { maxFailures: 5, windowMs: 15 *
 export type ThrottleVerdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
 /**
- * Slows password guessing: after `maxFailures` wrong passwords from one address, or against
- * one username, within `windowMs`, further attempts are refused (without checking the
- * password) until the oldest failure leaves the window. Counted in the database so every
- * server instance sees the same counts.
+ * Slows password guessing without handing anyone a way to lock the admin out:
+ * - per address: after `maxFailures` wrong passwords from one address within `windowMs`,
+ *   its attempts are refused (without checking the password) until the oldest failure
+ *   leaves the window;
+ * - per username: after `maxFailures` failures against one username (from any addresses),
+ *   attempts on it are refused only from addresses that have failed themselves within the
+ *   window. An address with no failures is always let through to the password check, so
+ *   the owner of a correct password is never locked out from a clean address, while a
+ *   spread-out guesser gets at most one try per address per window on that username
+ *   (OWASP's authentication guidance: no hard lock an attacker can hold forever).
+ * Counted in the database so every server instance sees the same counts.
  */
 export class LoginThrottle {
   /** Attempts being checked right now, counted as failures so a burst cannot outrun the count. */
@@ -63,12 +70,16 @@ export class LoginThrottle {
     const now = this.clock.now().getTime();
     const since = toDbTime(new Date(now - this.limits.windowMs), true);
     let wait = 0;
+    let addressFailed = false;
     for (const [by, value] of [
       ['ip', ip],
       ['username', username],
     ] as const) {
       const times = await repo.recentLoginFailures(this.db, by, value, since);
       const pending = (this.inflight.get(`${by === 'ip' ? 'ip' : 'user'}:${value}`) ?? 0) - self;
+      // Attempts from this address still being checked count as failures of it (a burst).
+      if (by === 'ip') addressFailed = times.length + pending > 0;
+      else if (!addressFailed) continue;
       if (times.length + pending < this.limits.maxFailures) continue;
       if (times.length < this.limits.maxFailures) {
         // Held back only by attempts in flight: they finish within a second or so.

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import type { Bus } from '../bus/bus.js';
 import type { Cache } from '../cache/cache.js';
 import { AppError, notFound } from '../errors.js';
 import type { Clock } from '../storage/values.js';
@@ -21,6 +22,20 @@ export interface TokenView {
 
 const TOKEN_PREFIX = 'afm_';
 const BOOTSTRAP_NAME = 'bootstrap-admin';
+
+/**
+ * Names no token may be given (compared without case): the server's own principals and the
+ * ones people read as "the administrator". Access never follows a name (tasks belong to the
+ * token's id), but the name is what task listings and the audit log show.
+ */
+export const RESERVED_TOKEN_NAMES: ReadonlySet<string> = new Set([
+  BOOTSTRAP_NAME,
+  'admin',
+  'administrator',
+  'root',
+  'system',
+  'cli',
+]);
 /** last_used_at is written at most this often per token, to keep requests read-only. */
 const TOUCH_INTERVAL_MS = 60_000;
 
@@ -52,10 +67,25 @@ export class TokenService {
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
     private readonly cache?: Cache<Principal>,
+    /** Told of every revocation, so each instance closes the token's open sockets. */
+    private readonly bus?: Pick<Bus, 'publish'>,
   ) {}
 
-  /** Creates a token; the secret is returned once and stored only as a hash. */
+  /** Creates a token; the secret is returned once and stored only as a hash. Reserved names are refused. */
   async create(
+    name: string,
+    role: Role,
+    createdBy: string | null,
+  ): Promise<{ token: string; view: TokenView }> {
+    if (RESERVED_TOKEN_NAMES.has(name.toLowerCase())) {
+      throw new AppError('reserved_name', `the token name "${name}" is reserved; choose another`, 400, {
+        fields: ['body/name'],
+      });
+    }
+    return this.insert(name, role, createdBy);
+  }
+
+  private async insert(
     name: string,
     role: Role,
     createdBy: string | null,
@@ -109,6 +139,15 @@ export class TokenService {
     return (await repo.listTokens(this.db, includeRevoked)).map(present);
   }
 
+  /** Which of `ids` are still valid tokens (the gateway re-checks its open sockets with it). */
+  async stillActive(ids: readonly string[]): Promise<Set<string>> {
+    return repo.activeTokenIds(this.db, ids);
+  }
+
+  /**
+   * Revokes a token: refused from now on by every instance (cache invalidated), and its
+   * open WebSockets are closed with 4001 wherever they are (the `token.revoked` bus topic).
+   */
   async revoke(id: string, actor: string): Promise<TokenView> {
     const row = await repo.findToken(this.db, id);
     if (!row) throw notFound('token', id);
@@ -117,6 +156,7 @@ export class TokenService {
     await repo.revokeToken(this.db, id, at);
     // After the commit: from here on no instance accepts it.
     await this.cache?.invalidate(row.token_hash);
+    await this.bus?.publish('token.revoked', { token_id: id });
     await repo.insertAudit(this.db, { at, actor, action: 'token.revoke', target: id });
     return present({ ...row, revoked_at: at });
   }
@@ -136,6 +176,7 @@ export class TokenService {
         if (t.name !== BOOTSTRAP_NAME) continue;
         await repo.revokeToken(this.db, t.id, at);
         await this.cache?.invalidate(t.token_hash);
+        await this.bus?.publish('token.revoked', { token_id: t.id });
       }
       if (existing)
         throw new AppError('admin_token_revoked', 'ADMIN_TOKEN was revoked; choose a new one', 500);
@@ -151,7 +192,7 @@ export class TokenService {
       return {};
     }
     if ((await repo.countActiveAdminTokens(this.db)) > 0) return {};
-    const { token } = await this.create(BOOTSTRAP_NAME, 'admin', 'first start');
+    const { token } = await this.insert(BOOTSTRAP_NAME, 'admin', 'first start');
     return { created: token };
   }
 }

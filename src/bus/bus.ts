@@ -26,6 +26,8 @@ export interface BusTopics {
   'cluster.release': { client_id: string; task_id: number; attempt: number; reason: string };
   /** A non-owner instance journaled a training update: the owner folds it in from disk. */
   'training.update': { task_id: number; round: number };
+  /** A token was revoked: every instance closes the sockets opened with it (src/ws/revocation.ts). */
+  'token.revoked': { token_id: string };
 }
 
 export type Topic = keyof BusTopics;
@@ -40,6 +42,7 @@ const EVERY_TOPIC: Record<Topic, true> = {
   'cluster.push': true,
   'cluster.release': true,
   'training.update': true,
+  'token.revoked': true,
 };
 export const TOPICS = Object.keys(EVERY_TOPIC) as readonly Topic[];
 

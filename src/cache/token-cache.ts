@@ -1,5 +1,7 @@
 import type { Principal } from '../auth/principal.js';
 import { TOKEN_CACHE_TTL_MS } from '../auth/token-service.js';
+import type { Bus } from '../bus/bus.js';
+import { RedisBus } from '../bus/redis-bus.js';
 import { RedisLink } from '../bus/redis-link.js';
 import { createInstanceId } from '../cluster/instance-id.js';
 import type { Config } from '../config/schema.js';
@@ -20,16 +22,17 @@ export function tokenCache(shared: CacheProvider | null): Cache<Principal> | und
 
 /**
  * For commands that change tokens outside a server (`ai-farm tokens revoke`): the token
- * cache the servers share, when REDIS_URL is set and Redis answers within `waitMs`;
- * undefined otherwise (the cached copy then expires within TOKEN_CACHE_TTL_MS).
+ * cache the servers share and their bus, when REDIS_URL is set and Redis answers within
+ * `waitMs`; undefined otherwise (the cached copy then expires within TOKEN_CACHE_TTL_MS,
+ * and each server finds the revoked token's sockets by re-checking them in the database).
  */
 export async function withSharedTokenCache<T>(
   config: Config,
   logger: Logger,
-  fn: (cache: Cache<Principal> | undefined) => Promise<T>,
+  fn: (cache: Cache<Principal> | undefined, bus: Bus | undefined) => Promise<T>,
   waitMs = 3000,
 ): Promise<T> {
-  if (!config.REDIS_URL) return fn(undefined);
+  if (!config.REDIS_URL) return fn(undefined, undefined);
   const link = new RedisLink({
     url: config.REDIS_URL,
     prefix: config.REDIS_KEY_PREFIX,
@@ -37,6 +40,7 @@ export async function withSharedTokenCache<T>(
     logger,
   });
   const shared = new RedisCache(link, logger);
+  const bus = new RedisBus(link, logger);
   try {
     let timer: NodeJS.Timeout | undefined;
     const up = await Promise.race([
@@ -44,8 +48,9 @@ export async function withSharedTokenCache<T>(
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), waitMs))),
     ]);
     clearTimeout(timer);
-    return await fn(up ? tokenCache(shared) : undefined);
+    return up ? await fn(tokenCache(shared), bus) : await fn(undefined, undefined);
   } finally {
+    await bus.close();
     await shared.close();
     link.close();
   }

@@ -99,9 +99,10 @@ export function adminCommands(program: Command, setExit: SetExit): void {
   addConfigOptions(tokens.command('revoke').description('revoke a token').argument('<id>')).action(
     async (id: string, flags: ConfigFlags) => {
       await withDatabase(flags, setExit, async (h, c) => {
-        // With Redis, the servers' cached copy is dropped too: refused at once everywhere.
-        const t = await withSharedTokenCache(c, silentLogger(), (cache) =>
-          new TokenService(h.db, systemClock, cache).revoke(id, 'cli'),
+        // With Redis, the servers' cached copy is dropped too and they are told on the bus:
+        // refused at once everywhere, its open sockets closed.
+        const t = await withSharedTokenCache(c, silentLogger(), (cache, bus) =>
+          new TokenService(h.db, systemClock, cache, bus).revoke(id, 'cli'),
         );
         console.log(`revoked ${t.id} (${t.name})`);
       });

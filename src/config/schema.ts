@@ -32,6 +32,24 @@ export const ConfigSchema = Type.Object(
     WEBSOCKET_PORT: port(8765, 'Dedicated WebSocket port for workers (0 picks a free port).'),
     MODEL_SERVER_PORT: port(5000, 'Model download server port (0 picks a free port).'),
     MAX_CLIENTS: Type.Integer({ minimum: 1, default: 100, description: 'Most connected workers at once.' }),
+    MAX_CONNECTIONS_PER_TOKEN: Type.Integer({
+      minimum: 1,
+      default: 50,
+      description:
+        'Most WebSocket connections one token may hold at once (never more than MAX_CLIENTS - 1, so another token always finds room); past it the upgrade is refused with 429.',
+    }),
+    MAX_CONNECTIONS_PER_ADDRESS: Type.Integer({
+      minimum: 1,
+      default: 50,
+      description:
+        'Most WebSocket connections from one client address at once (never more than MAX_CLIENTS - 1); past it the upgrade is refused with 429.',
+    }),
+    REGISTER_TIMEOUT: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 300,
+      default: 5,
+      description: 'Seconds a new WebSocket connection has to send register; past it, closed with 4009.',
+    }),
     MAX_TASKS_PER_CLIENT: Type.Integer({
       minimum: 1,
       default: 3,
@@ -98,6 +116,12 @@ export const ConfigSchema = Type.Object(
       default: '60/minute',
       pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
       description: 'Requests per client address, e.g. "60/minute"; "off" disables.',
+    }),
+    MAX_AUTH_FAILURES: Type.String({
+      default: '20/minute',
+      pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
+      description:
+        'Failed token checks allowed per client address on the WebSocket upgrade and the model server, e.g. "20/minute"; past it the address gets 429 until the window ends. "off" disables.',
     }),
     ADMIN_TOKEN: Type.String({
       default: '',

@@ -6,6 +6,7 @@ import * as m003 from './migrations/003-sessions.js';
 import * as m004 from './migrations/004-training.js';
 import * as m005 from './migrations/005-task-logs.js';
 import * as m006 from './migrations/006-instances.js';
+import * as m007 from './migrations/007-task-owner.js';
 import * as m009 from './migrations/009-code-registry.js';
 
 interface DialectMigration {
@@ -19,11 +20,19 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '004-training': m004,
   '005-task-logs': m005,
   '006-instances': m006,
+  '007-task-owner': m007,
   '009-code-registry': m009,
 };
 
-/** Brings the schema up to date; returns the names applied now. */
-export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<string[]> {
+/**
+ * Brings the schema up to date (or up to and including `upTo`, for tests of a migration
+ * over older rows); returns the names applied now.
+ */
+export async function migrateToLatest(
+  db: Kysely<Database>,
+  dialect: Dialect,
+  upTo?: string,
+): Promise<string[]> {
   const migrations: Record<string, Migration> = {};
   for (const [name, m] of Object.entries(MIGRATIONS)) {
     migrations[name] = { up: (d) => m.up(d, dialect) };
@@ -37,7 +46,9 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
     // migration touches its own tables, so a late lower number is applied, not refused.
     allowUnorderedMigrations: true,
   });
-  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+  const { error, results }: MigrationResultSet = await (upTo
+    ? migrator.migrateTo(upTo)
+    : migrator.migrateToLatest());
   if (error) throw error;
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

@@ -53,6 +53,8 @@ export interface TasksTable {
   // AI Farm's additions.
   name: string | null;
   created_by: string | null;
+  /** Who created it, by identity: `token:<id>` or `user:<id>` (src/auth/principal.ts ownerOf). */
+  owner: string | null;
   progress: ColumnType<number, number | undefined, number>;
   metrics: NullableJson;
   attempts: ColumnType<number, number | undefined, number>;

@@ -14,6 +14,8 @@ export interface NewTaskRow {
   max_attempts: number;
   world_size: number;
   created_by: string | null;
+  /** `token:<id>` or `user:<id>`; null only for rows made outside the API (tests, benchmarks). */
+  owner?: string | null;
   now: string;
 }
 
@@ -22,6 +24,7 @@ export interface TaskFilter {
   type?: string | undefined;
   client_id?: string | undefined;
   created_by?: string | undefined;
+  owner?: string | undefined;
   limit: number;
   offset: number;
 }
@@ -36,6 +39,7 @@ function taskValues(t: NewTaskRow) {
     max_attempts: t.max_attempts,
     world_size: t.world_size,
     created_by: t.created_by,
+    owner: t.owner ?? null,
     status: 'pending' as const,
     created_at: t.now,
     updated_at: t.now,
@@ -51,6 +55,7 @@ const TASK_COLUMNS = [
   'max_attempts',
   'world_size',
   'created_by',
+  'owner',
   'status',
   'created_at',
   'updated_at',
@@ -122,6 +127,7 @@ export async function listTasks(db: Db, f: TaskFilter): Promise<{ rows: TaskRow[
   if (f.type) q = q.where('type', '=', f.type);
   if (f.client_id) q = q.where('client_id', '=', f.client_id);
   if (f.created_by !== undefined) q = q.where('created_by', '=', f.created_by);
+  if (f.owner !== undefined) q = q.where('owner', '=', f.owner);
   const [rows, count] = await Promise.all([
     q.selectAll().orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute(),
     q.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),

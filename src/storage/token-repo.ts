@@ -41,6 +41,18 @@ export async function revokeToken(db: Kysely<Database>, id: string, at: string):
   return Number(res.numUpdatedRows) > 0;
 }
 
+/** Which of `ids` name tokens that exist and are not revoked. */
+export async function activeTokenIds(db: Kysely<Database>, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('api_tokens')
+    .select('id')
+    .where('id', 'in', ids)
+    .where('revoked_at', 'is', null)
+    .execute();
+  return new Set(rows.map((r) => r.id));
+}
+
 export async function touchToken(db: Kysely<Database>, id: string, at: string): Promise<void> {
   await db.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', id).execute();
 }

@@ -9,7 +9,7 @@ import type {
   TaskMetricsView,
   TaskLogLine,
 } from '../api/tasks.js';
-import { isAdmin, type Principal } from '../auth/principal.js';
+import { isAdmin, ownerOf, type Principal } from '../auth/principal.js';
 import type { Bus } from '../bus/bus.js';
 import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
@@ -183,6 +183,7 @@ export class TaskService {
         max_attempts: body.max_attempts ?? 3,
         world_size: body.world_size ?? 1,
         created_by: principal.name,
+        owner: ownerOf(principal),
         now: toDbTime(now),
       },
       at: toDbTime(now, true),
@@ -208,7 +209,7 @@ export class TaskService {
       status: q.status,
       type: q.type,
       client_id: q.client_id,
-      created_by: isAdmin(principal) ? undefined : principal.name,
+      owner: isAdmin(principal) ? undefined : ownerOf(principal),
       limit,
       offset,
     });
@@ -345,7 +346,7 @@ export class TaskService {
   /** The task if this principal may see it; 404 otherwise (not 403: ids are not secrets to confirm). */
   async visible(principal: Principal, id: number): Promise<repo.TaskRow> {
     const row = await repo.findTask(this.db, id);
-    if (!row || (!isAdmin(principal) && row.created_by !== principal.name)) throw notFound('task', id);
+    if (!row || (!isAdmin(principal) && row.owner !== ownerOf(principal))) throw notFound('task', id);
     return row;
   }
 

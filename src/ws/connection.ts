@@ -15,6 +15,8 @@ export class Connection {
   closed = false;
   /** It registered with a bare system-info frame, as the original AI Farm client does. */
   original = false;
+  /** Its token was revoked: nothing more it sends is handled, and its client's leases go back at once. */
+  revoked = false;
 
   constructor(
     readonly ws: WebSocket,

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE_CODES } from '../api/protocol.js';
+import type { AuthFailures } from '../auth/auth-failures.js';
 import type { Principal } from '../auth/principal.js';
 import type { TokenService } from '../auth/token-service.js';
 import { headerDeadline } from '../http/header-deadline.js';
@@ -16,14 +17,21 @@ import type { Clock } from '../storage/values.js';
 import type { LeaseService } from '../tasks/lease-service.js';
 import { decodeFrame } from './codec.js';
 import { Connection } from './connection.js';
+import { ConnectionCaps } from './connection-caps.js';
 import { heartbeatInterval, type Handlers } from './handlers.js';
 
-/** A connection must register within this long. */
-const REGISTER_WITHIN_MS = 10_000;
+/**
+ * How often the tokens of open connections are checked against the database. A revocation
+ * reaches every instance at once on the bus; this catches what the bus could not carry
+ * (`ai-farm tokens revoke` without Redis, or while Redis was away).
+ */
+const TOKEN_RECHECK_MS = 3_000;
 
 export interface GatewayDeps {
   config: Config;
   tokens: TokenService;
+  /** Failed token checks per address (MAX_AUTH_FAILURES). */
+  authFailures: AuthFailures;
   registry: ClientRegistry;
   handlers: Handlers;
   leases: LeaseService;
@@ -40,12 +48,15 @@ export interface GatewayDeps {
 export class Gateway {
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
+  private readonly caps: ConnectionCaps;
   private dedicated: Server | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private pinger: NodeJS.Timeout | null = null;
+  private rechecker: NodeJS.Timeout | null = null;
   private stopping = false;
 
   constructor(private readonly d: GatewayDeps) {
+    this.caps = new ConnectionCaps(d.config);
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: d.config.MAX_MESSAGE_BYTES,
@@ -78,6 +89,7 @@ export class Gateway {
     const timeoutMs = this.d.config.CONNECTION_TIMEOUT * 1000;
     this.sweeper = setInterval(() => void this.sweep(), Math.min(1000, timeoutMs / 4));
     this.pinger = setInterval(() => this.ping(), heartbeatInterval(this.d.config) * 1000);
+    this.rechecker = setInterval(() => void this.recheckTokens(), TOKEN_RECHECK_MS);
     return (server.address() as AddressInfo).port;
   }
 
@@ -91,11 +103,46 @@ export class Gateway {
     if (c) c.lastSeen = this.d.clock.now().getTime();
   }
 
+  /**
+   * Ends every connection opened with a revoked token: closed with 4001, nothing more it
+   * sends is handled, no task is pushed to it, and its client's leases go back at once (it
+   * cannot come back with that token). Returns how many were closed.
+   */
+  revokeToken(tokenId: string): number {
+    let n = 0;
+    for (const c of this.connections) {
+      if (c.revoked || c.principal?.kind !== 'token' || c.principal.id !== tokenId) continue;
+      c.revoked = true;
+      const client = c.clientId ? this.d.registry.get(c.clientId) : undefined;
+      if (client && client.owner === c) client.send = null;
+      c.close(CLOSE_CODES.unauthorized, `token ${tokenId} was revoked`);
+      n++;
+    }
+    if (n > 0) this.d.logger.info({ token: tokenId, connections: n }, 'revoked token: connections closed');
+    return n;
+  }
+
+  /** Closes the connections whose token is no longer valid in the database. */
+  private async recheckTokens(): Promise<void> {
+    const ids = new Set<string>();
+    for (const c of this.connections)
+      if (c.principal?.kind === 'token' && !c.revoked) ids.add(c.principal.id);
+    if (ids.size === 0) return;
+    try {
+      const active = await this.d.tokens.stillActive([...ids]);
+      for (const id of ids) if (!active.has(id)) this.revokeToken(id);
+    } catch (err) {
+      // The database is away: the next check tries again.
+      this.d.logger.debug({ err }, 'token re-check failed');
+    }
+  }
+
   /** Closes every connection (clients reconnect elsewhere or later) and the port. */
   async close(): Promise<void> {
     this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     if (this.pinger) clearInterval(this.pinger);
+    if (this.rechecker) clearInterval(this.rechecker);
     for (const c of this.connections) c.close(CLOSE_CODES.goingAway, 'server shutting down');
     await Promise.all([...this.connections].map((c) => c.queue));
     for (const c of this.connections) c.ws.terminate();
@@ -112,21 +159,49 @@ export class Gateway {
     try {
       const origin = req.headers.origin;
       if (origin && !sameOrigin(origin, req.headers.host)) return refuse(socket, 403, 'Forbidden origin');
+      const remote = req.socket.remoteAddress ?? '';
+      const failures = this.d.authFailures;
+      const wait = failures.retryAfter(remote);
+      if (wait > 0) {
+        this.d.metrics.errors.inc({ code: 'too_many_auth_failures' });
+        return refuse(
+          socket,
+          429,
+          'Too Many Requests',
+          { 'Retry-After': String(wait) },
+          failures.describe(remote),
+        );
+      }
+      const crowded = this.caps.addressRefusal(remote);
+      if (crowded !== null) {
+        this.d.metrics.errors.inc({ code: 'too_many_connections' });
+        return refuse(socket, 429, 'Too Many Requests', {}, crowded);
+      }
       const url = new URL(req.url ?? '/', 'http://x');
       const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token');
       let principal: Principal | null = null;
       if (token) {
         principal = await this.d.tokens.authenticate(token);
-        if (!principal) return refuse(socket, 401, 'Unauthorized: unknown or revoked token');
+        if (!principal) {
+          failures.record(remote);
+          return refuse(socket, 401, 'Unauthorized: unknown or revoked token');
+        }
         if (principal.role !== 'worker' && principal.role !== 'admin') {
           return refuse(socket, 403, `Forbidden: a ${principal.role} token cannot connect as a worker`);
         }
       } else if (!this.d.config.ALLOW_ANONYMOUS_CLIENTS) {
+        failures.record(remote);
         return refuse(socket, 401, 'Unauthorized: send a worker token');
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) =>
-        this.accept(ws, principal, req.socket.remoteAddress ?? ''),
-      );
+      const place = this.caps.take(principal?.id ?? null, remote);
+      if (!place.ok) {
+        this.d.metrics.errors.inc({ code: 'too_many_connections' });
+        return refuse(socket, 429, 'Too Many Requests', {}, place.message);
+      }
+      // However the socket ends (refused handshake, close, reset), its place is given back.
+      socket.once('close', place.release);
+      if (socket.destroyed) place.release();
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, remote));
     } catch (err) {
       this.d.logger.error({ err }, 'websocket upgrade failed');
       refuse(socket, isConnectionError(err) ? 503 : 500, 'Upgrade failed');
@@ -148,15 +223,21 @@ export class Gateway {
       return;
     }
     this.connections.add(conn);
+    const registerWithin = this.d.config.REGISTER_TIMEOUT;
     const registerTimer = setTimeout(() => {
-      if (!conn.clientId) conn.close(CLOSE_CODES.registrationTimeout, 'register within 10 s of connecting');
-    }, REGISTER_WITHIN_MS);
+      if (!conn.clientId)
+        conn.close(CLOSE_CODES.registrationTimeout, `register within ${registerWithin} s of connecting`);
+    }, registerWithin * 1000);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(conn, data, isBinary));
     ws.on('pong', () => this.seen(conn));
     ws.on('error', (err) => this.d.logger.debug({ err, client: conn.clientId }, 'websocket error'));
     ws.on('close', (code) => {
       // 1000/1001 from the client is a deliberate goodbye; codes the server sent are not.
-      const goodbye = !conn.closed && (code === 1000 || code === 1001);
+      const ending = conn.revoked
+        ? 'revoked'
+        : !conn.closed && (code === 1000 || code === 1001)
+          ? 'goodbye'
+          : 'dropped';
       clearTimeout(registerTimer);
       conn.closed = true;
       this.connections.delete(conn);
@@ -165,13 +246,15 @@ export class Gateway {
       if (this.stopping) return;
       conn.queue = conn.queue.then(() =>
         this.d.handlers
-          .disconnected(conn, goodbye)
+          .disconnected(conn, ending)
           .catch((err: unknown) => this.d.logger.error({ err }, 'disconnect failed')),
       );
     });
   }
 
   private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
+    // Whatever a revoked token's socket still sends while it closes is refused unread.
+    if (conn.revoked) return;
     const now = this.d.clock.now().getTime();
     if (!conn.take(now)) {
       this.d.metrics.errors.inc({ code: 'message_flood' });
@@ -197,7 +280,7 @@ export class Gateway {
     if (!isResult) conn.othersQueued++;
     conn.queue = conn.queue.then(async () => {
       try {
-        if (conn.closed && !isResult) return;
+        if (conn.revoked || (conn.closed && !isResult)) return;
         await (early ?? this.d.handlers.handle(conn, msg));
       } catch (err) {
         const app = err instanceof AppError ? err : null;
@@ -260,9 +343,20 @@ export class Gateway {
   }
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
+/** Answers an upgrade with an HTTP error (the status line's text, extra headers, a plain-text body) and closes. */
+function refuse(
+  socket: Duplex,
+  status: number,
+  text: string,
+  headers: Record<string, string> = {},
+  body = '',
+): void {
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+    const type = body ? 'Content-Type: text/plain; charset=utf-8\r\n' : '';
+    socket.write(
+      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${extra.join('')}${type}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }

@@ -320,17 +320,20 @@ export class Handlers {
   /**
    * The client's socket closed. After a drop it keeps its leases until CONNECTION_TIMEOUT
    * after it was last seen; a client that said goodbye (close code 1000 or 1001) gives
-   * them back at once, so its work moves on without waiting.
+   * them back at once, so its work moves on without waiting; so does one whose token was
+   * revoked, which cannot come back with it.
    */
-  async disconnected(conn: Connection, goodbye: boolean): Promise<void> {
+  async disconnected(conn: Connection, ending: 'dropped' | 'goodbye' | 'revoked'): Promise<void> {
     if (!conn.clientId) return;
     const client = this.d.registry.get(conn.clientId);
     if (!client || client.owner !== conn) return;
     client.send = null;
     client.owner = null;
-    if (goodbye) {
+    if (ending !== 'dropped') {
       this.d.registry.remove(client.id);
-      await this.d.leases.releaseClient(client, `client ${client.id} disconnected (said goodbye)`);
+      const why =
+        ending === 'goodbye' ? 'disconnected (said goodbye)' : 'disconnected (its token was revoked)';
+      await this.d.leases.releaseClient(client, `client ${client.id} ${why}`);
     }
     const now = this.d.clock.now();
     await this.d.writes.run((trx) =>

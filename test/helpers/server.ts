@@ -23,7 +23,7 @@ export interface ApiResponse {
   body: any;
 }
 
-/** Builds a config for tests and benchmarks: loopback, random ports, folders under `db.dir`, rate limits off unless asked. */
+/** Builds a config for tests and benchmarks: loopback, random ports, folders under `db.dir`, rate limits (RATE_LIMIT, MAX_AUTH_FAILURES) off unless asked. */
 export function testConfig(
   db: Pick<TestDatabase, 'url' | 'dir'>,
   overrides: Record<string, unknown> = {},
@@ -41,6 +41,7 @@ export function testConfig(
       CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
       MODEL_CACHE_DIR: join(db.dir, 'model_cache'),
       RATE_LIMIT: 'off',
+      MAX_AUTH_FAILURES: 'off',
       LOG_LEVEL: 'debug',
       ...overrides,
     },

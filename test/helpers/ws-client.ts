@@ -26,14 +26,17 @@ export class RawClient {
     });
   }
 
+  /** `localAddress` picks the source address (any 127.x.y.z on Linux), to act as another machine. */
   static connect(
     url: string,
     token: string | null,
     headers: Record<string, string> = {},
+    opts: { localAddress?: string } = {},
   ): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, {
         headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+        ...opts,
       });
       const c = new RawClient(ws);
       ws.once('open', () => resolve(c));

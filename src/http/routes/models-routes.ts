@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { ErrorBody, IdParam } from '../../api/common.js';
+import type { AuthFailures } from '../../auth/auth-failures.js';
 import type { TokenService } from '../../auth/token-service.js';
 import { AppError, badRequest } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
@@ -136,6 +137,8 @@ export const modelRoutes =
  */
 export async function buildModelServer(d: {
   tokens: TokenService;
+  /** Failed token checks per address: past MAX_AUTH_FAILURES, refused before the token is read. */
+  authFailures: AuthFailures;
   training: TrainingService;
   logger: Logger;
   /** HEADERS_TIMEOUT, seconds. */
@@ -152,7 +155,19 @@ export async function buildModelServer(d: {
   app.setNotFoundHandler((req) => {
     throw new AppError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, 404);
   });
-  app.addHook('onRequest', authHook(d.tokens));
+  const auth = authHook(d.tokens);
+  app.addHook('onRequest', async (req, reply) => {
+    if (d.authFailures.retryAfter(req.ip) > 0) {
+      void reply.header('retry-after', String(d.authFailures.retryAfter(req.ip)));
+      throw new AppError('too_many_auth_failures', d.authFailures.describe(req.ip), 429);
+    }
+    try {
+      await auth(req, reply);
+    } catch (err) {
+      if (err instanceof AppError && err.status === 401) d.authFailures.record(req.ip);
+      throw err;
+    }
+  });
   await app.register(modelDownloads(d.training, ''));
   for (const p of d.plugins ?? []) await app.register(p);
   return app as unknown as FastifyInstance;
