@@ -37,7 +37,7 @@ function download(
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       base + path,
-      { localAddress, headers: { authorization: `Bearer ${token}` } },
+      { localAddress, headers: token ? { authorization: `Bearer ${token}` } : {} },
       (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
@@ -96,6 +96,12 @@ describe.each(DIALECTS)('failed authentications per address on %s', (dialect) =>
     expect(refused.status).toBe(429);
     expect(JSON.parse(refused.body).error.code).toBe('too_many_auth_failures');
     expect(Number(refused.retryAfter)).toBeGreaterThan(0);
+    // The model registry's `?token=` counts too, from its own address.
+    for (let i = 0; i < 5; i++)
+      expect(
+        (await download(t.server.modelUrl, `/models/m/1?token=afm_bad${i}`, '', '127.0.0.6')).status,
+      ).toBe(401);
+    expect((await download(t.server.modelUrl, '/models/m/1', t.adminToken, '127.0.0.6')).status).toBe(429);
     // Another address with a good token gets past authentication (404: no such task).
     expect((await download(t.server.modelUrl, '/tasks/999999/model', t.adminToken, '127.0.0.5')).status).toBe(
       404,

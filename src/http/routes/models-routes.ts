@@ -161,12 +161,11 @@ export async function buildModelServer(d: {
       void reply.header('retry-after', String(d.authFailures.retryAfter(req.ip)));
       throw new AppError('too_many_auth_failures', d.authFailures.describe(req.ip), 429);
     }
-    try {
-      await auth(req, reply);
-    } catch (err) {
-      if (err instanceof AppError && err.status === 401) d.authFailures.record(req.ip);
-      throw err;
-    }
+    await auth(req, reply);
+  });
+  // Every 401 counts, whichever route's check gave it (the registry's routes check `?token=` too).
+  app.addHook('onResponse', async (req, reply) => {
+    if (reply.statusCode === 401) d.authFailures.record(req.ip);
   });
   await app.register(modelDownloads(d.training, ''));
   for (const p of d.plugins ?? []) await app.register(p);
