@@ -7,6 +7,7 @@ import {
   type DistributedNoteMessage,
   type HeartbeatMessage,
   type InitDistributedMessage,
+  type ServerMessage,
   type RegisterMessage,
   type TaskProgressMessage,
   type TaskLogMessage,
@@ -139,7 +140,10 @@ export class Handlers {
     const wanted = msg.max_tasks ?? (client.original ? 1 : config.MAX_TASKS_PER_CLIENT);
     client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, wanted);
     client.lastSeen = now.getTime();
-    client.send = (m) => conn.send(m);
+    const send = (m: ServerMessage) => conn.send(m);
+    // Not reachable by the dispatcher until `registered` is out: a task frame must not come
+    // first (the original client takes the frame after its init_distributed as the answer).
+    client.send = null;
     client.owner = conn;
     registry.add(client);
     const session = {
@@ -147,22 +151,27 @@ export class Handlers {
       platform: msg.platform ?? null,
       task_types: msg.task_types ?? null,
     };
-    await this.d.writes.run((trx) =>
-      upsertClient(trx as unknown as Kysely<Database>, {
-        id,
-        cpu_info: JSON.stringify(msg.cpu),
-        ram_info: JSON.stringify(msg.ram),
-        gpu_info: msg.gpu === undefined || msg.gpu === null ? null : JSON.stringify(msg.gpu),
-        session_info: JSON.stringify(session),
-        hostname: msg.hostname ?? null,
-        token_id: tokenId,
-        connected: 1,
-        status: cordoned ? 'inactive' : 'active',
-        last_seen: toDbTime(now),
-        registered_at: toDbTime(now),
-        utilization: null,
-      }),
-    );
+    await this.d.writes
+      .run((trx) =>
+        upsertClient(trx as unknown as Kysely<Database>, {
+          id,
+          cpu_info: JSON.stringify(msg.cpu),
+          ram_info: JSON.stringify(msg.ram),
+          gpu_info: msg.gpu === undefined || msg.gpu === null ? null : JSON.stringify(msg.gpu),
+          session_info: JSON.stringify(session),
+          hostname: msg.hostname ?? null,
+          token_id: tokenId,
+          connected: 1,
+          status: cordoned ? 'inactive' : 'active',
+          last_seen: toDbTime(now),
+          registered_at: toDbTime(now),
+          utilization: null,
+        }),
+      )
+      .catch((err: unknown) => {
+        client.send = send; // the error frame tells it; it stays reachable as before
+        throw err;
+      });
     conn.send({
       type: 'registered',
       reply_to: msg.msg_id ?? null,
@@ -171,6 +180,7 @@ export class Handlers {
       heartbeat_interval: heartbeatInterval(config),
       connection_timeout: config.CONNECTION_TIMEOUT,
     });
+    client.send = send;
     await this.d.adopt?.(client);
     await this.d.leases.resend(client);
     await this.d.bus.publish('client.changed', {
