@@ -52,6 +52,8 @@ export class Dispatcher {
   /** Passes run one after another, never two at once. */
   private passes: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Ends a lease committed for a client that left meanwhile (LeaseService, wired by the farm). */
+  private releaseLeftBehind: ((lease: Lease, reason: string) => Promise<void>) | null = null;
 
   constructor(
     private readonly deps: {
@@ -66,6 +68,11 @@ export class Dispatcher {
       training?: TrainingHook;
     },
   ) {}
+
+  /** How to end a lease whose claim committed after its client had gone (set once by the farm). */
+  releaseLeasesWith(release: (lease: Lease, reason: string) => Promise<void>): void {
+    this.releaseLeftBehind = release;
+  }
 
   /** Loads every pending task (at start). */
   async loadPending(): Promise<void> {
@@ -295,11 +302,19 @@ export class Dispatcher {
         await this.refresh(taskId);
         return;
       }
-      for (const [i, p] of ps.entries()) {
-        const lease = provisional[i] as Lease;
+      // Every lease is complete before the first await below, so a client leaving from now on
+      // finds real leases and its release ends them (releaseClient skips provisional ones).
+      for (const [i, lease] of provisional.entries()) {
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
         lease.worldSize = task.worldSize;
+      }
+      // A client that left while the claim was committing (a goodbye right after its last
+      // ack) has had its leases released already, without this one: it is ended below.
+      const leftBehind = provisional.filter((l) => registry.get(l.clientId)?.leases.get(taskId) !== l);
+      for (const [i, p] of ps.entries()) {
+        const lease = provisional[i] as Lease;
+        if (leftBehind.includes(lease)) continue;
         const data: TaskData = {
           id: taskId,
           type: task.type,
@@ -321,6 +336,15 @@ export class Dispatcher {
       }
       this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
       await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
+      // After the `running` news, so the news of the release (pending again) comes last.
+      for (const lease of leftBehind) {
+        const reason = `client ${lease.clientId} left before attempt ${lease.attempt} of task ${taskId} reached it`;
+        this.deps.logger.info(
+          { taskId, client: lease.clientId },
+          'assignment for a departed client released',
+        );
+        await this.releaseLeftBehind?.(lease, reason);
+      }
     });
     await Promise.all(claims);
   }
