@@ -44,6 +44,8 @@ async function serve(dialect: Dialect): Promise<void> {
   const adminToken = generateToken();
   const server = await startServer(testConfig(db, { ADMIN_TOKEN: adminToken, LOG_LEVEL: 'warn' }));
   process.on('message', (m) => {
+    // The server's own CPU time: a figure the other processes on the machine do not change.
+    if (m === 'cpu') process.send?.({ cpu: process.cpuUsage() });
     if (m !== 'stop') return;
     void server
       .stop()
@@ -166,6 +168,18 @@ async function main(): Promise<void> {
       return { health: summarise(health), tasks_read: summarise(read) };
     };
     const quiet = await timed(1000);
+    const serverCpu = () =>
+      new Promise<number>((resolve) => {
+        const on = (m: unknown) => {
+          const cpu = (m as { cpu?: NodeJS.CpuUsage }).cpu;
+          if (!cpu) return;
+          proc.off('message', on);
+          resolve((cpu.user + cpu.system) / 1000);
+        };
+        proc.on('message', on);
+        proc.send('cpu');
+      });
+    const cpuBefore = await serverCpu();
 
     // Each socket sends its requests spread over each 10 ms tick (rate / 100 per tick).
     let sent = 0;
@@ -183,6 +197,7 @@ async function main(): Promise<void> {
     // The replies still on their way: bounded wait.
     const until = Date.now() + 30_000;
     while (ws.some((w) => w.replies < sent && w.closeCode === null) && Date.now() < until) await sleep(20);
+    const floodCpuMs = (await serverCpu()) - cpuBefore;
     const after = await timed(500);
     const result = {
       dialect,
@@ -193,6 +208,9 @@ async function main(): Promise<void> {
       requests_sent: sent * workers,
       replies: ws.reduce((n, w) => n + w.replies, 0),
       closed: ws.filter((w) => w.closeCode !== null).map((w) => w.closeCode),
+      /** Server CPU time from the start of the flood to its last reply (probes included). */
+      server_cpu_ms: Math.round(floodCpuMs),
+      server_cpu_us_per_request: Math.round((floodCpuMs * 1000) / Math.max(1, sent * workers)),
       quiet,
       flood,
       after,
@@ -208,6 +226,7 @@ async function main(): Promise<void> {
         [
           `flood on ${dialect}: ${workers} sockets x ${rate} task_request/s for ${seconds} s, ${tasks} pending tasks none can run`,
           `  requests sent ${result.requests_sent}, replies ${result.replies}, sockets closed: ${result.closed.join(', ') || 'none'}`,
+          `  server CPU during the flood: ${result.server_cpu_ms} ms (${result.server_cpu_us_per_request} µs per request)`,
           `  quiet:`,
           line('GET /health', quiet.health),
           line('GET /api/tasks?limit=1', quiet.tasks_read),
