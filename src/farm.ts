@@ -20,6 +20,7 @@ import { countTasksByStatus } from './storage/task-repo.js';
 import type { Clock } from './storage/values.js';
 import { WriteQueue } from './storage/write-queue.js';
 import { LeaseService } from './tasks/lease-service.js';
+import { strandedSweepMs, sweepStrandedLeases } from './tasks/stranded-leases.js';
 import { RoundCoordinator } from './training/coordinator/coordinator.js';
 import { TrainingPaths } from './training/coordinator/paths.js';
 import { Gateway } from './ws/gateway.js';
@@ -98,6 +99,7 @@ export function createFarm(d: {
   });
   const leases = new LeaseService({ ...base, dispatcher, training });
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
+  dispatcher.releaseLeasesWith((lease, reason) => leases.releaseDetached(lease, reason));
   cluster?.attach({ leases, dispatcher, training });
   const handlers = new Handlers({
     ...base,
@@ -126,6 +128,7 @@ export function createFarm(d: {
   const unsubscribe: (() => void)[] = [];
   let flusher: NodeJS.Timeout | null = null;
   let pendingSweep: NodeJS.Timeout | null = null;
+  let strandedSweep: NodeJS.Timeout | null = null;
   const fail = (what: string) => (err: unknown) => logger.error({ err }, what);
 
   return {
@@ -191,12 +194,30 @@ export function createFarm(d: {
         () => void sweepPending(d.db, dispatcher).catch(fail('pending sweep failed')),
         PENDING_SWEEP_MS,
       );
+      // Safety net for leases no registry holds (a claim that committed as its client left):
+      // ended once their client has been connected nowhere for CONNECTION_TIMEOUT.
+      let sweeping = false;
+      strandedSweep = setInterval(() => {
+        if (sweeping) return; // a slow database: no sweeps piling up
+        sweeping = true;
+        void sweepStrandedLeases({
+          db: d.db,
+          registry,
+          clock: d.clock,
+          connectionTimeout: d.config.CONNECTION_TIMEOUT,
+          instanceId: cluster?.id ?? null,
+          release: (lease, reason) => leases.releaseDetached(lease, reason),
+        })
+          .catch(fail('stranded-lease sweep failed'))
+          .finally(() => (sweeping = false));
+      }, strandedSweepMs(d.config.CONNECTION_TIMEOUT));
       return gateway.listen(d.config.SERVER_HOST, d.config.WEBSOCKET_PORT);
     },
     async stop() {
       dispatcher.close();
       if (flusher) clearInterval(flusher);
       if (pendingSweep) clearInterval(pendingSweep);
+      if (strandedSweep) clearInterval(strandedSweep);
       for (const u of unsubscribe) u();
       await gateway.close();
       await cluster?.stop();

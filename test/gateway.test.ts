@@ -238,16 +238,16 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     });
     await picky.type('registered');
     const b = await connect(`w-bye-b-${dialect}`, { ramGb: 120 });
-    const started = Date.now();
     a.ws.close(1000, 'bye');
     const m = await b.type('task');
-    // Long before CONNECTION_TIMEOUT (1.5 s): a goodbye needs no waiting.
-    expect(Date.now() - started).toBeLessThan(1000);
     expect(m.data).toMatchObject({ id, attempt: 2 });
     expect(picky.received.filter((x) => x.type === 'task')).toHaveLength(0);
     b.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 2 });
     await b.type('ack');
+    // Handed back by the goodbye, not by CONNECTION_TIMEOUT (1.5 s) — which on a busy machine
+    // could also come first, so the reason is checked rather than the time taken.
     expect((await task(id)).error_log).toMatch(/said goodbye/);
+    expect((await task(id)).error_log).not.toMatch(/silent for/);
     b.close();
     picky.close();
   });

@@ -88,7 +88,14 @@ export function holdLease(
     registry.add(client);
   }
   if (client.leases.has(a.task_id)) return null;
-  const lease: Lease = {
+  const lease = leaseFromRow(a);
+  client.leases.set(a.task_id, lease);
+  return lease;
+}
+
+/** The in-memory lease of a live assignment row. */
+export function leaseFromRow(a: AssignmentRow): Lease {
+  return {
     taskId: a.task_id,
     rank: Number(a.rank),
     attempt: Number(a.attempt),
@@ -102,6 +109,4 @@ export function holdLease(
     lastSample: 0,
     dirty: false,
   };
-  client.leases.set(a.task_id, lease);
-  return lease;
 }

@@ -6,6 +6,8 @@ export interface FarmMetrics {
   connectedClients: Gauge;
   tasksByStatus: Gauge<'status'>;
   dispatchLatency: Histogram;
+  /** Dispatch passes: `placed` some work, `idle` (looked at the queue, placed nothing), `skipped` (nothing had changed). */
+  dispatchPasses: Counter<'outcome'>;
   messages: Counter<'type' | 'direction'>;
   errors: Counter<'code'>;
 }
@@ -41,6 +43,12 @@ export function createMetrics(opts: {
       name: 'aifarm_dispatch_latency_seconds',
       help: 'From a task becoming pending to its task message being sent.',
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    dispatchPasses: new Counter({
+      name: 'aifarm_dispatch_passes_total',
+      help: 'Dispatch passes by outcome: placed, idle (placed nothing), skipped (nothing had changed since an idle pass).',
+      labelNames: ['outcome'],
       registers: [registry],
     }),
     messages: new Counter({

@@ -1,5 +1,7 @@
-import { sql } from 'kysely';
-import { insertAssignments, type NewAssignment } from '../storage/assignment-repo.js';
+import { sql, type Transaction } from 'kysely';
+import { insertAssignment, insertAssignments, type NewAssignment } from '../storage/assignment-repo.js';
+import type { Database } from '../storage/schema.js';
+import { insertTaskEvent } from '../storage/task-repo.js';
 import { perRow } from '../storage/bulk.js';
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
@@ -94,3 +96,47 @@ export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
     return items.map((i) => out.get(i) ?? null);
   },
 };
+
+/** Claims re-placed ranks of a running task: each rank's next attempt (null when it no longer runs). */
+export async function claimRanks(
+  trx: Transaction<Database>,
+  taskId: number,
+  ps: Placement[],
+  now: Date,
+): Promise<{ attempts: number[]; ids: number[] } | null> {
+  const task = await trx.selectFrom('tasks').select(['status']).where('id', '=', taskId).executeTakeFirst();
+  if (task?.status !== 'running') return null;
+  const attempts: number[] = [];
+  const ids: number[] = [];
+  for (const p of ps) {
+    const prev = await trx
+      .selectFrom('task_assignments')
+      .select((eb) => eb.fn.max('attempt').as('a'))
+      .where('task_id', '=', taskId)
+      .where('rank', '=', p.rank)
+      .executeTakeFirst();
+    const attempt = Number(prev?.a ?? 0) + 1;
+    attempts.push(attempt);
+    ids.push(
+      await insertAssignment(trx, {
+        task_id: taskId,
+        client_id: p.clientId,
+        rank: p.rank,
+        attempt,
+        at: toDbTime(now),
+      }),
+    );
+  }
+  await trx
+    .updateTable('tasks')
+    .set({ attempts: sql<number>`attempts + ${ps.length}`, updated_at: toDbTime(now) })
+    .where('id', '=', taskId)
+    .execute();
+  await insertTaskEvent(trx, {
+    task_id: taskId,
+    at: toDbTime(now, true),
+    kind: 'rank_assigned',
+    message: ps.map((p, i) => `rank ${p.rank} attempt ${attempts[i]} assigned to ${p.clientId}`).join('; '),
+  });
+  return { attempts, ids };
+}

@@ -1,18 +1,23 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { TaskData, TrainingData } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { FarmMetrics } from '../observability/metrics.js';
-import { insertAssignment } from '../storage/assignment-repo.js';
 import { chunks } from '../storage/bulk.js';
 import type { Database } from '../storage/schema.js';
-import { findTask, findTasks, insertTaskEvent, type TaskRow } from '../storage/task-repo.js';
-import { parseJson, toDbTime, type Clock } from '../storage/values.js';
+import { findTask, findTasks, type TaskRow } from '../storage/task-repo.js';
+import { parseJson, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
-import { claimTasks } from './claim.js';
+import { claimRanks, claimTasks } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
-import { placeTasks, unschedulableReason, type PendingTask, type Placement } from './policy.js';
+import {
+  placeTasks,
+  requirementClass,
+  unschedulableReason,
+  type PendingTask,
+  type Placement,
+} from './policy.js';
 import { taskFrameData } from '../compat/task-frame.js';
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
@@ -52,7 +57,15 @@ export class Dispatcher {
   private readScheduled = false;
   /** Passes run one after another, never two at once. */
   private passes: Promise<void> = Promise.resolve();
+  /** The pass waiting behind the running one: every caller until it starts shares it. */
+  private nextPass: Promise<void> | null = null;
+  /** Bumped by everything that may open a placement (schedule(), a task queued). */
+  private changes = 0;
+  /** What the last pass that placed nothing saw; a pass that would see the same is skipped. */
+  private idleSignature: string | null = null;
   private closed = false;
+  /** Ends a lease committed for a client that left meanwhile (LeaseService, wired by the farm). */
+  private releaseLeftBehind: ((lease: Lease, reason: string) => Promise<void>) | null = null;
 
   constructor(
     private readonly deps: {
@@ -67,6 +80,11 @@ export class Dispatcher {
       training?: TrainingHook;
     },
   ) {}
+
+  /** How to end a lease whose claim committed after its client had gone (set once by the farm). */
+  releaseLeasesWith(release: (lease: Lease, reason: string) => Promise<void>): void {
+    this.releaseLeftBehind = release;
+  }
 
   /** Loads every pending task (at start). */
   async loadPending(): Promise<void> {
@@ -170,6 +188,7 @@ export class Dispatcher {
 
   /** Runs a dispatch pass soon; many calls in one turn make one pass. */
   schedule(): void {
+    this.changes++;
     if (this.closed || this.passScheduled) return;
     this.passScheduled = true;
     setImmediate(() => {
@@ -180,8 +199,16 @@ export class Dispatcher {
 
   /** Runs a pass now (after any pass under way) and resolves when its tasks are sent. */
   passNow(): Promise<void> {
-    this.passes = this.passes.then(() => this.pass());
-    return this.passes;
+    // A flood of task_request (each asks for a pass) costs one pass per pass time, not one
+    // per request: a pass that has not started yet sees everything its later callers would.
+    if (this.nextPass) return this.nextPass;
+    const next: Promise<void> = this.passes.then(() => {
+      if (this.nextPass === next) this.nextPass = null;
+      return this.pass();
+    });
+    this.nextPass = next;
+    this.passes = next;
+    return next;
   }
 
   close(): void {
@@ -226,14 +253,18 @@ export class Dispatcher {
 
   private enqueueRow(r: TaskRow, ranks?: number[]): void {
     const existing = this.queue.get(r.id);
+    this.changes++;
+    const requirements = (parseJson(r.requirements) ?? {}) as PendingTask['requirements'];
+    const worldSize = Number(r.world_size);
     this.queue.set({
       id: r.id,
       partial: ranks !== undefined,
       ranks,
       type: r.type,
       priority: Number(r.priority ?? 0),
-      requirements: (parseJson(r.requirements) ?? {}) as PendingTask['requirements'],
-      worldSize: Number(r.world_size),
+      requirements,
+      worldSize,
+      classKey: requirementClass({ type: r.type, requirements, worldSize, ranks }),
       queuedAt: existing?.queuedAt ?? this.deps.clock.now().getTime(),
       attempts: Number(r.attempts),
       name: r.name,
@@ -254,7 +285,19 @@ export class Dispatcher {
           yield t;
         }
       };
-      const placements = placeTasks(tasks(this.queue), registry.capacities(this.deps.maxTasksPerClient));
+      const capacities = registry.capacities(this.deps.maxTasksPerClient);
+      // Placements depend only on the queue and the clients' free slots, cordons and hardware:
+      // when none of them changed since a pass that placed nothing, neither would this one.
+      // That costs the number of clients, not the length of the queue.
+      let signature = `${this.changes}/${registry.hardwareVersion}`;
+      for (const c of capacities) signature += `/${c.id}:${c.freeSlots}:${c.cordoned ? 1 : 0}`;
+      if (signature === this.idleSignature) {
+        this.deps.metrics.dispatchPasses.inc({ outcome: 'skipped' });
+        return;
+      }
+      const placements = placeTasks(tasks(this.queue), capacities);
+      this.idleSignature = placements.length === 0 ? signature : null;
+      this.deps.metrics.dispatchPasses.inc({ outcome: placements.length === 0 ? 'idle' : 'placed' });
       if (placements.length > 0) await this.claim(placements);
       if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
     } catch (err) {
@@ -281,7 +324,7 @@ export class Dispatcher {
       const now = clock.now();
       const claimed = await (
         task.partial
-          ? writes.run((trx) => this.claimRanks(trx, taskId, ps, now))
+          ? writes.run((trx) => claimRanks(trx, taskId, ps, now))
           : writes.submit(claimTasks, { taskId, placements: ps, attempts: task.attempts, now })
       ).catch((err: unknown) => {
         this.deps.logger.error({ err, taskId }, 'claim failed');
@@ -296,11 +339,19 @@ export class Dispatcher {
         await this.refresh(taskId);
         return;
       }
-      for (const [i, p] of ps.entries()) {
-        const lease = provisional[i] as Lease;
+      // Every lease is complete before the first await below, so a client leaving from now on
+      // finds real leases and its release ends them (releaseClient skips provisional ones).
+      for (const [i, lease] of provisional.entries()) {
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
         lease.worldSize = task.worldSize;
+      }
+      // A client that left while the claim was committing (a goodbye right after its last
+      // ack) has had its leases released already, without this one: it is ended below.
+      const leftBehind = provisional.filter((l) => registry.get(l.clientId)?.leases.get(taskId) !== l);
+      for (const [i, p] of ps.entries()) {
+        const lease = provisional[i] as Lease;
+        if (leftBehind.includes(lease)) continue;
         const data: TaskData = taskFrameData({
           id: taskId,
           type: task.type,
@@ -322,52 +373,17 @@ export class Dispatcher {
       }
       this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
       await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
+      // After the `running` news, so the news of the release (pending again) comes last.
+      for (const lease of leftBehind) {
+        const reason = `client ${lease.clientId} left before attempt ${lease.attempt} of task ${taskId} reached it`;
+        this.deps.logger.info(
+          { taskId, client: lease.clientId },
+          'assignment for a departed client released',
+        );
+        await this.releaseLeftBehind?.(lease, reason);
+      }
     });
     await Promise.all(claims);
-  }
-
-  /** Claims re-placed ranks of a running task: each rank's next attempt. */
-  private async claimRanks(
-    trx: Transaction<Database>,
-    taskId: number,
-    ps: Placement[],
-    now: Date,
-  ): Promise<{ attempts: number[]; ids: number[] } | null> {
-    const task = await trx.selectFrom('tasks').select(['status']).where('id', '=', taskId).executeTakeFirst();
-    if (task?.status !== 'running') return null;
-    const attempts: number[] = [];
-    const ids: number[] = [];
-    for (const p of ps) {
-      const prev = await trx
-        .selectFrom('task_assignments')
-        .select((eb) => eb.fn.max('attempt').as('a'))
-        .where('task_id', '=', taskId)
-        .where('rank', '=', p.rank)
-        .executeTakeFirst();
-      const attempt = Number(prev?.a ?? 0) + 1;
-      attempts.push(attempt);
-      ids.push(
-        await insertAssignment(trx, {
-          task_id: taskId,
-          client_id: p.clientId,
-          rank: p.rank,
-          attempt,
-          at: toDbTime(now),
-        }),
-      );
-    }
-    await trx
-      .updateTable('tasks')
-      .set({ attempts: sql<number>`attempts + ${ps.length}`, updated_at: toDbTime(now) })
-      .where('id', '=', taskId)
-      .execute();
-    await insertTaskEvent(trx, {
-      task_id: taskId,
-      at: toDbTime(now, true),
-      kind: 'rank_assigned',
-      message: ps.map((p, i) => `rank ${p.rank} attempt ${attempts[i]} assigned to ${p.clientId}`).join('; '),
-    });
-    return { attempts, ids };
   }
 
   private reserve(p: Placement): Lease {

@@ -3,6 +3,7 @@ import {
   byPriorityThenAge,
   fits,
   placeTasks,
+  requirementClass,
   unschedulableReason,
   type ClientCapacity,
   type PendingTask,
@@ -112,5 +113,37 @@ describe('unschedulableReason', () => {
     expect(why).toMatch(/at most 8 cores/);
     expect(unschedulableReason(task(1, { worldSize: 2 }), known)).toMatch(/2 clients/);
     expect(unschedulableReason(task(1), [])).toMatch(/no client has registered/);
+  });
+});
+
+describe('placeTasks with requirement classes', () => {
+  it('places exactly what it places without them, skipping a full class without looking at clients', () => {
+    const clients = [
+      client('a', { ramGb: 8, freeSlots: 2 }),
+      client('b', { ramGb: 64, freeSlots: 1 }),
+      client('c', { ramGb: 64, freeSlots: 1, gpuMemoryGb: [16] }),
+    ];
+    const tasks: PendingTask[] = [];
+    const needs = [{ min_ram_gb: 32 }, { min_ram_gb: 1e6 }, {}, { min_gpu_memory_gb: 8 }, { min_ram_gb: 32 }];
+    for (let i = 0; i < 200; i++) {
+      const requirements = needs[i % needs.length] as PendingTask['requirements'];
+      tasks.push(task(i + 1, { requirements, worldSize: i % 7 === 0 ? 2 : 1 }));
+    }
+    const classed = tasks.map((t) => ({ ...t, classKey: requirementClass(t) }));
+    expect(placeTasks(classed, clients)).toEqual(placeTasks(tasks, clients));
+    // A class that fits no client is looked at once, not once per task.
+    let looked = 0;
+    const counting = [client('x', { ramGb: 8, freeSlots: 1, taskTypes: undefined })].map((c) => ({
+      ...c,
+      get cpuCores() {
+        looked++;
+        return 4;
+      },
+    }));
+    const hopeless = Array.from({ length: 1000 }, (_, i) =>
+      task(i + 1, { requirements: { min_cpu_cores: 64 }, classKey: 'hopeless' }),
+    );
+    expect(placeTasks(hopeless, counting)).toEqual([]);
+    expect(looked).toBe(1);
   });
 });

@@ -36,6 +36,20 @@ export interface PendingTask {
   ranks?: readonly number[] | undefined;
   /** Clients that must not get this task again (e.g. already hold another rank). */
   excludeClients?: ReadonlySet<string> | undefined;
+  /**
+   * Tasks with one key share type, requirements and rank count (and exclude no client): once
+   * one of them finds no place in a call, the rest are skipped without looking at clients.
+   */
+  classKey?: string | undefined;
+}
+
+/** The classKey of a task that excludes no client. */
+export function requirementClass(
+  task: Pick<PendingTask, 'type' | 'requirements' | 'worldSize' | 'ranks'>,
+): string {
+  const r = task.requirements;
+  const ranks = task.ranks?.length ?? task.worldSize;
+  return `${ranks}|${r.min_cpu_cores ?? ''}|${r.min_ram_gb ?? ''}|${r.gpu_count ?? ''}|${r.min_gpu_memory_gb ?? ''}|${task.type}`;
 }
 
 export interface Placement {
@@ -88,10 +102,21 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   };
   const eligible = (task: PendingTask, c: ClientCapacity) =>
     (free.get(c.id) ?? 0) > 0 && !task.excludeClients?.has(c.id) && fits(task.requirements, c, task.type);
+  // Classes with no place left in this call: free slots only shrink while it runs.
+  const full = new Set<string>();
   for (const task of tasks) {
     if (free.size === 0) break;
+    const key = task.excludeClients?.size ? undefined : task.classKey;
+    if (key !== undefined && full.has(key)) continue;
     const ranks = task.ranks ?? Array.from({ length: task.worldSize }, (_, i) => i);
     if (ranks.length === 0) continue;
+    const before = placements.length;
+    placeOne(task, ranks);
+    if (key !== undefined && placements.length === before) full.add(key);
+  }
+  return placements;
+
+  function placeOne(task: PendingTask, ranks: readonly number[]): void {
     if (ranks.length === 1) {
       // One rank: the least loaded eligible client, found in one scan (no sort per task).
       let best: ClientCapacity | undefined;
@@ -104,16 +129,15 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
         }
       }
       if (best) take(task.id, ranks[0] as number, best);
-      continue;
+      return;
     }
     const candidates = open
       .filter((c) => eligible(task, c))
       .sort((a, b) => (free.get(b.id) ?? 0) - (free.get(a.id) ?? 0));
     // Each rank of one task goes to a different client: ranks are meant to run in parallel.
-    if (candidates.length < ranks.length) continue;
+    if (candidates.length < ranks.length) return;
     ranks.forEach((rank, i) => take(task.id, rank, candidates[i] as ClientCapacity));
   }
-  return placements;
 }
 
 /**

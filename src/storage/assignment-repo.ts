@@ -105,6 +105,34 @@ export async function listLiveAssignments(db: Db): Promise<AssignmentRow[]> {
     .execute();
 }
 
+/** A live assignment with what is known of its client (null fields: no client row). */
+export interface LiveAssignmentWithClient extends AssignmentRow {
+  client_connected: number | null;
+  client_instance: string | null;
+  /** 1 when the client was last seen before the cutoff, or has no row. */
+  client_silent: number;
+}
+
+/**
+ * Live assignments not updated since `before`, with their client's connection facts and
+ * whether it was last seen before `before` too: the candidates of the stranded-lease sweep.
+ */
+export async function listQuietLiveAssignments(db: Db, before: string): Promise<LiveAssignmentWithClient[]> {
+  const rows = await db
+    .selectFrom('task_assignments as a')
+    .leftJoin('clients as c', 'c.id', 'a.client_id')
+    .selectAll('a')
+    .select((eb) => [
+      'c.connected as client_connected',
+      'c.instance_id as client_instance',
+      eb.case().when('c.last_seen', '>=', before).then(0).else(1).end().as('client_silent'),
+    ])
+    .where('a.status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .where('a.updated_at', '<', before)
+    .execute();
+  return rows.map((r) => ({ ...r, client_silent: Number(r.client_silent) }));
+}
+
 export async function listClientAssignments(
   db: Db,
   clientId: string,

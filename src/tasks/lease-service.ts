@@ -185,6 +185,14 @@ export class LeaseService {
     await this.finish(lease, 'lost', { error_log: reason });
   }
 
+  /**
+   * Ends, as lost, a live lease that no client here holds: one committed for a client that
+   * had already gone, or one found stranded by the sweep. Ends it only if still live.
+   */
+  async releaseDetached(lease: Lease, reason: string): Promise<void> {
+    await this.finish(lease, 'lost', { error_log: reason });
+  }
+
   private async alreadyFinished(
     clientId: string,
     taskId: number,

@@ -127,3 +127,32 @@ export async function until<T>(
     await sleep(100);
   }
 }
+
+/**
+ * Waits until `read` gives the same value for `quietMs` on end (compared as JSON), and returns
+ * it; fails after `ms`. For "it stopped" checks: what was already under way when the stop was
+ * asked for (progress in flight, a signal landing, a throttled write) may still change it for a
+ * while, longer on a busy machine, but a value that never holds still fails.
+ */
+export async function holdsStill<T>(
+  read: () => Promise<T> | T,
+  quietMs: number,
+  ms = 20_000,
+  what = 'value',
+): Promise<T> {
+  const end = Date.now() + ms;
+  let value = await read();
+  let since = Date.now();
+  for (;;) {
+    await sleep(Math.min(100, quietMs));
+    const next = await read();
+    if (JSON.stringify(next) !== JSON.stringify(value)) {
+      value = next;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) {
+      return value;
+    }
+    if (Date.now() > end)
+      throw new Error(`${what} still changing after ${ms} ms (last: ${JSON.stringify(value)})`);
+  }
+}
