@@ -1,15 +1,15 @@
 /**
  * Worker-thread entry for aggregation. Two modes, chosen by workerData:
  * - `job`: run one aggregation, post its outcome, exit;
- * - `session`: hold a FedAvg accumulator whose sum lives in a SharedArrayBuffer owned by the
- *   parent, and answer `add` / `finish` requests until terminated.
+ * - `slice`: one thread of a parallel FedAvg session (fedavg-session.ts): add its slice of each
+ *   update to a sum shared with the other threads, and answer `scan` / `add` / `finish`
+ *   requests in the order they come until terminated.
  * Unexpected errors travel back as messages so the parent can reject the matching promise.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
 import { runAggregation } from './aggregate-job.js';
-import { createAccumulator, type FedAvgAccumulator } from './fedavg.js';
-import type { SessionRequest, WorkerData, WorkerReply } from './worker-protocol.js';
+import { createSlice, type FedAvgSlice } from './fedavg-slice.js';
+import type { SliceRequest, WorkerData, WorkerReply } from './worker-protocol.js';
 
 function errorOf(err: unknown): { message: string; stack?: string } {
   return err instanceof Error
@@ -26,20 +26,21 @@ async function runJob(port: MessagePort, data: Extract<WorkerData, { mode: 'job'
   }
 }
 
-function runSession(port: MessagePort, data: Extract<WorkerData, { mode: 'session' }>): void {
-  const made = createAccumulator(data.header, data.options);
+function runSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'slice' }>): void {
+  const made = createSlice(data.setup);
   // The parent built the same layout before starting us, so this cannot fail in practice.
   if (!made.ok) throw new Error(made.message);
-  const acc: FedAvgAccumulator = made.accumulator;
-  port.on('message', (req: SessionRequest) => {
-    const t0 = performance.now();
-    const work =
-      req.op === 'add'
-        ? acc.add(req.path, req.weight, req.verified === true ? { verified: true } : {})
-        : acc
-            .finish(req.outPath, req.metadata)
-            .then((r) => ({ ...r, bytesRead: acc.bytesRead, ms: performance.now() - t0 }));
-    work.then(
+  const slice: FedAvgSlice = made.slice;
+  // One request at a time, in order: a scan must finish before the add of the same file.
+  let queue: Promise<unknown> = Promise.resolve();
+  port.on('message', (req: SliceRequest) => {
+    const work = (): Promise<unknown> =>
+      req.op === 'scan'
+        ? slice.scan(req.path)
+        : req.op === 'add'
+          ? slice.add(req.path, req.weight)
+          : slice.finish(req.outPath, req.totalWeight, req.metadata);
+    queue = queue.then(work).then(
       (value) => port.postMessage({ id: req.id, ok: true, value } satisfies WorkerReply),
       (err: unknown) =>
         port.postMessage({ id: req.id, ok: false, error: errorOf(err) } satisfies WorkerReply),
@@ -50,5 +51,5 @@ function runSession(port: MessagePort, data: Extract<WorkerData, { mode: 'sessio
 if (parentPort) {
   const data = workerData as WorkerData;
   if (data.mode === 'job') void runJob(parentPort, data);
-  else runSession(parentPort, data);
+  else runSlice(parentPort, data);
 }
