@@ -61,6 +61,8 @@ export interface FedAvgSession {
    * all found none.
    */
   add(path: string, weight: number, options?: AddOptions): Promise<AddOutcome>;
+  /** Resolves once every thread has started (adds wait for that by themselves). */
+  ready(): Promise<void>;
   /** Writes the weighted mean with the global dtypes; the session stays usable. */
   finish(outPath: string, metadata?: Record<string, string>): Promise<SessionFinishOutcome>;
   /** Stops the threads; pending calls reject. */
@@ -74,6 +76,7 @@ export function defaultThreads(elements: number): number {
 
 interface Thread {
   worker: Worker;
+  online: Promise<unknown>;
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
 }
 
@@ -121,7 +124,7 @@ export function createFedAvgSession(
     const worker = startThread(new URL('./aggregate.worker.js', import.meta.url), {
       workerData: { mode: 'slice', setup },
     });
-    const t: Thread = { worker, pending: new Map() };
+    const t: Thread = { worker, pending: new Map(), online: new Promise((r) => worker.once('online', r)) };
     worker.on('message', (reply: WorkerReply) => {
       const p = t.pending.get(reply.id);
       if (!p) return;
@@ -225,6 +228,9 @@ export function createFedAvgSession(
     },
     threads,
     mu: options.mu,
+    async ready() {
+      await Promise.all(pool.map((t) => t.online));
+    },
     add: (path, weight, addOptions) => serial(() => addNow(path, weight, addOptions?.verified === true)),
     finish: (outPath, metadata) => serial(() => finishNow(outPath, metadata)),
     async close() {

@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { startThread } from '../../threads.js';
 import { validateParams } from './aggregate-job.js';
-import { createFedAvgSession, type SessionOptions } from './fedavg-session.js';
+import { createFedAvgSession } from './fedavg-session.js';
 import type { AggregateJob, AggregateOutcome, RejectedInput } from './types.js';
 import type { WorkerReply } from './worker-protocol.js';
 
@@ -29,7 +29,7 @@ function toError(e: { message: string; stack?: string }): Error {
 
 /** Tuning of {@link aggregate}. */
 export interface AggregateOptions {
-  /** FedAvg/FedProx threads (see {@link SessionOptions.threads}). Default: as there. */
+  /** FedAvg/FedProx threads (see SessionOptions.threads in fedavg-session.ts). Default: as there. */
   threads?: number;
 }
 
