@@ -4,12 +4,15 @@
  * - `slice`: one thread of a parallel FedAvg session (fedavg-session.ts): add its slice of each
  *   update to a sum shared with the other threads, and answer `scan` / `add` / `finish`
  *   requests in the order they come until terminated.
+ * - `robust`: one thread of a parallel robust aggregation (robust-parallel.ts): answer `chunk` and
+ *   `distances` requests over the updates it opened.
  * Unexpected errors travel back as messages so the parent can reject the matching promise.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { runAggregation } from './aggregate-job.js';
 import { createSlice, type FedAvgSlice } from './fedavg-slice.js';
-import type { SliceRequest, WorkerData, WorkerReply } from './worker-protocol.js';
+import { openRobustSlice } from './robust-slice.js';
+import type { RobustCall, SliceRequest, WorkerData, WorkerReply } from './worker-protocol.js';
 
 function errorOf(err: unknown): { message: string; stack?: string } {
   return err instanceof Error
@@ -48,8 +51,26 @@ function runSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'slice' }
   });
 }
 
+function runRobustSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'robust' }>): void {
+  const opened = openRobustSlice(data.setup);
+  // Requests wait for the files to be open, then run one at a time.
+  let queue: Promise<unknown> = opened;
+  port.on('message', (req: RobustCall & { id: number }) => {
+    const work = async (): Promise<unknown> => {
+      const slice = await opened;
+      return req.op === 'chunk' ? slice.chunk(req) : slice.distances();
+    };
+    queue = queue.then(work, work).then(
+      (value) => port.postMessage({ id: req.id, ok: true, value } satisfies WorkerReply),
+      (err: unknown) =>
+        port.postMessage({ id: req.id, ok: false, error: errorOf(err) } satisfies WorkerReply),
+    );
+  });
+}
+
 if (parentPort) {
   const data = workerData as WorkerData;
   if (data.mode === 'job') void runJob(parentPort, data);
-  else runSlice(parentPort, data);
+  else if (data.mode === 'slice') runSlice(parentPort, data);
+  else runRobustSlice(parentPort, data);
 }

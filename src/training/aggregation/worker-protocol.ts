@@ -1,9 +1,16 @@
 /** Messages between the aggregation runners and their worker threads (structured-clone data only). */
 import type { SliceSetup } from './fedavg-slice.js';
+import type { RobustChunkRequest, RobustSliceSetup } from './robust-slice.js';
 import type { AggregateJob } from './types.js';
 
 /** What a worker is started with. */
-export type WorkerData = { mode: 'job'; job: AggregateJob } | { mode: 'slice'; setup: SliceSetup };
+export type WorkerData =
+  | { mode: 'job'; job: AggregateJob }
+  | { mode: 'slice'; setup: SliceSetup }
+  | { mode: 'robust'; setup: RobustSliceSetup };
+
+/** A request to a robust thread, before the pool numbers it. */
+export type RobustCall = ({ op: 'chunk' } & RobustChunkRequest) | { op: 'distances' };
 
 /** A request to a FedAvg slice thread, before the session numbers it. */
 export type SliceCall =
