@@ -60,16 +60,16 @@ else:
     weights = [float(w) for w in sys.argv[3].split(',')]
     if mode == 'flower':
         results = [(load(p), w) for p, w in zip(paths, weights)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         avg = aggregate(results)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     else:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         updates = [load(p) for p in paths]
         avg = [np.average(np.stack([u[i] for u in updates]), axis=0, weights=weights).astype(np.float32)
                for i in range(len(updates[0]))]
-        secs = time.perf_counter() - t0
-    out.update(seconds=secs, check=float(avg[0].flat[0]))
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out.update(seconds=secs, cpu_seconds=cpu, check=float(avg[0].flat[0]))
 out['peak_beyond_baseline'] = status('VmHWM') - base
 print(json.dumps(out))
 `;
@@ -77,6 +77,8 @@ print(json.dumps(out))
 /** What one numpy child reports. */
 export interface NumpyReport {
   seconds?: number;
+  /** CPU time (user + system, every thread) of the timed part. */
+  cpu_seconds?: number;
   bytes_per_second?: number;
   peak_beyond_baseline: number;
   check: number;

@@ -143,7 +143,14 @@ interface Row {
   bytesPerSecond: number;
   /** FedAvg: bytes of update files added to the sum per second (the adds alone, before the finish). */
   foldBytesPerSecond?: number;
+  /** FedAvg: the session's start-up (threads, kernels, the sum's pages), before the timed part. */
+  startSeconds?: number;
   seconds: number;
+  /**
+   * Bytes of update files aggregated per CPU-second (user + system time of every thread): what
+   * the work costs, much less sensitive than wall time to other load on the machine.
+   */
+  bytesPerCpuSecond: number;
   peakBeyondBaseline: number;
   /** Peak beyond baseline in sizes of the model as aggregated (F32 or BF16 bytes). */
   peakModels: number;
@@ -154,7 +161,7 @@ interface Row {
 /** Samples RSS and the event loop while `fn` runs; `peak` is the RSS beyond the baseline. */
 async function measure<T>(
   fn: () => Promise<T>,
-): Promise<{ value: T; seconds: number; peak: number; p99: number }> {
+): Promise<{ value: T; seconds: number; cpuSeconds: number; peak: number; p99: number }> {
   (globalThis as { gc?: () => void }).gc?.();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
@@ -162,13 +169,16 @@ async function measure<T>(
   const loop = monitorEventLoopDelay({ resolution: 5 });
   loop.enable();
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const value = await fn().finally(() => {
     loop.disable();
     clearInterval(sampler);
   });
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   peak = Math.max(peak, process.memoryUsage().rss);
-  return { value, seconds, peak: peak - baseline, p99: loop.percentile(99) / 1e6 };
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  return { value, seconds, cpuSeconds, peak: peak - baseline, p99: loop.percentile(99) / 1e6 };
 }
 
 async function fedAvgRow(
@@ -187,8 +197,11 @@ async function fedAvgRow(
   const made = runner.createFedAvgSession(header, { precision });
   if (!made.ok) throw new Error(made.message);
   const s = made.session;
-  // Thread start-up is once per round, not per byte: wait until the threads run.
+  // Thread start-up (code, kernels, first touch of the sum's pages) is once per round, not per
+  // byte, and overlaps the round's first upload in the server: timed apart.
+  const r0 = performance.now();
   await s.ready();
+  const startSeconds = (performance.now() - r0) / 1000;
   let foldSeconds = 0;
   const m = await measure(async () => {
     const t0 = performance.now();
@@ -209,8 +222,10 @@ async function fedAvgRow(
     n,
     method: `${method} (${s.threads} threads)`,
     foldBytesPerSecond: (paths.length * modelBytes) / foldSeconds,
+    startSeconds,
     bytesPerSecond: (paths.length * modelBytes) / m.seconds,
     seconds: m.seconds,
+    bytesPerCpuSecond: (paths.length * modelBytes) / m.cpuSeconds,
     peakBeyondBaseline: m.peak,
     peakModels: m.peak / modelBytes,
     loopP99Ms: m.p99,
@@ -246,6 +261,7 @@ async function robustRow(
     method: `${spec.strategy} ${JSON.stringify(spec.params ?? {})}`,
     bytesPerSecond: (paths.length * modelBytes) / m.seconds,
     seconds: m.seconds,
+    bytesPerCpuSecond: (paths.length * modelBytes) / m.cpuSeconds,
     peakBeyondBaseline: m.peak,
     peakModels: m.peak / modelBytes,
     loopP99Ms: m.p99,
@@ -267,6 +283,7 @@ function numpyRow(n: number, mode: 'flower' | 'average', paths: string[], expect
       mode === 'flower' ? "numpy, Flower's aggregate over updates in memory" : 'numpy, load + np.average',
     bytesPerSecond: (paths.length * modelBytes) / r.seconds!,
     seconds: r.seconds!,
+    bytesPerCpuSecond: (paths.length * modelBytes) / r.cpu_seconds!,
     peakBeyondBaseline: r.peak_beyond_baseline,
     peakModels: r.peak_beyond_baseline / modelBytes,
     check: Math.abs(r.check - expected) < 1e-2 ? 'ok' : `WRONG ${r.check} != ${expected}`,
@@ -306,6 +323,13 @@ async function main(): Promise<void> {
     if (typeof np === 'string') say(np);
     else say(`numpy BLAS: ${JSON.stringify(np.blas)}`);
     const rows: Row[] = [];
+    // Each row as it comes, so a long run shows progress.
+    const record = (r: Row) => {
+      rows.push(r);
+      say(
+        `N=${r.n} ${r.method}: ${gb(r.bytesPerSecond).toFixed(2)} GB/s, ${mib(r.peakBeyondBaseline).toFixed(0)} MiB, ${r.check} (load ${load()})`,
+      );
+    };
     const failures: string[] = [];
     const goals: { n: number; goal: string; met: boolean; value: number }[] = [];
     for (const n of NS) {
@@ -325,8 +349,8 @@ async function main(): Promise<void> {
         expected,
         out,
       );
-      rows.push(server);
-      rows.push(
+      record(server);
+      record(
         await fedAvgRow(
           runner,
           n,
@@ -339,7 +363,7 @@ async function main(): Promise<void> {
           out,
         ),
       );
-      rows.push(
+      record(
         await fedAvgRow(
           runner,
           n,
@@ -355,7 +379,7 @@ async function main(): Promise<void> {
       for (const mode of ['flower', 'average'] as const) {
         const r = numpyRow(n, mode, ps, expected);
         if (typeof r === 'string') failures.push(r);
-        else rows.push(r);
+        else record(r);
         if (mode === 'flower' && typeof r !== 'string') {
           goals.push({
             n,
@@ -386,7 +410,7 @@ async function main(): Promise<void> {
         { strategy: 'krum', params: { f: 1 } },
       ] as StrategySpec[]) {
         const r = await robustRow(runner, n, spec, f32.slice(0, n), out);
-        rows.push(r);
+        record(r);
         goals.push({
           n,
           goal: `${spec.strategy} >= 0.5 GB/s`,
@@ -414,10 +438,12 @@ async function main(): Promise<void> {
         r.method,
         `${gb(r.bytesPerSecond).toFixed(2)} GB/s`,
         r.foldBytesPerSecond === undefined ? '-' : `${gb(r.foldBytesPerSecond).toFixed(2)} GB/s`,
+        `${gb(r.bytesPerCpuSecond).toFixed(2)} GB`,
         `${(r.bytesPerSecond / npBandwidth).toFixed(2)}x`,
         `${mib(r.peakBeyondBaseline).toFixed(0)} MiB (${r.peakModels.toFixed(2)} models)`,
         r.loopP99Ms === undefined ? '-' : `${r.loopP99Ms.toFixed(1)} ms`,
         `${r.seconds.toFixed(2)} s`,
+        r.startSeconds === undefined ? '-' : `${r.startSeconds.toFixed(2)} s`,
         r.check,
       ]),
     ]

@@ -34,6 +34,8 @@ function runSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'slice' }
   // The parent built the same layout before starting us, so this cannot fail in practice.
   if (!made.ok) throw new Error(made.message);
   const slice: FedAvgSlice = made.slice;
+  // Modules loaded and kernels compiled: the session's ready() resolves on this.
+  port.postMessage({ id: 0, ok: true, value: 'ready' } satisfies WorkerReply);
   // One request at a time, in order: a scan must finish before the add of the same file.
   let queue: Promise<unknown> = Promise.resolve();
   port.on('message', (req: SliceRequest) => {

@@ -61,7 +61,11 @@ export interface FedAvgSession {
    * all found none.
    */
   add(path: string, weight: number, options?: AddOptions): Promise<AddOutcome>;
-  /** Resolves once every thread has started (adds wait for that by themselves). */
+  /**
+   * Resolves once every thread has loaded its code and compiled its kernels (adds wait for that
+   * by themselves; a benchmark waits here to leave the start-up out). Never resolves for a
+   * thread that failed to start: its error rejects the calls instead.
+   */
   ready(): Promise<void>;
   /** Writes the weighted mean with the global dtypes; the session stays usable. */
   finish(outPath: string, metadata?: Record<string, string>): Promise<SessionFinishOutcome>;
@@ -124,8 +128,10 @@ export function createFedAvgSession(
     const worker = startThread(new URL('./aggregate.worker.js', import.meta.url), {
       workerData: { mode: 'slice', setup },
     });
-    const t: Thread = { worker, pending: new Map(), online: new Promise((r) => worker.once('online', r)) };
+    let started: () => void = () => undefined;
+    const t: Thread = { worker, pending: new Map(), online: new Promise<void>((r) => (started = r)) };
     worker.on('message', (reply: WorkerReply) => {
+      if (reply.id === 0) return started();
       const p = t.pending.get(reply.id);
       if (!p) return;
       t.pending.delete(reply.id);

@@ -57,6 +57,10 @@ export function createSlice(setup: SliceSetup): { ok: true; slice: FedAvgSlice }
     setup.thread,
     setup.stagingBytes,
   );
+  // Touch this slice of the sum and the read buffer now, while the thread starts: the first
+  // write to each fresh page faults, and under load those faults cost more than the adds.
+  touch(k.sum, setup.start, setup.end);
+  k.staging.fill(0);
   const perRead = Math.max(1, Math.floor(setup.stagingBytes / layout.maxElementSize));
   const ranges = (): [number, number][] => {
     const out: [number, number][] = [];
@@ -128,4 +132,9 @@ export function createSlice(setup: SliceSetup): { ok: true; slice: FedAvgSlice }
     },
   };
   return { ok: true, slice };
+}
+
+/** Writes each element of sum[start, end) to itself (values unchanged: a resumed sum stays). */
+function touch(sum: Float32Array | Float64Array, start: number, end: number): void {
+  for (let i = start; i < end; i += 512) sum[i] = sum[i]!;
 }
