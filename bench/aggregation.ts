@@ -424,10 +424,13 @@ async function main(): Promise<void> {
       'N',
       'method',
       'aggregated',
+      'folded (adds alone)',
+      'per CPU-second',
       "of numpy's read bw",
       'peak RSS beyond baseline',
       'loop p99',
       'time',
+      'start-up',
       'result',
     ];
     const table = [
