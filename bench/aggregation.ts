@@ -194,6 +194,11 @@ async function fedAvgRow(
 ): Promise<Row> {
   const modelBytes = elements * (dtype === 'F32' ? 4 : 2);
   const { header } = buildHeader(tensors(dtype));
+  // Memory from before the session exists: the sum and the threads count.
+  (globalThis as { gc?: () => void }).gc?.();
+  const baseline = process.memoryUsage().rss;
+  let peak = baseline;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
   const made = runner.createFedAvgSession(header, { precision });
   if (!made.ok) throw new Error(made.message);
   const s = made.session;
@@ -213,6 +218,8 @@ async function fedAvgRow(
     const fin = await s.finish(out);
     if (!fin.ok) throw new Error(fin.message);
   });
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage().rss, baseline + m.peak);
   await s.close();
   const check = await firstValue(out);
   rmSync(out, { force: true });
@@ -226,8 +233,8 @@ async function fedAvgRow(
     bytesPerSecond: (paths.length * modelBytes) / m.seconds,
     seconds: m.seconds,
     bytesPerCpuSecond: (paths.length * modelBytes) / m.cpuSeconds,
-    peakBeyondBaseline: m.peak,
-    peakModels: m.peak / modelBytes,
+    peakBeyondBaseline: peak - baseline,
+    peakModels: (peak - baseline) / modelBytes,
     loopP99Ms: m.p99,
     check: Math.abs(check - expected) <= tolerance ? 'ok' : `WRONG ${check} != ${expected}`,
   };
@@ -383,17 +390,29 @@ async function main(): Promise<void> {
         if (mode === 'flower' && typeof r !== 'string') {
           goals.push({
             n,
-            goal: "FedAvg >= Flower's numpy aggregate",
+            goal: "FedAvg (adds + finish) >= Flower's numpy aggregate",
             met: server.bytesPerSecond >= r.bytesPerSecond,
             value: server.bytesPerSecond / r.bytesPerSecond,
+          });
+          goals.push({
+            n,
+            goal: "FedAvg (adds alone) >= Flower's numpy aggregate",
+            met: server.foldBytesPerSecond! >= r.bytesPerSecond,
+            value: server.foldBytesPerSecond! / r.bytesPerSecond,
           });
         }
       }
       goals.push({
         n,
-        goal: ">= 0.15x numpy's read bandwidth",
+        goal: "FedAvg (adds + finish) >= 0.15x numpy's read bandwidth",
         met: server.bytesPerSecond >= 0.15 * npBandwidth,
         value: server.bytesPerSecond / npBandwidth,
+      });
+      goals.push({
+        n,
+        goal: "FedAvg (adds alone) >= 0.15x numpy's read bandwidth",
+        met: server.foldBytesPerSecond! >= 0.15 * npBandwidth,
+        value: server.foldBytesPerSecond! / npBandwidth,
       });
       goals.push({
         n,
