@@ -301,10 +301,16 @@ async function main(): Promise<void> {
   const runner = await builtRunner();
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-agg-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
-  process.on('SIGINT', () => {
-    cleanup();
-    process.exit(130);
-  });
+  // Several GB of update files: removed on Ctrl-C and on kill too.
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.on(signal, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
   try {
     const loadStart = load();
     const maxN = Math.max(...NS, ...ROBUST_NS);

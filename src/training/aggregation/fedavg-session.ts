@@ -127,6 +127,9 @@ export function createFedAvgSession(
     const setup: SliceSetup = { header, store, precision, thread, start, end, stagingBytes };
     const worker = startThread(new URL('./aggregate.worker.js', import.meta.url), {
       workerData: { mode: 'slice', setup },
+      // A slice thread allocates little (its buffers live in the shared memory): a small young
+      // generation keeps its garbage, and so the process's RSS, small.
+      resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
     let started: () => void = () => undefined;
     const t: Thread = { worker, pending: new Map(), online: new Promise<void>((r) => (started = r)) };

@@ -11,6 +11,9 @@ import { createKernels, type Kernels, type SumPrecision, type SumStore } from '.
 import type { RejectedInput } from './types.js';
 import { UpdateReader } from './update-reader.js';
 
+/** Elements per piece of the finish's output. */
+const FINISH_ELEMENTS = 1 << 18;
+
 /** What a slice thread is started with (structured-clone data: the store is shared, not copied). */
 export interface SliceSetup {
   header: SafetensorsHeader;
@@ -118,7 +121,11 @@ export function createSlice(setup: SliceSetup): { ok: true; slice: FedAvgSlice }
       const out = await FlatOutput.create(outPath, layout, metadata);
       try {
         const inv = 1 / totalWeight;
-        const scratch = new Float32Array(Math.min(perRead, Math.max(1, layout.totalElements)));
+        // The read buffer is free between adds: the scaled values go there (no allocation), in
+        // pieces of 256 Ki elements so the output's own staging stays at 1 MiB a dtype byte.
+        // (The read buffer holds at least 64 bytes and starts 64-byte aligned.)
+        const width = Math.min(k.staging.byteLength >> 2, FINISH_ELEMENTS, Math.max(1, layout.totalElements));
+        const scratch = new Float32Array(k.staging.buffer, k.staging.byteOffset, width);
         for (const [start, end] of chunkRanges(layout, scratch.length)) {
           const n = end - start;
           for (let i = 0; i < n; i++) scratch[i] = k.sum[start + i]! * inv;
