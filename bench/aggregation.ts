@@ -26,6 +26,8 @@ import { open } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type * as RunnerModule from '../src/training/aggregation/runner.js';
 import type { StrategySpec } from '../src/training/aggregation/types.js';
@@ -48,6 +50,10 @@ const ROBUST_NS = arg('robust', String(Math.min(...NS)))
 const MB = Number(arg('mb', '100'));
 const JSON_OUT = args.includes('--json');
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+// A collector to call before each baseline, so memory a previous contender left for the GC
+// (a session's shared memory is freed only when collected) does not hide in the baseline.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 /** With --json the tables go to stderr, so stdout is the JSON document alone. */
 const say = (s: string) => (JSON_OUT ? process.stderr.write(`${s}\n`) : console.log(s));
 
@@ -162,7 +168,7 @@ interface Row {
 async function measure<T>(
   fn: () => Promise<T>,
 ): Promise<{ value: T; seconds: number; cpuSeconds: number; peak: number; p99: number }> {
-  (globalThis as { gc?: () => void }).gc?.();
+  gc();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
@@ -195,7 +201,7 @@ async function fedAvgRow(
   const modelBytes = elements * (dtype === 'F32' ? 4 : 2);
   const { header } = buildHeader(tensors(dtype));
   // Memory from before the session exists: the sum and the threads count.
-  (globalThis as { gc?: () => void }).gc?.();
+  gc();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
@@ -221,6 +227,7 @@ async function fedAvgRow(
   clearInterval(sampler);
   peak = Math.max(peak, process.memoryUsage().rss, baseline + m.peak);
   await s.close();
+  gc();
   const check = await firstValue(out);
   rmSync(out, { force: true });
   // The output has the updates' dtype: a BF16 mean is rounded to 8 significant bits.
