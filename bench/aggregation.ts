@@ -20,22 +20,18 @@
  * (N x model size: 3.2 GB of F32 and 1.6 GB of BF16 for N = 32) are written once to a temp
  * folder and deleted at the end; they stay in the page cache, so every contender reads memory.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import type * as RunnerModule from '../src/training/aggregation/runner.js';
+import { fileURLToPath } from 'node:url';
 import type { StrategySpec } from '../src/training/aggregation/types.js';
 import { buildHeader, type TensorSpec } from '../src/training/safetensors/encode.js';
 import { readTensorsF32 } from '../src/training/safetensors/read.js';
 import { numpy } from './aggregation-numpy.js';
-
-type Runner = typeof RunnerModule;
+import { builtRunner, jsReadBandwidth, writeUpdate, type Runner } from './aggregation-setup.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => {
@@ -54,6 +50,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 // (a session's shared memory is freed only when collected) does not hide in the baseline.
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
+/** Collects, then gives V8 time to hand freed array buffers back (it frees them off-thread). */
+async function settle(): Promise<void> {
+  gc();
+  await new Promise((r) => setTimeout(r, 500));
+}
 /** With --json the tables go to stderr, so stdout is the JSON document alone. */
 const say = (s: string) => (JSON_OUT ? process.stderr.write(`${s}\n`) : console.log(s));
 
@@ -71,75 +72,6 @@ const load = () =>
   loadavg()
     .map((l) => l.toFixed(1))
     .join(' ');
-
-/** Compiles src/ to dist/ when a source is newer than the built runner, then loads it. */
-async function builtRunner(): Promise<Runner> {
-  const built = join(ROOT, 'dist/training/aggregation/runner.js');
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
-      const p = join(dir, e.name);
-      return Math.max(m, e.isDirectory() ? newest(p) : e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0);
-    }, 0);
-  if (!existsSync(built) || newest(join(ROOT, 'src')) > statSync(built).mtimeMs) {
-    say('building dist/ ...');
-    try {
-      execFileSync(
-        process.execPath,
-        [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
-        {
-          cwd: ROOT,
-          stdio: 'pipe',
-        },
-      );
-    } catch (err) {
-      if (!existsSync(built)) throw err;
-    }
-  }
-  return (await import(pathToFileURL(built).href)) as Runner;
-}
-
-/** Writes update k: value (k + 1) + small per-element pattern, so every mean is checkable. */
-async function writeUpdate(path: string, k: number, dtype: 'F32' | 'BF16'): Promise<void> {
-  const { prefix } = buildHeader(tensors(dtype));
-  const fh = await open(path, 'w');
-  try {
-    await fh.write(prefix);
-    const chunk = new Float32Array(1 << 20);
-    // k + 1 + small steps: exact in bfloat16 too for k < 32 (steps of 1/8).
-    for (let i = 0; i < chunk.length; i++) chunk[i] = k + 1 + (i % 7) * 0.125;
-    const bytes = dtype === 'F32' ? new Uint8Array(chunk.buffer) : bf16Bytes(chunk);
-    const size = dtype === 'F32' ? 4 : 2;
-    for (let done = 0; done < elements; done += chunk.length) {
-      const n = Math.min(chunk.length, elements - done);
-      await fh.write(bytes.subarray(0, n * size));
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
-function bf16Bytes(values: Float32Array): Uint8Array {
-  const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = u32[i]! >>> 16; // exact for these values
-  return new Uint8Array(out.buffer);
-}
-
-/** Single-thread read bandwidth of a scalar JS loop: sum of a 1 GiB Float64Array (best of 3). */
-function jsReadBandwidth(): number {
-  const a = new Float64Array(2 ** 27);
-  for (let i = 0; i < a.length; i++) a[i] = i & 1023;
-  let best = 0;
-  for (let rep = 0; rep < 3; rep++) {
-    const t0 = performance.now();
-    let s = 0;
-    for (let i = 0; i < a.length; i++) s += a[i]!;
-    const sec = (performance.now() - t0) / 1000;
-    if (s < 0) say(String(s));
-    best = Math.max(best, a.byteLength / sec);
-  }
-  return best;
-}
 
 /** One measured contender. */
 interface Row {
@@ -168,7 +100,7 @@ interface Row {
 async function measure<T>(
   fn: () => Promise<T>,
 ): Promise<{ value: T; seconds: number; cpuSeconds: number; peak: number; p99: number }> {
-  gc();
+  await settle();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
@@ -201,7 +133,7 @@ async function fedAvgRow(
   const modelBytes = elements * (dtype === 'F32' ? 4 : 2);
   const { header } = buildHeader(tensors(dtype));
   // Memory from before the session exists: the sum and the threads count.
-  gc();
+  await settle();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
@@ -305,7 +237,7 @@ function numpyRow(n: number, mode: 'flower' | 'average', paths: string[], expect
 }
 
 async function main(): Promise<void> {
-  const runner = await builtRunner();
+  const runner = await builtRunner(ROOT, say);
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-agg-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   // Several GB of update files: removed on Ctrl-C and on kill too.
@@ -327,18 +259,19 @@ async function main(): Promise<void> {
     const bf16: string[] = [];
     for (let k = 0; k < maxN; k++) {
       f32.push(join(dir, `f32-${k}.safetensors`));
-      await writeUpdate(f32[k]!, k, 'F32');
+      await writeUpdate(f32[k]!, k, 'F32', tensors('F32'), elements);
       if (k < Math.max(...NS)) {
         bf16.push(join(dir, `bf16-${k}.safetensors`));
-        await writeUpdate(bf16[k]!, k, 'BF16');
+        await writeUpdate(bf16[k]!, k, 'BF16', tensors('BF16'), elements);
       }
     }
     const np = numpy('bandwidth');
     const npBandwidth = typeof np === 'string' ? NaN : np.bytes_per_second!;
-    const jsBandwidth = jsReadBandwidth();
+    // The scalar JS figure is taken at the end: its 1 GiB array would sit in the baselines.
+    let jsBandwidth = NaN;
     say(
-      `single-thread memory read bandwidth: numpy ${gb(npBandwidth).toFixed(2)} GB/s, scalar JS ` +
-        `${gb(jsBandwidth).toFixed(2)} GB/s; load ${loadStart} on ${cpus().length} CPUs`,
+      `single-thread memory read bandwidth (numpy): ${gb(npBandwidth).toFixed(2)} GB/s; ` +
+        `load ${loadStart} on ${cpus().length} CPUs`,
     );
     if (typeof np === 'string') say(np);
     else say(`numpy BLAS: ${JSON.stringify(np.blas)}`);
@@ -451,6 +384,8 @@ async function main(): Promise<void> {
         });
       }
     }
+    jsBandwidth = jsReadBandwidth();
+    say(`single-thread memory read bandwidth (scalar JS loop): ${gb(jsBandwidth).toFixed(2)} GB/s`);
     const loadEnd = load();
     const head = [
       'N',
