@@ -1,30 +1,37 @@
 /**
- * Aggregation benchmark (issue 4, point 8): FedAvg of N float32 updates of a ~100 MB model
- * through the real accumulator (createFedAvgSession: a worker thread adding each update as it
- * arrives into a float64 sum), side by side in one run with
- *   (a) this machine's single-thread memory read bandwidth (a Float64Array sum loop), and
- *   (b) the same FedAvg the numpy way (Debian's python3-numpy via /usr/bin/python3: every
- *       update loaded in memory, then np.average per tensor, as the common Python frameworks do).
- * It reports bytes averaged per second, peak RSS beyond the baseline, and for AI Farm the
- * event-loop delay p99 while it runs. AI Farm runs twice: as the server does (float32 sum,
- * adds that skip the NaN/Inf pass because uploads are scanned as they arrive), and with the
- * core's defaults (float64 sum, its own NaN/Inf pass).
+ * Aggregation benchmark (issue 4 point 8, issue 15 points 3 and 5): FedAvg and the robust
+ * strategies over N stored updates of a ~100 MiB model, through the built server's code
+ * (dist/, rebuilt here when stale), side by side in one run with numpy (bench/aggregation-numpy.ts):
+ * this machine's memory read bandwidth as numpy measures it, Flower's FedAvg over updates held
+ * in memory, and np.average with the loads. For each it reports bytes of updates aggregated per
+ * second, peak RSS beyond the baseline (in model sizes) and, for AI Farm, the event-loop p99.
  *
- *   npx tsx bench/aggregation.ts            # N = 8 and 32, 100 MiB model
- *   npx tsx bench/aggregation.ts --n 8 --mb 20
+ * AI Farm rows:
+ * - FedAvg as the server runs it: a parallel session (one thread per core), float32 sum, adds
+ *   that skip the NaN/Inf pass because uploads are scanned as they arrive; F32 updates, and
+ *   the same model in BF16 (decoded and accumulated in float32 in the same pass);
+ * - FedAvg with the core's defaults (float64 sum, its own NaN/Inf pass);
+ * - median, trimmed mean (beta 0.1) and Krum (f = 1) through aggregate(), as a round's close runs them.
  *
- * The update files are written once to a temp folder (N x model size: 3.2 GB for N = 32)
- * and deleted at the end. They stay in the page cache, so every contender reads from memory.
+ *   npx tsx bench/aggregation.ts                 # N = 8 and 32, 100 MiB model; robust at N = 8
+ *   npx tsx bench/aggregation.ts --n 8 --mb 20 --robust 8 --json
+ *
+ * --json prints one JSON document on stdout (the tables go to stderr). The update files
+ * (N x model size: 3.2 GB of F32 and 1.6 GB of BF16 for N = 32) are written once to a temp
+ * folder and deleted at the end; they stay in the page cache, so every contender reads memory.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { createFedAvgSession } from '../src/training/aggregation/runner.js';
-import { buildHeader } from '../src/training/safetensors/encode.js';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { fileURLToPath } from 'node:url';
+import type { StrategySpec } from '../src/training/aggregation/types.js';
+import { buildHeader, type TensorSpec } from '../src/training/safetensors/encode.js';
 import { readTensorsF32 } from '../src/training/safetensors/read.js';
+import { numpy } from './aggregation-numpy.js';
+import { builtRunner, jsReadBandwidth, writeUpdate, type Runner } from './aggregation-setup.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => {
@@ -32,250 +39,407 @@ const arg = (name: string, def: string) => {
   return i >= 0 && args[i + 1] ? (args[i + 1] as string) : def;
 };
 const NS = arg('n', '8,32').split(',').map(Number);
+const ROBUST_NS = arg('robust', String(Math.min(...NS)))
+  .split(',')
+  .filter((s) => s !== '' && s !== 'none')
+  .map(Number);
 const MB = Number(arg('mb', '100'));
-const PYTHON = '/usr/bin/python3';
+const JSON_OUT = args.includes('--json');
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+// A collector to call before each baseline, so memory a previous contender left for the GC
+// (a session's shared memory is freed only when collected) does not hide in the baseline.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+/** Collects, then gives V8 time to hand freed array buffers back (it frees them off-thread). */
+async function settle(): Promise<void> {
+  gc();
+  await new Promise((r) => setTimeout(r, 500));
+}
+/** With --json the tables go to stderr, so stdout is the JSON document alone. */
+const say = (s: string) => (JSON_OUT ? process.stderr.write(`${s}\n`) : console.log(s));
 
 /** Two weight matrices with 4096 columns, about MB MiB of float32 in all. */
 const COLS = 4096;
 const rowsTotal = Math.max(2, Math.round((MB * 1024 * 1024) / 4 / COLS));
-const TENSORS = [
-  { name: 'w1', dtype: 'F32' as const, shape: [Math.ceil(rowsTotal * 0.8), COLS] },
-  { name: 'w2', dtype: 'F32' as const, shape: [rowsTotal - Math.ceil(rowsTotal * 0.8), COLS] },
+const tensors = (dtype: 'F32' | 'BF16'): TensorSpec[] => [
+  { name: 'w1', dtype, shape: [Math.ceil(rowsTotal * 0.8), COLS] },
+  { name: 'w2', dtype, shape: [rowsTotal - Math.ceil(rowsTotal * 0.8), COLS] },
 ];
 const elements = rowsTotal * COLS;
-const modelBytes = elements * 4;
 const gb = (bytes: number) => bytes / 1e9;
 const mib = (bytes: number) => bytes / 2 ** 20;
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
 
-/** Writes update k: value (k + 1) + small per-element pattern, so every mean is checkable. */
-async function writeUpdate(path: string, k: number): Promise<void> {
-  const { prefix } = buildHeader(TENSORS);
-  const fh = await open(path, 'w');
-  try {
-    await fh.write(prefix);
-    const chunk = new Float32Array(1 << 20);
-    for (let i = 0; i < chunk.length; i++) chunk[i] = k + 1 + (i % 7) * 0.001;
-    for (let done = 0; done < elements; done += chunk.length) {
-      const n = Math.min(chunk.length, elements - done);
-      await fh.write(new Uint8Array(chunk.buffer, 0, n * 4));
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Single-thread read bandwidth: sum of a 1 GiB Float64Array (best of 3). */
-function readBandwidth(): number {
-  const a = new Float64Array(2 ** 27);
-  for (let i = 0; i < a.length; i++) a[i] = i & 1023;
-  let best = 0;
-  for (let rep = 0; rep < 3; rep++) {
-    const t0 = performance.now();
-    let s = 0;
-    for (let i = 0; i < a.length; i++) s += a[i]!;
-    const sec = (performance.now() - t0) / 1000;
-    if (s < 0) console.log(s);
-    best = Math.max(best, a.byteLength / sec);
-  }
-  return best;
-}
-
-interface Result {
+/** One measured contender. */
+interface Row {
+  n: number;
+  method: string;
+  /** Bytes of update files aggregated per second, output written (fsync, sha256) included. */
+  bytesPerSecond: number;
+  /** FedAvg: bytes of update files added to the sum per second (the adds alone, before the finish). */
+  foldBytesPerSecond?: number;
+  /** FedAvg: the session's start-up (threads, kernels, the sum's pages), before the timed part. */
+  startSeconds?: number;
   seconds: number;
-  /** Bytes of updates averaged per second. */
-  throughput: number;
+  /**
+   * Bytes of update files aggregated per CPU-second (user + system time of every thread): what
+   * the work costs, much less sensitive than wall time to other load on the machine.
+   */
+  bytesPerCpuSecond: number;
   peakBeyondBaseline: number;
+  /** Peak beyond baseline in sizes of the model as aggregated (F32 or BF16 bytes). */
+  peakModels: number;
   loopP99Ms?: number;
+  check: string;
 }
 
-async function aiFarm(
-  paths: string[],
-  weights: number[],
-  out: string,
-  verified: boolean,
-  precision: 'float32' | 'float64',
-): Promise<Result> {
-  (globalThis as { gc?: () => void }).gc?.();
+/** Samples RSS and the event loop while `fn` runs; `peak` is the RSS beyond the baseline. */
+async function measure<T>(
+  fn: () => Promise<T>,
+): Promise<{ value: T; seconds: number; cpuSeconds: number; peak: number; p99: number }> {
+  await settle();
   const baseline = process.memoryUsage().rss;
   let peak = baseline;
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-  const { header } = buildHeader(TENSORS);
-  const made = createFedAvgSession(header, { precision });
-  if (!made.ok) throw new Error(made.message);
-  const s = made.session;
-  // Thread start-up is once per round, not per byte: wait until the worker answers.
-  await s.finish(join(tmpdir(), 'never-written.safetensors'));
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
   const loop = monitorEventLoopDelay({ resolution: 5 });
   loop.enable();
   const t0 = performance.now();
-  // Updates arrive one after another, as uploads finish.
-  for (const [i, p] of paths.entries()) {
-    const r = await s.add(p, weights[i]!, { verified });
-    if (!r.ok) throw new Error(r.message);
-  }
-  const fin = await s.finish(out);
-  if (!fin.ok) throw new Error(fin.message);
+  const cpu0 = process.cpuUsage();
+  const value = await fn().finally(() => {
+    loop.disable();
+    clearInterval(sampler);
+  });
   const seconds = (performance.now() - t0) / 1000;
-  await s.close();
-  loop.disable();
-  clearInterval(sampler);
+  const cpu = process.cpuUsage(cpu0);
   peak = Math.max(peak, process.memoryUsage().rss);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  return { value, seconds, cpuSeconds, peak: peak - baseline, p99: loop.percentile(99) / 1e6 };
+}
+
+async function fedAvgRow(
+  runner: Runner,
+  n: number,
+  method: string,
+  paths: string[],
+  dtype: 'F32' | 'BF16',
+  verified: boolean,
+  precision: 'float32' | 'float64',
+  expected: number,
+  out: string,
+): Promise<Row> {
+  const modelBytes = elements * (dtype === 'F32' ? 4 : 2);
+  const { header } = buildHeader(tensors(dtype));
+  // Memory from before the session exists: the sum and the threads count.
+  await settle();
+  const baseline = process.memoryUsage().rss;
+  let peak = baseline;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+  const made = runner.createFedAvgSession(header, { precision });
+  if (!made.ok) throw new Error(made.message);
+  const s = made.session;
+  // Thread start-up (code, kernels, first touch of the sum's pages) is once per round, not per
+  // byte, and overlaps the round's first upload in the server: timed apart.
+  const r0 = performance.now();
+  await s.ready();
+  const startSeconds = (performance.now() - r0) / 1000;
+  let foldSeconds = 0;
+  const m = await measure(async () => {
+    const t0 = performance.now();
+    for (const [i, p] of paths.entries()) {
+      const r = await s.add(p, i + 1, { verified });
+      if (!r.ok) throw new Error(r.message);
+    }
+    foldSeconds = (performance.now() - t0) / 1000;
+    const fin = await s.finish(out);
+    if (!fin.ok) throw new Error(fin.message);
+  });
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage().rss, baseline + m.peak);
+  await s.close();
+  gc();
+  const check = await firstValue(out);
+  rmSync(out, { force: true });
+  // The output has the updates' dtype: a BF16 mean is rounded to 8 significant bits.
+  const tolerance = dtype === 'BF16' ? expected * 2 ** -8 : 1e-3;
   return {
-    seconds,
-    throughput: (paths.length * modelBytes) / seconds,
+    n,
+    method: `${method} (${s.threads} threads)`,
+    foldBytesPerSecond: (paths.length * modelBytes) / foldSeconds,
+    startSeconds,
+    bytesPerSecond: (paths.length * modelBytes) / m.seconds,
+    seconds: m.seconds,
+    bytesPerCpuSecond: (paths.length * modelBytes) / m.cpuSeconds,
     peakBeyondBaseline: peak - baseline,
-    loopP99Ms: loop.percentile(99) / 1e6,
+    peakModels: (peak - baseline) / modelBytes,
+    loopP99Ms: m.p99,
+    check: Math.abs(check - expected) <= tolerance ? 'ok' : `WRONG ${check} != ${expected}`,
   };
 }
 
-const NUMPY = String.raw`
-import json, sys, time
-import numpy as np
-paths = sys.argv[1].split(',')
-weights = [float(w) for w in sys.argv[2].split(',')]
-out = sys.argv[3]
-def load(path):
-    with open(path, 'rb') as f:
-        n = int.from_bytes(f.read(8), 'little')
-        header = json.loads(f.read(n))
-        data = f.read()
-    return {k: np.frombuffer(data, dtype=np.float32, count=(v['data_offsets'][1] - v['data_offsets'][0]) // 4,
-                             offset=v['data_offsets'][0]).reshape(v['shape'])
-            for k, v in header.items() if k != '__metadata__'}
-def status(key):
-    # VmHWM/VmRSS of this process image (ru_maxrss would carry the parent's peak across exec).
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-base = status('VmRSS')
-t0 = time.perf_counter()
-updates = [load(p) for p in paths]          # every update in memory, as Flower keeps them
-avg = {k: np.average(np.stack([u[k] for u in updates]), axis=0, weights=weights).astype(np.float32)
-       for k in updates[0]}
-secs = time.perf_counter() - t0
-np.save(out, avg['w1'][:1, :8])
-peak = status('VmHWM')
-print(json.dumps({'seconds': secs, 'peak_beyond_baseline': peak - base, 'check': float(avg['w1'][0, 0])}))
-`;
+async function firstValue(path: string): Promise<number> {
+  const r = await readTensorsF32(path);
+  return r.ok ? r.tensors.get('w1')!.data[0]! : NaN;
+}
 
-function numpyWay(paths: string[], weights: number[], out: string): (Result & { check: number }) | string {
-  const r = spawnSync(PYTHON, ['-c', NUMPY, paths.join(','), weights.join(','), out], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 20,
-  });
-  if (r.status !== 0) return `numpy way failed: ${r.error?.message ?? r.stderr.slice(-500)}`;
-  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
-    seconds: number;
-    peak_beyond_baseline: number;
-    check: number;
-  };
+async function robustRow(
+  runner: Runner,
+  n: number,
+  spec: StrategySpec,
+  paths: string[],
+  out: string,
+): Promise<Row> {
+  const modelBytes = elements * 4;
+  const { header } = buildHeader(tensors('F32'));
+  const inputs = paths.map((path, i) => ({ path, weight: i + 1 }));
+  const m = await measure(() => runner.aggregate({ ...spec, inputs, globalHeader: header, outPath: out }));
+  if (!m.value.ok) throw new Error(m.value.message);
+  // Median and trimmed mean of k + 1 (k < n) at element 0; Krum picks one of the updates.
+  const check = await firstValue(out);
+  rmSync(out, { force: true });
+  const expected = spec.strategy === 'krum' ? undefined : (n + 1) / 2;
+  const ok =
+    expected === undefined ? Number.isInteger(check) && check >= 1 && check <= n : check === expected;
   return {
-    seconds: j.seconds,
-    throughput: (paths.length * modelBytes) / j.seconds,
-    peakBeyondBaseline: j.peak_beyond_baseline,
-    check: j.check,
+    n,
+    method: `${spec.strategy} ${JSON.stringify(spec.params ?? {})}`,
+    bytesPerSecond: (paths.length * modelBytes) / m.seconds,
+    seconds: m.seconds,
+    bytesPerCpuSecond: (paths.length * modelBytes) / m.cpuSeconds,
+    peakBeyondBaseline: m.peak,
+    peakModels: m.peak / modelBytes,
+    loopP99Ms: m.p99,
+    check: ok ? 'ok' : `WRONG ${check}`,
+  };
+}
+
+function numpyRow(n: number, mode: 'flower' | 'average', paths: string[], expected: number): Row | string {
+  const r = numpy(
+    mode,
+    paths,
+    paths.map((_, i) => i + 1),
+  );
+  if (typeof r === 'string') return r;
+  const modelBytes = elements * 4;
+  return {
+    n,
+    method:
+      mode === 'flower' ? "numpy, Flower's aggregate over updates in memory" : 'numpy, load + np.average',
+    bytesPerSecond: (paths.length * modelBytes) / r.seconds!,
+    seconds: r.seconds!,
+    bytesPerCpuSecond: (paths.length * modelBytes) / r.cpu_seconds!,
+    peakBeyondBaseline: r.peak_beyond_baseline,
+    peakModels: r.peak_beyond_baseline / modelBytes,
+    check: Math.abs(r.check - expected) < 1e-2 ? 'ok' : `WRONG ${r.check} != ${expected}`,
   };
 }
 
 async function main(): Promise<void> {
+  const runner = await builtRunner(ROOT, say);
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-agg-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
-  process.on('SIGINT', () => {
-    cleanup();
-    process.exit(130);
-  });
+  // Several GB of update files: removed on Ctrl-C and on kill too.
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.on(signal, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
   try {
-    const maxN = Math.max(...NS);
-    console.log(
-      `model: ${mib(modelBytes).toFixed(1)} MiB float32 (${elements} parameters); N = ${NS.join(', ')}`,
-    );
-    console.log(`writing ${maxN} update files to ${dir} ...`);
-    const paths: string[] = [];
+    const loadStart = load();
+    const maxN = Math.max(...NS, ...ROBUST_NS);
+    say(`model: ${mib(elements * 4).toFixed(1)} MiB as F32 (${elements} parameters); N = ${NS.join(', ')}`);
+    say(`writing ${maxN} F32 and ${Math.max(...NS)} BF16 update files to ${dir} ...`);
+    const f32: string[] = [];
+    const bf16: string[] = [];
     for (let k = 0; k < maxN; k++) {
-      const p = join(dir, `update-${k}.safetensors`);
-      await writeUpdate(p, k);
-      paths.push(p);
-    }
-    const bw = readBandwidth();
-    const load = loadavg()
-      .map((l) => l.toFixed(1))
-      .join(' ');
-    console.log(
-      `single-thread memory read bandwidth: ${gb(bw).toFixed(2)} GB/s; load ${load} on ${cpus().length} CPUs\n`,
-    );
-    const rows: string[][] = [];
-    for (const n of NS) {
-      const ps = paths.slice(0, n);
-      const weights = ps.map((_, k) => k + 1);
-      // Expected first value: sum((k+1) * (k+1)) / sum(k+1).
-      const expected = weights.reduce((s, w) => s + w * w, 0) / weights.reduce((s, w) => s + w, 0);
-      // The server's path: uploads are scanned for NaN/Inf while they arrive, so adds skip that pass.
-      const ours = await aiFarm(ps, weights, join(dir, `mean-${n}.safetensors`), true, 'float32');
-      const scanned = await aiFarm(ps, weights, join(dir, `scan-${n}.safetensors`), false, 'float64');
-      rmSync(join(dir, `scan-${n}.safetensors`), { force: true });
-      const check = await readTensorsF32(join(dir, `mean-${n}.safetensors`)).then((r) =>
-        r.ok ? r.tensors.get('w1')!.data[0]! : NaN,
-      );
-      rmSync(join(dir, `mean-${n}.safetensors`), { force: true });
-      const np = numpyWay(ps, weights, join(dir, `np-${n}.npy`));
-      const npOk = typeof np !== 'string';
-      rows.push([
-        `N=${n}`,
-        'AI Farm as the server runs it (float32 sum; NaN/Inf scanned on upload)',
-        `${gb(ours.throughput).toFixed(2)} GB/s`,
-        `${(ours.throughput / bw).toFixed(2)}x`,
-        `${mib(ours.peakBeyondBaseline).toFixed(0)} MiB (${(ours.peakBeyondBaseline / modelBytes).toFixed(2)} models)`,
-        `${ours.loopP99Ms!.toFixed(1)} ms`,
-        `${ours.seconds.toFixed(2)} s`,
-        Math.abs(check - expected) < 1e-3 ? 'ok' : `WRONG ${check} != ${expected}`,
-      ]);
-      rows.push([
-        `N=${n}`,
-        'AI Farm float64 sum, with its own NaN/Inf pass',
-        `${gb(scanned.throughput).toFixed(2)} GB/s`,
-        `${(scanned.throughput / bw).toFixed(2)}x`,
-        `${mib(scanned.peakBeyondBaseline).toFixed(0)} MiB (${(scanned.peakBeyondBaseline / modelBytes).toFixed(2)} models)`,
-        `${scanned.loopP99Ms!.toFixed(1)} ms`,
-        `${scanned.seconds.toFixed(2)} s`,
-        '',
-      ]);
-      rows.push(
-        npOk
-          ? [
-              `N=${n}`,
-              'numpy (all in memory, np.average)',
-              `${gb(np.throughput).toFixed(2)} GB/s`,
-              `${(np.throughput / bw).toFixed(2)}x`,
-              `${mib(np.peakBeyondBaseline).toFixed(0)} MiB (${(np.peakBeyondBaseline / modelBytes).toFixed(2)} models)`,
-              '-',
-              `${np.seconds.toFixed(2)} s`,
-              Math.abs(np.check - expected) < 1e-3 ? 'ok' : `WRONG ${np.check} != ${expected}`,
-            ]
-          : [`N=${n}`, np, '', '', '', '', '', ''],
-      );
-      if (npOk) {
-        const goals = [
-          `throughput >= numpy: ${ours.throughput >= np.throughput ? 'met' : 'NOT met'} (${(ours.throughput / np.throughput).toFixed(2)}x)`,
-          `peak beyond baseline <= 2 models: ${ours.peakBeyondBaseline <= 2 * modelBytes ? 'met' : 'NOT met'}`,
-          `event-loop p99 < 50 ms: ${ours.loopP99Ms! < 50 ? 'met' : 'NOT met'}`,
-        ];
-        console.log(`N=${n}: ${goals.join('; ')}`);
+      f32.push(join(dir, `f32-${k}.safetensors`));
+      await writeUpdate(f32[k]!, k, 'F32', tensors('F32'), elements);
+      if (k < Math.max(...NS)) {
+        bf16.push(join(dir, `bf16-${k}.safetensors`));
+        await writeUpdate(bf16[k]!, k, 'BF16', tensors('BF16'), elements);
       }
     }
+    const np = numpy('bandwidth');
+    const npBandwidth = typeof np === 'string' ? NaN : np.bytes_per_second!;
+    // The scalar JS figure is taken at the end: its 1 GiB array would sit in the baselines.
+    let jsBandwidth = NaN;
+    say(
+      `single-thread memory read bandwidth (numpy): ${gb(npBandwidth).toFixed(2)} GB/s; ` +
+        `load ${loadStart} on ${cpus().length} CPUs`,
+    );
+    if (typeof np === 'string') say(np);
+    else say(`numpy BLAS: ${JSON.stringify(np.blas)}`);
+    const rows: Row[] = [];
+    // Each row as it comes, so a long run shows progress.
+    const record = (r: Row) => {
+      rows.push(r);
+      say(
+        `N=${r.n} ${r.method}: ${gb(r.bytesPerSecond).toFixed(2)} GB/s, ${mib(r.peakBeyondBaseline).toFixed(0)} MiB, ${r.check} (load ${load()})`,
+      );
+    };
+    const failures: string[] = [];
+    const goals: { n: number; goal: string; met: boolean; value: number }[] = [];
+    for (const n of NS) {
+      const weights = Array.from({ length: n }, (_, k) => k + 1);
+      // Element 0 of update k is k + 1: the weighted mean is sum((k+1)^2) / sum(k+1).
+      const expected = weights.reduce((s, w) => s + w * w, 0) / weights.reduce((s, w) => s + w, 0);
+      const out = join(dir, `out-${n}.safetensors`);
+      const ps = f32.slice(0, n);
+      const server = await fedAvgRow(
+        runner,
+        n,
+        'AI Farm FedAvg as the server runs it, F32',
+        ps,
+        'F32',
+        true,
+        'float32',
+        expected,
+        out,
+      );
+      record(server);
+      record(
+        await fedAvgRow(
+          runner,
+          n,
+          'AI Farm FedAvg as the server runs it, BF16',
+          bf16.slice(0, n),
+          'BF16',
+          true,
+          'float32',
+          expected,
+          out,
+        ),
+      );
+      record(
+        await fedAvgRow(
+          runner,
+          n,
+          'AI Farm FedAvg, float64 sum + own NaN/Inf pass, F32',
+          ps,
+          'F32',
+          false,
+          'float64',
+          expected,
+          out,
+        ),
+      );
+      for (const mode of ['flower', 'average'] as const) {
+        const r = numpyRow(n, mode, ps, expected);
+        if (typeof r === 'string') failures.push(r);
+        else record(r);
+        if (mode === 'flower' && typeof r !== 'string') {
+          goals.push({
+            n,
+            goal: "FedAvg (adds + finish) >= Flower's numpy aggregate",
+            met: server.bytesPerSecond >= r.bytesPerSecond,
+            value: server.bytesPerSecond / r.bytesPerSecond,
+          });
+          goals.push({
+            n,
+            goal: "FedAvg (adds alone) >= Flower's numpy aggregate",
+            met: server.foldBytesPerSecond! >= r.bytesPerSecond,
+            value: server.foldBytesPerSecond! / r.bytesPerSecond,
+          });
+        }
+      }
+      goals.push({
+        n,
+        goal: "FedAvg (adds + finish) >= 0.15x numpy's read bandwidth",
+        met: server.bytesPerSecond >= 0.15 * npBandwidth,
+        value: server.bytesPerSecond / npBandwidth,
+      });
+      goals.push({
+        n,
+        goal: "FedAvg (adds alone) >= 0.15x numpy's read bandwidth",
+        met: server.foldBytesPerSecond! >= 0.15 * npBandwidth,
+        value: server.foldBytesPerSecond! / npBandwidth,
+      });
+      goals.push({
+        n,
+        goal: 'peak beyond baseline <= 1.5 models',
+        met: server.peakModels <= 1.5,
+        value: server.peakModels,
+      });
+    }
+    for (const n of ROBUST_NS) {
+      const out = join(dir, `robust-${n}.safetensors`);
+      for (const spec of [
+        { strategy: 'median' },
+        { strategy: 'trimmed_mean', params: { beta: 0.1 } },
+        { strategy: 'krum', params: { f: 1 } },
+      ] as StrategySpec[]) {
+        const r = await robustRow(runner, n, spec, f32.slice(0, n), out);
+        record(r);
+        goals.push({
+          n,
+          goal: `${spec.strategy} >= 0.5 GB/s`,
+          met: r.bytesPerSecond >= 0.5e9,
+          value: gb(r.bytesPerSecond),
+        });
+      }
+    }
+    jsBandwidth = jsReadBandwidth();
+    say(`single-thread memory read bandwidth (scalar JS loop): ${gb(jsBandwidth).toFixed(2)} GB/s`);
+    const loadEnd = load();
     const head = [
       'N',
       'method',
-      'averaged',
-      'of read bw',
+      'aggregated',
+      'folded (adds alone)',
+      'per CPU-second',
+      "of numpy's read bw",
       'peak RSS beyond baseline',
       'loop p99',
       'time',
+      'start-up',
       'result',
     ];
-    const table = [head, head.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
-    console.log(`\n${table}`);
-    if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, table);
+    const table = [
+      head,
+      head.map(() => '---'),
+      ...rows.map((r) => [
+        String(r.n),
+        r.method,
+        `${gb(r.bytesPerSecond).toFixed(2)} GB/s`,
+        r.foldBytesPerSecond === undefined ? '-' : `${gb(r.foldBytesPerSecond).toFixed(2)} GB/s`,
+        `${gb(r.bytesPerCpuSecond).toFixed(2)} GB`,
+        `${(r.bytesPerSecond / npBandwidth).toFixed(2)}x`,
+        `${mib(r.peakBeyondBaseline).toFixed(0)} MiB (${r.peakModels.toFixed(2)} models)`,
+        r.loopP99Ms === undefined ? '-' : `${r.loopP99Ms.toFixed(1)} ms`,
+        `${r.seconds.toFixed(2)} s`,
+        r.startSeconds === undefined ? '-' : `${r.startSeconds.toFixed(2)} s`,
+        r.check,
+      ]),
+    ]
+      .map((r) => `| ${r.join(' | ')} |`)
+      .join('\n');
+    say(`\n${table}\n`);
+    for (const g of goals) say(`N=${g.n}: ${g.goal}: ${g.met ? 'met' : 'NOT met'} (${g.value.toFixed(2)})`);
+    for (const f of failures) say(f);
+    say(`load: ${loadStart} at the start, ${loadEnd} at the end`);
+    if (JSON_OUT) {
+      const doc = {
+        benchmark: 'aggregation',
+        cpus: cpus().length,
+        load: { start: loadStart, end: loadEnd },
+        model: { parameters: elements, f32Bytes: elements * 4 },
+        readBandwidth: {
+          numpy: npBandwidth,
+          scalarJs: jsBandwidth,
+          numpyBlas: typeof np === 'string' ? np : np.blas,
+        },
+        rows,
+        goals,
+        failures,
+      };
+      process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+    }
   } finally {
     cleanup();
   }

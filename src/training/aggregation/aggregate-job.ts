@@ -1,10 +1,14 @@
 /**
- * Runs one aggregation job in the current thread (the worker thread calls this; tests may too).
+ * Runs one aggregation job (the job worker thread calls this; tests may too). FedAvg/FedProx run
+ * here, in the single-threaded reference accumulator (aggregate() runs them in a parallel session
+ * instead); the robust strategies on `job.threads` threads, or here with 1.
  */
 import { performance } from 'node:perf_hooks';
 import { createAccumulator } from './fedavg.js';
 import { flatLayout } from './layout.js';
+import { defaultThreads } from './fedavg-session.js';
 import { runRobust } from './robust.js';
+import { runRobustParallel } from './robust-parallel.js';
 import type { AggregateJob, AggregateOutcome, AggregationFailure, RejectedInput } from './types.js';
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -81,6 +85,10 @@ export async function runAggregation(job: AggregateJob): Promise<AggregateOutcom
       rejected,
     };
   }
-  const r = await runRobust(job, job.inputs, layout, job.outPath, job.metadata);
+  const threads = Math.max(1, Math.floor(job.threads ?? defaultThreads(layout.totalElements)));
+  const r =
+    threads > 1
+      ? await runRobustParallel(job, job.inputs, layout, job.outPath, threads, job.metadata)
+      : await runRobust(job, job.inputs, layout, job.outPath, job.metadata);
   return r.ok ? { ...r, ms: performance.now() - t0 } : r;
 }

@@ -1,15 +1,18 @@
 /**
  * Worker-thread entry for aggregation. Two modes, chosen by workerData:
  * - `job`: run one aggregation, post its outcome, exit;
- * - `session`: hold a FedAvg accumulator whose sum lives in a SharedArrayBuffer owned by the
- *   parent, and answer `add` / `finish` requests until terminated.
+ * - `slice`: one thread of a parallel FedAvg session (fedavg-session.ts): add its slice of each
+ *   update to a sum shared with the other threads, and answer `scan` / `add` / `finish`
+ *   requests in the order they come until terminated.
+ * - `robust`: one thread of a parallel robust aggregation (robust-parallel.ts): answer `chunk` and
+ *   `distances` requests over the updates it opened.
  * Unexpected errors travel back as messages so the parent can reject the matching promise.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
 import { runAggregation } from './aggregate-job.js';
-import { createAccumulator, type FedAvgAccumulator } from './fedavg.js';
-import type { SessionRequest, WorkerData, WorkerReply } from './worker-protocol.js';
+import { createSlice, type FedAvgSlice } from './fedavg-slice.js';
+import { openRobustSlice } from './robust-slice.js';
+import type { RobustCall, SliceRequest, WorkerData, WorkerReply } from './worker-protocol.js';
 
 function errorOf(err: unknown): { message: string; stack?: string } {
   return err instanceof Error
@@ -26,20 +29,40 @@ async function runJob(port: MessagePort, data: Extract<WorkerData, { mode: 'job'
   }
 }
 
-function runSession(port: MessagePort, data: Extract<WorkerData, { mode: 'session' }>): void {
-  const made = createAccumulator(data.header, data.options);
+function runSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'slice' }>): void {
+  const made = createSlice(data.setup);
   // The parent built the same layout before starting us, so this cannot fail in practice.
   if (!made.ok) throw new Error(made.message);
-  const acc: FedAvgAccumulator = made.accumulator;
-  port.on('message', (req: SessionRequest) => {
-    const t0 = performance.now();
-    const work =
-      req.op === 'add'
-        ? acc.add(req.path, req.weight, req.verified === true ? { verified: true } : {})
-        : acc
-            .finish(req.outPath, req.metadata)
-            .then((r) => ({ ...r, bytesRead: acc.bytesRead, ms: performance.now() - t0 }));
-    work.then(
+  const slice: FedAvgSlice = made.slice;
+  // Modules loaded and kernels compiled: the session's ready() resolves on this.
+  port.postMessage({ id: 0, ok: true, value: 'ready' } satisfies WorkerReply);
+  // One request at a time, in order: a scan must finish before the add of the same file.
+  let queue: Promise<unknown> = Promise.resolve();
+  port.on('message', (req: SliceRequest) => {
+    const work = (): Promise<unknown> =>
+      req.op === 'scan'
+        ? slice.scan(req.path)
+        : req.op === 'add'
+          ? slice.add(req.path, req.weight)
+          : slice.finish(req.outPath, req.totalWeight, req.metadata);
+    queue = queue.then(work).then(
+      (value) => port.postMessage({ id: req.id, ok: true, value } satisfies WorkerReply),
+      (err: unknown) =>
+        port.postMessage({ id: req.id, ok: false, error: errorOf(err) } satisfies WorkerReply),
+    );
+  });
+}
+
+function runRobustSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'robust' }>): void {
+  const opened = openRobustSlice(data.setup);
+  // Requests wait for the files to be open, then run one at a time.
+  let queue: Promise<unknown> = opened;
+  port.on('message', (req: RobustCall & { id: number }) => {
+    const work = async (): Promise<unknown> => {
+      const slice = await opened;
+      return req.op === 'chunk' ? slice.chunk(req) : slice.distances();
+    };
+    queue = queue.then(work, work).then(
       (value) => port.postMessage({ id: req.id, ok: true, value } satisfies WorkerReply),
       (err: unknown) =>
         port.postMessage({ id: req.id, ok: false, error: errorOf(err) } satisfies WorkerReply),
@@ -50,5 +73,6 @@ function runSession(port: MessagePort, data: Extract<WorkerData, { mode: 'sessio
 if (parentPort) {
   const data = workerData as WorkerData;
   if (data.mode === 'job') void runJob(parentPort, data);
-  else runSession(parentPort, data);
+  else if (data.mode === 'slice') runSlice(parentPort, data);
+  else runRobustSlice(parentPort, data);
 }

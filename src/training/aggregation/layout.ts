@@ -83,3 +83,30 @@ export function* chunkRanges(layout: FlatLayout, chunkElements: number): Generat
   const step = Math.max(1, Math.floor(chunkElements));
   for (let s = 0; s < layout.totalElements; s += step) yield [s, Math.min(s + step, layout.totalElements)];
 }
+
+/** The tensor (index in the layout) and element within it of flat index `flat`. */
+export function locate(layout: FlatLayout, flat: number): { tensor: number; element: number } {
+  const fs = layout.flatStart;
+  let lo = 0;
+  let hi = layout.tensors.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (fs[mid]! <= flat) lo = mid;
+    else hi = mid - 1;
+  }
+  return { tensor: lo, element: flat - fs[lo]! };
+}
+
+/**
+ * Splits [0, totalElements) into `parts` contiguous slices of nearly equal size whose inner
+ * boundaries fall on multiples of 16 elements (so every slice's sum starts 64-byte aligned).
+ */
+export function sliceRanges(totalElements: number, parts: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let t = 0; t < parts; t++) {
+    const cut = (k: number) =>
+      k >= parts ? totalElements : Math.floor((totalElements * k) / parts / 16) * 16;
+    out.push([cut(t), cut(t + 1)]);
+  }
+  return out;
+}

@@ -38,6 +38,11 @@ export interface ChunkOptions {
    * for the robust strategies, as many as keep N x chunk within 64 MiB, between 16 Ki and 1 Mi.
    */
   chunkElements?: number;
+  /**
+   * Threads for the robust strategies, each taking a share of every chunk. Default: the
+   * machine's available parallelism (fewer for small models); 1 runs in the calling thread.
+   */
+  threads?: number;
 }
 
 /** A whole aggregation: strategy, stored updates, global model header and output path. */

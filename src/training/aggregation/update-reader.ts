@@ -2,7 +2,9 @@
  * Reads flat chunks of one stored update, converting F16/BF16 to float32 per chunk. One
  * staging buffer per reader, reused for every chunk, so memory is one chunk per update.
  */
+import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import type { AggregatableDtype } from '../safetensors/dtypes.js';
 import { dtypeSize } from '../safetensors/dtypes.js';
 import { compatible, type ParseHeaderOptions, type SafetensorsHeader } from '../safetensors/header.js';
 import {
@@ -115,6 +117,37 @@ export class UpdateReader {
       const at = stagingAt[i]!;
       decodeToF32(staging.subarray(at, at + seg.count * dtypeSize(t.dtype)), t.dtype, dst, seg.chunkOffset);
     });
+    this.bytesRead += used;
+    return used;
+  }
+
+  /**
+   * Reads the flat range [start, end) piece by piece (one piece per tensor it spans) into
+   * `dst` from its first byte, blocking, and calls `each` after every piece with the piece's
+   * dtype, its offset within the range and its element count. For worker threads, where a
+   * blocking read costs less than a promise per chunk and the caller's kernel reads `dst`.
+   * `dst` must hold (end - start) x maxElementSize bytes. Returns the bytes read.
+   */
+  readPiecesSync(
+    start: number,
+    end: number,
+    dst: Uint8Array,
+    each: (dtype: AggregatableDtype, offset: number, count: number) => void,
+  ): number {
+    let used = 0;
+    for (const seg of chunkSegments(this.layout, start, end)) {
+      const t = this.layout.tensors[seg.tensor]!;
+      const size = dtypeSize(t.dtype);
+      const length = seg.count * size;
+      const position = this.fileBegin[seg.tensor]! + seg.element * size;
+      for (let done = 0; done < length;) {
+        const got = readSync(this.fh.fd, dst, done, length - done, position + done);
+        if (got === 0) throw new Error(`update file shorter than its header declares`);
+        done += got;
+      }
+      each(t.dtype, seg.chunkOffset, seg.count);
+      used += length;
+    }
     this.bytesRead += used;
     return used;
   }

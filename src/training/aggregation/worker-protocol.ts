@@ -1,22 +1,25 @@
-/** Messages between the aggregation runner and its worker thread (structured-clone data only). */
-import type { SafetensorsHeader } from '../safetensors/header.js';
-import type { AccumulatorOptions } from './fedavg.js';
+/** Messages between the aggregation runners and their worker threads (structured-clone data only). */
+import type { SliceSetup } from './fedavg-slice.js';
+import type { RobustChunkRequest, RobustSliceSetup } from './robust-slice.js';
 import type { AggregateJob } from './types.js';
 
 /** What a worker is started with. */
 export type WorkerData =
   | { mode: 'job'; job: AggregateJob }
-  | { mode: 'session'; header: SafetensorsHeader; options: AccumulatorOptions & { sum: SharedArrayBuffer } };
+  | { mode: 'slice'; setup: SliceSetup }
+  | { mode: 'robust'; setup: RobustSliceSetup };
 
-/** A request to a session worker. */
-export type SessionRequest =
-  | { id: number; op: 'add'; path: string; weight: number; verified?: boolean }
-  | { id: number; op: 'finish'; outPath: string; metadata?: Record<string, string> };
+/** A request to a robust thread, before the pool numbers it. */
+export type RobustCall = ({ op: 'chunk' } & RobustChunkRequest) | { op: 'distances' };
 
-/** A session request before the runner numbers it. */
-export type SessionCall =
-  | { op: 'add'; path: string; weight: number; verified?: boolean }
-  | { op: 'finish'; outPath: string; metadata?: Record<string, string> };
+/** A request to a FedAvg slice thread, before the session numbers it. */
+export type SliceCall =
+  | { op: 'scan'; path: string }
+  | { op: 'add'; path: string; weight: number }
+  | { op: 'finish'; outPath: string; totalWeight: number; metadata?: Record<string, string> };
+
+/** A numbered request to a slice thread. */
+export type SliceRequest = SliceCall & { id: number };
 
 /** A reply: the value of the request `id` (0 for a job), or an unexpected error. */
 export type WorkerReply =

@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import type { AggregatableDtype } from '../../safetensors/dtypes.js';
+import { decodeToF32 } from '../../safetensors/read.js';
+import { weightedAccumulate } from '../math.js';
+import { createKernels, kernelModuleBytes, type SumPrecision } from './kernels.js';
+
+const DTYPES: AggregatableDtype[] = ['F32', 'F16', 'BF16'];
+const expMask = (d: AggregatableDtype) => (d === 'F32' ? 0x7f800000 : d === 'F16' ? 0x7c00 : 0x7f80);
+
+/** Random finite bit patterns of `dtype`, with zeros, signed zeros and subnormals among them. */
+function randomBits(dtype: AggregatableDtype, n: number, seed: number): Uint8Array {
+  let s = seed;
+  const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 ** 32;
+  const mask = expMask(dtype);
+  if (dtype === 'F32') {
+    const u = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      u[i] = rand() >>> 0;
+      if ((u[i]! & mask) === mask) u[i] = u[i]! & ~0x40000000;
+    }
+    u.set([0, 0x80000000, 1, 0x807fffff].slice(0, n));
+    return new Uint8Array(u.buffer);
+  }
+  const u = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    u[i] = rand() & 0xffff;
+    if ((u[i]! & mask) === mask) u[i] = u[i]! & ~0x4000;
+  }
+  u.set([0, 0x8000, 1, 0x83ff, 0x03ff].slice(0, n));
+  return new Uint8Array(u.buffer);
+}
+
+function kernelsFor(precision: SumPrecision, n: number, wasm: boolean) {
+  const stagingBytes = n * 4;
+  const store = wasm
+    ? new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+    : new SharedArrayBuffer(n * 8);
+  return createKernels(store, n, precision, 0, stagingBytes);
+}
+
+describe('SIMD kernels', () => {
+  it('encode a valid module', () => {
+    expect(WebAssembly.validate(kernelModuleBytes())).toBe(true);
+  });
+
+  for (const precision of ['float32', 'float64'] as const) {
+    for (const dtype of DTYPES) {
+      it(`add ${dtype} into a ${precision} sum exactly as the scalar reference does`, () => {
+        // 1003: not a multiple of 4, so the vector loop and the scalar tail both run.
+        const n = 1003;
+        const ref = precision === 'float32' ? new Float32Array(n) : new Float64Array(n);
+        const simd = kernelsFor(precision, n, true);
+        const js = kernelsFor(precision, n, false);
+        for (let i = 0; i < n; i++) ref[i] = simd.sum[i] = js.sum[i] = Math.sin(i) * 1e3;
+        const decoded = new Float32Array(n);
+        for (const [round, weight] of [3, 0.7, 1234.5].entries()) {
+          const bits = randomBits(dtype, n, 7 + round);
+          simd.staging.set(bits);
+          js.staging.set(bits);
+          simd.accumulate(dtype, 0, n, weight);
+          js.accumulate(dtype, 0, n, weight);
+          decodeToF32(bits, dtype, decoded);
+          weightedAccumulate(ref, 0, decoded, n, weight);
+        }
+        // Bit for bit, -0 and NaN included (Object.is).
+        expect(Array.from(simd.sum).every((v, i) => Object.is(v, ref[i]))).toBe(true);
+        expect(Array.from(js.sum).every((v, i) => Object.is(v, ref[i]))).toBe(true);
+      });
+    }
+  }
+
+  for (const dtype of DTYPES) {
+    it(`find the first NaN/Inf of ${dtype} in the vectors and in the tail`, () => {
+      const n = 1003;
+      const k = kernelsFor('float32', n, true);
+      const inf = dtype === 'F32' ? 0x7f800000 : dtype === 'F16' ? 0x7c00 : 0x7f80;
+      const nan = inf | 1;
+      const negativeInf = dtype === 'F32' ? 0xff800000 : inf | 0x8000;
+      for (const [at, bits] of [
+        [0, inf],
+        [517, nan],
+        [1001, negativeInf],
+        [-1, 0],
+      ] as const) {
+        k.staging.fill(0);
+        const view =
+          dtype === 'F32'
+            ? new Uint32Array(k.staging.buffer, k.staging.byteOffset, n)
+            : new Uint16Array(k.staging.buffer, k.staging.byteOffset, n);
+        if (at >= 0) {
+          view[at] = bits;
+          view[at + 1] = bits; // only the first counts
+        }
+        expect(k.firstNonFinite(dtype, n)).toBe(at);
+        if (at >= 0) expect(k.firstNonFinite(dtype, at)).toBe(-1);
+      }
+    });
+  }
+});
