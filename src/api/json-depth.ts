@@ -5,8 +5,12 @@
  * serialization, the database driver), so it is refused before it is parsed.
  */
 
-/** Deepest nesting of objects and arrays accepted in a client's JSON (docs/security.md). */
-export const MAX_JSON_DEPTH = 64;
+/**
+ * Deepest nesting of objects and arrays accepted in a client's JSON (docs/security.md). MariaDB
+ * refuses JSON documents nested 32 deep or more (json_valid), and the server stores a client's
+ * values wrapped a level or two deeper (a result's metrics inside the result, inside an event).
+ */
+export const MAX_JSON_DEPTH = 24;
 
 /**
  * True when `text` nests objects or arrays deeper than `max`. One pass over the characters,

@@ -6,6 +6,7 @@ import * as m003 from './migrations/003-sessions.js';
 import * as m004 from './migrations/004-training.js';
 import * as m005 from './migrations/005-task-logs.js';
 import * as m006 from './migrations/006-instances.js';
+import * as m008 from './migrations/008-exact-client-ids.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '004-training': m004,
   '005-task-logs': m005,
   '006-instances': m006,
+  '008-exact-client-ids': m008,
 };
 
 /** Brings the schema up to date; returns the names applied now. */
