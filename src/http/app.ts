@@ -24,6 +24,7 @@ import { taskRoutes } from './routes/tasks-routes.js';
 import { tokenRoutes } from './routes/tokens-routes.js';
 import type { Services } from './services.js';
 import { headerDeadline } from './header-deadline.js';
+import { trustProxyOption } from './trust-proxy.js';
 import { schemaCompiler } from './validators.js';
 
 export type App = FastifyInstance;
@@ -83,7 +84,8 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     // access.log has one line per request; Fastify's own request logs would repeat it.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.MAX_BODY_BYTES,
-    trustProxy: false,
+    // Off by default: X-Forwarded-* count only from the proxies TRUST_PROXY names.
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     // Silent senders do not hold a socket forever: a socket idle for 2 minutes is closed
     // (headers must arrive within HEADERS_TIMEOUT, below). There is no limit on a whole
     // request, because a multi-GB model upload that keeps flowing may take longer than any.
