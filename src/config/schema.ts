@@ -8,6 +8,9 @@ import { Type, type Static } from '@sinclair/typebox';
 const port = (def: number, description: string) =>
   Type.Integer({ minimum: 0, maximum: 65535, default: def, description });
 
+/** One TRUST_PROXY entry: an IPv4/IPv6 address or CIDR, or one of proxy-addr's names. */
+const PROXY_ADDRESS = '([0-9a-fA-F:.]+(/[0-9]{1,3})?|loopback|linklocal|uniquelocal)';
+
 export const DbConfigSchema = Type.Object(
   {
     host: Type.String({ default: 'localhost' }),
@@ -122,6 +125,12 @@ export const ConfigSchema = Type.Object(
       pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
       description:
         'Failed token checks allowed per client address on the WebSocket upgrade and the model server, e.g. "20/minute"; past it the address gets 429 until the window ends. "off" disables.',
+      }),
+    TRUST_PROXY: Type.String({
+      default: 'off',
+      pattern: `^(off|true|[0-9]{1,3}|${PROXY_ADDRESS}( *, *${PROXY_ADDRESS})*)$`,
+      description:
+        'Proxies whose X-Forwarded-For/-Proto/-Host are believed: "off", "true" (any), a hop count, or addresses and CIDRs separated by commas.',
     }),
     ADMIN_TOKEN: Type.String({
       default: '',

@@ -2,8 +2,6 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Ajv } from 'ajv';
-import addFormats from 'ajv-formats';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -14,7 +12,8 @@ import type { TokenService } from '../auth/token-service.js';
 import type { RedisLink } from '../bus/redis-link.js';
 import { sharedRateLimitStore } from '../cache/rate-limit-store.js';
 import type { Config } from '../config/schema.js';
-import { AppError } from '../errors.js';
+import { jsonTooDeep, tooDeepMessage } from '../api/json-depth.js';
+import { AppError, badRequest } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { authHook, bearerToken, type SessionAuthenticator } from './auth.js';
 import { errorHandler, formatValidationErrors } from './errors.js';
@@ -25,6 +24,8 @@ import { taskRoutes } from './routes/tasks-routes.js';
 import { tokenRoutes } from './routes/tokens-routes.js';
 import type { Services } from './services.js';
 import { headerDeadline } from './header-deadline.js';
+import { trustProxyOption } from './trust-proxy.js';
+import { schemaCompiler } from './validators.js';
 
 export type App = FastifyInstance;
 
@@ -86,7 +87,8 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
     // access.log has one line per request; Fastify's own request logs would repeat it.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.MAX_BODY_BYTES,
-    trustProxy: false,
+    // Off by default: X-Forwarded-* count only from the proxies TRUST_PROXY names.
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     // Silent senders do not hold a socket forever: a socket idle for 2 minutes is closed
     // (headers must arrive within HEADERS_TIMEOUT, below). There is no limit on a whole
     // request, because a multi-GB model upload that keeps flowing may take longer than any.
@@ -100,15 +102,18 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<App> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Bodies are validated strictly (a "5" is not a number); query strings and path
-  // parameters are text by nature and are coerced.
-  const strict = addFormats.default(new Ajv({ coerceTypes: false, useDefaults: true, allErrors: false }));
-  const coercing = addFormats.default(new Ajv({ coerceTypes: 'array', useDefaults: true, allErrors: false }));
-  app.setValidatorCompiler(({ schema, httpPart }) =>
-    httpPart === 'body' ? strict.compile(schema) : coercing.compile(schema),
-  );
+  // parameters are text by nature and are coerced, integers only from canonical digits.
+  app.setValidatorCompiler(schemaCompiler());
   app.setSchemaErrorFormatter((errors, part) => formatValidationErrors(errors, part));
   // The API speaks JSON; other bodies get 415 rather than a confusing validation error.
   app.removeContentTypeParser('text/plain');
+  // Fastify's own JSON parser (prototype-poisoning checks included), behind a nesting limit.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (jsonTooDeep(body as string)) done(badRequest('too_deep', tooDeepMessage('the JSON body')), undefined);
+    else parseJson(req, body as string, done);
+  });
   app.setErrorHandler(errorHandler(logger));
   app.setNotFoundHandler((req) => {
     throw new AppError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, 404);

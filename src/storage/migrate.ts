@@ -7,6 +7,7 @@ import * as m004 from './migrations/004-training.js';
 import * as m005 from './migrations/005-task-logs.js';
 import * as m006 from './migrations/006-instances.js';
 import * as m007 from './migrations/007-task-owner.js';
+import * as m008 from './migrations/008-exact-client-ids.js';
 import * as m009 from './migrations/009-code-registry.js';
 
 interface DialectMigration {
@@ -21,6 +22,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '005-task-logs': m005,
   '006-instances': m006,
   '007-task-owner': m007,
+  '008-exact-client-ids': m008,
   '009-code-registry': m009,
 };
 

@@ -40,10 +40,20 @@ export const UpdateParams = Type.Object({
   rank: Type.Integer({ minimum: 0 }),
 });
 
+/**
+ * Largest `num_samples` an upload may report. Sample counts are self-reported weights: bounded,
+ * a sum of them over any world size stays an exact float64 integer and far from overflow.
+ */
+export const MAX_NUM_SAMPLES = 1_000_000_000;
+
 export const UpdateQuery = Type.Object(
   {
     attempt: Type.Integer({ minimum: 1, description: 'The lease attempt of the `task` message.' }),
-    num_samples: Type.Number({ exclusiveMinimum: 0, description: 'FedAvg weight: samples trained on.' }),
+    num_samples: Type.Integer({
+      minimum: 1,
+      maximum: MAX_NUM_SAMPLES,
+      description: `FedAvg weight: samples trained on, an integer from 1 to ${MAX_NUM_SAMPLES}.`,
+    }),
   },
   { additionalProperties: false },
 );

@@ -22,6 +22,14 @@ export const AggregationConfig = Type.Object(
     trim: Type.Optional(Type.Integer({ minimum: 0, description: 'Values trimmed from each end.' })),
     f: Type.Optional(Type.Integer({ minimum: 0, description: 'Byzantine updates tolerated (Krum).' })),
     m: Type.Optional(Type.Integer({ minimum: 1, description: 'Updates averaged by multi-Krum.' })),
+    max_weight_share: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 1,
+        description:
+          "FedAvg/FedProx: largest share of a round's total weight one update may carry; larger sample counts are lowered to it. Default 1 (no cap).",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -1,5 +1,6 @@
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { TSchema } from '@sinclair/typebox';
+import { jsonTooDeep, tooDeepMessage } from '../api/json-depth.js';
 import { CLIENT_MESSAGES, type ClientMessage, type ClientMessageType } from '../api/protocol.js';
 
 const CHECKS = Object.fromEntries(
@@ -18,9 +19,12 @@ export type Decoded =
 export function decodeFrame(data: Buffer | string, isBinary: boolean, registered: boolean): Decoded {
   if (isBinary)
     return fail('invalid_message', 'binary frames are not part of the protocol; send JSON text', null);
+  const text = typeof data === 'string' ? data : data.toString('utf8');
+  // Refused before parsing: a deep value would overflow the stack of every later walk of it.
+  if (jsonTooDeep(text)) return fail('too_deep', tooDeepMessage('frame'), null);
   let value: unknown;
   try {
-    value = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+    value = JSON.parse(text);
   } catch (err) {
     return fail('invalid_json', `frame is not valid JSON: ${(err as Error).message}`, null);
   }

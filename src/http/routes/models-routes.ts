@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { ErrorBody, IdParam } from '../../api/common.js';
+import { jsonTooDeep, tooDeepMessage } from '../../api/json-depth.js';
 import type { AuthFailures } from '../../auth/auth-failures.js';
 import type { TokenService } from '../../auth/token-service.js';
 import { AppError, badRequest } from '../../errors.js';
@@ -11,8 +12,9 @@ import { sendModel } from '../../training/model-store/serve-file.js';
 import { RoundParams, UpdateParams, UpdateQuery, UploadAccepted } from '../../training/training-api.js';
 import type { TrainingService } from '../../training/training-service.js';
 import { authHook, principalOf } from '../auth.js';
-import { errorHandler } from '../errors.js';
+import { errorHandler, formatValidationErrors } from '../errors.js';
 import { headerDeadline } from '../header-deadline.js';
+import { schemaCompiler } from '../validators.js';
 
 /** Model downloads: users (their tasks), admins, and workers (tasks their clients hold). */
 const readers = { roles: ['admin', 'user', 'worker'] as const };
@@ -29,6 +31,7 @@ function parseMetrics(header: string | string[] | undefined): Record<string, unk
   if (header === undefined) return null;
   const text = Array.isArray(header) ? header.join(',') : header;
   if (text.length > MAX_METRICS_CHARS) throw badRequest('invalid_metrics', 'X-AI-Farm-Metrics is too long');
+  if (jsonTooDeep(text)) throw badRequest('too_deep', tooDeepMessage('X-AI-Farm-Metrics'));
   try {
     const v = JSON.parse(text) as unknown;
     if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
@@ -117,7 +120,9 @@ export const modelRoutes =
         } catch (err) {
           // Refused before the whole body was read: a small rest is read and dropped so the
           // client gets a clean answer on a live connection; a large one is not worth reading.
-          if (body && !body.readableEnded) {
+          // `body` is a stream only when it came as application/octet-stream; any other
+          // content type was parsed (or refused) by Fastify and has nothing left to drain.
+          if (body && typeof body.pipe === 'function' && !body.readableEnded) {
             const declared = Number(req.headers['content-length']);
             if (declared <= DRAIN_LIMIT_BYTES) {
               body.removeAllListeners('readable');
@@ -151,6 +156,8 @@ export async function buildModelServer(d: {
     http: headerDeadline(d.headersTimeout),
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(schemaCompiler());
+  app.setSchemaErrorFormatter((errors, part) => formatValidationErrors(errors, part));
   app.setErrorHandler(errorHandler(d.logger));
   app.setNotFoundHandler((req) => {
     throw new AppError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, 404);

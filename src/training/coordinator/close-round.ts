@@ -19,7 +19,8 @@ import { copyFileAtomic } from '../model-store/atomic-file.js';
 import { strategySpec } from '../training-config.js';
 import type { TrainingOwnership } from './ownership.js';
 import type { TrainingPaths } from './paths.js';
-import { incremental, weightedMetrics, type Run } from './run.js';
+import { capWeightShares, checkFiniteModel } from './aggregate-guard.js';
+import { incremental, weightedMetrics, type AcceptedUpdate, type Run } from './run.js';
 import { runThread } from './thread.js';
 
 export interface CloseDeps {
@@ -44,29 +45,48 @@ export type CloseOutcome =
   /** `stale`: the round changed under the close (closed elsewhere, or more updates journaled). */
   | { ok: false; message: string; stale?: boolean };
 
-/** Aggregates the accepted updates of the open round into the next global model. */
+/**
+ * Aggregates the accepted updates of the open round into the next global model, with the
+ * effective FedAvg `weights` (by update, after the share cap). The result is checked finite
+ * before it is returned: a float32 running sum that overflowed is redone in float64 from the
+ * journal's files, and an aggregate still not finite fails the round.
+ */
 async function aggregateRound(
   run: Run,
+  updates: readonly AcceptedUpdate[],
+  weights: readonly number[],
   outPath: string,
 ): Promise<{ ok: true; digest: string } | { ok: false; message: string }> {
-  const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank);
   const settled = await Promise.allSettled(run.adds);
   if (settled.some((s) => s.status === 'rejected')) run.sessionSound = false;
   const metadata = { format: 'pt', producer: 'ai-farm', task: String(run.taskId), round: String(run.round) };
-  if (incremental(run) && run.session && run.sessionSound && run.session.count === updates.length) {
+  // The session summed the reported counts: it is only right when the cap lowered none of them.
+  const uncapped = weights.every((w, i) => w === updates[i]!.numSamples);
+  if (
+    incremental(run) &&
+    uncapped &&
+    run.session &&
+    run.sessionSound &&
+    run.session.count === updates.length
+  ) {
     const fin = await run.session.finish(outPath, metadata);
-    if (fin.ok) return { ok: true, digest: fin.digest };
+    if (fin.ok && (await checkFiniteModel(outPath)).ok) return { ok: true, digest: fin.digest };
   }
   if (!run.reference) return { ok: false, message: 'no update to aggregate' };
-  // Robust strategies, or a FedAvg sum that cannot be trusted: one pass over the journal's files.
+  // Robust strategies, a capped or untrusted sum, or one that overflowed: one pass over the files.
   const r = await aggregate({
     ...strategySpec(run.config.aggregation),
-    inputs: updates.map((u) => ({ path: u.path, weight: u.numSamples })),
+    inputs: updates.map((u, i) => ({ path: u.path, weight: weights[i]! })),
     globalHeader: run.reference,
     outPath,
     metadata,
   });
   if (!r.ok) return { ok: false, message: `${r.code}: ${r.message}` };
+  const finite = await checkFiniteModel(outPath);
+  if (!finite.ok) {
+    await unlink(outPath).catch(() => undefined);
+    return { ok: false, message: `${finite.message}; it is not published` };
+  }
   return { ok: true, digest: r.digest };
 }
 
@@ -95,11 +115,15 @@ export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> 
   const t0 = Date.now();
   const last = run.round >= run.config.rounds;
   const outPath = d.paths.global(run.taskId, run.round + 1);
-  const agg = await aggregateRound(run, outPath);
+  const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank);
+  const weights = capWeightShares(
+    updates.map((u) => u.numSamples),
+    run.config.aggregation.max_weight_share ?? 1,
+  );
+  const agg = await aggregateRound(run, updates, weights, outPath);
   if (!agg.ok) return agg;
-  const updates = [...run.accepted.values()];
   const metrics: Record<string, number> = {
-    ...weightedMetrics(updates),
+    ...weightedMetrics(updates.map((u, i) => ({ ...u, numSamples: weights[i]! }))),
     num_samples: updates.reduce((s, u) => s + u.numSamples, 0),
     aggregation_ms: Date.now() - t0,
   };
