@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import { AuthFailures } from './auth/auth-failures.js';
+import { clientAddressOf } from './http/trust-proxy.js';
 import type { TokenService } from './auth/token-service.js';
 import type { Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
@@ -113,6 +114,7 @@ export function createFarm(d: {
     config: d.config,
     tokens: d.tokens,
     authFailures,
+    clientAddress: clientAddressOf(d.config.TRUST_PROXY),
     registry,
     handlers,
     leases,

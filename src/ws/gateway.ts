@@ -30,6 +30,8 @@ const TOKEN_RECHECK_MS = 3_000;
 export interface GatewayDeps {
   config: Config;
   tokens: TokenService;
+  /** The client's address by TRUST_PROXY (default: the socket's peer). */
+  clientAddress?: (req: IncomingMessage) => string;
   /** Failed token checks per address (MAX_AUTH_FAILURES). */
   authFailures: AuthFailures;
   registry: ClientRegistry;
@@ -159,7 +161,7 @@ export class Gateway {
     try {
       const origin = req.headers.origin;
       if (origin && !sameOrigin(origin, req.headers.host)) return refuse(socket, 403, 'Forbidden origin');
-      const remote = req.socket.remoteAddress ?? '';
+      const remote = this.d.clientAddress?.(req) ?? req.socket.remoteAddress ?? '';
       const failures = this.d.authFailures;
       const wait = failures.retryAfter(remote);
       if (wait > 0) {
