@@ -10,7 +10,8 @@ export const RoundView = Type.Object({
   closed_at: NullableTimestamp,
   num_updates: Type.Integer({ description: 'Updates aggregated (closed rounds) or accepted so far (open).' }),
   global_digest: Type.Union([Type.String(), Type.Null()], {
-    description: 'sha256 of the global model this round starts from (null in round 1).',
+    description:
+      'Digest of the global model this round starts from (sha256 over 4 MiB pieces, docs/protocol.md; null in round 1).',
   }),
   metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
     description: "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist.",
@@ -51,6 +52,8 @@ export const UpdateQuery = Type.Object(
 export const UploadAccepted = Type.Object({
   accepted: Type.Optional(Type.Boolean()),
   duplicate: Type.Optional(Type.Boolean()),
-  digest: Type.String({ description: 'sha256 of the stored update.' }),
+  digest: Type.String({
+    description: 'Digest of the stored update (sha256 over 4 MiB pieces, docs/protocol.md).',
+  }),
   bytes: Type.Integer(),
 });

@@ -3,15 +3,16 @@
  * while hashing, fsynced, then renamed over the target (and the folder fsynced), so a crash
  * at any moment leaves either the old file or the complete new one — never a torn one.
  */
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { PieceDigest } from '../safetensors/digest.js';
 
 /** A file being written; nothing is visible at `path` until {@link AtomicFile.commit}. */
 export class AtomicFile {
   bytes = 0;
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash = new PieceDigest();
   private state: 'open' | 'closed' | 'done' | 'aborted' = 'open';
 
   private constructor(
@@ -67,7 +68,7 @@ export class AtomicFile {
   }
 
   /**
-   * fsyncs and closes the temporary file; returns its sha256 (hex), or `digest` when the bytes
+   * fsyncs and closes the temporary file; returns its digest (digest.ts), or `digest` when the bytes
    * were hashed elsewhere (see writeAt). It can still be read at tmpPath.
    */
   async seal(digest?: string): Promise<string> {
@@ -75,7 +76,7 @@ export class AtomicFile {
     await this.fh.sync();
     await this.fh.close();
     this.state = 'closed';
-    const own = this.hash.digest('hex');
+    const own = this.hash.digest();
     return digest ?? own;
   }
 
@@ -97,7 +98,7 @@ export class AtomicFile {
   }
 }
 
-/** Copies `src` to `dst` atomically (checkpoints); returns the copy's sha256. */
+/** Copies `src` to `dst` atomically (checkpoints); returns the copy's digest. */
 export async function copyFileAtomic(src: string, dst: string): Promise<string> {
   const f = await AtomicFile.create(dirname(dst));
   try {

@@ -4,6 +4,7 @@
  * it (never holding it in memory), and finally checks that every value is finite.
  */
 import type { Readable } from 'node:stream';
+import { DIGEST_PIECE_BYTES } from '../safetensors/digest.js';
 import { dtypeSize, isAggregatable } from '../safetensors/dtypes.js';
 import { compatible, parseHeader, peekHeaderLength, type SafetensorsHeader } from '../safetensors/header.js';
 import { scanFinite } from '../safetensors/read.js';
@@ -188,8 +189,8 @@ async function aborted(file: AtomicFile, sink: FilePipeline, r: UploadRefusal): 
   return r;
 }
 
-/** The file is written in pieces of this size: one write call per piece. */
-const PIECE_BYTES = 4 * 1024 * 1024;
+/** The file is written in pieces of the digest's piece size: one write call and one hash per piece. */
+const PIECE_BYTES = DIGEST_PIECE_BYTES;
 /** Pieces a large upload's writer holds (being written, or filling): its memory. */
 const PIECES = 4;
 /** Uploads at least this large are checked and written in a worker thread, with O_DIRECT. */
