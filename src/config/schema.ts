@@ -142,6 +142,12 @@ export const ConfigSchema = Type.Object(
       default: 4 * 1024 * 1024 * 1024,
       description: 'Largest model upload accepted.',
     }),
+    UPLOAD_EXPIRY: Type.Number({
+      exclusiveMinimum: 0,
+      default: 86400,
+      description:
+        'Seconds a resumable (tus) upload is kept after its last request; then its part is deleted (404).',
+    }),
     TORCHSERVE_URL: Type.String({
       default: '',
       description: 'TorchServe management API; when set, finished models are registered there.',

@@ -6,6 +6,7 @@ import * as m003 from './migrations/003-sessions.js';
 import * as m004 from './migrations/004-training.js';
 import * as m005 from './migrations/005-task-logs.js';
 import * as m006 from './migrations/006-instances.js';
+import * as m011 from './migrations/011-resumable-uploads.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '004-training': m004,
   '005-task-logs': m005,
   '006-instances': m006,
+  '011-resumable-uploads': m011,
 };
 
 /** Brings the schema up to date; returns the names applied now. */

@@ -41,6 +41,14 @@ export const UpdateParams = Type.Object({
   rank: Type.Integer({ minimum: 0 }),
 });
 
+/** A resumable (tus) upload of a rank's update. */
+export const ResumableParams = Type.Object({
+  id: Type.Integer({ minimum: 1, description: 'Task id.' }),
+  round: Type.Integer({ minimum: 1 }),
+  rank: Type.Integer({ minimum: 0 }),
+  upload: Type.String({ maxLength: 64, description: 'Upload id (the end of the Location of its creation).' }),
+});
+
 export const UpdateQuery = Type.Object(
   {
     attempt: Type.Integer({ minimum: 1, description: 'The lease attempt of the `task` message.' }),

@@ -27,6 +27,32 @@ export class AtomicFile {
     return new AtomicFile(tmp, await open(tmp, 'wx'));
   }
 
+  /**
+   * Opens an existing temporary file to write more of it (a resumable upload's part, whose
+   * bytes are hashed by the caller's writer). {@link release} closes it and keeps it.
+   */
+  static async reopen(path: string): Promise<AtomicFile> {
+    return new AtomicFile(path, await open(path, 'r+'));
+  }
+
+  /** Reads `length` bytes at `position` (a resumed upload reads back its unfinished piece). */
+  async readAt(position: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    for (let done = 0; done < length;) {
+      const { bytesRead } = await this.fh.read(out, done, length - done, position + done);
+      if (bytesRead === 0) throw new Error(`${this.tmpPath} ends before byte ${position + length}`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  /** Closes the file and keeps it (a resumable upload's part, continued later). */
+  async release(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'done';
+    await this.fh.close();
+  }
+
   async write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') throw new Error('file is not open');
     this.hash.update(chunk);
