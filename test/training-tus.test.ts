@@ -6,12 +6,15 @@
  * independent computation of the file's digest.
  */
 import { createHash, randomInt } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import { encodeSafetensors } from '../src/training/safetensors/encode.js';
+import { downloadModel, uploadUpdate } from '../src/worker/executors/model-transfer.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
 import { fileDigest } from './helpers/digest.js';
 import { request, testConfig } from './helpers/server.js';
@@ -28,9 +31,10 @@ function update(seed: number): Buffer {
 
 /**
  * A TCP proxy in front of the server that cuts each connection after the number of bytes
- * (client to server) the next entry of `cuts` says; counts every byte it forwards.
+ * (client to server, or server to client with `down`) the next entry of `cuts` says; counts
+ * every byte it forwards that way.
  */
-async function cuttingProxy(port: () => number, cuts: number[]) {
+async function cuttingProxy(port: () => number, cuts: number[], down = false) {
   const sockets = new Set<Socket>();
   let forwarded = 0;
   const server: Server = createServer((client) => {
@@ -45,18 +49,19 @@ async function cuttingProxy(port: () => number, cuts: number[]) {
         upstream.destroy();
       });
     }
-    client.on('data', (d: Buffer) => {
+    const [from, to] = down ? [upstream, client] : [client, upstream];
+    from.on('data', (d: Buffer) => {
       const room = limit - sent;
       const part = d.length > room ? d.subarray(0, room) : d;
       sent += part.length;
       forwarded += part.length;
-      upstream.write(part);
+      to.write(part);
       if (sent >= limit) {
         client.destroy();
         upstream.destroy();
       }
     });
-    upstream.on('data', (d: Buffer) => client.write(d));
+    to.on('data', (d: Buffer) => from.write(d));
     client.on('end', () => upstream.end());
     upstream.on('end', () => client.end());
   });
@@ -286,5 +291,68 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     const again = await patch(location, 2, 100_000, bytes.subarray(100_000, 200_000));
     expect(again.status).toBe(410);
     expect(((await again.json()) as { error: { code: string } }).error.code).toBe('upload_expired');
+  });
+
+  it('has the reference worker resume a cut upload from its offset and a cut download with Range', async () => {
+    await restart();
+    const bytes = update(4);
+    const file = join(db.dir, 'rank2.safetensors');
+    await writeFile(file, bytes);
+    const cuts = [0, 1].map(() => randomInt(200_000, bytes.length - 1_000_000));
+    const up = await cuttingProxy(() => Number(new URL(server.httpUrl).port), [...cuts]);
+    const transfer = {
+      serverUrl: `http://127.0.0.1:${up.port}`,
+      token,
+      backoff: { initialMs: 10, maxMs: 200 },
+    };
+    try {
+      const sent = await uploadUpdate(
+        {
+          uploadUrl: updateUrl(2).split('?')[0]!,
+          file,
+          attempt: lease[2]!.attempt,
+          numSamples: 10,
+          clientId: lease[2]!.id,
+        },
+        transfer,
+      );
+      expect(sent).toMatchObject({
+        ok: true,
+        status: 201,
+        body: { accepted: true, digest: fileDigest(bytes) },
+      });
+      expect(sent.ok && sent.resumed).toBeGreaterThanOrEqual(cuts.length);
+      expect(up.forwarded() - bytes.length).toBeLessThan(cuts.length * 16 * 1024 * 1024);
+    } finally {
+      await up.close();
+    }
+    // All three ranks are in: the task's final model, downloaded through cuts of the answer.
+    let status = 0;
+    for (let i = 0; i < 200 && status !== 200; i++) {
+      status = (await request(server.httpUrl, 'GET', `/api/tasks/${taskId}/model`, undefined, adminToken))
+        .status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(status).toBe(200);
+    const whole = await fetch(`${server.httpUrl}/api/tasks/${taskId}/model`, {
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    const model = Buffer.from(await whole.arrayBuffer());
+    const downCuts = [randomInt(1_000, model.length - 1_000)];
+    const down = await cuttingProxy(() => Number(new URL(server.httpUrl).port), [...downCuts], true);
+    try {
+      const dest = join(db.dir, 'final.safetensors');
+      const got = await downloadModel(`/api/tasks/${taskId}/model`, dest, {
+        ...transfer,
+        serverUrl: `http://127.0.0.1:${down.port}`,
+        token: adminToken,
+      });
+      expect(got).toMatchObject({ ok: true, bytes: model.length, resumed: 1 });
+      expect((await readFile(dest)).equals(model)).toBe(true);
+      // The cut answer is not fetched again: only what the cut lost comes twice.
+      expect(down.forwarded()).toBeLessThan(model.length + 16 * 1024 * 1024);
+    } finally {
+      await down.close();
+    }
   });
 });
