@@ -141,8 +141,16 @@ export class ResumableUploads {
     try {
       const admitted = await this.d.uploads.admit(meta);
       if ('duplicate' in admitted) {
+        // Already accepted from this client and attempt (the answer to the last PATCH was lost,
+        // or the server stopped before it deleted the row): done, as a PUT's duplicate is.
         await this.remove(row);
-        throw conflict('update_exists', `rank ${row.rank} of round ${row.round} already has this update`);
+        const { digest, bytes } = admitted.duplicate.body;
+        return {
+          length: row.length,
+          received: row.length,
+          expiresAt: new Date(row.expires_at),
+          accepted: { digest, bytes },
+        };
       }
       if (!this.d.uploads.hold(meta)) {
         throw conflict(
