@@ -18,11 +18,13 @@ import { openDatabase, pingDatabase, resolveDatabaseTarget, type DatabaseHandle 
 import { migrateToLatest } from './storage/migrate.js';
 import { systemClock, type Clock } from './storage/values.js';
 import { TaskService } from './tasks/task-service.js';
+import { tusRoutes } from './http/routes/tus-routes.js';
 import { modelRoutes, buildModelServer } from './http/routes/models-routes.js';
 import { trainingRoutes } from './http/routes/training-routes.js';
 import { insertTaskEvent } from './storage/task-repo.js';
 import { toDbTime } from './storage/values.js';
 import { registerWithTorchServe } from './training/coordinator/torchserve.js';
+import { ResumableUploads } from './training/coordinator/resumable.js';
 import { UploadService } from './training/coordinator/uploads.js';
 import { TrainingService } from './training/training-service.js';
 import { CodeService } from './code/code-service.js';
@@ -156,8 +158,18 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       touch: (clientId) => farm.gateway.touch(clientId),
       ...(farm.cluster ? { remoteLease: farm.cluster.remoteLease.bind(farm.cluster) } : {}),
     });
+    const resumable = new ResumableUploads({
+      db: database.db,
+      uploads,
+      paths: farm.trainingPaths,
+      maxUploadBytes: config.MAX_UPLOAD_BYTES,
+      expiryMs: config.UPLOAD_EXPIRY * 1000,
+      now: () => clock.now().getTime(),
+      touch: (clientId) => farm.gateway.touch(clientId),
+    });
     const trainingPlugin = async (app: App): Promise<void> => {
       await app.register(modelRoutes(training, uploads));
+      await app.register(tusRoutes(resumable, config.MAX_UPLOAD_BYTES));
       await app.register(trainingRoutes(training));
       await app.register(codeRoutes(code));
     };
@@ -184,6 +196,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     farm.gateway.attach(http.server, '/ws');
     // Stopped after the HTTP server: requests in flight may still queue writes.
     cleanups.push(() => farm.stop());
+    resumable.start();
+    cleanups.push(() => resumable.stop());
     const wsPort = await farm.start();
     cleanups.push(() => http.close());
     await http.listen({ host: config.SERVER_HOST, port: config.SERVER_PORT });

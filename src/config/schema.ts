@@ -189,6 +189,12 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       default: 10000,
       description: 'Most entries (files, folders, links) in one code archive.',
+      }),
+    UPLOAD_EXPIRY: Type.Number({
+      exclusiveMinimum: 0,
+      default: 86400,
+      description:
+        'Seconds a resumable (tus) upload is kept after its last request; then its part is deleted (404).',
     }),
     TORCHSERVE_URL: Type.String({
       default: '',

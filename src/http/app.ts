@@ -55,6 +55,7 @@ export const WORKER_TRANSFER_ROUTES: ReadonlySet<string> = new Set([
   '/api/tasks/:id/model',
   '/api/tasks/:id/rounds/:round/updates/:rank',
   '/api/bundles/:digest',
+  '/api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload',
 ]);
 
 /** Requests the rate limit does not count: health checks, and worker model transfers. */

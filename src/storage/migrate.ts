@@ -9,6 +9,7 @@ import * as m006 from './migrations/006-instances.js';
 import * as m007 from './migrations/007-task-owner.js';
 import * as m008 from './migrations/008-exact-client-ids.js';
 import * as m009 from './migrations/009-code-registry.js';
+import * as m011 from './migrations/011-resumable-uploads.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -24,6 +25,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '007-task-owner': m007,
   '008-exact-client-ids': m008,
   '009-code-registry': m009,
+  '011-resumable-uploads': m011,
 };
 
 /**

@@ -265,6 +265,29 @@ export interface TaskCodeTable {
   model: string | null;
 }
 
+/** A resumable (tus) upload of an update, not finished yet (migration 011). Times: epoch ms. */
+export interface UpdateUploadsTable {
+  id: string;
+  task_id: number;
+  round: number;
+  rank: number;
+  attempt: number;
+  client_id: string;
+  token_id: string;
+  num_samples: number;
+  /** X-AI-Farm-Metrics of the creation request, as JSON text. */
+  metrics: string | null;
+  /** Upload-Length. */
+  length: number;
+  /** Bytes stored (the tus Upload-Offset). */
+  received: number;
+  /** sha256 of each whole 4 MiB piece received, packed. */
+  piece_digests: Buffer;
+  path: string;
+  created_at: number;
+  expires_at: number;
+}
+
 /** The whole database, for Kysely. */
 export interface Database {
   tasks: TasksTable;
@@ -285,4 +308,5 @@ export interface Database {
   code_bundles: CodeBundlesTable;
   model_versions: ModelVersionsTable;
   task_code: TaskCodeTable;
+  update_uploads: UpdateUploadsTable;
 }

@@ -10,7 +10,8 @@ export const RoundView = Type.Object({
   closed_at: NullableTimestamp,
   num_updates: Type.Integer({ description: 'Updates aggregated (closed rounds) or accepted so far (open).' }),
   global_digest: Type.Union([Type.String(), Type.Null()], {
-    description: 'sha256 of the global model this round starts from (null in round 1).',
+    description:
+      'Digest of the global model this round starts from (sha256 over 4 MiB pieces, docs/protocol.md; null in round 1).',
   }),
   metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
     description: "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist.",
@@ -46,6 +47,14 @@ export const UpdateParams = Type.Object({
  */
 export const MAX_NUM_SAMPLES = 1_000_000_000;
 
+/** A resumable (tus) upload of a rank's update. */
+export const ResumableParams = Type.Object({
+  id: Type.Integer({ minimum: 1, description: 'Task id.' }),
+  round: Type.Integer({ minimum: 1 }),
+  rank: Type.Integer({ minimum: 0 }),
+  upload: Type.String({ maxLength: 64, description: 'Upload id (the end of the Location of its creation).' }),
+});
+
 export const UpdateQuery = Type.Object(
   {
     attempt: Type.Integer({ minimum: 1, description: 'The lease attempt of the `task` message.' }),
@@ -61,6 +70,8 @@ export const UpdateQuery = Type.Object(
 export const UploadAccepted = Type.Object({
   accepted: Type.Optional(Type.Boolean()),
   duplicate: Type.Optional(Type.Boolean()),
-  digest: Type.String({ description: 'sha256 of the stored update.' }),
+  digest: Type.String({
+    description: 'Digest of the stored update (sha256 over 4 MiB pieces, docs/protocol.md).',
+  }),
   bytes: Type.Integer(),
 });

@@ -27,7 +27,8 @@ const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
 /** Largest X-AI-Farm-Metrics header read. */
 const MAX_METRICS_CHARS = 8192;
 
-function parseMetrics(header: string | string[] | undefined): Record<string, unknown> | null {
+/** X-AI-Farm-Metrics parsed (400 `invalid_metrics` when it is not a JSON object). */
+export function parseMetrics(header: string | string[] | undefined): Record<string, unknown> | null {
   if (header === undefined) return null;
   const text = Array.isArray(header) ? header.join(',') : header;
   if (text.length > MAX_METRICS_CHARS) throw badRequest('invalid_metrics', 'X-AI-Farm-Metrics is too long');

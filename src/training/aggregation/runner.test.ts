@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +6,7 @@ import { writeSafetensorsFile } from '../safetensors/encode.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import { readHeaderFile, readTensorsF32 } from '../safetensors/read.js';
 import { aggregate, createFedAvgSession } from './runner.js';
+import { fileDigest } from '../../../test/helpers/digest.js';
 
 let dir: string;
 let header: SafetensorsHeader;
@@ -34,10 +34,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const sha256 = async (p: string): Promise<string> =>
-  createHash('sha256')
-    .update(await readFile(p))
-    .digest('hex');
+const sha256 = async (p: string): Promise<string> => fileDigest(await readFile(p));
 
 describe('worker runner', () => {
   it('aggregates in a worker thread and reports the digest', async () => {

@@ -183,12 +183,20 @@ export class RoundCoordinator {
     const session = run.session;
     run.adds.push(
       // Uploads are scanned for NaN/Inf on arrival, before they are journaled.
-      session.add(u.path, u.numSamples, { verified: true }).then((r) => {
-        if (!r.ok) {
+      session.add(u.path, u.numSamples, { verified: true }).then(
+        (r) => {
+          if (!r.ok) {
+            run.sessionSound = false;
+            this.d.logger.error({ taskId: run.taskId, rank: u.rank, r }, 'an accepted update did not add');
+          }
+        },
+        (err: unknown) => {
+          // The session's thread ended (the server stopping, or the run dropped) while this add
+          // was in flight: the sum is incomplete, rebuilt from the journal if it is needed again.
           run.sessionSound = false;
-          this.d.logger.error({ taskId: run.taskId, rank: u.rank, r }, 'an accepted update did not add');
-        }
-      }),
+          if (!this.stopped && !run.ended) this.d.logger.error({ err, taskId: run.taskId }, 'an add failed');
+        },
+      ),
     );
   }
 

@@ -19,6 +19,11 @@ export class TrainingPaths {
     return join(this.taskDir(taskId), 'incoming');
   }
 
+  /** Parts of resumable (tus) uploads: kept across restarts, unlike `incoming/`. */
+  resumablePart(taskId: number, uploadId: string): string {
+    return join(this.taskDir(taskId), 'resumable', `${uploadId}.part`);
+  }
+
   roundDir(taskId: number, round: number): string {
     return join(this.taskDir(taskId), `round-${round}`);
   }

@@ -12,10 +12,13 @@ import type { Database } from '../../storage/schema.js';
 import { findUpdate } from '../../storage/training-repo.js';
 import { compatible } from '../safetensors/header.js';
 import { receiveUpload } from '../model-store/receive-upload.js';
+import type { AtomicFile } from '../model-store/atomic-file.js';
+import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { RemoteLease, RoundCoordinator } from './coordinator.js';
 import type { TrainingPaths } from './paths.js';
 
-export interface UploadRequest {
+/** Who uploads what: the update's slot, lease and claims (a PUT's, or a resumable upload's). */
+export interface UploadMeta {
   taskId: number;
   round: number;
   rank: number;
@@ -25,8 +28,22 @@ export interface UploadRequest {
   principal: Principal;
   /** X-AI-Farm-Metrics, parsed. */
   metrics: Record<string, unknown> | null;
+}
+
+export interface UploadRequest extends UploadMeta {
   contentLength: number | undefined;
   body: Readable;
+}
+
+/** The round an upload goes into, checked open (the coordinator's in-memory run). */
+export type OpenRun = NonNullable<Awaited<ReturnType<RoundCoordinator['run']>>>;
+
+/** A received, checked and sealed update file, ready to be committed and journaled. */
+export interface ReceivedUpdate {
+  file: AtomicFile;
+  header: SafetensorsHeader;
+  digest: string;
+  bytes: number;
 }
 
 export type UploadAnswer =
@@ -51,13 +68,22 @@ export class UploadService {
     },
   ) {}
 
-  async receive(q: UploadRequest): Promise<UploadAnswer> {
+  /**
+   * The checks before any byte is read: an accepted update of this slot (a duplicate answer,
+   * or 409), the lease, the round open. Answers the duplicate or the open round.
+   */
+  async admit(q: UploadMeta): Promise<{ duplicate: UploadAnswer } | { run: OpenRun }> {
     const { taskId, round, rank, attempt } = q;
     // A retry after a lost answer: the journal already has it, whatever happened since.
     const prior = await findUpdate(this.d.db, taskId, round, rank);
     if (prior) {
       if (Number(prior.attempt) === attempt && prior.client_id === q.clientId) {
-        return { status: 200, body: { duplicate: true, digest: prior.digest, bytes: Number(prior.bytes) } };
+        return {
+          duplicate: {
+            status: 200,
+            body: { duplicate: true, digest: prior.digest, bytes: Number(prior.bytes) },
+          },
+        };
       }
       throw conflict(
         'update_exists',
@@ -74,18 +100,38 @@ export class UploadService {
           : `task ${taskId} has no open round`,
       );
     }
-    const slot = `${taskId}:${round}:${rank}`;
-    if (this.inFlight.has(slot)) {
-      throw conflict('upload_in_progress', `an upload for rank ${rank} of round ${round} is still streaming`);
-    }
+    return { run };
+  }
+
+  /** Marks an upload of (task, round, rank) as streaming; false when one already is. */
+  hold(q: UploadMeta): boolean {
+    const slot = `${q.taskId}:${q.round}:${q.rank}`;
+    if (this.inFlight.has(slot)) return false;
     this.inFlight.add(slot);
+    return true;
+  }
+
+  release(q: UploadMeta): void {
+    this.inFlight.delete(`${q.taskId}:${q.round}:${q.rank}`);
+  }
+
+  async receive(q: UploadRequest): Promise<UploadAnswer> {
+    const admitted = await this.admit(q);
+    if ('duplicate' in admitted) return admitted.duplicate;
+    const { run } = admitted;
+    if (!this.hold(q)) {
+      throw conflict(
+        'upload_in_progress',
+        `an upload for rank ${q.rank} of round ${q.round} is still streaming`,
+      );
+    }
     let lastTouch = 0;
     try {
       const got = await receiveUpload(q.body, {
         contentLength: q.contentLength,
         maxBytes: this.d.maxUploadBytes,
         reference: run.reference,
-        dir: this.d.paths.incoming(taskId),
+        dir: this.d.paths.incoming(q.taskId),
         onBytes: () => {
           const now = Date.now();
           if (now - lastTouch < 1000) return;
@@ -102,49 +148,59 @@ export class UploadService {
         );
       }
       this.d.touch(q.clientId);
-      return await this.d.coordinator.withLock(taskId, async () => {
-        try {
-          if (run.ended || run.closing || run.round !== round)
-            throw conflict('round_closed', `round ${round} closed during the upload`);
-          await this.checkLease(q);
-          if (run.accepted.has(rank))
-            throw conflict('update_exists', `rank ${rank} of round ${round} already has an accepted update`);
-          if (run.reference) {
-            const c = compatible(run.reference, got.header);
-            if (!c.ok)
-              throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
-          }
-          const path = this.d.paths.update(taskId, round, rank, attempt);
-          await got.file.commit(path);
-          await this.d.coordinator.record(
-            run,
-            {
-              rank,
-              attempt,
-              clientId: q.clientId,
-              numSamples: q.numSamples,
-              path,
-              digest: got.digest,
-              bytes: got.bytes,
-              metrics: q.metrics,
-            },
-            got.header,
-          );
-          return {
-            status: 201 as const,
-            body: { accepted: true as const, digest: got.digest, bytes: got.bytes },
-          };
-        } finally {
-          await got.file.abort();
-        }
-      });
+      return await this.accept(q, run, got);
     } finally {
-      this.inFlight.delete(slot);
+      this.release(q);
     }
   }
 
+  /**
+   * Commits a received update into the round, under the task's lock, after checking again
+   * what may have changed while it streamed (round, lease, another update, the round's first
+   * update's header); the file is removed if it is refused.
+   */
+  async accept(q: UploadMeta, run: OpenRun, got: ReceivedUpdate): Promise<UploadAnswer & { status: 201 }> {
+    const { taskId, round, rank, attempt } = q;
+    return await this.d.coordinator.withLock(taskId, async () => {
+      try {
+        if (run.ended || run.closing || run.round !== round)
+          throw conflict('round_closed', `round ${round} closed during the upload`);
+        await this.checkLease(q);
+        if (run.accepted.has(rank))
+          throw conflict('update_exists', `rank ${rank} of round ${round} already has an accepted update`);
+        if (run.reference) {
+          const c = compatible(run.reference, got.header);
+          if (!c.ok)
+            throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
+        }
+        const path = this.d.paths.update(taskId, round, rank, attempt);
+        await got.file.commit(path);
+        await this.d.coordinator.record(
+          run,
+          {
+            rank,
+            attempt,
+            clientId: q.clientId,
+            numSamples: q.numSamples,
+            path,
+            digest: got.digest,
+            bytes: got.bytes,
+            metrics: q.metrics,
+          },
+          got.header,
+        );
+        return {
+          status: 201 as const,
+          body: { accepted: true as const, digest: got.digest, bytes: got.bytes },
+        };
+      } finally {
+        await got.file.abort();
+      }
+    });
+  }
+
   /** The client must be this token's, connected, and hold the lease (task, rank, attempt). */
-  private async checkLease(q: UploadRequest): Promise<void> {
+  async checkLease(q: UploadMeta): Promise<void> {
     const client = this.d.registry.get(q.clientId);
     if ((!client || !client.send) && this.d.remoteLease) {
       // Through a load balancer the upload may reach an instance other than the socket's.

@@ -3,15 +3,16 @@
  * while hashing, fsynced, then renamed over the target (and the folder fsynced), so a crash
  * at any moment leaves either the old file or the complete new one — never a torn one.
  */
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { PieceDigest } from '../safetensors/digest.js';
 
 /** A file being written; nothing is visible at `path` until {@link AtomicFile.commit}. */
 export class AtomicFile {
   bytes = 0;
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash = new PieceDigest();
   private state: 'open' | 'closed' | 'done' | 'aborted' = 'open';
 
   private constructor(
@@ -24,6 +25,32 @@ export class AtomicFile {
     await mkdir(dir, { recursive: true });
     const tmp = join(dir, `.upload-${randomBytes(8).toString('hex')}.tmp`);
     return new AtomicFile(tmp, await open(tmp, 'wx'));
+  }
+
+  /**
+   * Opens an existing temporary file to write more of it (a resumable upload's part, whose
+   * bytes are hashed by the caller's writer). {@link release} closes it and keeps it.
+   */
+  static async reopen(path: string): Promise<AtomicFile> {
+    return new AtomicFile(path, await open(path, 'r+'));
+  }
+
+  /** Reads `length` bytes at `position` (a resumed upload reads back its unfinished piece). */
+  async readAt(position: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    for (let done = 0; done < length;) {
+      const { bytesRead } = await this.fh.read(out, done, length - done, position + done);
+      if (bytesRead === 0) throw new Error(`${this.tmpPath} ends before byte ${position + length}`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  /** Closes the file and keeps it (a resumable upload's part, continued later). */
+  async release(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'done';
+    await this.fh.close();
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -67,7 +94,7 @@ export class AtomicFile {
   }
 
   /**
-   * fsyncs and closes the temporary file; returns its sha256 (hex), or `digest` when the bytes
+   * fsyncs and closes the temporary file; returns its digest (digest.ts), or `digest` when the bytes
    * were hashed elsewhere (see writeAt). It can still be read at tmpPath.
    */
   async seal(digest?: string): Promise<string> {
@@ -75,7 +102,7 @@ export class AtomicFile {
     await this.fh.sync();
     await this.fh.close();
     this.state = 'closed';
-    const own = this.hash.digest('hex');
+    const own = this.hash.digest();
     return digest ?? own;
   }
 
@@ -97,7 +124,7 @@ export class AtomicFile {
   }
 }
 
-/** Copies `src` to `dst` atomically (checkpoints); returns the copy's sha256. */
+/** Copies `src` to `dst` atomically (checkpoints); returns the copy's digest. */
 export async function copyFileAtomic(src: string, dst: string): Promise<string> {
   const f = await AtomicFile.create(dirname(dst));
   try {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +6,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSafetensors, type TensorData } from '../safetensors/encode.js';
 import { receiveUpload } from './receive-upload.js';
+import { fileDigest } from '../../../test/helpers/digest.js';
 
 let disk: string;
 // tmpfs refuses O_DIRECT: the thread's buffered writes run there.
@@ -62,12 +62,12 @@ describe.each(cases)('receiveUpload (%s, %s)', (_mode, threadMinBytes, where) =>
       threadMinBytes,
     });
 
-  it('stores the exact bytes and their sha256, chunked or not', async () => {
+  it('stores the exact bytes and their digest, chunked or not', async () => {
     const bytes = encodeSafetensors(big(3_000_000));
     for (const chunked of [false, true]) {
       const r = await receive(bytes, chunked);
       if (!r.ok) throw new Error(r.message);
-      expect(r.digest).toBe(createHash('sha256').update(bytes).digest('hex'));
+      expect(r.digest).toBe(fileDigest(bytes));
       const out = join(dir, `stored-${chunked}`);
       await r.file.commit(out);
       expect((await readFile(out)).equals(bytes)).toBe(true);
@@ -88,7 +88,7 @@ describe.each(cases)('receiveUpload (%s, %s)', (_mode, threadMinBytes, where) =>
     const [a, b, c] = await Promise.all([receive(good), receive(bad), receive(good, true)]);
     for (const r of [a, c]) {
       if (!r!.ok) throw new Error(r!.message);
-      expect(r!.digest).toBe(createHash('sha256').update(good).digest('hex'));
+      expect(r!.digest).toBe(fileDigest(good));
       await r!.file.abort();
     }
     expect(b).toMatchObject({ ok: false, code: 'non_finite', tensor: 'a' });
@@ -134,7 +134,7 @@ describe('receiveUpload on a thread', () => {
       threadMinBytes: 0,
     });
     if (!r.ok) throw new Error(r.message);
-    expect(r.digest).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(r.digest).toBe(fileDigest(bytes));
     await r.file.abort();
     expect(chunks[4]!.buffer.byteLength).toBe(0); // moved (detached here)
     expect(shared.length).toBe(65536 + 16); // copied: the rest of its buffer stays

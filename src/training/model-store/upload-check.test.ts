@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { PieceWriter, type CheckReply, type WriterFile } from './upload-check.js';
+import { fileDigest } from '../../../test/helpers/digest.js';
 
 const PIECE = 4096;
 
@@ -65,7 +65,7 @@ describe('PieceWriter', () => {
     }
     expect(taken(replies)).toBe(data.length);
     expect(f.bytes.subarray(0, data.length)).toEqual(data);
-    expect(replies.at(-1)).toEqual({ op: 'digest', digest: createHash('sha256').update(data).digest('hex') });
+    expect(replies.at(-1)).toEqual({ op: 'digest', digest: fileDigest(data, PIECE) });
   });
 
   it('handles requests that arrive after its queue ran empty', async () => {
@@ -83,7 +83,7 @@ describe('PieceWriter', () => {
       await tick();
     }
     expect(taken(replies)).toBe(data.length);
-    expect(replies.at(-1)).toEqual({ op: 'digest', digest: createHash('sha256').update(data).digest('hex') });
+    expect(replies.at(-1)).toEqual({ op: 'digest', digest: fileDigest(data, PIECE) });
   });
 
   it('pads the last piece of a direct writer to a whole block', async () => {
@@ -141,5 +141,58 @@ describe('PieceWriter', () => {
     await tick();
     expect(replies).toContainEqual({ op: 'error', message: 'ENOSPC: no space left on device' });
     expect(replies.some((r) => r.op === 'digest')).toBe(false);
+  });
+
+  it('pauses inside a piece and resumes from the piece start to the same digest', async () => {
+    const data = new Uint8Array(
+      new Float32Array(5 * (PIECE / 4) + 300).map((_, i) => (i % 13) * 0.25).buffer,
+    );
+    // A plain file (no hold): writes land at once.
+    const bytes = new Uint8Array(64 * PIECE);
+    const file: WriterFile = {
+      direct: false,
+      write: async (b, at) => void bytes.set(b, at),
+      datasync: async () => undefined,
+      close: async () => undefined,
+    };
+    const tensors = [{ name: 'a', dtype: 'F32' as const, begin: 0, end: 1 << 30 }];
+    const cut = 2 * PIECE + 1234;
+    const first: CheckReply[] = [];
+    const a = new PieceWriter(
+      { tensors, scan: true, dataStart: 0, pieceBytes: PIECE, pieces: 2 },
+      Promise.resolve(file),
+      (r) => first.push(r),
+    );
+    a.handle({ op: 'chunks', chunks: [data.slice(0, cut)] });
+    a.handle({ op: 'pause' });
+    for (let i = 0; i < 200 && !first.some((r) => r.op === 'paused'); i++) await tick();
+    const paused = first.find((r) => r.op === 'paused');
+    if (paused?.op !== 'paused') throw new Error(`not paused: ${JSON.stringify(first)}`);
+    // Two whole pieces hashed; the unfinished one written as it is, not hashed.
+    expect(paused.wholeBytes).toBe(2 * PIECE);
+    expect(paused.pieceDigests.length).toBe(2 * 32);
+    expect(bytes.subarray(0, cut)).toEqual(data.subarray(0, cut));
+    await a.close();
+
+    const second: CheckReply[] = [];
+    const b = new PieceWriter(
+      {
+        tensors,
+        scan: true,
+        dataStart: 0,
+        pieceBytes: PIECE,
+        pieces: 2,
+        startAt: 2 * PIECE,
+        pieceDigests: paused.pieceDigests,
+      },
+      Promise.resolve(file),
+      (r) => second.push(r),
+    );
+    // The unfinished piece is sent again from its start, then the rest.
+    b.handle({ op: 'chunks', chunks: [bytes.slice(2 * PIECE, cut), data.slice(cut)] });
+    b.handle({ op: 'end' });
+    for (let i = 0; i < 200 && !second.some((r) => r.op === 'digest'); i++) await tick();
+    expect(second.at(-1)).toEqual({ op: 'digest', digest: fileDigest(data, PIECE) });
+    expect(bytes.subarray(0, data.length)).toEqual(data);
   });
 });

@@ -1,14 +1,15 @@
 /**
  * The CPU and disk side of receiving an upload: the body's bytes, handed over in the chunks
  * they arrived in, are copied into pieces of a WebAssembly memory; each full piece is tested for
- * NaN/Inf (every value of the body, with SIMD), hashed (sha256 of every byte in order) and
- * written at its offset in the file. It runs in a worker thread for large uploads
+ * NaN/Inf (every value of the body, with SIMD), hashed (the piece's sha256, on libuv's threads
+ * through WebCrypto, so pieces are hashed on several cores at once; the file's digest is the
+ * sha256 of the pieces' digests, safetensors/digest.ts) and written at its offset in the file. It runs in a worker thread for large uploads
  * (upload-check.worker.ts), where the chunks arrive transferred, not copied, so the receiving
  * thread only reads the socket; or inline for small ones. The messages are the same either way.
  */
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { digestOfPieces, unpackPieces } from '../safetensors/digest.js';
 import type { Dtype } from '../safetensors/dtypes.js';
 import { dtypeSize } from '../safetensors/dtypes.js';
 import {
@@ -38,16 +39,32 @@ export interface CheckerInit {
   scan: boolean;
   /** Where the body starts in the file (header bytes are hashed and written, not scanned). */
   dataStart: number;
-  /** Bytes per piece (a multiple of DIRECT_ALIGN) and pieces: the writer's memory. */
+  /**
+   * Bytes per piece and pieces: the writer's memory. Each piece is one piece of the digest, so
+   * for the model file digest a piece is DIGEST_PIECE_BYTES, or, for a file shorter than that,
+   * the file's length rounded up to DIRECT_ALIGN (its only piece).
+   */
   pieceBytes: number;
   pieces: number;
+  /**
+   * A resumed upload: the file offset of the first byte sent (a multiple of pieceBytes)
+   * and the digests of the pieces before it, packed (safetensors/digest.ts). Default: 0, none.
+   */
+  startAt?: number;
+  pieceDigests?: Uint8Array;
 }
 
 export type CheckRequest =
   /** The next bytes of the file, in order (on a thread: their buffers transferred). */
   | { op: 'chunks'; chunks: Uint8Array[] }
   /** No more bytes: write the last piece, wait for every write, answer the digest. */
-  | { op: 'end' };
+  | { op: 'end' }
+  /**
+   * No more bytes for now (a resumable upload's request ended): write the partly filled piece
+   * without hashing or scanning it, wait for every write and hash, fdatasync, and answer
+   * `paused` with the digests of the whole pieces. The writer is done afterwards.
+   */
+  | { op: 'pause' };
 
 export type CheckReply =
   /** `bytes` more of the sent bytes are in pieces: the sender may send that many more. */
@@ -55,6 +72,8 @@ export type CheckReply =
   | { op: 'non_finite'; tensor: string; element: number }
   /** Every byte is written (the last piece maybe padded to DIRECT_ALIGN: the caller cuts the file). */
   | { op: 'digest'; digest: string }
+  /** After `pause`: every byte sent is on the disk; the digests of every whole piece so far, packed. */
+  | { op: 'paused'; pieceDigests: Uint8Array; wholeBytes: number }
   | { op: 'error'; message: string };
 
 /** How a writer reaches the file. */
@@ -113,7 +132,8 @@ export async function openWriterFile(path: string): Promise<WriterFile> {
  * piece), replies go to `reply`. Memory: the pieces, whatever the upload's size.
  */
 export class PieceWriter {
-  private readonly hash = createHash('sha256');
+  /** Digests of the pieces so far, by piece index (filled as their hashes finish, in any order). */
+  private readonly digests: Uint8Array[] = [];
   private readonly memory: WasmMemory;
   private readonly scanner: FiniteScanner;
   private readonly tensors: ScanTensor[];
@@ -146,6 +166,11 @@ export class PieceWriter {
     this.scanner = createFiniteScanner(this.memory);
     this.tensors = init.tensors.filter((t) => t.end > t.begin);
     for (let i = init.pieces - 1; i >= 0; i--) this.free.push(i);
+    this.at = init.startAt ?? 0;
+    if (init.pieceDigests) this.digests.push(...unpackPieces(init.pieceDigests));
+    if (this.at !== this.digests.length * init.pieceBytes) {
+      throw new RangeError(`resuming at ${this.at} with ${this.digests.length} pieces' digests`);
+    }
   }
 
   /** Queues a request; they are handled in order. */
@@ -177,10 +202,19 @@ export class PieceWriter {
             if (!this.failed) await this.take(c);
           }
           this.reply({ op: 'took', bytes });
-        } else {
+        } else if (req.op === 'end') {
           if (!this.failed && this.fill > 0) this.flush();
           await this.settle();
-          if (!this.failed) this.reply({ op: 'digest', digest: this.hash.digest('hex') });
+          if (!this.failed) this.reply({ op: 'digest', digest: digestOfPieces(this.digests) });
+        } else {
+          const wholeBytes = this.at;
+          if (!this.failed && this.fill > 0) this.writeRaw();
+          await this.settle();
+          if (!this.failed) await this.file.datasync();
+          if (!this.failed) {
+            const pieceDigests = Buffer.concat(this.digests);
+            this.reply({ op: 'paused', pieceDigests, wholeBytes });
+          }
         }
       }
     } catch (err) {
@@ -227,11 +261,15 @@ export class PieceWriter {
       this.reply(bad);
       return;
     }
-    this.hash.update(new Uint8Array(this.memory.buffer, ptr, len));
+    const index = Math.floor(at / this.init.pieceBytes);
+    // On libuv's threads (WebCrypto hashes off the calling thread): pieces hash in parallel.
+    const hashed = crypto.subtle
+      .digest('SHA-256', new Uint8Array(this.memory.buffer, ptr, len))
+      .then((d) => void (this.digests[index] = new Uint8Array(d)));
     // A direct write covers whole blocks: the last piece is padded (the caller cuts the file).
     const out = file.direct ? Math.ceil(len / DIRECT_ALIGN) * DIRECT_ALIGN : len;
     this.track(
-      file.write(new Uint8Array(this.memory.buffer, ptr, out), at).then(() => {
+      Promise.all([hashed, file.write(new Uint8Array(this.memory.buffer, ptr, out), at)]).then(() => {
         this.free.push(slot);
         if (file.direct) return;
         this.unsynced += len;
@@ -241,6 +279,24 @@ export class PieceWriter {
           this.track(file.datasync().finally(() => (this.syncing = false)));
         }
       }),
+    );
+  }
+
+  /**
+   * Writes the partly filled piece as it is (a resumable upload's request ended inside it): not
+   * hashed or scanned, since its bytes are read back and sent again, from its start, when the
+   * upload resumes.
+   */
+  private writeRaw(): void {
+    const file = this.file!;
+    const slot = this.slot;
+    const ptr = slot * this.init.pieceBytes;
+    const len = this.fill;
+    this.slot = -1;
+    this.fill = 0;
+    const out = file.direct ? Math.ceil(len / DIRECT_ALIGN) * DIRECT_ALIGN : len;
+    this.track(
+      file.write(new Uint8Array(this.memory.buffer, ptr, out), this.at).then(() => void this.free.push(slot)),
     );
   }
 

@@ -3,9 +3,10 @@
  * writer that never holds the whole buffer and replaces its target atomically
  * (temp file in the same directory, fsync, rename), hashing the bytes as they go.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { PieceDigest } from './digest.js';
 import { dtypeSize, type Dtype } from './dtypes.js';
 import type { SafetensorsHeader, TensorInfo } from './header.js';
 import { f32ToBf16, f32ToF16 } from './half.js';
@@ -99,7 +100,7 @@ export interface WrittenFile {
   path: string;
   /** Total file size. */
   bytes: number;
-  /** sha256 of the whole file, hex. */
+  /** The file's digest (model-store/digest.ts: sha256 over 4 MiB pieces), hex. */
   digest: string;
 }
 
@@ -133,7 +134,7 @@ export async function createSafetensorsWriter(
   // Same directory as the target so the final rename is atomic (no cross-device move).
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await open(tmp, 'wx');
-  const hash = createHash('sha256');
+  const hash = new PieceDigest();
   let written = 0;
   let state: 'open' | 'closed' | 'aborted' = 'open';
   const abort = async (): Promise<void> => {
@@ -180,7 +181,7 @@ export async function createSafetensorsWriter(
         throw err;
       }
       await syncDirectory(dirname(path));
-      return { path, bytes: header.fileBytes, digest: hash.digest('hex') };
+      return { path, bytes: header.fileBytes, digest: hash.digest() };
     },
     abort,
   };

@@ -1,8 +1,10 @@
 /**
  * Moving models between a worker and the server (docs/training.md): the global model is
- * downloaded with GET, an update uploaded with PUT, both with the worker's bearer token.
- * Network errors, 5xx and 429 are retried with backoff: a download is harmless to repeat and
- * an upload is idempotent server-side (a retry of an accepted update answers 200 duplicate).
+ * downloaded with GET, an update uploaded as a resumable (tus) upload (PUT on a server without
+ * tus), both with the worker's bearer token. Network errors, 5xx and 429 are retried with
+ * backoff, and neither starts again from zero: a cut download continues with Range from the
+ * bytes it has, a cut upload from the offset the server stored (HEAD). An upload is idempotent
+ * server-side (a retry of an accepted update answers 200 duplicate).
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
@@ -55,30 +57,135 @@ export function resolveModelUrl(url: string, serverUrl: string): URL {
   return new URL(url, serverUrl.endsWith('/') ? serverUrl : `${serverUrl}/`);
 }
 
-/** Downloads `url` to `dest` (written to a temporary name, then renamed). */
+/**
+ * Downloads `url` to `dest` (written to a temporary name, then renamed). A retry after a cut
+ * asks only for the rest (`Range: bytes=<have>-`, `If-Range: <ETag>`): a 206 is appended, a
+ * 200 (the model changed, or no range support) starts the file again.
+ */
 export async function downloadModel(
   url: string,
   dest: string,
   opts: TransferOptions,
-): Promise<TransferOutcome<{ bytes: number }>> {
+): Promise<TransferOutcome<{ bytes: number; resumed: number }>> {
   const target = resolveModelUrl(url, opts.serverUrl);
-  return withRetries(`download ${target.pathname}`, opts, async (signal) => {
-    const res = await send(target, 'GET', authHeaders(opts.token), signal);
-    if (!ok(res)) return refusal(res, await readText(res));
-    const tmp = `${dest}.part`;
-    try {
-      await pipeline(res, createWriteStream(tmp));
+  const tmp = `${dest}.part`;
+  await rm(tmp, { force: true });
+  let etag: string | undefined;
+  let resumed = 0;
+  try {
+    return await withRetries(`download ${target.pathname}`, opts, async (signal) => {
+      const have = etag ? ((await stat(tmp).catch(() => null))?.size ?? 0) : 0;
+      const headers = authHeaders(opts.token);
+      if (have > 0 && etag) Object.assign(headers, { range: `bytes=${have}-`, 'if-range': etag });
+      const res = await send(target, 'GET', headers, signal);
+      if (!ok(res)) return refusal(res, await readText(res));
+      const partial = res.statusCode === 206;
+      if (partial) resumed++;
+      etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined;
+      await pipeline(res, createWriteStream(tmp, { flags: partial ? 'a' : 'w' }));
       await rename(tmp, dest);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    return { ok: true, bytes: (await stat(dest)).size };
-  });
+      return { ok: true, bytes: (await stat(dest)).size, resumed };
+    });
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
-/** Uploads an update with PUT, streamed from its file. */
+/** What tus requests carry besides their own headers. */
+const TUS = { 'tus-resumable': '1.0.0' };
+/** tus answers that mean "ask where the upload is and go on": a lock or an offset moved on. */
+const TUS_AGAIN = new Set(['offset_mismatch', 'upload_locked']);
+
+/**
+ * Uploads an update as a resumable (tus) upload, streamed from its file: created once, then
+ * PATCHed from the offset the server has (HEAD after a cut), so a cut connection costs only
+ * what was in flight. An upload the server no longer has (404, 410) is created again. A server
+ * without tus (POST answered 404 or 405) gets a PUT.
+ */
 export async function uploadUpdate(
+  req: UploadRequest,
+  opts: TransferOptions,
+): Promise<TransferOutcome<{ status: number; body: Record<string, unknown>; resumed: number }>> {
+  const target = resolveModelUrl(req.uploadUrl, opts.serverUrl);
+  target.searchParams.set('attempt', String(req.attempt));
+  target.searchParams.set('num_samples', String(req.numSamples));
+  const size = (await stat(req.file)).size;
+  const retryOpts = { ...opts, maxAttempts: opts.maxAttempts ?? 20 };
+  const common: Record<string, string> = { ...authHeaders(opts.token), ...TUS };
+  if (req.clientId) common['x-ai-farm-client'] = req.clientId;
+  let location: URL | null = null;
+  let resumed = 0;
+  let plain = false;
+  const out = await withRetries(`upload ${target.pathname}`, retryOpts, async (signal) => {
+    let offset = 0;
+    if (!location) {
+      const headers = { ...common, 'upload-length': String(size) };
+      if (req.metrics) Object.assign(headers, { 'x-ai-farm-metrics': JSON.stringify(req.metrics) });
+      const res = await send(target, 'POST', headers, signal);
+      const text = await readText(res);
+      if (res.statusCode === 404 || res.statusCode === 405) {
+        plain = true;
+        return { ok: false, status: 0, code: 'no_tus', message: 'no tus', retryable: false };
+      }
+      if (res.statusCode === 200) return { ok: true, status: 200, body: jsonObject(text), resumed };
+      if (res.statusCode !== 201 || typeof res.headers.location !== 'string')
+        return transient(refusal(res, text));
+      location = new URL(res.headers.location, target);
+    } else {
+      const res = await send(location, 'HEAD', common, signal);
+      await readText(res);
+      if (res.statusCode === 404 || res.statusCode === 410) {
+        location = null;
+        return { ok: false, status: 0, code: 'upload_gone', message: 'the upload expired', retryable: true };
+      }
+      if (!ok(res)) return transient(refusal(res, ''));
+      offset = Number(res.headers['upload-offset']);
+      resumed++;
+    }
+    const headers = {
+      ...common,
+      'content-type': 'application/offset+octet-stream',
+      'upload-offset': String(offset),
+      'content-length': String(size - offset),
+    };
+    const res = await send(location, 'PATCH', headers, signal, req.file, offset);
+    const text = await readText(res);
+    if (res.statusCode === 204 && Number(res.headers['upload-offset']) === size) {
+      const digest = res.headers['x-ai-farm-digest'];
+      return { ok: true, status: 201, body: { accepted: true, digest, bytes: size }, resumed };
+    }
+    if (res.statusCode === 204) {
+      const message = `the server has ${String(res.headers['upload-offset'])} of ${size} bytes`;
+      return { ok: false, status: 0, code: 'incomplete', message, retryable: true };
+    }
+    const r = refusal(res, text);
+    if (r.ok) return r;
+    if (r.status === 404 || r.status === 410) location = null;
+    return r.status === 404 || r.status === 410 || TUS_AGAIN.has(r.code)
+      ? { ...r, retryable: true }
+      : transient(r);
+  });
+  if (!plain) return out;
+  const put = await putUpdate(req, opts);
+  return put.ok ? { ...put, resumed: 0 } : put;
+}
+
+/** 409s that pass (TRANSIENT_CONFLICTS) made retryable. */
+function transient<T>(r: TransferOutcome<T>): TransferOutcome<T> {
+  return !r.ok && r.status === 409 && TRANSIENT_CONFLICTS.has(r.code) ? { ...r, retryable: true } : r;
+}
+
+function jsonObject(text: string): Record<string, unknown> {
+  try {
+    const v = text ? (JSON.parse(text) as unknown) : null;
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Uploads an update with one PUT, streamed from its file (a server without tus). */
+export async function putUpdate(
   req: UploadRequest,
   opts: TransferOptions,
 ): Promise<TransferOutcome<{ status: number; body: Record<string, unknown> }>> {
@@ -123,10 +230,11 @@ function authHeaders(token: string | undefined): Record<string, string> {
  */
 function send(
   url: URL,
-  method: 'GET' | 'PUT',
+  method: 'GET' | 'PUT' | 'POST' | 'HEAD' | 'PATCH',
   headers: Record<string, string>,
   signal: AbortSignal,
   file?: string,
+  from = 0,
 ): Promise<IncomingMessage> {
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
@@ -138,7 +246,7 @@ function send(
     }
     // A body cut short (the server answered early, or the connection broke) is the request's
     // error, reported above.
-    pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), req).catch(() => undefined);
+    pipeline(createReadStream(file, { highWaterMark: 1 << 20, start: from }), req).catch(() => undefined);
   });
 }
 
