@@ -125,7 +125,7 @@ export const ConfigSchema = Type.Object(
       pattern: '^(off|[1-9][0-9]*/(second|minute|hour|day))$',
       description:
         'Failed token checks allowed per client address on the WebSocket upgrade and the model server, e.g. "20/minute"; past it the address gets 429 until the window ends. "off" disables.',
-      }),
+    }),
     TRUST_PROXY: Type.String({
       default: 'off',
       pattern: `^(off|true|[0-9]{1,3}|${PROXY_ADDRESS}( *, *${PROXY_ADDRESS})*)$`,
@@ -189,7 +189,7 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       default: 10000,
       description: 'Most entries (files, folders, links) in one code archive.',
-      }),
+    }),
     UPLOAD_EXPIRY: Type.Number({
       exclusiveMinimum: 0,
       default: 86400,
