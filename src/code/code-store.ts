@@ -48,7 +48,7 @@ export class CodeStore {
   async receive(body: Readable, kind: CodeKind, contentLength: number | undefined): Promise<ReceivedCode> {
     const max = this.opts.maxBytes;
     if (contentLength !== undefined && contentLength > max) throw tooLarge(max);
-    const file = await AtomicFile.create(join(this.root, 'tmp'));
+    const file = await AtomicFile.create(join(this.root, 'tmp'), 'sha256');
     try {
       for await (const chunk of body) {
         await file.write(chunk as Buffer);

@@ -88,6 +88,25 @@ export const RULES: Record<string, Rule> = {
     worker: { status: 409, code: 'stale_attempt' },
     user: forbidden,
   },
+  // tus on the update URL (docs/training.md "Resumable uploads"): the probes send no
+  // Tus-Resumable header, which a worker is told it must (412) once its token passed.
+  'OPTIONS /api/tasks/:id/rounds/:round/updates/:rank': { public: true },
+  'POST /api/tasks/:id/rounds/:round/updates/:rank': {
+    worker: { status: 412 },
+    user: forbidden,
+  },
+  'GET /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
+    worker: { status: 412 },
+    user: forbidden,
+  },
+  'PATCH /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
+    worker: { status: 412 },
+    user: forbidden,
+  },
+  'DELETE /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
+    worker: { status: 412 },
+    user: forbidden,
+  },
   'GET /api/clients': { worker: forbidden, user: { status: 200 } },
   'GET /api/clients/:id': { worker: forbidden, user: { status: 200 } },
   'PUT /api/clients/:id/status': { worker: forbidden, user: forbidden },

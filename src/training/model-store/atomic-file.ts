@@ -3,28 +3,49 @@
  * while hashing, fsynced, then renamed over the target (and the folder fsynced), so a crash
  * at any moment leaves either the old file or the complete new one — never a torn one.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { PieceDigest } from '../safetensors/digest.js';
 
+/** What a file's digest is: the model digest (digest.ts, piece-wise), or a plain sha256. */
+export type FileDigestKind = 'model' | 'sha256';
+
+interface Hasher {
+  update(bytes: Uint8Array): unknown;
+  digest(): string;
+}
+
+function hasher(kind: FileDigestKind): Hasher {
+  if (kind === 'model') return new PieceDigest();
+  const h = createHash('sha256');
+  return { update: (b) => h.update(b), digest: () => h.digest('hex') };
+}
+
 /** A file being written; nothing is visible at `path` until {@link AtomicFile.commit}. */
 export class AtomicFile {
   bytes = 0;
-  private readonly hash = new PieceDigest();
+  private readonly hash: Hasher;
   private state: 'open' | 'closed' | 'done' | 'aborted' = 'open';
 
   private constructor(
     readonly tmpPath: string,
     private readonly fh: FileHandle,
-  ) {}
+    digestKind: FileDigestKind = 'model',
+  ) {
+    this.hash = hasher(digestKind);
+  }
 
-  /** Opens a temporary file in `dir` (created when missing). */
-  static async create(dir: string): Promise<AtomicFile> {
+  /**
+   * Opens a temporary file in `dir` (created when missing). Its digest is the model digest,
+   * or with `digestKind` 'sha256' the plain sha256 of its bytes (code bundles: anyone can
+   * check them with sha256sum).
+   */
+  static async create(dir: string, digestKind: FileDigestKind = 'model'): Promise<AtomicFile> {
     await mkdir(dir, { recursive: true });
     const tmp = join(dir, `.upload-${randomBytes(8).toString('hex')}.tmp`);
-    return new AtomicFile(tmp, await open(tmp, 'wx'));
+    return new AtomicFile(tmp, await open(tmp, 'wx'), digestKind);
   }
 
   /**
