@@ -34,11 +34,14 @@ function update(seed: number): Buffer {
  * (client to server, or server to client with `down`) the next entry of `cuts` says; counts
  * every byte it forwards that way.
  */
-async function cuttingProxy(port: () => number, cuts: number[], down = false) {
+async function cuttingProxy(port: () => number, cuts: number[], down = false, cumulative = false) {
   const sockets = new Set<Socket>();
   let forwarded = 0;
+  // Cumulative: the cuts are offsets in everything forwarded, in order, whichever connection
+  // carries those bytes (a creation POST or a HEAD on a connection of its own takes no cut).
+  if (cumulative) cuts.sort((a, b) => a - b);
   const server: Server = createServer((client) => {
-    const limit = cuts.shift() ?? Infinity;
+    const limit = cumulative ? Infinity : (cuts.shift() ?? Infinity);
     let sent = 0;
     const upstream = createConnection({ host: '127.0.0.1', port: port() });
     for (const s of [client, upstream]) {
@@ -51,6 +54,14 @@ async function cuttingProxy(port: () => number, cuts: number[], down = false) {
     }
     const [from, to] = down ? [upstream, client] : [client, upstream];
     from.on('data', (d: Buffer) => {
+      if (cumulative && cuts.length > 0 && forwarded + d.length >= (cuts[0] as number)) {
+        const part = d.subarray(0, (cuts.shift() as number) - forwarded);
+        forwarded += part.length;
+        to.write(part);
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
       const room = limit - sent;
       const part = d.length > room ? d.subarray(0, room) : d;
       sent += part.length;
@@ -298,8 +309,10 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     const bytes = update(4);
     const file = join(db.dir, 'rank2.safetensors');
     await writeFile(file, bytes);
-    const cuts = [0, 1].map(() => randomInt(200_000, bytes.length - 1_000_000));
-    const up = await cuttingProxy(() => Number(new URL(server.httpUrl).port), [...cuts]);
+    // Two cuts at least 100 kB apart, so each falls in the bytes of another connection.
+    const first = randomInt(200_000, bytes.length - 1_200_000);
+    const cuts = [first, randomInt(first + 100_000, bytes.length - 1_000_000)];
+    const up = await cuttingProxy(() => Number(new URL(server.httpUrl).port), [...cuts], false, true);
     const transfer = {
       serverUrl: `http://127.0.0.1:${up.port}`,
       token,
