@@ -61,26 +61,39 @@ export async function disconnectOrphans(db: Db, live: string[], at: string): Pro
     .execute();
 }
 
+/** A client with live leases held by an instance that is not live (or by none). */
+export interface OrphanClient {
+  clientId: string;
+  /** The instance that held it when read: the take-over succeeds only if it still does. */
+  heldBy: string | null;
+}
+
 /** Clients with live leases whose instance is not live (or unknown). */
-export async function orphanClients(db: Db, live: string[]): Promise<string[]> {
+export async function orphanClients(db: Db, live: string[]): Promise<OrphanClient[]> {
   const rows = await db
     .selectFrom('task_assignments as a')
     .innerJoin('clients as c', 'c.id', 'a.client_id')
-    .select('a.client_id')
+    .select(['a.client_id', 'c.instance_id'])
     .distinct()
     .where('a.status', 'in', LIVE)
     .where((eb) => eb.or([eb('c.instance_id', 'is', null), eb('c.instance_id', 'not in', live)]))
     .execute();
-  return rows.map((r) => r.client_id);
+  return rows.map((r) => ({ clientId: r.client_id, heldBy: r.instance_id }));
 }
 
-/** Takes an orphan client over for `me`; false when another instance got it first. */
-export async function claimClient(db: Db, clientId: string, live: string[], me: string): Promise<boolean> {
+/**
+ * Takes an orphan client over for `me`: one compare-and-set on the holder read with it, so of
+ * the instances that saw it orphaned exactly one wins, whatever each believed about which
+ * instances are live. False when another instance got it first (or it reconnected).
+ */
+export async function claimClient(db: Db, orphan: OrphanClient, me: string): Promise<boolean> {
   const res = await db
     .updateTable('clients')
     .set({ instance_id: me, connected: 0, status: 'inactive' })
-    .where('id', '=', clientId)
-    .where((eb) => eb.or([eb('instance_id', 'is', null), eb('instance_id', 'not in', live)]))
+    .where('id', '=', orphan.clientId)
+    .where((eb) =>
+      orphan.heldBy === null ? eb('instance_id', 'is', null) : eb('instance_id', '=', orphan.heldBy),
+    )
     .executeTakeFirst();
   return Number(res.numUpdatedRows) > 0;
 }

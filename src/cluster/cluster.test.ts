@@ -9,6 +9,7 @@ import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../sto
 import { migrateToLatest } from '../storage/migrate.js';
 import { insertTask } from '../storage/task-repo.js';
 import { toDbTime, type Clock } from '../storage/values.js';
+import { claimClient, orphanClients } from './cluster-repo.js';
 import { Cluster } from './cluster.js';
 
 /** A clock each instance moves on its own: an instance whose clock stands still stops beating. */
@@ -115,6 +116,10 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     const row = await findClient(h.db, 'cw1');
     expect(row?.instance_id).toBe(holder === b ? 'inst-b' : 'inst-c');
     expect(Number(row?.connected)).toBe(0);
+    // An instance that read cw1 as A's before the take-over (say it believed the winner dead
+    // too) cannot take it again: the claim is a compare-and-set on the holder it read.
+    expect(await claimClient(h.db, { clientId: 'cw1', heldBy: 'inst-a' }, 'inst-c')).toBe(false);
+    expect(await claimClient(h.db, { clientId: 'cw1', heldBy: null }, 'inst-c')).toBe(false);
     // Held without a socket: the sweeper releases it unless the client comes back.
     expect(holder.registry.get('cw1')?.send).toBeNull();
     // Not connected anywhere now: no upload is accepted for it.
@@ -129,5 +134,47 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     clockA.advance(61_000);
     await a.cluster.tick();
     expect(await a.cluster.acquire(taskId)).toBe(false);
+  });
+
+  it('lets one instance take a client over even when two live instances each believe the other dead', async () => {
+    const at = toDbTime(new Date(T0));
+    const taskId = await insertTask(h.db, {
+      type: 'command',
+      name: null,
+      requirements: '{}',
+      config: '{}',
+      priority: 0,
+      max_attempts: 3,
+      world_size: 1,
+      created_by: null,
+      now: at,
+    });
+    await upsertClient(h.db, {
+      id: 'cw2',
+      cpu_info: JSON.stringify({ cores_logical: 4 }),
+      ram_info: JSON.stringify({ total: 2 ** 34 }),
+      gpu_info: null,
+      session_info: null,
+      hostname: null,
+      token_id: 'tok-2',
+      connected: 1,
+      status: 'active',
+      last_seen: at,
+      registered_at: at,
+      utilization: null,
+      instance_id: 'inst-gone',
+    });
+    await insertAssignment(h.db, { task_id: taskId, client_id: 'cw2', rank: 0, attempt: 1, at });
+    // Split views (a slow heartbeat, skewed clocks): X thinks only X is live, Y only Y.
+    const seenByX = (await orphanClients(h.db, ['inst-x'])).filter((o) => o.clientId === 'cw2');
+    const seenByY = (await orphanClients(h.db, ['inst-y'])).filter((o) => o.clientId === 'cw2');
+    expect(seenByX).toEqual([{ clientId: 'cw2', heldBy: 'inst-gone' }]);
+    expect(seenByY).toEqual(seenByX);
+    const won = await Promise.all([
+      claimClient(h.db, seenByX[0]!, 'inst-x'),
+      claimClient(h.db, seenByY[0]!, 'inst-y'),
+    ]);
+    expect(won.filter(Boolean)).toHaveLength(1);
+    expect((await findClient(h.db, 'cw2'))?.instance_id).toBe(won[0] ? 'inst-x' : 'inst-y');
   });
 });

@@ -112,7 +112,7 @@ export class Cluster implements TrainingOwnership {
       // A beat slower than the period (a slow database) is not queued up behind.
       if (busy) return;
       busy = true;
-      this.ticking = this.tick()
+      void this.tick()
         .catch((err: unknown) => this.d.logger.error({ err }, 'cluster heartbeat failed'))
         .finally(() => (busy = false));
     }, heartbeatMs(this.d.connectionTimeout));
@@ -123,14 +123,24 @@ export class Cluster implements TrainingOwnership {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     for (const u of this.unsubscribes.splice(0)) u();
-    await this.ticking;
+    await this.ticking.catch(() => undefined);
     await repo
       .removeInstance(this.d.db, this.id)
       .catch((err: unknown) => this.d.logger.warn({ err }, 'leaving the cluster failed'));
   }
 
-  /** One beat: heartbeat, then take over what dead instances held. */
-  async tick(): Promise<void> {
+  /**
+   * One beat: heartbeat, then take over what dead instances held. Beats of one instance run
+   * one after another (a beat called while the timer's is under way waits for it), so each
+   * reads the clock, writes its heartbeat and judges the others in that order.
+   */
+  tick(): Promise<void> {
+    const next = this.ticking.catch(() => undefined).then(() => this.beat());
+    this.ticking = next;
+    return next;
+  }
+
+  private async beat(): Promise<void> {
     if (this.stopped) return;
     const { db, clock } = this.d;
     const now = clock.now();
@@ -143,12 +153,13 @@ export class Cluster implements TrainingOwnership {
     if (!live.includes(this.id)) live.push(this.id);
     await repo.disconnectOrphans(db, live, toDbTime(now));
     let taken = 0;
-    for (const clientId of await repo.orphanClients(db, live)) {
+    for (const orphan of await repo.orphanClients(db, live)) {
+      const { clientId } = orphan;
       if (this.d.registry.get(clientId)?.send) {
         await repo.holdClient(db, clientId, this.id);
         continue;
       }
-      if (!(await repo.claimClient(db, clientId, live, this.id))) continue;
+      if (!(await repo.claimClient(db, orphan, this.id))) continue;
       const row = await findClient(db, clientId);
       for (const a of await repo.liveAssignmentsOf(db, clientId)) {
         if (holdLease(this.d.registry, a, row, now.getTime(), this.d.maxTasksPerClient)) taken++;
