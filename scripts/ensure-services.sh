@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite needs is on this machine and running:
 # MariaDB and Redis on loopback, Debian's chromium (admin panel tests),
-# python3-websockets and python3-torch (any-language and PyTorch tests).
+# python3-websockets, python3-torch and python3-tuspy (any-language, PyTorch and
+# third-party tus client tests).
 # Idempotent: installs and starts only what is missing.
 set -euo pipefail
 
@@ -61,4 +62,4 @@ else
 fi
 
 # Packages the browser, any-language and PyTorch tests and the aggregation benchmark use (Debian's, not pip's).
-apt_install python3 python3-websockets python3-torch python3-numpy chromium
+apt_install python3 python3-websockets python3-torch python3-numpy python3-tuspy chromium
