@@ -62,4 +62,52 @@ describe('ai-farm demo', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/not empty/);
   }, 150_000);
+
+  it('--json ends with one JSON object; --stragglers make the last workers slow; --target is reported', async () => {
+    const dataDir = join(dir, 'json');
+    const r = await runDemo(
+      [
+        '--json',
+        '--data-dir',
+        dataDir,
+        '--workers',
+        '2',
+        '--rounds',
+        '2',
+        '--stragglers',
+        '1',
+        '--slowdown',
+        '2',
+        '--target',
+        '0.5',
+      ],
+      120_000,
+    );
+    const out = `${r.stdout}\n${r.stderr}`;
+    expect(r.code, out).toBe(0);
+    const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(last).toMatchObject({
+      mode: 'sync',
+      status: 'completed',
+      workers: 2,
+      stragglers: 1,
+      slowdown: 2,
+      rounds: 2,
+      target: 0.5,
+    });
+    expect(last.accuracy).toBeGreaterThanOrEqual(0.5);
+    expect(last.seconds).toBeGreaterThan(0);
+    // Two rounds of FedAvg reach 50% in round 1 or 2, some seconds after the task's creation.
+    expect([1, 2]).toContain(last.target_round);
+    expect(last.time_to_target_s).toBeGreaterThan(0);
+    expect(last.time_to_target_s).toBeLessThanOrEqual(last.seconds);
+    expect(r.stdout).toMatch(/1 of them train 2x slower/);
+    expect(r.stdout).toMatch(
+      /Held-out accuracy first reached 50% in round [12], [\d.]+ s after the task was created/,
+    );
+    // --json implies --exit: the command returned by itself.
+    const bad = await runCli(['demo', '--workers', '2', '--stragglers', '3'], {}, 20_000);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--stragglers \(3\) is more than --workers \(2\)/);
+  }, 150_000);
 });

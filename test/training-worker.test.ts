@@ -47,6 +47,7 @@ async function startWorker(
   name: string,
   server = ts.url,
   workerToken = token,
+  more: string[] = [],
 ): Promise<{ proc: CliProcess; tmp: string }> {
   const tmp = join(dir, `${name}-tmp`);
   mkdirSync(tmp, { recursive: true });
@@ -62,6 +63,7 @@ async function startWorker(
       '--max-tasks',
       '1',
       '-v',
+      ...more,
     ],
     { AI_FARM_TOKEN: workerToken, TMPDIR: tmp },
   );
@@ -141,6 +143,32 @@ describe('training workers', () => {
       expect(readdirSync(w.tmp)).toEqual([]);
     }
   }, 90_000);
+
+  it('--slowdown 3: the worker waits twice its training time before each upload, and says so', async () => {
+    const { proc } = await startWorker('slow', ts.url, token, ['--slowdown', '3']);
+    // Two short rounds: one rank on a tenth of the digits.
+    const id = await createTask('slowdown', { rounds: 2, epochs: 1, shards: [[0, 0.1]] }, 1);
+    const done = await finished(id, 90_000);
+    expect(done.status, done.error_log).toBe('completed');
+    const said = [
+      ...proc.output.matchAll(
+        /round (\d+): local training took ([\d.]+) s; --slowdown 3: waiting ([\d.]+) s more/g,
+      ),
+    ];
+    expect(said.map((m) => Number(m[1]))).toEqual([1, 2]);
+    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items as {
+      round: number;
+      opened_at: string;
+      closed_at: string;
+    }[];
+    for (const m of said) {
+      const took = Number(m[2]);
+      expect(Number(m[3])).toBeCloseTo(2 * took, 2);
+      // The update came after the training and the wait: the round was open at least 3x the training.
+      const r = rounds.find((x) => x.round === Number(m[1]))!;
+      expect(Date.parse(r.closed_at) - Date.parse(r.opened_at)).toBeGreaterThanOrEqual(3 * took * 1000 - 5);
+    }
+  }, 120_000);
 
   it('a network cut mid-round: the worker reconnects, retries, and the task completes', async () => {
     proxy = await startTcpProxy('127.0.0.1', Number(new URL(ts.url).port));

@@ -18,6 +18,16 @@ interface WorkerFlags {
   progress?: boolean;
   codeCache?: string;
   codeCacheMb?: number;
+  slowdown?: number;
+}
+
+/** Parses a number option of at least 1 (a factor). */
+export function factor(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 1) {
+    throw new InvalidArgumentError('expected a number of at least 1');
+  }
+  return n;
 }
 
 /** Parses a positive integer option. */
@@ -48,6 +58,11 @@ export function workerCommand(program: Command, setExit: (code: number) => void)
       '--code-cache-mb <n>',
       "most MiB of tasks' code kept, least recently used evicted first (or AI_FARM_CODE_CACHE_MB; default 1024)",
       positiveInt,
+    )
+    .option(
+      '--slowdown <x>',
+      'train X times slower: after each round of local training, wait X-1 times as long (to try stragglers)',
+      factor,
     )
     .option('-v, --verbose', "print the tasks' output")
     .option('--no-progress', 'plain log lines even on a terminal')
@@ -96,6 +111,7 @@ export function workerCommand(program: Command, setExit: (code: number) => void)
           dir: flags.codeCache ?? join(homedir(), '.ai-farm', 'code-cache'),
           maxBytes: cacheMb * 1024 * 1024,
         }),
+        slowdown: flags.slowdown,
       });
       const onSignal = (sig: NodeJS.Signals) => {
         display.info(`${sig} received${worker.taskIds.length ? '' : '; bye'}`);

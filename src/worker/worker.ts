@@ -44,6 +44,8 @@ export interface WorkerOptions {
   client?: Partial<WorkerClientOptions>;
   /** Cache of task code (config.code). Default ~/.ai-farm/code-cache, 1 GiB. */
   codeCache?: CodeCache;
+  /** Trains this many times slower (ExecutionContext.slowdown). Default 1. */
+  slowdown?: number | undefined;
 }
 
 /** Why a task's execution ended without a result to report. */
@@ -259,6 +261,7 @@ export class Worker {
       },
       token: this.opts.token,
       clientId: this.client.id,
+      slowdown: this.opts.slowdown,
     };
     // Code shipped with the task is fetched and unpacked first (worker/code/).
     const code = taskCodeRef(task.config);

@@ -8,6 +8,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
@@ -279,6 +280,7 @@ class TrainingRun implements Execution {
       await this.holdWhilePaused();
       signal.throwIfAborted();
       const outPath = join(dir, `update-${state.round}.safetensors`);
+      const trainStart = performance.now();
       const result = await this.trainer.runRound({
         round: state.round,
         rounds: state.rounds,
@@ -295,6 +297,17 @@ class TrainingRun implements Execution {
       signal.throwIfAborted();
       if (!result.ok) return { status: result.status, metrics: this.metrics, error_log: result.message };
       this.metrics = { ...result.metrics, round: state.round };
+      const slowdown = this.ctx.slowdown ?? 1;
+      if (slowdown > 1) {
+        // A straggler on purpose (ai-farm worker --slowdown): the round's training, X times as long.
+        const took = (performance.now() - trainStart) / 1000;
+        const wait = (slowdown - 1) * took;
+        this.ctx.onOutput?.(
+          `round ${state.round}: local training took ${took.toFixed(3)} s; --slowdown ${slowdown}: waiting ${wait.toFixed(3)} s more`,
+          'stderr',
+        );
+        await delay(wait * 1000, undefined, { signal });
+      }
       await this.holdWhilePaused();
       const sent = await uploadUpdate(
         {

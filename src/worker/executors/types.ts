@@ -16,6 +16,12 @@ export interface ExecutionContext {
   token?: string | undefined;
   /** This client's id, sent as X-AI-Farm-Client with uploads. */
   clientId?: string | undefined;
+  /**
+   * Trains this many times slower (>= 1; default 1): after each round's local training the
+   * training loop waits (slowdown - 1) times as long as it took. `ai-farm worker --slowdown`,
+   * for trying stragglers (`ai-farm demo --stragglers`).
+   */
+  slowdown?: number | undefined;
 }
 
 /**
