@@ -1,7 +1,8 @@
 import type { Lease } from '../clients/registry.js';
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
-import { completeLeases, endLease, type EndInfo, type Outcome, type Settlement } from './lifecycle.js';
+import type { EndInfo, Outcome, Settlement } from './lifecycle-decisions.js';
+import { completeLeases, endLease } from './lifecycle.js';
 
 /** One lease ending. */
 export interface FinishItem {

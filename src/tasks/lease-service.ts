@@ -1,4 +1,3 @@
-import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import { rememberFinished, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
@@ -7,12 +6,13 @@ import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
 import * as assignments from '../storage/assignment-repo.js';
-import type { Database } from '../storage/schema.js';
+import type { Executor } from '../storage/executor.js';
 import { findTask, recordTaskProgress } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { finishLeases } from './finish.js';
-import { controlAssignment, recordProgress, type EndInfo, type Outcome } from './lifecycle.js';
+import type { EndInfo, Outcome } from './lifecycle-decisions.js';
+import { controlAssignment, recordProgress } from './lifecycle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;
@@ -33,7 +33,7 @@ export class LeaseService {
 
   constructor(
     private readonly deps: {
-      db: Kysely<Database>;
+      db: Executor;
       writes: WriteQueue;
       registry: ClientRegistry;
       dispatcher: Dispatcher;
