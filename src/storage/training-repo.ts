@@ -1,9 +1,13 @@
-import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
-import type { Database, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
+import { sql, type Selectable, type Updateable } from 'kysely';
+import type { Executor } from './executor.js';
+import { LIVE_ASSIGNMENT } from './assignment-repo.js';
+import type { AssignmentStatus, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type RoundRow = Selectable<TrainingRoundsTable>;
 export type UpdateRow = Selectable<RoundUpdatesTable>;
+/** An accepted update as journaled (metrics as JSON). */
+export type NewUpdate = Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null };
 
 /** Opens a round; fails on the unique key when it already exists. */
 export async function insertRound(
@@ -96,11 +100,13 @@ export async function listOpenRounds(db: Db): Promise<RoundRow[]> {
 }
 
 /** Records an accepted update; the unique key (task, round, rank) refuses a second one. */
-export async function insertUpdate(
-  db: Db,
-  u: Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null },
-): Promise<void> {
+export async function insertUpdate(db: Db, u: NewUpdate): Promise<void> {
   await db.insertInto('round_updates').values(u).execute();
+}
+
+/** Forgets a round's journal (its files are gone). */
+export async function deleteUpdates(db: Db, taskId: number, round: number): Promise<void> {
+  await db.deleteFrom('round_updates').where('task_id', '=', taskId).where('round', '=', round).execute();
 }
 
 export async function listUpdates(db: Db, taskId: number, round: number): Promise<UpdateRow[]> {
@@ -126,4 +132,88 @@ export async function findUpdate(
     .where('round', '=', round)
     .where('rank', '=', rank)
     .executeTakeFirst();
+}
+
+/**
+ * Closes a round only while it is open and counts exactly `numUpdates` updates: an update
+ * journaled since (by another instance) makes the close stale instead of silently left out.
+ */
+export async function closeOpenRound(
+  db: Db,
+  c: { taskId: number; round: number; numUpdates: number; at: string; metrics: string },
+): Promise<boolean> {
+  const res = await db
+    .updateTable('training_rounds')
+    .set({ state: 'closed', closed_at: c.at, num_updates: c.numUpdates, metrics: c.metrics })
+    .where('task_id', '=', c.taskId)
+    .where('round', '=', c.round)
+    .where('state', '=', 'open')
+    .where('num_updates', '=', c.numUpdates)
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+/**
+ * A closed round that is not the last, on its running or paused task: the round's metrics,
+ * progress (never lowered) and the checkpoint when one was written.
+ */
+export async function recordRoundOnTask(
+  db: Db,
+  r: { taskId: number; metrics: string; progress: number; checkpoint: string | null; at: string },
+): Promise<void> {
+  await db
+    .updateTable('tasks')
+    .set({
+      metrics: r.metrics,
+      updated_at: r.at,
+      ...(r.checkpoint ? { checkpoint_path: r.checkpoint } : {}),
+      progress: sql<number>`CASE WHEN progress < ${r.progress} THEN ${r.progress} ELSE progress END`,
+    })
+    .where('id', '=', r.taskId)
+    .where('status', 'in', ['running', 'paused'])
+    .execute();
+}
+
+/**
+ * Journals an accepted update only while its round is open, counting it in the round's row.
+ * False when the round is no longer open (closed meanwhile, perhaps by another instance).
+ */
+export async function journalUpdate(trx: Db, u: NewUpdate): Promise<boolean> {
+  // The row lock taken here orders this insert against a concurrent close of the round.
+  const res = await trx
+    .updateTable('training_rounds')
+    .set({ num_updates: sql<number>`num_updates + 1` })
+    .where('task_id', '=', u.task_id)
+    .where('round', '=', u.round)
+    .where('state', '=', 'open')
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) === 0) return false;
+  await insertUpdate(trx, u);
+  return true;
+}
+
+/** Makes an open round's counter agree with its journal (rounds opened before migration 006). */
+export async function repairCount(db: Db, taskId: number, round: number, count: number): Promise<void> {
+  await db
+    .updateTable('training_rounds')
+    .set({ num_updates: count })
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .where('state', '=', 'open')
+    .where('num_updates', '<>', count)
+    .execute();
+}
+
+/** The live leases on a task's ranks, wherever their clients are connected. */
+export async function liveRanks(
+  db: Db,
+  taskId: number,
+): Promise<{ client_id: string; rank: number; attempt: number }[]> {
+  const rows = await db
+    .selectFrom('task_assignments')
+    .select(['client_id', 'rank', 'attempt'])
+    .where('task_id', '=', taskId)
+    .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .execute();
+  return rows.map((r) => ({ client_id: r.client_id, rank: Number(r.rank), attempt: Number(r.attempt) }));
 }

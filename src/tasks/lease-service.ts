@@ -1,4 +1,3 @@
-import type { Kysely } from 'kysely';
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import { rememberFinished, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
@@ -7,12 +6,13 @@ import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
 import * as assignments from '../storage/assignment-repo.js';
-import type { Database } from '../storage/schema.js';
-import { findTask } from '../storage/task-repo.js';
+import type { Executor } from '../storage/executor.js';
+import { findTask, recordTaskProgress } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { finishLeases } from './finish.js';
-import type { EndInfo, Outcome } from './settle.js';
+import type { EndInfo, Outcome } from './lifecycle-decisions.js';
+import { controlAssignment, recordProgress } from './lifecycle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;
@@ -33,7 +33,7 @@ export class LeaseService {
 
   constructor(
     private readonly deps: {
-      db: Kysely<Database>;
+      db: Executor;
       writes: WriteQueue;
       registry: ClientRegistry;
       dispatcher: Dispatcher;
@@ -100,19 +100,10 @@ export class LeaseService {
     if (prune) this.samplesSincePrune = 0;
     const { taskId, assignmentId, progress, metrics } = lease;
     await this.deps.writes.run(async (trx) => {
-      await assignments.updateAssignmentIf(trx, assignmentId, ['assigned', 'training'], {
-        status: 'training',
-        progress,
-        updated_at: toDbTime(now),
-      });
+      await recordProgress(trx, assignmentId, progress, now);
       // A multi-rank task shows the mean progress of its ranks; rank 0 writes it.
       if (lease.rank === 0) {
-        await trx
-          .updateTable('tasks')
-          .set({ progress, metrics: JSON.stringify(metrics ?? {}), updated_at: toDbTime(now) })
-          .where('id', '=', taskId)
-          .where('status', 'in', ['running', 'paused'])
-          .execute();
+        await recordTaskProgress(trx, taskId, progress, metrics ?? {}, toDbTime(now));
       }
       if (sample) {
         await assignments.insertMetricSample(trx, {
@@ -227,7 +218,7 @@ export class LeaseService {
 
   /** Carries a pause, resume or stop to the clients of a task that this instance holds. */
   async control(taskId: number, action: 'pause' | 'resume' | 'stop'): Promise<void> {
-    const now = toDbTime(this.deps.clock.now());
+    const now = this.deps.clock.now();
     for (const lease of this.deps.registry.leasesOf(taskId)) {
       const client = this.deps.registry.get(lease.clientId);
       if (action === 'stop') {
@@ -236,13 +227,7 @@ export class LeaseService {
         if (client?.original) (client.stoppedRunning ??= new Set()).add(taskId);
       } else lease.status = action === 'pause' ? 'paused' : 'training';
       if (lease.assignmentId) {
-        await this.deps.writes.run((trx) =>
-          assignments.updateAssignmentIf(trx, lease.assignmentId, assignments.LIVE_ASSIGNMENT, {
-            status: action === 'stop' ? 'cancelled' : action === 'pause' ? 'paused' : 'training',
-            updated_at: now,
-            finished_at: action === 'stop' ? now : null,
-          }),
-        );
+        await this.deps.writes.run((trx) => controlAssignment(trx, lease.assignmentId, action, now));
       }
       client?.send?.({ type: action, task_id: taskId });
     }

@@ -1,12 +1,11 @@
-import type { Kysely } from 'kysely';
 import { leaseFromRow } from '../clients/recovery.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import { listQuietLiveAssignments } from '../storage/assignment-repo.js';
-import type { Database } from '../storage/schema.js';
+import type { Executor } from '../storage/executor.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 
 export interface StrandedSweepDeps {
-  db: Kysely<Database>;
+  db: Executor;
   registry: ClientRegistry;
   clock: Clock;
   /** CONNECTION_TIMEOUT, seconds. */

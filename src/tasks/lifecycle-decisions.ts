@@ -1,0 +1,105 @@
+/**
+ * The task lifecycle's decisions, pure (no I/O) and unit-tested alone: which statuses a
+ * transition may start from (checked against the state machine), whether a lease that ended
+ * without completing retries its task, re-places its rank or fails the task, and what a
+ * completed task's result is. src/tasks/lifecycle.ts makes the writes.
+ */
+import type { Lease } from '../clients/registry.js';
+import type { TaskFate } from '../storage/lifecycle-repo.js';
+import type { TaskStatus } from '../storage/schema.js';
+import type { NewTaskEvent } from '../storage/task-repo.js';
+import { systemMayChange } from './task-state.js';
+
+/** How a lease ended. */
+export type Outcome = 'completed' | 'failed' | 'error' | 'lost';
+
+/** What a client reported with the end of its lease. */
+export interface EndInfo {
+  metrics?: unknown;
+  result?: unknown;
+  checkpoint_path?: string | null;
+  error_log: string | null;
+}
+
+/** What became of the task once one of its leases ended. */
+export type Settlement =
+  /** Nothing more to do (the task completed, or other ranks still run). */
+  | { kind: 'none' }
+  /** The whole task went back to the queue. */
+  | { kind: 'requeue_task' }
+  /** One rank of a running multi-rank task needs a new client. */
+  | { kind: 'requeue_rank'; rank: number }
+  /** The task failed for good; other ranks must stop. */
+  | { kind: 'failed' };
+
+/**
+ * The statuses a transition to `to` starts from, each checked against the server's transitions
+ * of the state machine: a write the machine does not allow cannot be made.
+ */
+export function systemFrom(from: readonly TaskStatus[], to: TaskStatus): readonly TaskStatus[] {
+  for (const f of from) {
+    if (!systemMayChange(f, to)) throw new Error(`the server may not change a task from ${f} to ${to}`);
+  }
+  return from;
+}
+
+/** The `result` of a completed task: the reported result with its metrics. */
+export function resultOf(info: EndInfo): string {
+  return JSON.stringify({ metrics: info.metrics ?? null, ...((info.result as object | null) ?? {}) });
+}
+
+/** What happens to a task after one of its leases ended without completing. */
+export type FailureDecision = {
+  /** The task's error log with this attempt's line added. */
+  errorLog: string;
+  event: Omit<NewTaskEvent, 'task_id' | 'at'>;
+} & ({ kind: 'replace_rank' } | { kind: 'retry' } | { kind: 'fail'; status: 'failed' | 'error' });
+
+/**
+ * Retry, re-place the rank, or fail: pure. A single-rank task goes back to the queue while
+ * it has attempts left (`attempts` counts the task's claims). A multi-rank task's attempts
+ * count per rank (the lease's attempt), so one flaky machine does not use up the task: the
+ * rank alone is re-placed while the task runs; a paused one fails instead (nothing would
+ * place the rank).
+ */
+export function decideAfterFailure(
+  lease: Pick<Lease, 'attempt' | 'clientId' | 'rank'>,
+  outcome: Exclude<Outcome, 'completed'>,
+  error: string | null,
+  task: TaskFate,
+): FailureDecision {
+  const worldSize = Number(task.world_size);
+  const why =
+    outcome === 'lost' ? (error ?? 'client lost') : `${outcome}${error ? `: ${error.slice(-2000)}` : ''}`;
+  const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;
+  const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
+  const maxAttempts = Number(task.max_attempts);
+  const used = worldSize > 1 ? lease.attempt : Number(task.attempts);
+  const retry = used < maxAttempts && !(worldSize > 1 && task.status === 'paused');
+  const data = { attempt: lease.attempt, client_id: lease.clientId, outcome };
+  if (retry && worldSize > 1) {
+    return {
+      kind: 'replace_rank',
+      errorLog,
+      event: {
+        kind: 'rank_retry',
+        message: `${line}; re-placing rank ${lease.rank} (${used}/${maxAttempts} attempts used)`,
+        data: { ...data, rank: lease.rank },
+      },
+    };
+  }
+  if (retry) {
+    return {
+      kind: 'retry',
+      errorLog,
+      event: { kind: 'retry', message: `${line}; retrying (${used}/${maxAttempts} attempts used)`, data },
+    };
+  }
+  const status = outcome === 'error' ? 'error' : 'failed';
+  return {
+    kind: 'fail',
+    status,
+    errorLog: `${errorLog}\ngave up after ${used} of ${maxAttempts} attempts`,
+    event: { kind: status, message: line, data },
+  };
+}
