@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { AuthFailures } from './auth/auth-failures.js';
 import { clientAddressOf } from './http/trust-proxy.js';
 import type { TokenService } from './auth/token-service.js';
-import type { Bus } from './bus/bus.js';
+import { clientOrder, type Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
 import { Cluster } from './cluster/cluster.js';
 import { createInstanceId } from './cluster/instance-id.js';
@@ -155,10 +155,10 @@ export function createFarm(d: {
         if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
       }
       unsubscribe.push(
-        d.bus.subscribe(
-          'task.control',
-          (m) => void leases.control(m.task_id, m.action).catch(fail('control failed')),
-        ),
+        d.bus.subscribe('task.control', (m) => {
+          const order = clientOrder(m.action);
+          if (order) void leases.control(m.task_id, order).catch(fail('control failed'));
+        }),
         d.bus.subscribe('work.available', (m) => {
           if (m.task_id > 0) void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
           else dispatcher.schedule();

@@ -1,7 +1,7 @@
 import { rm, unlink } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { ServerMessage, TrainingData } from '../../api/protocol.js';
-import type { Bus } from '../../bus/bus.js';
+import type { Bus, TaskIntent } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import { conflict } from '../../errors.js';
 import type { Database } from '../../storage/schema.js';
@@ -56,18 +56,7 @@ export class RoundCoordinator {
 
   /** Resumes every running training task from the journal (after a restart). */
   async start(): Promise<void> {
-    const unsubscribe = this.d.bus.subscribe('task.changed', (m) => {
-      if (!['running', 'paused'].includes(m.status)) this.drop(m.task_id);
-      else if (m.status === 'paused') this.pause(m.task_id);
-      else void this.resume(m.task_id).catch((err: unknown) => this.d.logger.error({ err }, 'resume failed'));
-      // A deleted task's models, updates and checkpoints go with it.
-      if (m.status === 'deleted') {
-        for (const dir of [this.d.paths.taskDir(m.task_id), this.d.paths.checkpointDir(m.task_id)]) {
-          void rm(dir, { recursive: true, force: true }).catch(() => undefined);
-        }
-      }
-    });
-    this.unsubscribes.push(unsubscribe);
+    this.unsubscribes.push(this.d.bus.subscribe('task.control', (m) => this.control(m.task_id, m.action)));
     if (this.d.ownership) {
       // Another instance journaled an update of a round this instance owns.
       this.unsubscribes.push(
@@ -510,6 +499,22 @@ export class RoundCoordinator {
     this.d.logger.warn({ taskId: run.taskId, round: run.round }, why);
     this.drop(run.taskId);
     await failTask(this.d, run.taskId, why);
+  }
+
+  /** Acts on an intent for a task: its round pauses, resumes or ends (with its files, deleted). */
+  private control(taskId: number, intent: TaskIntent): void {
+    if (intent === 'pause') return this.pause(taskId);
+    if (intent === 'resume') {
+      void this.resume(taskId).catch((err: unknown) => this.d.logger.error({ err }, 'resume failed'));
+      return;
+    }
+    this.drop(taskId);
+    // A deleted task's models, updates and checkpoints go with it.
+    if (intent === 'delete') {
+      for (const dir of [this.d.paths.taskDir(taskId), this.d.paths.checkpointDir(taskId)]) {
+        void rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      }
+    }
   }
 
   /** A paused task's round deadline stops running; it resumes with the time it had left. */
