@@ -8,6 +8,7 @@ import { Cluster } from './cluster/cluster.js';
 import { createInstanceId } from './cluster/instance-id.js';
 import { HeartbeatWriter } from './clients/heartbeat-writer.js';
 import { recoverRegistry, rememberHardware } from './clients/recovery.js';
+import { Registration } from './clients/registration.js';
 import { ClientRegistry, type FarmClient } from './clients/registry.js';
 import { parseRate } from './config/rate.js';
 import type { Config } from './config/schema.js';
@@ -102,13 +103,14 @@ export function createFarm(d: {
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
   dispatcher.releaseLeasesWith((lease, reason) => leases.releaseDetached(lease, reason));
   cluster?.attach({ leases, dispatcher, training });
-  const handlers = new Handlers({
+  const registration = new Registration({
     ...base,
-    config: d.config,
     dispatcher,
     leases,
+    maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
     ...(cluster ? { adopt: (c: FarmClient) => cluster.adopt(c) } : {}),
   });
+  const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases, registration });
   const authFailures = new AuthFailures(parseRate(d.config.MAX_AUTH_FAILURES), d.clock);
   const gateway = new Gateway({
     config: d.config,
