@@ -70,19 +70,19 @@ export interface RoundDeps extends CloseDeps {
 }
 
 /** What a round starts from (a row of the journal, read by load-round.ts). */
-export interface RoundStart {
-  taskId: number;
-  type: string;
-  config: TrainingConfig;
-  worldSize: number;
-  number: number;
-  deadlineAt: Date;
-  extensions: number;
-  globalPath: string | null;
-  globalDigest: string | null;
-  reference: SafetensorsHeader | null;
-  following: boolean;
-}
+export type RoundStart = Pick<
+  Round,
+  | 'taskId'
+  | 'type'
+  | 'config'
+  | 'worldSize'
+  | 'number'
+  | 'deadlineAt'
+  | 'extensions'
+  | 'globalPath'
+  | 'globalDigest'
+  | 'reference'
+> & { following: boolean };
 
 export class Round {
   readonly taskId: number;
