@@ -87,6 +87,16 @@ export async function updateAssignmentIf(
   return Number(res.numUpdatedRows) > 0;
 }
 
+/** Names the checkpoint every live assignment of a task can resume from. */
+export async function setLiveCheckpoint(db: Db, taskId: number, checkpoint: string): Promise<void> {
+  await db
+    .updateTable('task_assignments')
+    .set({ checkpoint_path: checkpoint })
+    .where('task_id', '=', taskId)
+    .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .execute();
+}
+
 export async function listAssignments(db: Db, taskId: number): Promise<AssignmentRow[]> {
   return db
     .selectFrom('task_assignments')

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely';
 import type { Database, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -126,4 +126,44 @@ export async function findUpdate(
     .where('round', '=', round)
     .where('rank', '=', rank)
     .executeTakeFirst();
+}
+
+/**
+ * Closes a round only while it is open and counts exactly `numUpdates` updates: an update
+ * journaled since (by another instance) makes the close stale instead of silently left out.
+ */
+export async function closeOpenRound(
+  db: Db,
+  c: { taskId: number; round: number; numUpdates: number; at: string; metrics: string },
+): Promise<boolean> {
+  const res = await db
+    .updateTable('training_rounds')
+    .set({ state: 'closed', closed_at: c.at, num_updates: c.numUpdates, metrics: c.metrics })
+    .where('task_id', '=', c.taskId)
+    .where('round', '=', c.round)
+    .where('state', '=', 'open')
+    .where('num_updates', '=', c.numUpdates)
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+/**
+ * A closed round that is not the last, on its running or paused task: the round's metrics,
+ * progress (never lowered) and the checkpoint when one was written.
+ */
+export async function recordRoundOnTask(
+  db: Db,
+  r: { taskId: number; metrics: string; progress: number; checkpoint: string | null; at: string },
+): Promise<void> {
+  await db
+    .updateTable('tasks')
+    .set({
+      metrics: r.metrics,
+      updated_at: r.at,
+      ...(r.checkpoint ? { checkpoint_path: r.checkpoint } : {}),
+      progress: sql<number>`CASE WHEN progress < ${r.progress} THEN ${r.progress} ELSE progress END`,
+    })
+    .where('id', '=', r.taskId)
+    .where('status', 'in', ['running', 'paused'])
+    .execute();
 }

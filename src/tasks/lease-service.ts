@@ -12,7 +12,7 @@ import { findTask } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { finishLeases } from './finish.js';
-import type { EndInfo, Outcome } from './settle.js';
+import type { EndInfo, Outcome } from './lifecycle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;

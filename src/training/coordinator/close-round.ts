@@ -5,15 +5,14 @@
  * fsync + rename) before the transaction that names them commits.
  */
 import { unlink } from 'node:fs/promises';
-import { sql } from 'kysely';
 import type { Logger } from '../../observability/logger.js';
-import { LIVE_ASSIGNMENT } from '../../storage/assignment-repo.js';
-import type { AssignmentStatus } from '../../storage/schema.js';
+import { setLiveCheckpoint } from '../../storage/assignment-repo.js';
 import type { Bus } from '../../bus/bus.js';
-import { insertTaskEvent, updateTaskIf } from '../../storage/task-repo.js';
-import { insertRound } from '../../storage/training-repo.js';
+import { insertTaskEvent } from '../../storage/task-repo.js';
+import { closeOpenRound, insertRound, recordRoundOnTask } from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
 import type { WriteQueue } from '../../storage/write-queue.js';
+import { failTask as failTaskForGood, finishTraining } from '../../tasks/lifecycle.js';
 import { aggregate } from '../aggregation/runner.js';
 import { copyFileAtomic } from '../model-store/atomic-file.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
@@ -142,15 +141,14 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
     if (d.ownership && !(await d.ownership.holds(trx, taskId))) return false;
     // Only while open and counting exactly the updates aggregated: an update journaled since
     // (by another instance) makes this close stale instead of silently left out.
-    const closed = await trx
-      .updateTable('training_rounds')
-      .set({ state: 'closed', closed_at: at, num_updates: updates.length, metrics: JSON.stringify(metrics) })
-      .where('task_id', '=', taskId)
-      .where('round', '=', round)
-      .where('state', '=', 'open')
-      .where('num_updates', '=', updates.length)
-      .executeTakeFirst();
-    if (Number(closed.numUpdatedRows) === 0) return false;
+    const closed = await closeOpenRound(trx, {
+      taskId,
+      round,
+      numUpdates: updates.length,
+      at,
+      metrics: JSON.stringify(metrics),
+    });
+    if (!closed) return false;
     if (!last) {
       await insertRound(trx, {
         task_id: taskId,
@@ -161,45 +159,26 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
         global_digest: agg.digest,
       });
     }
-    const live = LIVE_ASSIGNMENT as AssignmentStatus[];
-    if (checkpoint) {
-      await trx
-        .updateTable('task_assignments')
-        .set({ checkpoint_path: checkpoint })
-        .where('task_id', '=', taskId)
-        .where('status', 'in', live)
-        .execute();
-    }
-    await trx
-      .updateTable('tasks')
-      .set({
-        metrics: JSON.stringify({ ...metrics, round }),
-        updated_at: nowDb,
-        ...(checkpoint ? { checkpoint_path: checkpoint } : {}),
-        ...(last
-          ? {
-              status: 'completed' as const,
-              progress: 100,
-              finished_at: nowDb,
-              result: JSON.stringify({
-                rounds: run.config.rounds,
-                metrics,
-                model_digest: agg.digest,
-                model_path: checkpoint,
-              }),
-            }
-          : { progress: sql<number>`CASE WHEN progress < ${progress} THEN ${progress} ELSE progress END` }),
-      })
-      .where('id', '=', taskId)
-      .where('status', 'in', last ? ['running', 'paused', 'completed'] : ['running', 'paused'])
-      .execute();
+    if (checkpoint) await setLiveCheckpoint(trx, taskId, checkpoint);
     if (last) {
-      await trx
-        .updateTable('task_assignments')
-        .set({ status: 'completed', progress: 100, finished_at: nowDb, updated_at: nowDb })
-        .where('task_id', '=', taskId)
-        .where('status', 'in', live)
-        .execute();
+      await finishTraining(
+        trx,
+        {
+          taskId,
+          metrics: { ...metrics, round },
+          result: { rounds: run.config.rounds, metrics, model_digest: agg.digest, model_path: checkpoint },
+          checkpoint,
+        },
+        now,
+      );
+    } else {
+      await recordRoundOnTask(trx, {
+        taskId,
+        metrics: JSON.stringify({ ...metrics, round }),
+        progress,
+        checkpoint,
+        at: nowDb,
+      });
     }
     await insertTaskEvent(trx, {
       task_id: taskId,
@@ -219,20 +198,7 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
 /** Fails a training task for good (its clients are told to stop). */
 export async function failTask(d: CloseDeps & { bus: Bus }, taskId: number, why: string): Promise<void> {
   const now = d.clock.now();
-  await d.writes.run(async (trx) => {
-    const task = await trx
-      .selectFrom('tasks')
-      .select('error_log')
-      .where('id', '=', taskId)
-      .executeTakeFirst();
-    await updateTaskIf(trx, taskId, ['running', 'paused'], {
-      status: 'failed',
-      error_log: task?.error_log ? `${task.error_log}\n${why}` : why,
-      finished_at: toDbTime(now),
-      updated_at: toDbTime(now),
-    });
-    await insertTaskEvent(trx, { task_id: taskId, at: toDbTime(now, true), kind: 'failed', message: why });
-  });
+  await d.writes.run((trx) => failTaskForGood(trx, taskId, why, now));
   await d.bus.publish('task.control', { task_id: taskId, action: 'stop' });
   await d.bus.publish('task.changed', { task_id: taskId, status: 'failed' });
 }

@@ -1,0 +1,336 @@
+/**
+ * The writes that change the status of tasks and assignments, one conditional statement per
+ * transition: each changes a row only while it is in one of the statuses `from` it is given,
+ * which is what keeps two racing changes (a result and a cancel, two instances) from both
+ * winning. The statuses each transition may start from come from the task state machine
+ * (src/tasks/lifecycle.ts decides and calls these; nothing else changes a status).
+ */
+import { sql, type UpdateObject } from 'kysely';
+import { perRow } from './bulk.js';
+import type { Executor } from './executor.js';
+import type { AssignmentStatus, Database, TaskStatus } from './schema.js';
+
+type TaskChanges = UpdateObject<Database, 'tasks'>;
+
+async function moveTask(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  changes: TaskChanges,
+): Promise<boolean> {
+  const res = await db
+    .updateTable('tasks')
+    .set(changes)
+    .where('id', '=', id)
+    .where('status', 'in', from as TaskStatus[])
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+/** What the lifecycle reads of a task before deciding its fate. */
+export interface TaskFate {
+  status: TaskStatus;
+  attempts: number;
+  max_attempts: number;
+  error_log: string | null;
+  world_size: number;
+}
+
+export async function readTaskFate(db: Executor, id: number): Promise<TaskFate | undefined> {
+  return db
+    .selectFrom('tasks')
+    .select(['status', 'attempts', 'max_attempts', 'error_log', 'world_size'])
+    .where('id', '=', id)
+    .executeTakeFirst();
+}
+
+/** The statuses of some tasks (missing ones are absent). */
+export async function taskStatuses(
+  db: Executor,
+  ids: readonly number[],
+): Promise<{ id: number; status: TaskStatus }[]> {
+  return db.selectFrom('tasks').select(['id', 'status']).where('id', 'in', ids).execute();
+}
+
+/** How many distinct ranks of a task have a completed assignment. */
+export async function countCompletedRanks(db: Executor, taskId: number): Promise<number> {
+  const done = await db
+    .selectFrom('task_assignments')
+    .select((eb) => eb.fn.count<number>('rank').distinct().as('n'))
+    .where('task_id', '=', taskId)
+    .where('status', '=', 'completed')
+    .executeTakeFirstOrThrow();
+  return Number(done.n);
+}
+
+/** A pending task as claimed: its first client, and its `attempts` as the dispatcher read them. */
+export interface TaskClaim {
+  taskId: number;
+  clientId: string | null;
+  attempts: number;
+}
+
+/**
+ * claim: `pending` tasks become `running`, each only while its `attempts` are still those
+ * read. One statement for all; returns how many tasks it changed.
+ */
+export async function claimTasks(
+  db: Executor,
+  claims: readonly TaskClaim[],
+  from: readonly TaskStatus[],
+  at: string,
+): Promise<number> {
+  const res = await db
+    .updateTable('tasks')
+    .set({
+      status: 'running',
+      client_id: perRow(new Map(claims.map((c) => [c.taskId, c.clientId]))),
+      attempts: sql<number>`attempts + 1`,
+      started_at: at,
+      updated_at: at,
+      unschedulable_reason: null,
+    })
+    .where(
+      'id',
+      'in',
+      claims.map((c) => c.taskId),
+    )
+    .where('status', 'in', from as TaskStatus[])
+    .where('attempts', '=', perRow(new Map(claims.map((c) => [c.taskId, c.attempts]))))
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows);
+}
+
+/** The status of one task, or undefined when it is gone. */
+export async function taskStatus(db: Executor, id: number): Promise<TaskStatus | undefined> {
+  const row = await db.selectFrom('tasks').select(['status']).where('id', '=', id).executeTakeFirst();
+  return row?.status;
+}
+
+/** The attempt a rank's next assignment gets: one more than its newest. */
+export async function nextRankAttempt(db: Executor, taskId: number, rank: number): Promise<number> {
+  const prev = await db
+    .selectFrom('task_assignments')
+    .select((eb) => eb.fn.max('attempt').as('a'))
+    .where('task_id', '=', taskId)
+    .where('rank', '=', rank)
+    .executeTakeFirst();
+  return Number(prev?.a ?? 0) + 1;
+}
+
+/** Re-placed ranks of a running task count `n` more attempts (the status stays). */
+export async function countRankAttempts(db: Executor, taskId: number, n: number, at: string): Promise<void> {
+  await db
+    .updateTable('tasks')
+    .set({ attempts: sql<number>`attempts + ${n}`, updated_at: at })
+    .where('id', '=', taskId)
+    .execute();
+}
+
+/** A single-rank task's completion: its result, and its metrics and checkpoint when known. */
+export interface TaskCompletion {
+  taskId: number;
+  result: string;
+  metrics: string | null;
+  checkpoint: string | null;
+}
+
+/** complete, many at once: one statement; returns how many tasks it changed. */
+export async function completeTasks(
+  db: Executor,
+  done: readonly TaskCompletion[],
+  from: readonly TaskStatus[],
+  at: string,
+): Promise<number> {
+  const results = new Map(done.map((d) => [d.taskId, d.result]));
+  const metrics = new Map<number, string>();
+  const checkpoints = new Map<number, string>();
+  for (const d of done) {
+    if (d.metrics !== null) metrics.set(d.taskId, d.metrics);
+    if (d.checkpoint) checkpoints.set(d.taskId, d.checkpoint);
+  }
+  const res = await db
+    .updateTable('tasks')
+    .set({
+      status: 'completed',
+      progress: 100,
+      result: perRow(results),
+      ...(metrics.size > 0 ? { metrics: perRow(metrics, sql`metrics`) } : {}),
+      ...(checkpoints.size > 0 ? { checkpoint_path: perRow(checkpoints, sql`checkpoint_path`) } : {}),
+      finished_at: at,
+      updated_at: at,
+    })
+    .where(
+      'id',
+      'in',
+      done.map((d) => d.taskId),
+    )
+    .where('status', 'in', from as TaskStatus[])
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows);
+}
+
+/** complete, one task. */
+export function completeTask(
+  db: Executor,
+  done: TaskCompletion,
+  from: readonly TaskStatus[],
+  at: string,
+): Promise<boolean> {
+  return moveTask(db, done.taskId, from, {
+    status: 'completed',
+    progress: 100,
+    result: done.result,
+    metrics: done.metrics ?? undefined,
+    checkpoint_path: done.checkpoint ?? undefined,
+    finished_at: at,
+    updated_at: at,
+  });
+}
+
+/** re-place a rank: the task keeps running; the failed attempt is added to its error log. */
+export function noteRankRetry(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  errorLog: string,
+  at: string,
+): Promise<boolean> {
+  return moveTask(db, id, from, { error_log: errorLog, updated_at: at });
+}
+
+/** retry: the task goes back to the queue, its error log kept. */
+export function retryTask(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  errorLog: string,
+  at: string,
+): Promise<boolean> {
+  return moveTask(db, id, from, {
+    status: 'pending',
+    error_log: errorLog,
+    client_id: null,
+    finished_at: null,
+    updated_at: at,
+  });
+}
+
+/** fail: the task ends `failed` (its work failed) or `error` (it could not run). */
+export function failTask(
+  db: Executor,
+  f: { id: number; status: 'failed' | 'error'; errorLog: string; clientId?: string; at: string },
+  from: readonly TaskStatus[],
+): Promise<boolean> {
+  return moveTask(db, f.id, from, {
+    status: f.status,
+    error_log: f.errorLog,
+    ...(f.clientId === undefined ? {} : { client_id: f.clientId }),
+    finished_at: f.at,
+    updated_at: f.at,
+  });
+}
+
+/** finish a training: the task completes with the training's result and last round's metrics. */
+export async function finishTraining(
+  db: Executor,
+  f: { id: number; metrics: string; result: string; checkpoint: string | null; at: string },
+  from: readonly TaskStatus[],
+): Promise<void> {
+  await moveTask(db, f.id, from, {
+    metrics: f.metrics,
+    updated_at: f.at,
+    ...(f.checkpoint ? { checkpoint_path: f.checkpoint } : {}),
+    status: 'completed',
+    progress: 100,
+    finished_at: f.at,
+    result: f.result,
+  });
+}
+
+/** A status a user set (cancel, pause, resume, retry), with what that status resets. */
+export function setTaskStatusByUser(
+  db: Executor,
+  id: number,
+  from: TaskStatus,
+  changes: TaskChanges,
+): Promise<boolean> {
+  return moveTask(db, id, [from], changes);
+}
+
+/** The end of one assignment (a lease): only while it is in one of `from`, so it ends once. */
+export async function endAssignment(
+  db: Executor,
+  id: number,
+  from: readonly AssignmentStatus[],
+  end: {
+    status: AssignmentStatus;
+    progress: number;
+    error: string | null;
+    checkpoint: string | null;
+    at: string;
+  },
+): Promise<boolean> {
+  return setAssignment(db, id, from, {
+    status: end.status,
+    progress: end.progress,
+    updated_at: end.at,
+    finished_at: end.at,
+    error: end.error,
+    checkpoint_path: end.checkpoint,
+  });
+}
+
+/** Many assignments completed at once; returns how many it changed. */
+export async function completeAssignments(
+  db: Executor,
+  checkpoints: ReadonlyMap<number, string | null>,
+  from: readonly AssignmentStatus[],
+  at: string,
+): Promise<number> {
+  const ended = await db
+    .updateTable('task_assignments')
+    .set({
+      status: 'completed',
+      progress: 100,
+      updated_at: at,
+      finished_at: at,
+      error: null,
+      checkpoint_path: perRow(checkpoints),
+    })
+    .where('id', 'in', [...checkpoints.keys()])
+    .where('status', 'in', from as AssignmentStatus[])
+    .executeTakeFirst();
+  return Number(ended.numUpdatedRows);
+}
+
+/** Every assignment of a task still in `from` completes (a training finished). */
+export async function completeTaskAssignments(
+  db: Executor,
+  taskId: number,
+  from: readonly AssignmentStatus[],
+  at: string,
+): Promise<void> {
+  await db
+    .updateTable('task_assignments')
+    .set({ status: 'completed', progress: 100, finished_at: at, updated_at: at })
+    .where('task_id', '=', taskId)
+    .where('status', 'in', from as AssignmentStatus[])
+    .execute();
+}
+
+/** A status change of a live assignment (first progress, pause, resume, stop). */
+export async function setAssignment(
+  db: Executor,
+  id: number,
+  from: readonly AssignmentStatus[],
+  changes: UpdateObject<Database, 'task_assignments'>,
+): Promise<boolean> {
+  const res = await db
+    .updateTable('task_assignments')
+    .set(changes)
+    .where('id', '=', id)
+    .where('status', 'in', from as AssignmentStatus[])
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}

@@ -1,0 +1,212 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import type { Lease } from '../clients/registry.js';
+import { insertAssignment, listAssignments } from '../storage/assignment-repo.js';
+import type { DatabaseHandle } from '../storage/db.js';
+import type { TaskFate } from '../storage/lifecycle-repo.js';
+import { findTask, insertTask, listTaskEvents, updateTaskIf } from '../storage/task-repo.js';
+import { parseJson } from '../storage/values.js';
+import {
+  completeLeases,
+  decideAfterFailure,
+  endLease,
+  failTask,
+  finishTraining,
+  resultOf,
+  systemFrom,
+} from './lifecycle.js';
+
+const lease = { attempt: 2, clientId: 'c1', rank: 0 };
+const fate = (over: Partial<TaskFate> = {}): TaskFate => ({
+  status: 'running',
+  attempts: 2,
+  max_attempts: 3,
+  error_log: null,
+  world_size: 1,
+  ...over,
+});
+
+describe('the retry-or-fail decision', () => {
+  it('puts a single-rank task back in the queue while it has attempts left', () => {
+    const d = decideAfterFailure(lease, 'failed', 'boom', fate());
+    expect(d).toMatchObject({
+      kind: 'retry',
+      errorLog: 'attempt 2 on c1 (rank 0): failed: boom',
+      event: {
+        kind: 'retry',
+        message: 'attempt 2 on c1 (rank 0): failed: boom; retrying (2/3 attempts used)',
+      },
+    });
+  });
+
+  it('fails a single-rank task whose attempts are used up, as error when it could not run', () => {
+    const failed = decideAfterFailure(lease, 'failed', null, fate({ attempts: 3, error_log: 'earlier' }));
+    expect(failed).toMatchObject({
+      kind: 'fail',
+      status: 'failed',
+      errorLog: 'earlier\nattempt 2 on c1 (rank 0): failed\ngave up after 3 of 3 attempts',
+      event: { kind: 'failed', data: { attempt: 2, client_id: 'c1', outcome: 'failed' } },
+    });
+    expect(decideAfterFailure(lease, 'error', 'bad config', fate({ attempts: 3 }))).toMatchObject({
+      kind: 'fail',
+      status: 'error',
+      event: { kind: 'error' },
+    });
+  });
+
+  it('counts a multi-rank task per rank: the rank is re-placed until its own attempts run out', () => {
+    const many = fate({ world_size: 4, attempts: 9 });
+    expect(decideAfterFailure({ ...lease, rank: 3 }, 'lost', null, many)).toMatchObject({
+      kind: 'replace_rank',
+      errorLog: 'attempt 2 on c1 (rank 3): client lost',
+      event: { kind: 'rank_retry', data: { rank: 3, outcome: 'lost' } },
+    });
+    expect(decideAfterFailure({ ...lease, attempt: 3 }, 'lost', 'gone', many)).toMatchObject({
+      kind: 'fail',
+      status: 'failed',
+      errorLog: 'attempt 3 on c1 (rank 0): gone\ngave up after 3 of 3 attempts',
+    });
+  });
+
+  it('fails a paused multi-rank task rather than re-place a rank nothing would place', () => {
+    const d = decideAfterFailure(lease, 'lost', null, fate({ world_size: 2, status: 'paused' }));
+    expect(d.kind).toBe('fail');
+  });
+
+  it('keeps only the end of a long error', () => {
+    const d = decideAfterFailure(lease, 'failed', `${'x'.repeat(5000)}END`, fate());
+    expect(d.errorLog.length).toBeLessThan(2100);
+    expect(d.errorLog.endsWith('END')).toBe(true);
+  });
+});
+
+describe('the guard and the result', () => {
+  it('refuses a write the state machine does not give the server', () => {
+    expect(systemFrom(['running', 'paused'], 'completed')).toEqual(['running', 'paused']);
+    expect(() => systemFrom(['cancelled'], 'pending')).toThrow(/cancelled to pending/);
+    expect(() => systemFrom(['completed'], 'failed')).toThrow();
+  });
+
+  it('puts the metrics beside the reported result', () => {
+    expect(JSON.parse(resultOf({ metrics: { loss: 1 }, result: { out: 'a' }, error_log: null }))).toEqual({
+      metrics: { loss: 1 },
+      out: 'a',
+    });
+    expect(JSON.parse(resultOf({ error_log: null }))).toEqual({ metrics: null });
+  });
+});
+
+describe.each(DIALECTS)('transitions on %s', (dialect) => {
+  let h: DatabaseHandle;
+  let close: () => Promise<void>;
+  const NOW = new Date('2030-01-02T03:04:05Z');
+
+  beforeAll(async () => {
+    ({ h, close } = await openMigratedTestDatabase(dialect));
+  });
+  afterAll(async () => close?.());
+
+  /** A running task with one live assignment per rank. */
+  async function running(worldSize = 1, maxAttempts = 3): Promise<{ taskId: number; leases: Lease[] }> {
+    const taskId = await insertTask(h.db, {
+      type: 'command',
+      name: null,
+      requirements: '{}',
+      config: null,
+      priority: 0,
+      max_attempts: maxAttempts,
+      world_size: worldSize,
+      created_by: null,
+      now: '2030-01-02 03:00:00',
+    });
+    await updateTaskIf(h.db, taskId, ['pending'], { status: 'running', attempts: 1 });
+    const leases: Lease[] = [];
+    for (let rank = 0; rank < worldSize; rank++) {
+      const assignmentId = await insertAssignment(h.db, {
+        task_id: taskId,
+        client_id: `c${rank}`,
+        rank,
+        attempt: 1,
+        at: '2030-01-02 03:00:00',
+      });
+      leases.push({
+        taskId,
+        rank,
+        attempt: 1,
+        assignmentId,
+        clientId: `c${rank}`,
+        status: 'training',
+        progress: 40,
+        metrics: null,
+        round: null,
+        lastWrite: 0,
+        lastSample: 0,
+        dirty: false,
+        worldSize,
+      });
+    }
+    return { taskId, leases };
+  }
+
+  it('ends a lease once: a failure retries the task, the repeat changes nothing', async () => {
+    const { taskId, leases } = await running();
+    const l = leases[0] as Lease;
+    expect(await endLease(h.db, l, 'failed', { error_log: 'boom' }, NOW)).toEqual({ kind: 'requeue_task' });
+    expect(await endLease(h.db, l, 'failed', { error_log: 'boom' }, NOW)).toEqual({ kind: 'none' });
+    expect(await findTask(h.db, taskId)).toMatchObject({ status: 'pending', client_id: null });
+    expect((await listAssignments(h.db, taskId))[0]).toMatchObject({ status: 'failed', error: 'boom' });
+  });
+
+  it('completes a multi-rank task with its last rank, and re-places a lost one', async () => {
+    const { taskId, leases } = await running(2);
+    const [a, b] = leases as [Lease, Lease];
+    expect(await endLease(h.db, a, 'completed', { error_log: null }, NOW)).toEqual({ kind: 'none' });
+    expect((await findTask(h.db, taskId))?.status).toBe('running');
+    expect(await endLease(h.db, b, 'lost', { error_log: null }, NOW)).toEqual({
+      kind: 'requeue_rank',
+      rank: 1,
+    });
+    expect((await findTask(h.db, taskId))?.error_log).toBe('attempt 1 on c1 (rank 1): client lost');
+    const events = await listTaskEvents(h.db, taskId, 10);
+    expect(events.map((e) => e.kind)).toEqual(['rank_retry', 'rank_completed']);
+  });
+
+  it('completes single-rank tasks together, leaving a cancelled one cancelled', async () => {
+    const one = await running();
+    const two = await running();
+    await updateTaskIf(h.db, two.taskId, ['running'], { status: 'cancelled' });
+    const items = [one, two].map((t) => ({
+      lease: t.leases[0] as Lease,
+      info: { metrics: { acc: 1 }, result: null, error_log: null },
+    }));
+    const done = await completeLeases(h.db, items, NOW);
+    expect(done?.map((i) => i.lease.taskId)).toEqual([one.taskId]);
+    expect(await findTask(h.db, one.taskId)).toMatchObject({ status: 'completed', progress: 100 });
+    expect(parseJson(await findTask(h.db, one.taskId).then((r) => r?.result))).toEqual({
+      metrics: { acc: 1 },
+    });
+    expect((await findTask(h.db, two.taskId))?.status).toBe('cancelled');
+    // Once ended, a lease is not ended again.
+    expect(await completeLeases(h.db, items.slice(0, 1), NOW)).toBeNull();
+  });
+
+  it('fails only a live task, adding why to its error log', async () => {
+    const { taskId } = await running();
+    expect(await failTask(h.db, taskId, 'no round can close', NOW)).toBe(true);
+    expect(await findTask(h.db, taskId)).toMatchObject({ status: 'failed', error_log: 'no round can close' });
+    expect(await failTask(h.db, taskId, 'again', NOW)).toBe(false);
+  });
+
+  it('finishes a training: the task completes with its result, its live assignments too', async () => {
+    const { taskId } = await running(2);
+    await finishTraining(
+      h.db,
+      { taskId, metrics: { loss: 0.1, round: 3 }, result: { rounds: 3 }, checkpoint: '/ckpt/3' },
+      NOW,
+    );
+    const row = await findTask(h.db, taskId);
+    expect(row).toMatchObject({ status: 'completed', progress: 100, checkpoint_path: '/ckpt/3' });
+    expect(parseJson(row?.result)).toEqual({ rounds: 3 });
+    expect((await listAssignments(h.db, taskId)).map((a) => a.status)).toEqual(['completed', 'completed']);
+  });
+});

@@ -1,0 +1,289 @@
+/**
+ * The task lifecycle: the one owner of every status change of tasks and assignments. Each
+ * transition (claim, complete, retry, re-place a rank, fail, cancel, pause, resume, finish a
+ * training) is one named conditional write in storage (storage/lifecycle-repo.ts), allowed only
+ * from the statuses the state machine (task-state.ts) lets the server leave for its target.
+ * Every function runs inside the caller's transaction (a group commit, mostly), so a
+ * transition commits together with whatever else the caller writes.
+ *
+ * The decisions (does a failure retry, re-place its rank or fail the task; what the result
+ * is) are pure functions, unit-tested alone.
+ */
+import type { Lease } from '../clients/registry.js';
+import type { Executor } from '../storage/executor.js';
+import { LIVE_ASSIGNMENT } from '../storage/assignment-repo.js';
+import * as store from '../storage/lifecycle-repo.js';
+import type { AssignmentStatus, TaskStatus } from '../storage/schema.js';
+import { insertTaskEvent, type NewTaskEvent } from '../storage/task-repo.js';
+import { toDbTime } from '../storage/values.js';
+import { systemMayChange } from './task-state.js';
+
+/** How a lease ended. */
+export type Outcome = 'completed' | 'failed' | 'error' | 'lost';
+
+/** What a client reported with the end of its lease. */
+export interface EndInfo {
+  metrics?: unknown;
+  result?: unknown;
+  checkpoint_path?: string | null;
+  error_log: string | null;
+}
+
+/** What became of the task once one of its leases ended. */
+export type Settlement =
+  /** Nothing more to do (the task completed, or other ranks still run). */
+  | { kind: 'none' }
+  /** The whole task went back to the queue. */
+  | { kind: 'requeue_task' }
+  /** One rank of a running multi-rank task needs a new client. */
+  | { kind: 'requeue_rank'; rank: number }
+  /** The task failed for good; other ranks must stop. */
+  | { kind: 'failed' };
+
+/**
+ * The statuses a transition to `to` starts from, each checked against the server's transitions
+ * of the state machine: a write the machine does not allow cannot be made.
+ */
+export function systemFrom(from: readonly TaskStatus[], to: TaskStatus): readonly TaskStatus[] {
+  for (const f of from) {
+    if (!systemMayChange(f, to)) throw new Error(`the server may not change a task from ${f} to ${to}`);
+  }
+  return from;
+}
+
+/** Where a task's lease may end or its clients may hold work. */
+const LIVE: readonly TaskStatus[] = ['running', 'paused'];
+const COMPLETE_FROM = systemFrom(LIVE, 'completed');
+const RETRY_FROM = systemFrom(LIVE, 'pending');
+const FAIL_FROM = systemFrom(LIVE, 'failed');
+const ERROR_FROM = systemFrom(LIVE, 'error');
+/** Re-placing a rank changes no status: the task only has to be live still. */
+const REPLACE_RANK_FROM = LIVE;
+/**
+ * A training's last round completes the task, or, when its ranks' results completed it first,
+ * writes the training's result over theirs (completed stays completed).
+ */
+const FINISH_TRAINING_FROM: readonly TaskStatus[] = [...COMPLETE_FROM, 'completed'];
+
+/** The `result` of a completed task: the reported result with its metrics. */
+export function resultOf(info: EndInfo): string {
+  return JSON.stringify({ metrics: info.metrics ?? null, ...((info.result as object | null) ?? {}) });
+}
+
+/** A task's completion from the end of its (last) lease. */
+function completion(taskId: number, info: EndInfo): store.TaskCompletion {
+  return {
+    taskId,
+    result: resultOf(info),
+    metrics: info.metrics === undefined || info.metrics === null ? null : JSON.stringify(info.metrics),
+    checkpoint: info.checkpoint_path ?? null,
+  };
+}
+
+/** What happens to a task after one of its leases ended without completing. */
+export type FailureDecision = {
+  /** The task's error log with this attempt's line added. */
+  errorLog: string;
+  event: Omit<NewTaskEvent, 'task_id' | 'at'>;
+} & ({ kind: 'replace_rank' } | { kind: 'retry' } | { kind: 'fail'; status: 'failed' | 'error' });
+
+/**
+ * Retry, re-place the rank, or fail: pure. A single-rank task goes back to the queue while
+ * it has attempts left (`attempts` counts the task's claims). A multi-rank task's attempts
+ * count per rank (the lease's attempt), so one flaky machine does not use up the task: the
+ * rank alone is re-placed while the task runs; a paused one fails instead (nothing would
+ * place the rank).
+ */
+export function decideAfterFailure(
+  lease: Pick<Lease, 'attempt' | 'clientId' | 'rank'>,
+  outcome: Exclude<Outcome, 'completed'>,
+  error: string | null,
+  task: store.TaskFate,
+): FailureDecision {
+  const worldSize = Number(task.world_size);
+  const why =
+    outcome === 'lost' ? (error ?? 'client lost') : `${outcome}${error ? `: ${error.slice(-2000)}` : ''}`;
+  const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;
+  const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
+  const maxAttempts = Number(task.max_attempts);
+  const used = worldSize > 1 ? lease.attempt : Number(task.attempts);
+  const retry = used < maxAttempts && !(worldSize > 1 && task.status === 'paused');
+  const data = { attempt: lease.attempt, client_id: lease.clientId, outcome };
+  if (retry && worldSize > 1) {
+    return {
+      kind: 'replace_rank',
+      errorLog,
+      event: {
+        kind: 'rank_retry',
+        message: `${line}; re-placing rank ${lease.rank} (${used}/${maxAttempts} attempts used)`,
+        data: { ...data, rank: lease.rank },
+      },
+    };
+  }
+  if (retry) {
+    return {
+      kind: 'retry',
+      errorLog,
+      event: { kind: 'retry', message: `${line}; retrying (${used}/${maxAttempts} attempts used)`, data },
+    };
+  }
+  const status = outcome === 'error' ? 'error' : 'failed';
+  return {
+    kind: 'fail',
+    status,
+    errorLog: `${errorLog}\ngave up after ${used} of ${maxAttempts} attempts`,
+    event: { kind: status, message: line, data },
+  };
+}
+
+/** The assignment status a lease ends with. */
+function endStatus(outcome: Outcome): AssignmentStatus {
+  return outcome === 'completed' ? 'completed' : outcome === 'lost' ? 'lost' : 'failed';
+}
+
+/**
+ * Ends one lease (its assignment, only if still live) and settles its task: complete (every
+ * rank done), retry, re-place the rank, or fail. `none` when the lease had ended already or
+ * the task no longer runs.
+ */
+export async function endLease(
+  db: Executor,
+  lease: Lease,
+  outcome: Outcome,
+  info: EndInfo,
+  now: Date,
+): Promise<Settlement> {
+  const nowDb = toDbTime(now);
+  const ended = await store.endAssignment(db, lease.assignmentId, LIVE_ASSIGNMENT, {
+    status: endStatus(outcome),
+    progress: outcome === 'completed' ? 100 : lease.progress,
+    error: outcome === 'completed' ? null : info.error_log,
+    checkpoint: info.checkpoint_path ?? null,
+    at: nowDb,
+  });
+  if (!ended) return { kind: 'none' };
+  const task = await store.readTaskFate(db, lease.taskId);
+  if (!task || !LIVE.includes(task.status)) return { kind: 'none' };
+  const at = toDbTime(now, true);
+  const worldSize = Number(task.world_size);
+  if (outcome === 'completed') {
+    if (worldSize > 1) {
+      const done = await store.countCompletedRanks(db, lease.taskId);
+      if (done < worldSize) {
+        await insertTaskEvent(db, {
+          task_id: lease.taskId,
+          at,
+          kind: 'rank_completed',
+          message: `rank ${lease.rank} completed by ${lease.clientId} (${done}/${worldSize})`,
+        });
+        return { kind: 'none' };
+      }
+    }
+    await store.completeTask(db, completion(lease.taskId, info), COMPLETE_FROM, nowDb);
+    await insertTaskEvent(db, {
+      task_id: lease.taskId,
+      at,
+      kind: 'completed',
+      message: `completed by ${lease.clientId} (attempt ${lease.attempt})`,
+    });
+    return { kind: 'none' };
+  }
+  const d = decideAfterFailure(lease, outcome, info.error_log, task);
+  if (d.kind === 'replace_rank') {
+    await store.noteRankRetry(db, lease.taskId, REPLACE_RANK_FROM, d.errorLog, nowDb);
+  } else if (d.kind === 'retry') {
+    await store.retryTask(db, lease.taskId, RETRY_FROM, d.errorLog, nowDb);
+  } else {
+    const from = d.status === 'error' ? ERROR_FROM : FAIL_FROM;
+    await store.failTask(
+      db,
+      { id: lease.taskId, status: d.status, errorLog: d.errorLog, clientId: lease.clientId, at: nowDb },
+      from,
+    );
+  }
+  await insertTaskEvent(db, { task_id: lease.taskId, at, ...d.event });
+  if (d.kind === 'replace_rank') return { kind: 'requeue_rank', rank: lease.rank };
+  return d.kind === 'retry' ? { kind: 'requeue_task' } : { kind: 'failed' };
+}
+
+/** One completed lease of a single-rank task, for `completeLeases`. */
+export interface Completed {
+  lease: Lease;
+  info: EndInfo;
+}
+
+/**
+ * Completes single-rank tasks from their leases' results, all at once: one statement ends the
+ * assignments, one completes the tasks. Returns the leases whose task completed, or null when
+ * not every assignment was still live (the caller then ends them one by one). A task no longer
+ * running or paused (cancelled while its result was on its way) keeps its status.
+ */
+export async function completeLeases(
+  db: Executor,
+  items: readonly Completed[],
+  now: Date,
+): Promise<Completed[] | null> {
+  const nowDb = toDbTime(now);
+  const checkpoints = new Map(items.map((i) => [i.lease.assignmentId, i.info.checkpoint_path ?? null]));
+  const ended = await store.completeAssignments(db, checkpoints, LIVE_ASSIGNMENT, nowDb);
+  if (ended !== items.length) return null;
+  const changed = await store.completeTasks(
+    db,
+    items.map((i) => completion(i.lease.taskId, i.info)),
+    COMPLETE_FROM,
+    nowDb,
+  );
+  if (changed === items.length) return [...items];
+  const rows = await store.taskStatuses(
+    db,
+    items.map((i) => i.lease.taskId),
+  );
+  const done = new Set(rows.filter((r) => r.status === 'completed').map((r) => Number(r.id)));
+  return items.filter((i) => done.has(i.lease.taskId));
+}
+
+/**
+ * Fails a task for good (a training that cannot go on), adding `why` to its error log. False
+ * when it was no longer running or paused. Its clients are told to stop by the caller.
+ */
+export async function failTask(db: Executor, taskId: number, why: string, now: Date): Promise<boolean> {
+  const task = await store.readTaskFate(db, taskId);
+  const failed = await store.failTask(
+    db,
+    {
+      id: taskId,
+      status: 'failed',
+      errorLog: task?.error_log ? `${task.error_log}\n${why}` : why,
+      at: toDbTime(now),
+    },
+    FAIL_FROM,
+  );
+  await insertTaskEvent(db, { task_id: taskId, at: toDbTime(now, true), kind: 'failed', message: why });
+  return failed;
+}
+
+/** What a training's last round leaves: its result, metrics and checkpoint. */
+export interface TrainingEnd {
+  taskId: number;
+  /** The task's metrics (the last round's, with its number). */
+  metrics: unknown;
+  result: unknown;
+  checkpoint: string | null;
+}
+
+/** Finishes a training: the task completes with its result, its live assignments complete. */
+export async function finishTraining(db: Executor, end: TrainingEnd, now: Date): Promise<void> {
+  const at = toDbTime(now);
+  await store.finishTraining(
+    db,
+    {
+      id: end.taskId,
+      metrics: JSON.stringify(end.metrics),
+      result: JSON.stringify(end.result),
+      checkpoint: end.checkpoint,
+      at,
+    },
+    FINISH_TRAINING_FROM,
+  );
+  await store.completeTaskAssignments(db, end.taskId, LIVE_ASSIGNMENT, at);
+}
