@@ -10,10 +10,11 @@ import type { CloseDeps } from './close-round.js';
 import { loadRound } from './load-round.js';
 import type { TrainingOwnership } from './ownership.js';
 import { Ranks } from './ranks.js';
-import { Round, type RoundDeps } from './round.js';
+import { Round } from './round.js';
+import type { RoundDeps } from './round-types.js';
 
 export type { RemoteLease, TrainingOwnership } from './ownership.js';
-export { MAX_EXTENSIONS } from './round.js';
+export { MAX_EXTENSIONS } from './round-types.js';
 
 export interface CoordinatorDeps extends CloseDeps {
   db: Kysely<Database>;

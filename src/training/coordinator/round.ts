@@ -9,65 +9,20 @@
  * public methods take it themselves, the private ones named `...Locked` run inside it.
  */
 import { unlink } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
 import type { ServerMessage, TrainingData } from '../../api/protocol.js';
-import type { Bus } from '../../bus/bus.js';
 import { AppError, conflict } from '../../errors.js';
-import type { Database } from '../../storage/schema.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
 import { toDbTime } from '../../storage/values.js';
 import { compatible, type SafetensorsHeader } from '../safetensors/header.js';
 import { readHeaderFile } from '../safetensors/read.js';
 import type { TrainingConfig } from '../training-config.js';
-import { closeRound, failTask, type CloseDeps } from './close-round.js';
+import { closeRound, failTask } from './close-round.js';
 import { journalUpdate, repairCount } from './ownership.js';
-import type { Ranks } from './ranks.js';
 import { RoundSum } from './round-sum.js';
+import { MAX_EXTENSIONS, type Incoming, type RoundDeps, type RoundPhase } from './round-types.js';
 import { dbDate, trainingData, updateOf, type AcceptedUpdate } from './run.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
-
-/** Deadlines passed below quorum before a round (and its task) fails. */
-export const MAX_EXTENSIONS = 3;
-
-/** Where a round is. */
-export type RoundPhase =
-  /**
-   * Another instance owns the task's rounds: this is a fresh read of the journal for one upload
-   * or one `task` message. It holds no sum and no timer; what it accepts, the owner folds in.
-   */
-  | { kind: 'following' }
-  /** Read from the journal, not started yet (begin()). */
-  | { kind: 'loading' }
-  /** Taking updates; `timer` fires at the deadline. */
-  | { kind: 'open'; timer: NodeJS.Timeout }
-  /** The task is paused: the deadline stands still with the time it had left. */
-  | { kind: 'paused'; leftMs: number }
-  /** Aggregating; no more updates. `paused`: the task was paused meanwhile. */
-  | { kind: 'closing'; paused: boolean }
-  /** Finished, failed, cancelled or dropped: late events are ignored. */
-  | { kind: 'ended' };
-
-/** An update on its way into a round. */
-export interface Incoming {
-  round: number;
-  rank: number;
-  header: SafetensorsHeader;
-  /** Checks what the round cannot know (the client still holds the lease); throws to refuse. */
-  check(): Promise<void>;
-  /** Puts the update's file in place; answers the update to journal. */
-  place(): Promise<AcceptedUpdate>;
-}
-
-export interface RoundDeps extends CloseDeps {
-  db: Kysely<Database>;
-  bus: Bus;
-  ranks: Ranks;
-  /** Called with a finished task (e.g. TorchServe registration); errors are logged. */
-  onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
-  /** True once the coordinator stops (adds cut short by it are not worth an error). */
-  stopping: () => boolean;
-}
 
 /** What a round starts from (a row of the journal, read by load-round.ts). */
 export type RoundStart = Pick<
@@ -89,18 +44,43 @@ export class Round {
   readonly type: string;
   readonly config: TrainingConfig;
   readonly worldSize: number;
-  number: number;
-  deadlineAt: Date;
-  extensions: number;
-  /** The global model this round starts from; null in round 1. */
-  globalPath: string | null;
-  globalDigest: string | null;
-  /** Names, dtypes and shapes every update must have: the global model's, or round 1's first update's. */
-  reference: SafetensorsHeader | null;
   readonly accepted = new Map<number, AcceptedUpdate>();
+  #number: number;
+  #deadlineAt: Date;
+  #extensions: number;
+  #globalPath: string | null;
+  #globalDigest: string | null;
+  #reference: SafetensorsHeader | null;
+  #sum: RoundSum;
+  #phase: RoundPhase;
+
+  get number(): number {
+    return this.#number;
+  }
+  get deadlineAt(): Date {
+    return this.#deadlineAt;
+  }
+  get extensions(): number {
+    return this.#extensions;
+  }
+  /** The global model this round starts from; null in round 1. */
+  get globalPath(): string | null {
+    return this.#globalPath;
+  }
+  get globalDigest(): string | null {
+    return this.#globalDigest;
+  }
+  /** Names, dtypes and shapes every update must have: the global model's, or round 1's first update's. */
+  get reference(): SafetensorsHeader | null {
+    return this.#reference;
+  }
   /** The running FedAvg sum of the accepted updates. */
-  sum: RoundSum;
-  phase: RoundPhase;
+  get sum(): RoundSum {
+    return this.#sum;
+  }
+  get phase(): Readonly<RoundPhase> {
+    return this.#phase;
+  }
 
   constructor(
     private readonly d: RoundDeps,
@@ -114,19 +94,19 @@ export class Round {
     this.type = start.type;
     this.config = start.config;
     this.worldSize = start.worldSize;
-    this.number = start.number;
-    this.deadlineAt = start.deadlineAt;
-    this.extensions = start.extensions;
-    this.globalPath = start.globalPath;
-    this.globalDigest = start.globalDigest;
-    this.reference = start.reference;
-    this.sum = this.newSum();
-    this.phase = { kind: start.following ? 'following' : 'loading' };
+    this.#number = start.number;
+    this.#deadlineAt = start.deadlineAt;
+    this.#extensions = start.extensions;
+    this.#globalPath = start.globalPath;
+    this.#globalDigest = start.globalDigest;
+    this.#reference = start.reference;
+    this.#sum = this.newSum();
+    this.#phase = { kind: start.following ? 'following' : 'loading' };
   }
 
   /** True while updates may come in (open, paused, or following the owner). */
   get accepting(): boolean {
-    const k = this.phase.kind;
+    const k = this.#phase.kind;
     return k === 'open' || k === 'paused' || k === 'following';
   }
 
@@ -145,7 +125,7 @@ export class Round {
    * task is paused (`pausedLeftMs`); a round that already has every update closes at once.
    */
   begin(pausedLeftMs: number | null): void {
-    if (pausedLeftMs !== null) this.phase = { kind: 'paused', leftMs: pausedLeftMs };
+    if (pausedLeftMs !== null) this.#phase = { kind: 'paused', leftMs: pausedLeftMs };
     else this.arm();
     if (this.accepted.size >= this.worldSize) this.closeSoon();
   }
@@ -157,13 +137,13 @@ export class Round {
    */
   async accept(u: Incoming): Promise<void> {
     await this.lock(async () => {
-      if (!this.accepting || this.number !== u.round)
+      if (!this.accepting || this.#number !== u.round)
         throw conflict('round_closed', `round ${u.round} closed during the upload`);
       await u.check();
       if (this.accepted.has(u.rank))
         throw conflict('update_exists', `rank ${u.rank} of round ${u.round} already has an accepted update`);
-      if (this.reference) {
-        const c = compatible(this.reference, u.header);
+      if (this.#reference) {
+        const c = compatible(this.#reference, u.header);
         if (!c.ok)
           throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
       }
@@ -178,37 +158,37 @@ export class Round {
 
   /** The task was paused: the deadline stops with the time it had left. */
   pause(): void {
-    const p = this.phase;
+    const p = this.#phase;
     if (p.kind === 'open') {
       clearTimeout(p.timer);
-      this.phase = { kind: 'paused', leftMs: Math.max(0, this.deadlineAt.getTime() - this.now()) };
+      this.#phase = { kind: 'paused', leftMs: Math.max(0, this.#deadlineAt.getTime() - this.now()) };
     } else if (p.kind === 'closing') p.paused = true;
   }
 
   /** The task runs again: the deadline resumes with the time it had left. */
   async resume(): Promise<void> {
-    const p = this.phase;
+    const p = this.#phase;
     if (p.kind === 'closing') p.paused = false;
     if (p.kind !== 'paused') return;
-    this.deadlineAt = new Date(this.now() + p.leftMs);
+    this.#deadlineAt = new Date(this.now() + p.leftMs);
     this.arm();
     await this.d.writes.run((trx) =>
-      journal.updateOpenRound(trx, this.taskId, this.number, {
-        deadline_at: toDbTime(this.deadlineAt, true),
+      journal.updateOpenRound(trx, this.taskId, this.#number, {
+        deadline_at: toDbTime(this.#deadlineAt, true),
       }),
     );
   }
 
   /** Ends the round (finished, failed, cancelled, or the task requeued as a whole). */
   end(): void {
-    if (this.phase.kind === 'open') clearTimeout(this.phase.timer);
-    this.phase = { kind: 'ended' };
+    if (this.#phase.kind === 'open') clearTimeout(this.#phase.timer);
+    this.#phase = { kind: 'ended' };
     this.forget();
-    void this.sum.close();
+    void this.#sum.close();
   }
 
   private is(kind: RoundPhase['kind']): boolean {
-    return this.phase.kind === kind;
+    return this.#phase.kind === kind;
   }
 
   private now(): number {
@@ -217,9 +197,9 @@ export class Round {
 
   private newSum(): RoundSum {
     return new RoundSum(this.config, (err, rank) => {
-      if (this.d.stopping() || this.phase.kind === 'ended') return;
+      if (this.d.stopping() || this.#phase.kind === 'ended') return;
       this.d.logger.error(
-        { err, taskId: this.taskId, round: this.number, rank },
+        { err, taskId: this.taskId, round: this.#number, rank },
         'an accepted update did not add',
       );
     });
@@ -227,7 +207,7 @@ export class Round {
 
   private add(u: AcceptedUpdate): void {
     this.accepted.set(u.rank, u);
-    if (this.phase.kind !== 'following') this.sum.add(u, this.reference);
+    if (this.#phase.kind !== 'following') this.#sum.add(u, this.#reference);
   }
 
   /** Journals an accepted update (its file already in place) and adds it to the sum. */
@@ -235,7 +215,7 @@ export class Round {
     const journaled = await this.d.writes.run((trx) =>
       journalUpdate(trx, {
         task_id: this.taskId,
-        round: this.number,
+        round: this.#number,
         rank: u.rank,
         attempt: u.attempt,
         client_id: u.clientId,
@@ -249,27 +229,27 @@ export class Round {
     );
     if (!journaled) {
       await unlink(u.path).catch(() => undefined);
-      throw conflict('round_closed', `round ${this.number} closed during the upload`);
+      throw conflict('round_closed', `round ${this.#number} closed during the upload`);
     }
-    if (this.phase.kind === 'following') {
+    if (this.#phase.kind === 'following') {
       // The owner adds it to its sum from the file (it may also find it in the journal itself).
       this.accepted.set(u.rank, u);
-      await this.d.bus.publish('training.update', { task_id: this.taskId, round: this.number });
+      await this.d.bus.publish('training.update', { task_id: this.taskId, round: this.#number });
       return;
     }
-    this.reference ??= header;
+    this.#reference ??= header;
     this.add(u);
     if (this.accepted.size >= this.worldSize) this.closeSoon();
   }
 
   private async syncLocked(): Promise<void> {
-    if (!this.accepting || this.phase.kind === 'following') return;
-    const updates = await journal.listUpdates(this.d.db, this.taskId, this.number);
+    if (!this.accepting || this.#phase.kind === 'following') return;
+    const updates = await journal.listUpdates(this.d.db, this.taskId, this.#number);
     for (const u of updates) {
       if (this.accepted.has(Number(u.rank))) continue;
-      if (!this.reference) {
+      if (!this.#reference) {
         const h = await readHeaderFile(u.path);
-        if (h.ok) this.reference = h.header;
+        if (h.ok) this.#reference = h.header;
       }
       this.add(updateOf(u));
     }
@@ -278,37 +258,37 @@ export class Round {
 
   /** Open (or paused again, when `paused`), with the deadline's timer armed. */
   private arm(): void {
-    if (this.phase.kind === 'open') clearTimeout(this.phase.timer);
-    const delay = Math.max(0, this.deadlineAt.getTime() - this.now());
+    if (this.#phase.kind === 'open') clearTimeout(this.#phase.timer);
+    const delay = Math.max(0, this.#deadlineAt.getTime() - this.now());
     // setTimeout caps at 2^31-1 ms; a longer deadline re-arms when that fires.
     const timer = setTimeout(() => void this.deadline(), Math.min(delay, 2 ** 31 - 1));
     timer.unref();
-    this.phase = { kind: 'open', timer };
+    this.#phase = { kind: 'open', timer };
   }
 
   /** Back from a close that did not happen: open again, or paused if the task was paused meanwhile. */
   private reopen(): void {
-    const p = this.phase;
+    const p = this.#phase;
     if (p.kind !== 'closing') return;
     if (p.paused)
-      this.phase = { kind: 'paused', leftMs: Math.max(0, this.deadlineAt.getTime() - this.now()) };
+      this.#phase = { kind: 'paused', leftMs: Math.max(0, this.#deadlineAt.getTime() - this.now()) };
     else this.arm();
   }
 
   private closeSoon(): void {
-    const p = this.phase;
+    const p = this.#phase;
     if (p.kind !== 'open' && p.kind !== 'paused') return;
     if (p.kind === 'open') clearTimeout(p.timer);
-    this.phase = { kind: 'closing', paused: p.kind === 'paused' };
+    this.#phase = { kind: 'closing', paused: p.kind === 'paused' };
     void this.lock(() => this.closeLocked()).catch((err: unknown) => {
-      this.d.logger.error({ err, taskId: this.taskId, round: this.number }, 'closing a round failed');
+      this.d.logger.error({ err, taskId: this.taskId, round: this.#number }, 'closing a round failed');
       this.reopen();
     });
   }
 
   private async deadline(): Promise<void> {
-    if (this.phase.kind !== 'open') return;
-    if (this.now() < this.deadlineAt.getTime()) return this.arm();
+    if (this.#phase.kind !== 'open') return;
+    if (this.now() < this.#deadlineAt.getTime()) return this.arm();
     if (this.d.ownership) await this.sync();
     // The phase may have changed while it waited.
     if (!this.is('open')) return;
@@ -319,42 +299,42 @@ export class Round {
     await this.d.ranks.releaseLate(
       this.taskId,
       this.accepted,
-      (rank) => `rank ${rank} missed the deadline of round ${this.number}`,
+      (rank) => `rank ${rank} missed the deadline of round ${this.#number}`,
     );
   }
 
   /** Below quorum at the deadline: one more deadline, or the task fails after MAX_EXTENSIONS. */
   private async extendLocked(): Promise<void> {
-    this.extensions++;
-    if (this.extensions > MAX_EXTENSIONS) {
+    this.#extensions++;
+    if (this.#extensions > MAX_EXTENSIONS) {
       const q = `${this.accepted.size}/${this.config.quorum}`;
-      return this.fail(`round ${this.number} missed its quorum (${q}) ${MAX_EXTENSIONS + 1} times`);
+      return this.fail(`round ${this.#number} missed its quorum (${q}) ${MAX_EXTENSIONS + 1} times`);
     }
     const now = this.d.clock.now();
-    this.deadlineAt = new Date(now.getTime() + this.config.round_deadline_s * 1000);
+    this.#deadlineAt = new Date(now.getTime() + this.config.round_deadline_s * 1000);
     await this.d.writes.run(async (trx) => {
-      await journal.updateOpenRound(trx, this.taskId, this.number, {
-        deadline_at: toDbTime(this.deadlineAt, true),
-        extensions: this.extensions,
+      await journal.updateOpenRound(trx, this.taskId, this.#number, {
+        deadline_at: toDbTime(this.#deadlineAt, true),
+        extensions: this.#extensions,
       });
       await insertTaskEvent(trx, {
         task_id: this.taskId,
         at: toDbTime(now, true),
         kind: 'round_extended',
-        message: `round ${this.number} below quorum at its deadline (${this.accepted.size}/${this.config.quorum}); waiting until ${this.deadlineAt.toISOString()}`,
+        message: `round ${this.#number} below quorum at its deadline (${this.accepted.size}/${this.config.quorum}); waiting until ${this.#deadlineAt.toISOString()}`,
       });
     });
-    if (this.phase.kind === 'open') this.arm();
+    if (this.#phase.kind === 'open') this.arm();
   }
 
   private async closeLocked(): Promise<void> {
-    if (this.phase.kind !== 'closing') return;
+    if (this.#phase.kind !== 'closing') return;
     // Read before the close: a last round's close ends the leases.
     const remote = await this.d.ranks.remote(this.taskId);
     const out = await closeRound(this.d, this);
-    await this.sum.close();
+    await this.#sum.close();
     if (!out.ok && out.stale) return this.resyncLocked();
-    if (!out.ok) return this.fail(`round ${this.number} could not be aggregated: ${out.message}`);
+    if (!out.ok) return this.fail(`round ${this.#number} could not be aggregated: ${out.message}`);
     const local = this.d.ranks.local(this.taskId);
     if (out.last) {
       const complete: ServerMessage = {
@@ -390,19 +370,19 @@ export class Round {
   /** The round closed: this becomes the next one, from the new global model. */
   private async advance(globalPath: string, digest: string): Promise<void> {
     const header = await readHeaderFile(globalPath);
-    const paused = this.phase.kind === 'closing' && this.phase.paused;
-    this.number++;
-    this.deadlineAt = new Date(this.now() + this.config.round_deadline_s * 1000);
-    this.extensions = 0;
-    this.globalPath = globalPath;
-    this.globalDigest = digest;
-    if (header.ok) this.reference = header.header;
-    this.sum = this.newSum();
+    const paused = this.#phase.kind === 'closing' && this.#phase.paused;
+    this.#number++;
+    this.#deadlineAt = new Date(this.now() + this.config.round_deadline_s * 1000);
+    this.#extensions = 0;
+    this.#globalPath = globalPath;
+    this.#globalDigest = digest;
+    if (header.ok) this.#reference = header.header;
+    this.#sum = this.newSum();
     this.accepted.clear();
     // The journal's deadline is the one just written; read it back so a restart agrees.
-    const row = await journal.findRound(this.d.db, this.taskId, this.number);
-    if (row) this.deadlineAt = dbDate(row.deadline_at);
-    if (paused) this.phase = { kind: 'paused', leftMs: this.config.round_deadline_s * 1000 };
+    const row = await journal.findRound(this.d.db, this.taskId, this.#number);
+    if (row) this.#deadlineAt = dbDate(row.deadline_at);
+    if (paused) this.#phase = { kind: 'paused', leftMs: this.config.round_deadline_s * 1000 };
     else this.arm();
     if (this.d.ownership) {
       void removeStale(this.d.paths.incoming(this.taskId), STALE_UPLOAD_MS, this.now()).catch(
@@ -416,16 +396,16 @@ export class Round {
    * with updates journaled after the sum was taken.
    */
   private async resyncLocked(): Promise<void> {
-    const row = await journal.findRound(this.d.db, this.taskId, this.number);
+    const row = await journal.findRound(this.d.db, this.taskId, this.#number);
     const owner = !this.d.ownership || (await this.d.ownership.acquire(this.taskId));
     if (!row || row.state !== 'open' || !owner) {
-      this.d.logger.warn({ taskId: this.taskId, round: this.number }, 'round closed elsewhere; run dropped');
+      this.d.logger.warn({ taskId: this.taskId, round: this.#number }, 'round closed elsewhere; run dropped');
       this.end();
       return;
     }
-    const updates = await journal.listUpdates(this.d.db, this.taskId, this.number);
+    const updates = await journal.listUpdates(this.d.db, this.taskId, this.#number);
     if (Number(row.num_updates) !== updates.length)
-      await repairCount(this.d.db, this.taskId, this.number, updates.length);
+      await repairCount(this.d.db, this.taskId, this.#number, updates.length);
     // The sum was used up by the failed close: the next close reads the journal's files.
     this.reopen();
     for (const u of updates) if (!this.accepted.has(Number(u.rank))) this.add(updateOf(u));
@@ -433,7 +413,7 @@ export class Round {
   }
 
   private async fail(why: string): Promise<void> {
-    this.d.logger.warn({ taskId: this.taskId, round: this.number }, why);
+    this.d.logger.warn({ taskId: this.taskId, round: this.#number }, why);
     this.end();
     await failTask(this.d, this.taskId, why);
   }
