@@ -1,4 +1,3 @@
-import type { Kysely } from 'kysely';
 import { AuthFailures } from './auth/auth-failures.js';
 import { clientAddressOf } from './http/trust-proxy.js';
 import type { TokenService } from './auth/token-service.js';
@@ -17,8 +16,8 @@ import { createMetrics, type FarmMetrics } from './observability/metrics.js';
 import { MonitoringService } from './observability/monitoring.js';
 import { Dispatcher } from './scheduling/dispatcher.js';
 import { findClient } from './storage/client-repo.js';
-import type { Database } from './storage/schema.js';
-import { countTasksByStatus } from './storage/task-repo.js';
+import type { Executor } from './storage/executor.js';
+import { countTasksByStatus, listPendingIds } from './storage/task-repo.js';
 import type { Clock } from './storage/values.js';
 import { WriteQueue } from './storage/write-queue.js';
 import { LeaseService } from './tasks/lease-service.js';
@@ -54,7 +53,7 @@ export interface Farm {
 
 export function createFarm(d: {
   config: Config;
-  db: Kysely<Database>;
+  db: Executor;
   bus: Bus;
   tokens: TokenService;
   clock: Clock;
@@ -237,13 +236,6 @@ export function createFarm(d: {
 /** How often pending tasks are looked for in the database, in case a wake-up was lost, ms. */
 const PENDING_SWEEP_MS = 5_000;
 
-async function sweepPending(db: Kysely<Database>, dispatcher: Dispatcher): Promise<void> {
-  const rows = await db
-    .selectFrom('tasks')
-    .select('id')
-    .where('status', '=', 'pending')
-    .orderBy('id')
-    .limit(1000)
-    .execute();
-  for (const r of rows) if (!dispatcher.has(r.id)) await dispatcher.refresh(r.id);
+async function sweepPending(db: Executor, dispatcher: Dispatcher): Promise<void> {
+  for (const id of await listPendingIds(db, 1000)) if (!dispatcher.has(id)) await dispatcher.refresh(id);
 }

@@ -1,6 +1,4 @@
-import type { Kysely } from 'kysely';
 import { touchClients, type ClientTouch } from '../storage/client-repo.js';
-import type { Database } from '../storage/schema.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import type { ClientRegistry } from './registry.js';
@@ -71,7 +69,7 @@ export class HeartbeatWriter {
     this.since = now;
     if (touches.length === 0) return;
     try {
-      await this.d.writes.run((trx) => touchClients(trx as unknown as Kysely<Database>, touches));
+      await this.d.writes.run((trx) => touchClients(trx, touches));
     } catch (err) {
       // Not written: the next pass takes them again.
       this.since = Math.min(this.since, since);

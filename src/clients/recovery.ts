@@ -1,8 +1,7 @@
-import type { Kysely } from 'kysely';
 import type { SystemInfo } from '../api/protocol.js';
 import { listLiveAssignments, type AssignmentRow } from '../storage/assignment-repo.js';
-import type { ClientRow } from '../storage/client-repo.js';
-import type { Database } from '../storage/schema.js';
+import { listAllClients, markAllDisconnected, type ClientRow } from '../storage/client-repo.js';
+import type { Executor } from '../storage/executor.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import { capacityFromSystemInfo, type ClientRegistry, type FarmClient, type Lease } from './registry.js';
 
@@ -16,18 +15,14 @@ import { capacityFromSystemInfo, type ClientRegistry, type FarmClient, type Leas
  * several instances (src/cluster) an instance takes over only those of dead instances.
  */
 export async function recoverRegistry(
-  db: Kysely<Database>,
+  db: Executor,
   registry: ClientRegistry,
   clock: Clock,
   maxTasks: number,
 ): Promise<number> {
   const now = clock.now();
   // No socket survives a restart: nobody is connected until they reconnect.
-  await db
-    .updateTable('clients')
-    .set({ connected: 0, status: 'inactive', last_seen: toDbTime(now) })
-    .where('connected', '=', 1)
-    .execute();
+  await markAllDisconnected(db, toDbTime(now));
   const rows = await rememberHardware(db, registry);
   const byId = new Map(rows.map((r) => [r.id, r]));
   const live = await listLiveAssignments(db);
@@ -36,8 +31,8 @@ export async function recoverRegistry(
 }
 
 /** Reads every client's hardware into the registry (for "no known client can run this"). */
-export async function rememberHardware(db: Kysely<Database>, registry: ClientRegistry): Promise<ClientRow[]> {
-  const rows = await db.selectFrom('clients').selectAll().execute();
+export async function rememberHardware(db: Executor, registry: ClientRegistry): Promise<ClientRow[]> {
+  const rows = await listAllClients(db);
   for (const r of rows) {
     const h = hardwareOf(r);
     if (h) registry.remember(r.id, h);

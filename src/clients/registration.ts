@@ -104,7 +104,7 @@ export class Registration {
     };
     await this.d.writes
       .run((trx) =>
-        upsertClient(trx as unknown as Kysely<Database>, {
+        upsertClient(trx, {
           id,
           cpu_info: JSON.stringify(msg.cpu),
           ram_info: JSON.stringify(msg.ram),
@@ -164,7 +164,7 @@ export class Registration {
     }
     const now = this.d.clock.now();
     await this.d.writes.run((trx) =>
-      updateClient(trx as unknown as Kysely<Database>, client.id, {
+      updateClient(trx, client.id, {
         connected: 0,
         status: 'inactive',
         last_seen: toDbTime(now),

@@ -4,11 +4,11 @@
  * client with live leases, none) is an orphan that a live instance may take over, each with one
  * conditional UPDATE so that two instances never both win.
  */
-import type { Kysely, Transaction } from 'kysely';
+import type { Executor } from '../storage/executor.js';
 import { LIVE_ASSIGNMENT, type AssignmentRow } from '../storage/assignment-repo.js';
-import type { AssignmentStatus, Database } from '../storage/schema.js';
+import type { AssignmentStatus } from '../storage/schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 const LIVE = LIVE_ASSIGNMENT as AssignmentStatus[];
 
 export async function registerInstance(

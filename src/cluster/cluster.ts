@@ -11,7 +11,7 @@
  * held it before lets it go. Messages for sockets held elsewhere travel on the bus.
  */
 import { hostname } from 'node:os';
-import type { Kysely, Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import { CLOSE_CODES } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import { holdLease } from '../clients/recovery.js';
@@ -19,6 +19,7 @@ import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
 import { findClient } from '../storage/client-repo.js';
+import type { Executor } from '../storage/executor.js';
 import type { Database } from '../storage/schema.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 import type { LeaseService } from '../tasks/lease-service.js';
@@ -255,7 +256,7 @@ export class Cluster implements TrainingOwnership {
     return true;
   }
 
-  async holds(db: Kysely<Database> | Transaction<Database>, taskId: number): Promise<boolean> {
+  async holds(db: Executor, taskId: number): Promise<boolean> {
     return (await repo.ownerOf(db, taskId)) === this.id;
   }
 

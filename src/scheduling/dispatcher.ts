@@ -1,15 +1,20 @@
-import type { Kysely } from 'kysely';
 import type { TaskData, TrainingData } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { FarmMetrics } from '../observability/metrics.js';
-import { chunks } from '../storage/bulk.js';
-import type { Database } from '../storage/schema.js';
-import { findTask, findTasks, type TaskRow } from '../storage/task-repo.js';
+import type { Executor } from '../storage/executor.js';
+import {
+  findTask,
+  findTasks,
+  listPendingTasks,
+  setUnschedulableReason,
+  type TaskRow,
+} from '../storage/task-repo.js';
 import { parseJson, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
-import { claimRanks, claimTasks } from './claim.js';
+import { claimRanks } from '../tasks/lifecycle.js';
+import { claimTasks } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
 import {
   placeTasks,
@@ -69,7 +74,7 @@ export class Dispatcher {
 
   constructor(
     private readonly deps: {
-      db: Kysely<Database>;
+      db: Executor;
       writes: WriteQueue;
       registry: ClientRegistry;
       bus: Bus;
@@ -88,7 +93,7 @@ export class Dispatcher {
 
   /** Loads every pending task (at start). */
   async loadPending(): Promise<void> {
-    const rows = await this.deps.db.selectFrom('tasks').selectAll().where('status', '=', 'pending').execute();
+    const rows = await listPendingTasks(this.deps.db);
     for (const r of rows) this.enqueueRow(r);
     this.schedule();
   }
@@ -235,15 +240,7 @@ export class Dispatcher {
     if (changes.size === 0 || this.closed) return;
     try {
       await this.deps.writes.run(async (trx) => {
-        for (const [reason, ids] of changes) {
-          for (const part of chunks(ids)) {
-            await trx
-              .updateTable('tasks')
-              .set({ unschedulable_reason: reason })
-              .where('id', 'in', part)
-              .execute();
-          }
-        }
+        for (const [reason, ids] of changes) await setUnschedulableReason(trx, ids, reason);
       });
     } catch (err) {
       // A note is advice: losing one (at shutdown, in an outage) only delays it to the next review.

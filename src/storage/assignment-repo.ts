@@ -1,9 +1,10 @@
-import type { Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { Selectable, Updateable } from 'kysely';
+import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
-import type { AssignmentStatus, Database, TaskAssignmentsTable } from './schema.js';
+import type { AssignmentStatus, TaskAssignmentsTable } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type AssignmentRow = Selectable<TaskAssignmentsTable>;
 
 /** Statuses in which an assignment is a live lease. */
@@ -105,6 +106,29 @@ export async function listAssignments(db: Db, taskId: number): Promise<Assignmen
     .orderBy('rank', 'asc')
     .orderBy('attempt', 'asc')
     .execute();
+}
+
+/** How many live assignments (leases) a task has. */
+export async function countLiveAssignments(db: Db, taskId: number): Promise<number> {
+  const r = await db
+    .selectFrom('task_assignments')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('task_id', '=', taskId)
+    .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .executeTakeFirstOrThrow();
+  return Number(r.n);
+}
+
+/** Whether a client authenticated with `tokenId` ever held an assignment of the task. */
+export async function everAssignedToToken(db: Db, taskId: number, tokenId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('task_assignments')
+    .innerJoin('clients', 'clients.id', 'task_assignments.client_id')
+    .select('task_assignments.id')
+    .where('task_assignments.task_id', '=', taskId)
+    .where('clients.token_id', '=', tokenId)
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function listLiveAssignments(db: Db): Promise<AssignmentRow[]> {

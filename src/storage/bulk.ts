@@ -1,8 +1,9 @@
-import { CompiledQuery, MysqlAdapter, sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledQuery, MysqlAdapter, sql, type RawBuilder } from 'kysely';
+import type { Executor } from './executor.js';
 import type { DialectAdapter } from 'kysely';
 import type { Database } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 
 /** Rows per multi-row statement: well under SQLite's 32,766 parameters and MySQL's packet size. */
 export const ROWS_PER_STATEMENT = 500;

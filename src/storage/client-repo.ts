@@ -1,5 +1,6 @@
-import { sql, type Insertable, type Kysely, type Selectable, type Updateable } from 'kysely';
-import type { ClientsTable, Database } from './schema.js';
+import { sql, type Insertable, type Selectable, type Updateable } from 'kysely';
+import type { Executor } from './executor.js';
+import type { ClientsTable } from './schema.js';
 
 export type ClientRow = Selectable<ClientsTable>;
 
@@ -10,12 +11,12 @@ export interface ClientFilter {
   offset: number;
 }
 
-export async function findClient(db: Kysely<Database>, id: string): Promise<ClientRow | undefined> {
+export async function findClient(db: Executor, id: string): Promise<ClientRow | undefined> {
   return db.selectFrom('clients').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 export async function listClients(
-  db: Kysely<Database>,
+  db: Executor,
   f: ClientFilter,
 ): Promise<{ rows: ClientRow[]; total: number }> {
   let q = db.selectFrom('clients');
@@ -30,7 +31,7 @@ export async function listClients(
 
 /** Inserts or replaces what a client reports about itself at registration. */
 export async function upsertClient(
-  db: Kysely<Database>,
+  db: Executor,
   row: Insertable<ClientsTable> & { id: string },
 ): Promise<void> {
   const existing = await findClient(db, row.id);
@@ -42,8 +43,21 @@ export async function upsertClient(
   }
 }
 
+export async function listAllClients(db: Executor): Promise<ClientRow[]> {
+  return db.selectFrom('clients').selectAll().execute();
+}
+
+/** After a restart no socket survives: every client still marked connected is not. */
+export async function markAllDisconnected(db: Executor, at: string): Promise<void> {
+  await db
+    .updateTable('clients')
+    .set({ connected: 0, status: 'inactive', last_seen: at })
+    .where('connected', '=', 1)
+    .execute();
+}
+
 export async function updateClient(
-  db: Kysely<Database>,
+  db: Executor,
   id: string,
   changes: Updateable<ClientsTable>,
 ): Promise<boolean> {
@@ -68,7 +82,7 @@ const TOUCH_CHUNK = 256;
  * Chunks are padded to a power of two by repeating their last client, so a handful of
  * statement shapes serve every count.
  */
-export async function touchClients(db: Kysely<Database>, touches: readonly ClientTouch[]): Promise<void> {
+export async function touchClients(db: Executor, touches: readonly ClientTouch[]): Promise<void> {
   for (let i = 0; i < touches.length; i += TOUCH_CHUNK) {
     const chunk = touches.slice(i, i + TOUCH_CHUNK);
     const last = chunk[chunk.length - 1] as ClientTouch;

@@ -1,7 +1,8 @@
-import type { Kysely, Selectable, Transaction } from 'kysely';
-import type { CodeBundlesTable, Database, ModelVersionsTable, TaskStatus } from './schema.js';
+import type { Selectable } from 'kysely';
+import type { Executor } from './executor.js';
+import type { CodeBundlesTable, ModelVersionsTable, TaskStatus } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type CodeBundleRow = Selectable<CodeBundlesTable>;
 export type ModelVersionRow = Selectable<ModelVersionsTable>;
 

@@ -5,27 +5,14 @@
  * winning. The statuses each transition may start from come from the task state machine
  * (src/tasks/lifecycle.ts decides and calls these; nothing else changes a status).
  */
-import { sql, type UpdateObject } from 'kysely';
+import { sql } from 'kysely';
+import { updateAssignmentIf } from './assignment-repo.js';
 import { perRow } from './bulk.js';
 import type { Executor } from './executor.js';
-import type { AssignmentStatus, Database, TaskStatus } from './schema.js';
+import type { AssignmentStatus, TaskStatus } from './schema.js';
+import { updateTaskIf } from './task-repo.js';
 
-type TaskChanges = UpdateObject<Database, 'tasks'>;
-
-async function moveTask(
-  db: Executor,
-  id: number,
-  from: readonly TaskStatus[],
-  changes: TaskChanges,
-): Promise<boolean> {
-  const res = await db
-    .updateTable('tasks')
-    .set(changes)
-    .where('id', '=', id)
-    .where('status', 'in', from as TaskStatus[])
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
-}
+const moveTask = updateTaskIf;
 
 /** What the lifecycle reads of a task before deciding its fate. */
 export interface TaskFate {
@@ -248,14 +235,52 @@ export async function finishTraining(
   });
 }
 
-/** A status a user set (cancel, pause, resume, retry), with what that status resets. */
-export function setTaskStatusByUser(
+/** cancel: the task ends `cancelled` (its clients are told to stop by the caller). */
+export function cancelTask(
   db: Executor,
   id: number,
-  from: TaskStatus,
-  changes: TaskChanges,
+  from: readonly TaskStatus[],
+  at: string,
 ): Promise<boolean> {
-  return moveTask(db, id, [from], changes);
+  return moveTask(db, id, from, { status: 'cancelled', updated_at: at, finished_at: at });
+}
+
+/** pause: the task and its clients' work wait (the clients are told by the caller). */
+export function pauseTask(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  at: string,
+): Promise<boolean> {
+  return moveTask(db, id, from, { status: 'paused', updated_at: at });
+}
+
+/** resume: a paused task whose clients still hold its work runs again. */
+export function resumeTask(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  at: string,
+): Promise<boolean> {
+  return moveTask(db, id, from, { status: 'running', updated_at: at });
+}
+
+/**
+ * requeue: the task goes back to the queue; one that had ended (`fresh`) starts over, with
+ * its attempts, progress, client and result cleared.
+ */
+export function requeueTask(
+  db: Executor,
+  id: number,
+  from: readonly TaskStatus[],
+  at: string,
+  fresh: boolean,
+): Promise<boolean> {
+  return moveTask(db, id, from, {
+    status: 'pending',
+    updated_at: at,
+    ...(fresh ? { attempts: 0, progress: 0, client_id: null, finished_at: null, result: null } : {}),
+  });
 }
 
 /** The end of one assignment (a lease): only while it is in one of `from`, so it ends once. */
@@ -320,17 +345,4 @@ export async function completeTaskAssignments(
 }
 
 /** A status change of a live assignment (first progress, pause, resume, stop). */
-export async function setAssignment(
-  db: Executor,
-  id: number,
-  from: readonly AssignmentStatus[],
-  changes: UpdateObject<Database, 'task_assignments'>,
-): Promise<boolean> {
-  const res = await db
-    .updateTable('task_assignments')
-    .set(changes)
-    .where('id', '=', id)
-    .where('status', 'in', from as AssignmentStatus[])
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
-}
+export const setAssignment = updateAssignmentIf;

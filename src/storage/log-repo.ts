@@ -1,8 +1,7 @@
-import type { Kysely, Transaction } from 'kysely';
-import type { Database } from './schema.js';
+import type { Executor } from './executor.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 
 /** Output lines kept per task; older ones are dropped. */
 export const LOG_LINES_KEPT = 2000;

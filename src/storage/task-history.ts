@@ -1,7 +1,8 @@
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import type { Selectable } from 'kysely';
+import type { Executor } from './executor.js';
 import type { Database } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 
 /** Per-task append-only tables, bounded to their newest rows: metric samples and output lines. */
 export type HistoryTable = 'task_metrics' | 'task_logs';

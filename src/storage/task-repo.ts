@@ -1,8 +1,9 @@
-import type { Kysely, Selectable, Transaction, UpdateObject } from 'kysely';
+import type { Selectable, UpdateObject } from 'kysely';
+import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type TaskRow = Selectable<TasksTable>;
 
 export interface NewTaskRow {
@@ -152,6 +153,55 @@ export async function updateTaskIf(
     .where('status', 'in', from as TaskStatus[])
     .executeTakeFirst();
   return Number(res.numUpdatedRows) > 0;
+}
+
+/** A running or paused task's progress and latest metrics (no status change). */
+export async function recordTaskProgress(
+  db: Db,
+  id: number,
+  progress: number,
+  metrics: unknown,
+  at: string,
+): Promise<void> {
+  await db
+    .updateTable('tasks')
+    .set({ progress, metrics: JSON.stringify(metrics), updated_at: at })
+    .where('id', '=', id)
+    .where('status', 'in', ['running', 'paused'])
+    .execute();
+}
+
+/** Every pending task (the dispatcher's queue at start). */
+export async function listPendingTasks(db: Db): Promise<TaskRow[]> {
+  return db.selectFrom('tasks').selectAll().where('status', '=', 'pending').execute();
+}
+
+/** The ids of the oldest `limit` pending tasks. */
+export async function listPendingIds(db: Db, limit: number): Promise<number[]> {
+  const rows = await db
+    .selectFrom('tasks')
+    .select('id')
+    .where('status', '=', 'pending')
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/** Notes why tasks cannot be placed (null: they can), one statement per ROWS_PER_STATEMENT tasks. */
+export async function setUnschedulableReason(
+  db: Db,
+  ids: readonly number[],
+  reason: string | null,
+): Promise<void> {
+  for (const part of chunks(ids)) {
+    await db.updateTable('tasks').set({ unschedulable_reason: reason }).where('id', 'in', part).execute();
+  }
+}
+
+/** Replaces a task's config (a training rewound to a checkpoint gets more rounds). */
+export async function setTaskConfig(db: Db, id: number, config: string, at: string): Promise<void> {
+  await db.updateTable('tasks').set({ config, updated_at: at }).where('id', '=', id).execute();
 }
 
 export async function deleteTask(db: Db, id: number): Promise<boolean> {

@@ -1,7 +1,9 @@
-import { sql, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely';
-import type { Database, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
+import { sql, type Selectable, type Updateable } from 'kysely';
+import type { Executor } from './executor.js';
+import { LIVE_ASSIGNMENT } from './assignment-repo.js';
+import type { AssignmentStatus, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type RoundRow = Selectable<TrainingRoundsTable>;
 export type UpdateRow = Selectable<RoundUpdatesTable>;
 
@@ -103,6 +105,11 @@ export async function insertUpdate(
   await db.insertInto('round_updates').values(u).execute();
 }
 
+/** Forgets a round's journal (its files are gone). */
+export async function deleteUpdates(db: Db, taskId: number, round: number): Promise<void> {
+  await db.deleteFrom('round_updates').where('task_id', '=', taskId).where('round', '=', round).execute();
+}
+
 export async function listUpdates(db: Db, taskId: number, round: number): Promise<UpdateRow[]> {
   return db
     .selectFrom('round_updates')
@@ -166,4 +173,51 @@ export async function recordRoundOnTask(
     .where('id', '=', r.taskId)
     .where('status', 'in', ['running', 'paused'])
     .execute();
+}
+
+/**
+ * Journals an accepted update only while its round is open, counting it in the round's row.
+ * False when the round is no longer open (closed meanwhile, perhaps by another instance).
+ */
+export async function journalUpdate(
+  trx: Db,
+  u: Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null },
+): Promise<boolean> {
+  // The row lock taken here orders this insert against a concurrent close of the round.
+  const res = await trx
+    .updateTable('training_rounds')
+    .set({ num_updates: sql<number>`num_updates + 1` })
+    .where('task_id', '=', u.task_id)
+    .where('round', '=', u.round)
+    .where('state', '=', 'open')
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) === 0) return false;
+  await insertUpdate(trx, u);
+  return true;
+}
+
+/** Makes an open round's counter agree with its journal (rounds opened before migration 006). */
+export async function repairCount(db: Db, taskId: number, round: number, count: number): Promise<void> {
+  await db
+    .updateTable('training_rounds')
+    .set({ num_updates: count })
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .where('state', '=', 'open')
+    .where('num_updates', '<>', count)
+    .execute();
+}
+
+/** The live leases on a task's ranks, wherever their clients are connected. */
+export async function liveRanks(
+  db: Db,
+  taskId: number,
+): Promise<{ client_id: string; rank: number; attempt: number }[]> {
+  const rows = await db
+    .selectFrom('task_assignments')
+    .select(['client_id', 'rank', 'attempt'])
+    .where('task_id', '=', taskId)
+    .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
+    .execute();
+  return rows.map((r) => ({ client_id: r.client_id, rank: Number(r.rank), attempt: Number(r.attempt) }));
 }

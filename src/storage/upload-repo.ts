@@ -1,8 +1,9 @@
 /** Resumable uploads of round updates (migration 011): see training/coordinator/resumable.ts. */
-import type { Insertable, Kysely, Selectable, Transaction } from 'kysely';
-import type { Database, UpdateUploadsTable } from './schema.js';
+import type { Insertable, Selectable } from 'kysely';
+import type { Executor } from './executor.js';
+import type { UpdateUploadsTable } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+type Db = Executor;
 export type UploadRow = Selectable<UpdateUploadsTable>;
 
 /** Numbers as numbers (MySQL answers BIGINT as strings) and the digests as a Buffer. */

@@ -1,9 +1,8 @@
-import type { Kysely, Transaction } from 'kysely';
+import type { Executor } from './executor.js';
 import type { Logger } from '../observability/logger.js';
-import type { Database } from './schema.js';
 import { insertTaskEvents, type NewTaskEvent } from './task-repo.js';
 
-type Op<T> = (trx: Transaction<Database>) => Promise<T>;
+type Op<T> = (trx: Executor) => Promise<T>;
 
 /**
  * A kind of write whose operations are done together: every item of that kind queued for
@@ -15,7 +14,7 @@ type Op<T> = (trx: Transaction<Database>) => Promise<T>;
  */
 export interface BatchWrite<I, O> {
   readonly name: string;
-  run(trx: Transaction<Database>, items: readonly I[], commit: GroupCommit): Promise<O[]>;
+  run(trx: Executor, items: readonly I[], commit: GroupCommit): Promise<O[]>;
 }
 
 /** What the batches of one group commit share: their task events, written in one INSERT at its end. */
@@ -65,7 +64,7 @@ export class WriteQueue {
   private closed = false;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly db: Executor,
     private readonly logger: Logger,
     /** Most operations in one transaction. */
     private readonly maxBatch = 500,
@@ -130,7 +129,7 @@ export class WriteQueue {
         else this.logger.warn({ err, size: batch.length }, 'group commit failed; retrying one by one');
         for (const p of batch) {
           try {
-            const alone = async (trx: Transaction<Database>) => {
+            const alone = async (trx: Executor) => {
               const commit: GroupCommit = { events: [] };
               const [out] = await runGroup(trx, [p], commit);
               await insertTaskEvents(trx, commit.events);
@@ -165,7 +164,7 @@ function groupByKind(batch: Pending[]): Pending[][] {
   return groups;
 }
 
-async function runGroup(trx: Transaction<Database>, g: Pending[], commit: GroupCommit): Promise<unknown[]> {
+async function runGroup(trx: Executor, g: Pending[], commit: GroupCommit): Promise<unknown[]> {
   const first = g[0] as Pending;
   if (!first.kind) return [await (first.op as Op<unknown>)(trx)];
   const out = await first.kind.run(

@@ -8,11 +8,11 @@ import type { Logger } from '../observability/logger.js';
 import type { Dispatcher, TrainingHook } from '../scheduling/dispatcher.js';
 import * as assignments from '../storage/assignment-repo.js';
 import type { Database } from '../storage/schema.js';
-import { findTask } from '../storage/task-repo.js';
+import { findTask, recordTaskProgress } from '../storage/task-repo.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { finishLeases } from './finish.js';
-import type { EndInfo, Outcome } from './lifecycle.js';
+import { controlAssignment, recordProgress, type EndInfo, type Outcome } from './lifecycle.js';
 
 /** Progress reaches the database at most this often per lease (latest value wins). */
 const PROGRESS_WRITE_MS = 1000;
@@ -100,19 +100,10 @@ export class LeaseService {
     if (prune) this.samplesSincePrune = 0;
     const { taskId, assignmentId, progress, metrics } = lease;
     await this.deps.writes.run(async (trx) => {
-      await assignments.updateAssignmentIf(trx, assignmentId, ['assigned', 'training'], {
-        status: 'training',
-        progress,
-        updated_at: toDbTime(now),
-      });
+      await recordProgress(trx, assignmentId, progress, now);
       // A multi-rank task shows the mean progress of its ranks; rank 0 writes it.
       if (lease.rank === 0) {
-        await trx
-          .updateTable('tasks')
-          .set({ progress, metrics: JSON.stringify(metrics ?? {}), updated_at: toDbTime(now) })
-          .where('id', '=', taskId)
-          .where('status', 'in', ['running', 'paused'])
-          .execute();
+        await recordTaskProgress(trx, taskId, progress, metrics ?? {}, toDbTime(now));
       }
       if (sample) {
         await assignments.insertMetricSample(trx, {
@@ -232,7 +223,7 @@ export class LeaseService {
 
   /** Carries a pause, resume or stop to the clients of a task that this instance holds. */
   async control(taskId: number, action: 'pause' | 'resume' | 'stop'): Promise<void> {
-    const now = toDbTime(this.deps.clock.now());
+    const now = this.deps.clock.now();
     for (const lease of this.deps.registry.leasesOf(taskId)) {
       const client = this.deps.registry.get(lease.clientId);
       if (action === 'stop') {
@@ -241,13 +232,7 @@ export class LeaseService {
         if (client?.original) (client.stoppedRunning ??= new Set()).add(taskId);
       } else lease.status = action === 'pause' ? 'paused' : 'training';
       if (lease.assignmentId) {
-        await this.deps.writes.run((trx) =>
-          assignments.updateAssignmentIf(trx, lease.assignmentId, assignments.LIVE_ASSIGNMENT, {
-            status: action === 'stop' ? 'cancelled' : action === 'pause' ? 'paused' : 'training',
-            updated_at: now,
-            finished_at: action === 'stop' ? now : null,
-          }),
-        );
+        await this.deps.writes.run((trx) => controlAssignment(trx, lease.assignmentId, action, now));
       }
       client?.send?.({ type: action, task_id: taskId });
     }

@@ -7,7 +7,10 @@ import type { TaskFate } from '../storage/lifecycle-repo.js';
 import { findTask, insertTask, listTaskEvents, updateTaskIf } from '../storage/task-repo.js';
 import { parseJson } from '../storage/values.js';
 import {
+  changeByUser,
+  claimRanks,
   completeLeases,
+  controlAssignment,
   decideAfterFailure,
   endLease,
   failTask,
@@ -208,5 +211,50 @@ describe.each(DIALECTS)('transitions on %s', (dialect) => {
     expect(row).toMatchObject({ status: 'completed', progress: 100, checkpoint_path: '/ckpt/3' });
     expect(parseJson(row?.result)).toEqual({ rounds: 3 });
     expect((await listAssignments(h.db, taskId)).map((a) => a.status)).toEqual(['completed', 'completed']);
+  });
+
+  it('re-places a rank with its own next attempt, only while the task runs', async () => {
+    const { taskId, leases } = await running(2);
+    await endLease(h.db, leases[1] as Lease, 'lost', { error_log: null }, NOW);
+    const claimed = await claimRanks(h.db, taskId, [{ rank: 1, clientId: 'c9' }], NOW);
+    expect(claimed?.attempts).toEqual([2]);
+    expect(Number((await findTask(h.db, taskId))?.attempts)).toBe(2);
+    const rank1 = (await listAssignments(h.db, taskId)).filter((a) => a.rank === 1);
+    expect(rank1.map((a) => [a.client_id, Number(a.attempt), a.status])).toEqual([
+      ['c1', 1, 'lost'],
+      ['c9', 2, 'assigned'],
+    ]);
+    await updateTaskIf(h.db, taskId, ['running'], { status: 'paused' });
+    expect(await claimRanks(h.db, taskId, [{ rank: 1, clientId: 'c8' }], NOW)).toBeNull();
+  });
+
+  it("makes a user's change only from the status it was read in; a retry starts the task over", async () => {
+    const { taskId, leases } = await running();
+    const change = { taskId, by: 'alice', now: NOW };
+    expect(
+      await changeByUser(h.db, { ...change, from: 'paused', to: 'cancelled', requested: 'cancelled' }),
+    ).toBe(false);
+    expect(
+      await changeByUser(h.db, { ...change, from: 'running', to: 'cancelled', requested: 'cancelled' }),
+    ).toBe(true);
+    expect((await findTask(h.db, taskId))?.finished_at).not.toBeNull();
+    expect(await controlAssignment(h.db, (leases[0] as Lease).assignmentId, 'stop', NOW)).toBe(true);
+    expect(await controlAssignment(h.db, (leases[0] as Lease).assignmentId, 'pause', NOW)).toBe(false);
+    expect(
+      await changeByUser(h.db, { ...change, from: 'cancelled', to: 'pending', requested: 'pending' }),
+    ).toBe(true);
+    expect(await findTask(h.db, taskId)).toMatchObject({
+      status: 'pending',
+      finished_at: null,
+      client_id: null,
+    });
+    expect(Number((await findTask(h.db, taskId))?.attempts)).toBe(0);
+    expect((await listTaskEvents(h.db, taskId, 1))[0]).toMatchObject({
+      kind: 'pending',
+      message: 'cancelled -> pending by alice',
+    });
+    await expect(
+      changeByUser(h.db, { ...change, from: 'pending', to: 'completed', requested: 'completed' }),
+    ).rejects.toThrow(/may not/);
   });
 });

@@ -11,12 +11,12 @@
  */
 import type { Lease } from '../clients/registry.js';
 import type { Executor } from '../storage/executor.js';
-import { LIVE_ASSIGNMENT } from '../storage/assignment-repo.js';
+import { insertAssignment, insertAssignments, LIVE_ASSIGNMENT } from '../storage/assignment-repo.js';
 import * as store from '../storage/lifecycle-repo.js';
 import type { AssignmentStatus, TaskStatus } from '../storage/schema.js';
 import { insertTaskEvent, type NewTaskEvent } from '../storage/task-repo.js';
 import { toDbTime } from '../storage/values.js';
-import { systemMayChange } from './task-state.js';
+import { systemMayChange, userMayChange } from './task-state.js';
 
 /** How a lease ended. */
 export type Outcome = 'completed' | 'failed' | 'error' | 'lost';
@@ -59,11 +59,107 @@ const FAIL_FROM = systemFrom(LIVE, 'failed');
 const ERROR_FROM = systemFrom(LIVE, 'error');
 /** Re-placing a rank changes no status: the task only has to be live still. */
 const REPLACE_RANK_FROM = LIVE;
+const CLAIM_FROM = systemFrom(['pending'], 'running');
 /**
  * A training's last round completes the task, or, when its ranks' results completed it first,
  * writes the training's result over theirs (completed stays completed).
  */
 const FINISH_TRAINING_FROM: readonly TaskStatus[] = [...COMPLETE_FROM, 'completed'];
+
+/** A client given one rank of a task. */
+export interface RankPlacement {
+  rank: number;
+  clientId: string;
+}
+
+/** A pending task placed on its clients (one placement per rank). */
+export interface Claim {
+  taskId: number;
+  placements: readonly RankPlacement[];
+  /** The task's `attempts` when it was read; the claim makes it attempts + 1. */
+  attempts: number;
+  now: Date;
+}
+
+/** The attempt and assignment id of each placement of a claim. */
+export interface Claimed {
+  attempts: number[];
+  ids: number[];
+}
+
+/**
+ * claim: pending tasks start running on their clients, with one assignment per placement.
+ * One conditional statement for all: a task changes only while pending with the attempts the
+ * dispatcher read, so two claimers cannot both win. Null, and nothing written beyond that
+ * statement, when not every task changed (the caller rolls back and claims one by one).
+ */
+export async function claimTasks(db: Executor, claims: readonly Claim[]): Promise<Claimed[] | null> {
+  const at = toDbTime((claims[0] as Claim).now);
+  const changed = await store.claimTasks(
+    db,
+    claims.map((c) => ({
+      taskId: c.taskId,
+      clientId: c.placements[0]?.clientId ?? null,
+      attempts: c.attempts,
+    })),
+    CLAIM_FROM,
+    at,
+  );
+  if (changed !== claims.length) return null;
+  const ids = await insertAssignments(
+    db,
+    claims.flatMap((c) =>
+      c.placements.map((p) => ({
+        task_id: c.taskId,
+        client_id: p.clientId,
+        rank: p.rank,
+        attempt: c.attempts + 1,
+        at: toDbTime(c.now),
+      })),
+    ),
+  );
+  let k = 0;
+  return claims.map((c) => ({
+    attempts: c.placements.map(() => c.attempts + 1),
+    ids: c.placements.map(() => ids[k++] as number),
+  }));
+}
+
+/**
+ * re-place ranks: ranks of a running task start on new clients, each with its next attempt
+ * (attempts count per rank). Null when the task no longer runs.
+ */
+export async function claimRanks(
+  db: Executor,
+  taskId: number,
+  ps: readonly RankPlacement[],
+  now: Date,
+): Promise<Claimed | null> {
+  if ((await store.taskStatus(db, taskId)) !== 'running') return null;
+  const attempts: number[] = [];
+  const ids: number[] = [];
+  for (const p of ps) {
+    const attempt = await store.nextRankAttempt(db, taskId, p.rank);
+    attempts.push(attempt);
+    ids.push(
+      await insertAssignment(db, {
+        task_id: taskId,
+        client_id: p.clientId,
+        rank: p.rank,
+        attempt,
+        at: toDbTime(now),
+      }),
+    );
+  }
+  await store.countRankAttempts(db, taskId, ps.length, toDbTime(now));
+  await insertTaskEvent(db, {
+    task_id: taskId,
+    at: toDbTime(now, true),
+    kind: 'rank_assigned',
+    message: ps.map((p, i) => `rank ${p.rank} attempt ${attempts[i]} assigned to ${p.clientId}`).join('; '),
+  });
+  return { attempts, ids };
+}
 
 /** The `result` of a completed task: the reported result with its metrics. */
 export function resultOf(info: EndInfo): string {
@@ -286,4 +382,76 @@ export async function finishTraining(db: Executor, end: TrainingEnd, now: Date):
     FINISH_TRAINING_FROM,
   );
   await store.completeTaskAssignments(db, end.taskId, LIVE_ASSIGNMENT, at);
+}
+
+/** A status change a user asked for, as the state machine resolved it. */
+export interface UserChange {
+  taskId: number;
+  /** The status the task was read in: the change is made only if it still is. */
+  from: TaskStatus;
+  /** What the task becomes (resolveUserTarget of what was asked). */
+  to: TaskStatus;
+  /** What the user asked for. */
+  requested: TaskStatus;
+  by: string;
+  now: Date;
+}
+
+/**
+ * cancel, pause, resume or retry, as a user asked: made only while the task is still in the
+ * status it was read in (false otherwise), with its event.
+ */
+export async function changeByUser(db: Executor, c: UserChange): Promise<boolean> {
+  if (!userMayChange(c.from, c.to)) throw new Error(`a user may not change a task from ${c.from} to ${c.to}`);
+  const at = toDbTime(c.now);
+  const from = [c.from];
+  let changed: boolean;
+  if (c.to === 'cancelled') changed = await store.cancelTask(db, c.taskId, from, at);
+  else if (c.to === 'paused') changed = await store.pauseTask(db, c.taskId, from, at);
+  else if (c.to === 'running') changed = await store.resumeTask(db, c.taskId, from, at);
+  else {
+    const fresh = c.from === 'failed' || c.from === 'error' || c.from === 'cancelled';
+    changed = await store.requeueTask(db, c.taskId, from, at, fresh);
+  }
+  if (!changed) return false;
+  await insertTaskEvent(db, {
+    task_id: c.taskId,
+    at: toDbTime(c.now, true),
+    kind: c.to,
+    message: `${c.from} -> ${c.to} by ${c.by}`,
+    data: { from: c.from, to: c.to, requested: c.requested },
+  });
+  return true;
+}
+
+/** Assignments a client is still working on: not paused. */
+const WORKING: readonly AssignmentStatus[] = ['assigned', 'training'];
+
+/** A lease's progress: its assignment, while working on it, is training (its first progress starts it). */
+export function recordProgress(
+  db: Executor,
+  assignmentId: number,
+  progress: number,
+  now: Date,
+): Promise<boolean> {
+  return store.setAssignment(db, assignmentId, WORKING, {
+    status: 'training',
+    progress,
+    updated_at: toDbTime(now),
+  });
+}
+
+/** pause, resume or stop one live assignment, as its task was (stop: cancelled). */
+export function controlAssignment(
+  db: Executor,
+  assignmentId: number,
+  action: 'pause' | 'resume' | 'stop',
+  now: Date,
+): Promise<boolean> {
+  const at = toDbTime(now);
+  return store.setAssignment(db, assignmentId, LIVE_ASSIGNMENT, {
+    status: action === 'stop' ? 'cancelled' : action === 'pause' ? 'paused' : 'training',
+    updated_at: at,
+    finished_at: action === 'stop' ? at : null,
+  });
 }

@@ -1,4 +1,3 @@
-import type { Kysely, Transaction } from 'kysely';
 import type { BatchWrite, GroupCommit, WriteQueue } from '../storage/write-queue.js';
 import type {
   AssignmentView,
@@ -13,10 +12,11 @@ import { isAdmin, ownerOf, type Principal } from '../auth/principal.js';
 import type { Bus, TaskIntent } from '../bus/bus.js';
 import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
-import type { Database, TaskStatus } from '../storage/schema.js';
+import { inTransaction, type Executor } from '../storage/executor.js';
+import type { TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
-import { listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
+import { countLiveAssignments, listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { listRounds } from '../storage/training-repo.js';
 import { insertTaskCode } from '../storage/code-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
@@ -25,6 +25,7 @@ import {
   prepareTrainingConfig,
   type TrainingDefaults,
 } from '../training/training-config.js';
+import { changeByUser } from './lifecycle.js';
 import { LIVE_STATUSES, USER_TRANSITIONS, resolveUserTarget, userMayChange } from './task-state.js';
 
 export interface TaskPage {
@@ -86,7 +87,7 @@ const createTasks: BatchWrite<NewTask, number> = {
 };
 
 /** The tasks and their events in a transaction of their own. */
-async function createAlone(trx: Transaction<Database>, items: NewTask[]): Promise<number[]> {
+async function createAlone(trx: Executor, items: NewTask[]): Promise<number[]> {
   const commit: GroupCommit = { events: [] };
   const ids = await createTasks.run(trx, items, commit);
   await repo.insertTaskEvents(trx, commit.events);
@@ -96,7 +97,7 @@ async function createAlone(trx: Transaction<Database>, items: NewTask[]): Promis
 /** Task use cases behind the HTTP API and the CLI. */
 export class TaskService {
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly db: Executor,
     private readonly bus: Bus,
     private readonly clock: Clock,
     /** DEFAULT_EPOCHS and DEFAULT_BATCH_SIZE, filled into training configs. */
@@ -113,7 +114,7 @@ export class TaskService {
     const item = this.newTask(principal, input, await this.resolveCode(input));
     const [id] = this.writes
       ? [await this.writes.submit(createTasks, item)]
-      : await this.db.transaction().execute((trx) => createAlone(trx, [item]));
+      : await inTransaction(this.db, (trx) => createAlone(trx, [item]));
     const row = repo.newTaskRow(id as number, item.row);
     this.onCreated?.([row]);
     await this.announce(row.id);
@@ -139,9 +140,9 @@ export class TaskService {
       }
     }
     if (items.length === 0) return [];
-    const op = (trx: Transaction<Database>) => createAlone(trx, items);
+    const op = (trx: Executor) => createAlone(trx, items);
     // One operation of its own, so the batch is one transaction whatever the group commit's size.
-    const ids = this.writes ? await this.writes.run(op) : await this.db.transaction().execute(op);
+    const ids = this.writes ? await this.writes.run(op) : await inTransaction(this.db, op);
     this.onCreated?.(ids.map((id, i) => repo.newTaskRow(id, (items[i] as NewTask).row)));
     for (const id of ids) await this.announce(id);
     return ids;
@@ -231,23 +232,9 @@ export class TaskService {
     }
     const live = await this.liveAssignmentCount(id);
     const target = resolveUserTarget(from, to, live > 0);
-    const now = toDbTime(this.clock.now());
-    const changes: Parameters<typeof repo.updateTaskIf>[3] = { status: target, updated_at: now };
-    if (target === 'cancelled') changes.finished_at = now;
-    if (target === 'pending' && (from === 'failed' || from === 'error' || from === 'cancelled')) {
-      Object.assign(changes, { attempts: 0, progress: 0, client_id: null, finished_at: null, result: null });
-    }
-    const done = await this.db.transaction().execute(async (trx) => {
-      if (!(await repo.updateTaskIf(trx, id, [from], changes))) return false;
-      await repo.insertTaskEvent(trx, {
-        task_id: id,
-        at: toDbTime(this.clock.now(), true),
-        kind: target,
-        message: `${from} -> ${target} by ${principal.name}`,
-        data: { from, to: target, requested: to },
-      });
-      return true;
-    });
+    const now = this.clock.now();
+    const change = { taskId: id, from, to: target, requested: to, by: principal.name, now };
+    const done = await inTransaction(this.db, (trx) => changeByUser(trx, change));
     if (!done) {
       const now = await this.mustFind(id);
       throw conflict('status_changed', `task ${id} changed to ${now.status} meanwhile; try again`, {
@@ -360,14 +347,8 @@ export class TaskService {
     return row;
   }
 
-  private async liveAssignmentCount(taskId: number): Promise<number> {
-    const r = await this.db
-      .selectFrom('task_assignments')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('task_id', '=', taskId)
-      .where('status', 'in', ['assigned', 'training', 'paused'])
-      .executeTakeFirstOrThrow();
-    return Number(r.n);
+  private liveAssignmentCount(taskId: number): Promise<number> {
+    return countLiveAssignments(this.db, taskId);
   }
 
   present(r: repo.TaskRow): Task {

@@ -2,12 +2,12 @@
  * Reading training state for users and workers: the round journal as views, the model files,
  * and who may see them (users: their own tasks, admins: all, workers: tasks their clients hold).
  */
-import type { Kysely } from 'kysely';
 import type { Principal } from '../auth/principal.js';
 import type { ClientRegistry } from '../clients/registry.js';
 import { AppError, notFound } from '../errors.js';
-import type { Database } from '../storage/schema.js';
-import type { TaskRow } from '../storage/task-repo.js';
+import { everAssignedToToken } from '../storage/assignment-repo.js';
+import type { Executor } from '../storage/executor.js';
+import { findTask, type TaskRow } from '../storage/task-repo.js';
 import { findRound, listRounds, listUpdates, type RoundRow } from '../storage/training-repo.js';
 import { fromDbTime, parseJson } from '../storage/values.js';
 import type { TaskService } from '../tasks/task-service.js';
@@ -28,25 +28,15 @@ export function presentRound(r: RoundRow): RoundView {
 }
 
 export class TrainingService {
-  constructor(private readonly d: { db: Kysely<Database>; tasks: TaskService; registry: ClientRegistry }) {}
+  constructor(private readonly d: { db: Executor; tasks: TaskService; registry: ClientRegistry }) {}
 
   /** The task if `principal` may read its training state; 404 otherwise. */
   async visible(principal: Principal, taskId: number): Promise<TaskRow> {
     if (principal.role !== 'worker') return this.d.tasks.visible(principal, taskId);
     const { db } = this.d;
     const holds = [...this.d.registry.all()].some((c) => c.tokenId === principal.id && c.leases.has(taskId));
-    const held =
-      holds ||
-      (await db
-        .selectFrom('task_assignments')
-        .innerJoin('clients', 'clients.id', 'task_assignments.client_id')
-        .select('task_assignments.id')
-        .where('task_assignments.task_id', '=', taskId)
-        .where('clients.token_id', '=', principal.id)
-        .executeTakeFirst()) !== undefined;
-    const row = held
-      ? await db.selectFrom('tasks').selectAll().where('id', '=', taskId).executeTakeFirst()
-      : undefined;
+    const held = holds || (await everAssignedToToken(db, taskId, principal.id));
+    const row = held ? await findTask(db, taskId) : undefined;
     if (!row) throw notFound('task', taskId);
     return row;
   }

@@ -10,11 +10,16 @@
  * `rounds` grows by as many rounds as were lost, so it still trains for as many as asked.
  */
 import { access } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
 import type { Logger } from '../../observability/logger.js';
-import type { Database } from '../../storage/schema.js';
-import { insertTaskEvent } from '../../storage/task-repo.js';
-import { insertRound, type RoundRow, type UpdateRow } from '../../storage/training-repo.js';
+import type { Executor } from '../../storage/executor.js';
+import { insertTaskEvent, setTaskConfig } from '../../storage/task-repo.js';
+import {
+  deleteUpdates,
+  insertRound,
+  updateOpenRound,
+  type RoundRow,
+  type UpdateRow,
+} from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
 import type { WriteQueue } from '../../storage/write-queue.js';
 import { copyFileAtomic } from '../model-store/atomic-file.js';
@@ -41,7 +46,7 @@ async function lastCheckpoint(paths: TrainingPaths, taskId: number, round: numbe
 }
 
 export interface RewindDeps {
-  db: Kysely<Database>;
+  db: Executor;
   writes: WriteQueue;
   paths: TrainingPaths;
   clock: Clock;
@@ -75,15 +80,13 @@ export async function rewindToCheckpoint(
       : `no checkpoint yet, restarted from no model as round ${next}`) +
     `; rounds ${from + 1}-${lost} are redone, so the task now has ${rounds} rounds`;
   await d.writes.run(async (trx) => {
-    await trx.deleteFrom('round_updates').where('task_id', '=', taskId).where('round', '=', lost).execute();
-    const closed = await trx
-      .updateTable('training_rounds')
-      .set({ state: 'closed', closed_at: at, num_updates: 0 })
-      .where('task_id', '=', taskId)
-      .where('round', '=', lost)
-      .where('state', '=', 'open')
-      .executeTakeFirst();
-    if (Number(closed.numUpdatedRows) !== 1) throw new Error(`round ${lost} of task ${taskId} was not open`);
+    await deleteUpdates(trx, taskId, lost);
+    const closed = await updateOpenRound(trx, taskId, lost, {
+      state: 'closed',
+      closed_at: at,
+      num_updates: 0,
+    });
+    if (!closed) throw new Error(`round ${lost} of task ${taskId} was not open`);
     await insertRound(trx, {
       task_id: taskId,
       round: next,
@@ -92,11 +95,7 @@ export async function rewindToCheckpoint(
       global_path: global,
       global_digest: digest,
     });
-    await trx
-      .updateTable('tasks')
-      .set({ config: JSON.stringify(extended), updated_at: toDbTime(now) })
-      .where('id', '=', taskId)
-      .execute();
+    await setTaskConfig(trx, taskId, JSON.stringify(extended), toDbTime(now));
     await insertTaskEvent(trx, {
       task_id: taskId,
       at,
