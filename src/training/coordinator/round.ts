@@ -127,7 +127,7 @@ export class Round {
   begin(pausedLeftMs: number | null): void {
     if (pausedLeftMs !== null) this.#phase = { kind: 'paused', leftMs: pausedLeftMs };
     else this.arm();
-    if (this.accepted.size >= this.worldSize) this.closeSoon();
+    if (this.accepted.size >= this.worldSize) void this.close();
   }
 
   /**
@@ -239,7 +239,7 @@ export class Round {
     }
     this.#reference ??= header;
     this.add(u);
-    if (this.accepted.size >= this.worldSize) this.closeSoon();
+    if (this.accepted.size >= this.worldSize) void this.close();
   }
 
   private async syncLocked(): Promise<void> {
@@ -253,7 +253,7 @@ export class Round {
       }
       this.add(updateOf(u));
     }
-    if (this.accepted.size >= this.worldSize) this.closeSoon();
+    if (this.accepted.size >= this.worldSize) void this.close();
   }
 
   /** Open (or paused again, when `paused`), with the deadline's timer armed. */
@@ -275,12 +275,18 @@ export class Round {
     else this.arm();
   }
 
-  private closeSoon(): void {
+  /**
+   * Closes the round (every rank reported, or the deadline passed with the quorum in): no more
+   * updates, then, under the lock, the next global model and the next round or the task
+   * complete. A close that fails is logged and the round opens again. Code that holds the lock
+   * must not wait for it.
+   */
+  async close(): Promise<void> {
     const p = this.#phase;
     if (p.kind !== 'open' && p.kind !== 'paused') return;
     if (p.kind === 'open') clearTimeout(p.timer);
     this.#phase = { kind: 'closing', paused: p.kind === 'paused' };
-    void this.lock(() => this.closeLocked()).catch((err: unknown) => {
+    await this.lock(() => this.closeLocked()).catch((err: unknown) => {
       this.d.logger.error({ err, taskId: this.taskId, round: this.#number }, 'closing a round failed');
       this.reopen();
     });
@@ -292,7 +298,7 @@ export class Round {
     if (this.d.ownership) await this.sync();
     // The phase may have changed while it waited.
     if (!this.is('open')) return;
-    if (this.accepted.size >= this.config.quorum) return this.closeSoon();
+    if (this.accepted.size >= this.config.quorum) return void this.close();
     await this.lock(() => this.extendLocked());
     if (this.is('ended')) return;
     // The missing ranks go to other clients (their next attempt starts from the global model).
@@ -409,7 +415,7 @@ export class Round {
     // The sum was used up by the failed close: the next close reads the journal's files.
     this.reopen();
     for (const u of updates) if (!this.accepted.has(Number(u.rank))) this.add(updateOf(u));
-    if (this.accepted.size >= this.worldSize) this.closeSoon();
+    if (this.accepted.size >= this.worldSize) void this.close();
   }
 
   private async fail(why: string): Promise<void> {
