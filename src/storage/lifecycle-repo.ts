@@ -5,14 +5,35 @@
  * winning. The statuses each transition may start from come from the task state machine
  * (src/tasks/lifecycle.ts decides and calls these; nothing else changes a status).
  */
-import { sql } from 'kysely';
+import { sql, type UpdateObject } from 'kysely';
 import { updateAssignmentIf } from './assignment-repo.js';
 import { perRow } from './bulk.js';
 import type { Executor } from './executor.js';
-import type { AssignmentStatus, TaskStatus } from './schema.js';
+import type { AssignmentStatus, Database, TaskStatus } from './schema.js';
 import { updateTaskIf } from './task-repo.js';
 
 const moveTask = updateTaskIf;
+
+/**
+ * Changes tasks `ids` in one statement, each only while in one of `from` and, when `attempts`
+ * is given, with the attempts read for it. Returns how many changed.
+ */
+async function moveTasks(
+  db: Executor,
+  ids: number[],
+  from: readonly TaskStatus[],
+  changes: UpdateObject<Database, 'tasks'>,
+  attempts?: ReadonlyMap<number, number>,
+): Promise<number> {
+  let q = db
+    .updateTable('tasks')
+    .set(changes)
+    .where('id', 'in', ids)
+    .where('status', 'in', from as TaskStatus[]);
+  if (attempts) q = q.where('attempts', '=', perRow(attempts));
+  const res = await q.executeTakeFirst();
+  return Number(res.numUpdatedRows);
+}
 
 /** What the lifecycle reads of a task before deciding its fate. */
 export interface TaskFate {
@@ -67,25 +88,20 @@ export async function claimTasks(
   from: readonly TaskStatus[],
   at: string,
 ): Promise<number> {
-  const res = await db
-    .updateTable('tasks')
-    .set({
+  return moveTasks(
+    db,
+    claims.map((c) => c.taskId),
+    from,
+    {
       status: 'running',
       client_id: perRow(new Map(claims.map((c) => [c.taskId, c.clientId]))),
       attempts: sql<number>`attempts + 1`,
       started_at: at,
       updated_at: at,
       unschedulable_reason: null,
-    })
-    .where(
-      'id',
-      'in',
-      claims.map((c) => c.taskId),
-    )
-    .where('status', 'in', from as TaskStatus[])
-    .where('attempts', '=', perRow(new Map(claims.map((c) => [c.taskId, c.attempts]))))
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows);
+    },
+    new Map(claims.map((c) => [c.taskId, c.attempts])),
+  );
 }
 
 /** The status of one task, or undefined when it is gone. */
@@ -136,9 +152,11 @@ export async function completeTasks(
     if (d.metrics !== null) metrics.set(d.taskId, d.metrics);
     if (d.checkpoint) checkpoints.set(d.taskId, d.checkpoint);
   }
-  const res = await db
-    .updateTable('tasks')
-    .set({
+  return moveTasks(
+    db,
+    done.map((d) => d.taskId),
+    from,
+    {
       status: 'completed',
       progress: 100,
       result: perRow(results),
@@ -146,15 +164,8 @@ export async function completeTasks(
       ...(checkpoints.size > 0 ? { checkpoint_path: perRow(checkpoints, sql`checkpoint_path`) } : {}),
       finished_at: at,
       updated_at: at,
-    })
-    .where(
-      'id',
-      'in',
-      done.map((d) => d.taskId),
-    )
-    .where('status', 'in', from as TaskStatus[])
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows);
+    },
+  );
 }
 
 /** complete, one task. */
@@ -175,38 +186,33 @@ export function completeTask(
   });
 }
 
+/** A task's error log, grown by the attempt that failed. */
+export interface FailedAttempt {
+  id: number;
+  errorLog: string;
+  at: string;
+}
+
 /** re-place a rank: the task keeps running; the failed attempt is added to its error log. */
-export function noteRankRetry(
-  db: Executor,
-  id: number,
-  from: readonly TaskStatus[],
-  errorLog: string,
-  at: string,
-): Promise<boolean> {
-  return moveTask(db, id, from, { error_log: errorLog, updated_at: at });
+export function noteRankRetry(db: Executor, f: FailedAttempt, from: readonly TaskStatus[]): Promise<boolean> {
+  return moveTask(db, f.id, from, { error_log: f.errorLog, updated_at: f.at });
 }
 
 /** retry: the task goes back to the queue, its error log kept. */
-export function retryTask(
-  db: Executor,
-  id: number,
-  from: readonly TaskStatus[],
-  errorLog: string,
-  at: string,
-): Promise<boolean> {
-  return moveTask(db, id, from, {
+export function retryTask(db: Executor, f: FailedAttempt, from: readonly TaskStatus[]): Promise<boolean> {
+  return moveTask(db, f.id, from, {
     status: 'pending',
-    error_log: errorLog,
+    error_log: f.errorLog,
     client_id: null,
     finished_at: null,
-    updated_at: at,
+    updated_at: f.at,
   });
 }
 
 /** fail: the task ends `failed` (its work failed) or `error` (it could not run). */
 export function failTask(
   db: Executor,
-  f: { id: number; status: 'failed' | 'error'; errorLog: string; clientId?: string; at: string },
+  f: FailedAttempt & { status: 'failed' | 'error'; clientId?: string },
   from: readonly TaskStatus[],
 ): Promise<boolean> {
   return moveTask(db, f.id, from, {

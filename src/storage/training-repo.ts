@@ -6,6 +6,8 @@ import type { AssignmentStatus, RoundUpdatesTable, TrainingRoundsTable } from '.
 type Db = Executor;
 export type RoundRow = Selectable<TrainingRoundsTable>;
 export type UpdateRow = Selectable<RoundUpdatesTable>;
+/** An accepted update as journaled (metrics as JSON). */
+export type NewUpdate = Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null };
 
 /** Opens a round; fails on the unique key when it already exists. */
 export async function insertRound(
@@ -98,10 +100,7 @@ export async function listOpenRounds(db: Db): Promise<RoundRow[]> {
 }
 
 /** Records an accepted update; the unique key (task, round, rank) refuses a second one. */
-export async function insertUpdate(
-  db: Db,
-  u: Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null },
-): Promise<void> {
+export async function insertUpdate(db: Db, u: NewUpdate): Promise<void> {
   await db.insertInto('round_updates').values(u).execute();
 }
 
@@ -179,10 +178,7 @@ export async function recordRoundOnTask(
  * Journals an accepted update only while its round is open, counting it in the round's row.
  * False when the round is no longer open (closed meanwhile, perhaps by another instance).
  */
-export async function journalUpdate(
-  trx: Db,
-  u: Omit<RoundUpdatesTable, 'id' | 'metrics'> & { metrics: string | null },
-): Promise<boolean> {
+export async function journalUpdate(trx: Db, u: NewUpdate): Promise<boolean> {
   // The row lock taken here orders this insert against a concurrent close of the round.
   const res = await trx
     .updateTable('training_rounds')

@@ -285,17 +285,12 @@ export async function endLease(
     return { kind: 'none' };
   }
   const d = decideAfterFailure(lease, outcome, info.error_log, task);
-  if (d.kind === 'replace_rank') {
-    await store.noteRankRetry(db, lease.taskId, REPLACE_RANK_FROM, d.errorLog, nowDb);
-  } else if (d.kind === 'retry') {
-    await store.retryTask(db, lease.taskId, RETRY_FROM, d.errorLog, nowDb);
-  } else {
+  const attempt = { id: lease.taskId, errorLog: d.errorLog, at: nowDb };
+  if (d.kind === 'replace_rank') await store.noteRankRetry(db, attempt, REPLACE_RANK_FROM);
+  else if (d.kind === 'retry') await store.retryTask(db, attempt, RETRY_FROM);
+  else {
     const from = d.status === 'error' ? ERROR_FROM : FAIL_FROM;
-    await store.failTask(
-      db,
-      { id: lease.taskId, status: d.status, errorLog: d.errorLog, clientId: lease.clientId, at: nowDb },
-      from,
-    );
+    await store.failTask(db, { ...attempt, status: d.status, clientId: lease.clientId }, from);
   }
   await insertTaskEvent(db, { task_id: lease.taskId, at, ...d.event });
   if (d.kind === 'replace_rank') return { kind: 'requeue_rank', rank: lease.rank };
