@@ -1,12 +1,13 @@
 import { AuthFailures } from './auth/auth-failures.js';
 import { clientAddressOf } from './http/trust-proxy.js';
 import type { TokenService } from './auth/token-service.js';
-import type { Bus } from './bus/bus.js';
+import { clientOrder, type Bus } from './bus/bus.js';
 import { InProcessPresence, type LocalClients, type Presence } from './bus/presence.js';
 import { Cluster } from './cluster/cluster.js';
 import { createInstanceId } from './cluster/instance-id.js';
 import { HeartbeatWriter } from './clients/heartbeat-writer.js';
 import { recoverRegistry, rememberHardware } from './clients/recovery.js';
+import { Registration } from './clients/registration.js';
 import { ClientRegistry, type FarmClient } from './clients/registry.js';
 import { parseRate } from './config/rate.js';
 import type { Config } from './config/schema.js';
@@ -101,13 +102,14 @@ export function createFarm(d: {
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
   dispatcher.releaseLeasesWith((lease, reason) => leases.releaseDetached(lease, reason));
   cluster?.attach({ leases, dispatcher, training });
-  const handlers = new Handlers({
+  const registration = new Registration({
     ...base,
-    config: d.config,
     dispatcher,
     leases,
+    maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
     ...(cluster ? { adopt: (c: FarmClient) => cluster.adopt(c) } : {}),
   });
+  const handlers = new Handlers({ ...base, config: d.config, dispatcher, leases, registration });
   const authFailures = new AuthFailures(parseRate(d.config.MAX_AUTH_FAILURES), d.clock);
   const gateway = new Gateway({
     config: d.config,
@@ -154,10 +156,10 @@ export function createFarm(d: {
         if (restored) logger.info({ leases: restored }, 'leases restored; their clients may reconnect');
       }
       unsubscribe.push(
-        d.bus.subscribe(
-          'task.control',
-          (m) => void leases.control(m.task_id, m.action).catch(fail('control failed')),
-        ),
+        d.bus.subscribe('task.control', (m) => {
+          const order = clientOrder(m.action);
+          if (order) void leases.control(m.task_id, order).catch(fail('control failed'));
+        }),
         d.bus.subscribe('work.available', (m) => {
           if (m.task_id > 0) void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
           else dispatcher.schedule();

@@ -4,6 +4,7 @@ import { InProcessBus, type Bus } from './bus/bus.js';
 import { RedisPresence } from './bus/presence.js';
 import { RedisBus } from './bus/redis-bus.js';
 import { RedisLink } from './bus/redis-link.js';
+import { TaskNewsBus } from './bus/task-news.js';
 import { RedisCache } from './cache/redis-cache.js';
 import { tokenCache } from './cache/token-cache.js';
 import { createInstanceId } from './cluster/instance-id.js';
@@ -21,9 +22,7 @@ import { TaskService } from './tasks/task-service.js';
 import { tusRoutes } from './http/routes/tus-routes.js';
 import { modelRoutes, buildModelServer } from './http/routes/models-routes.js';
 import { trainingRoutes } from './http/routes/training-routes.js';
-import { insertTaskEvent } from './storage/task-repo.js';
-import { toDbTime } from './storage/values.js';
-import { registerWithTorchServe } from './training/coordinator/torchserve.js';
+import { torchServeHook } from './training/coordinator/torchserve.js';
 import { ResumableUploads } from './training/coordinator/resumable.js';
 import { UploadService } from './training/coordinator/uploads.js';
 import { TrainingService } from './training/training-service.js';
@@ -86,9 +85,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ? new RedisLink({ url: config.REDIS_URL, prefix: config.REDIS_KEY_PREFIX, instanceId, logger })
       : null;
     if (redis) cleanups.push(() => redis.close());
-    const bus: Bus = redis
-      ? new RedisBus(redis, logger)
-      : new InProcessBus((err) => logger.error({ err }, 'bus handler failed'));
+    // Task progress news goes out at most twice a second per task (src/bus/task-news.ts).
+    const bus: Bus = new TaskNewsBus(
+      redis
+        ? new RedisBus(redis, logger)
+        : new InProcessBus((err) => logger.error({ err }, 'bus handler failed')),
+    );
     cleanups.push(() => bus.close());
     const cache = redis ? new RedisCache(redis, logger) : null;
     if (cache) cleanups.push(() => cache.close());
@@ -96,21 +98,6 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     let modelBase = '';
     /** The model server's port once it listens (MODEL_SERVER_PORT may be 0: any free port). */
     let modelServerPort = config.MODEL_SERVER_PORT;
-    const torchserve = async (taskId: number): Promise<void> => {
-      const r = await registerWithTorchServe(
-        config.TORCHSERVE_URL,
-        taskId,
-        `${modelBase}/tasks/${taskId}/model`,
-      );
-      logger.info({ taskId, request: r.request, status: r.status }, 'TorchServe registration answered');
-      await insertTaskEvent(database.db, {
-        task_id: taskId,
-        at: toDbTime(clock.now(), true),
-        kind: r.status < 300 ? 'torchserve_registered' : 'torchserve_refused',
-        message: `POST ${r.request} -> ${r.status}`,
-        data: { status: r.status, body: r.body },
-      });
-    };
     const farm = createFarm({
       config,
       db: database.db,
@@ -120,7 +107,17 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger,
       instanceId,
       ...(redis ? { presence: (local) => new RedisPresence(redis, local, logger) } : {}),
-      ...(config.TORCHSERVE_URL ? { onTrainingComplete: torchserve } : {}),
+      ...(config.TORCHSERVE_URL
+        ? {
+            onTrainingComplete: torchServeHook({
+              torchserveUrl: config.TORCHSERVE_URL,
+              modelBase: () => modelBase,
+              db: database.db,
+              clock,
+              logger,
+            }),
+          }
+        : {}),
     });
     const code = new CodeService(
       database.db,

@@ -9,9 +9,16 @@ import type { ServerMessage } from '../api/protocol.js';
 export interface BusTopics {
   /** New or re-queued work exists: schedulers wake up. */
   'work.available': { task_id: number };
-  /** A control order for the clients working on a task. */
-  'task.control': { task_id: number; action: 'pause' | 'resume' | 'stop' };
-  /** A task changed (status, progress); the admin panel listens. */
+  /**
+   * An intent for a task, decided by a use case (a user's pause, a failure): every instance acts
+   * on it. The clients holding the task are told `pause`, `resume` or `stop`; the round
+   * coordinator stops, restarts or drops the task's round. See TaskIntent.
+   */
+  'task.control': { task_id: number; action: TaskIntent };
+  /**
+   * News only: a task changed (status, progress). The admin panel shows it; nothing decides
+   * on it. Progress news is coalesced per task (src/bus/task-news.ts).
+   */
   'task.changed': { task_id: number; status: string; progress?: number };
   /** A client changed (connected, cordoned, utilization). */
   'client.changed': { client_id: string; status?: string; connected?: boolean };
@@ -28,6 +35,21 @@ export interface BusTopics {
   'training.update': { task_id: number; round: number };
   /** A token was revoked: every instance closes the sockets opened with it (src/ws/revocation.ts). */
   'token.revoked': { token_id: string };
+}
+
+/**
+ * What is to happen to a task. `pause`, `resume`, `stop` (cancelled or failed): its clients are
+ * told, and its round pauses, resumes or ends. `requeue`: back to pending as a whole, its round
+ * ends. `delete`: the task is gone, its round and its files with it.
+ */
+export type TaskIntent = 'pause' | 'resume' | 'stop' | 'requeue' | 'delete';
+
+/** The intents its clients are told of (the `pause`, `resume` and `stop` messages). */
+export type ClientOrder = Extract<TaskIntent, 'pause' | 'resume' | 'stop'>;
+
+/** The order a task's clients get for an intent, if any. */
+export function clientOrder(intent: TaskIntent): ClientOrder | undefined {
+  return intent === 'pause' || intent === 'resume' || intent === 'stop' ? intent : undefined;
 }
 
 export type Topic = keyof BusTopics;

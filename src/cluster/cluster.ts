@@ -173,7 +173,7 @@ export class Cluster implements TrainingOwnership {
       );
     for (const taskId of await repo.orphanTrainings(db, live)) {
       await this.p.training
-        .run(taskId)
+        .round(taskId)
         .catch((err: unknown) => this.d.logger.error({ err, taskId }, 'taking over a training task failed'));
     }
     await repo.removeDead(db, this.cutoff());

@@ -206,6 +206,11 @@ export class LeaseService {
     if (settlement.kind === 'requeue_rank')
       await this.deps.dispatcher.requeueRank(lease.taskId, settlement.rank);
     if (settlement.kind === 'failed') await this.control(lease.taskId, 'stop');
+    // Every instance: the task's other clients stop, its round (wherever it runs) ends.
+    if (settlement.kind === 'failed' || settlement.kind === 'requeue_task') {
+      const action = settlement.kind === 'failed' ? 'stop' : 'requeue';
+      await this.deps.bus.publish('task.control', { task_id: lease.taskId, action });
+    }
     this.deps.dispatcher.schedule();
     const state = after ?? (await findTask(this.deps.db, lease.taskId));
     if (state)

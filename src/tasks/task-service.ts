@@ -9,7 +9,7 @@ import type {
   TaskLogLine,
 } from '../api/tasks.js';
 import { isAdmin, ownerOf, type Principal } from '../auth/principal.js';
-import type { Bus } from '../bus/bus.js';
+import type { Bus, TaskIntent } from '../bus/bus.js';
 import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import { inTransaction, type Executor } from '../storage/executor.js';
@@ -36,10 +36,12 @@ export interface TaskPage {
 }
 
 /** Control message clients receive for a status change made by a user. */
-const CONTROL_FOR: Partial<Record<TaskStatus, 'pause' | 'resume' | 'stop'>> = {
+/** The intent a user's status change announces (task.control). */
+const INTENT_FOR: Partial<Record<TaskStatus, TaskIntent>> = {
   paused: 'pause',
   running: 'resume',
   cancelled: 'stop',
+  pending: 'requeue',
 };
 
 /** Most tasks one `createMany` (POST /api/tasks/batch) takes. */
@@ -240,8 +242,9 @@ export class TaskService {
         allowed: USER_TRANSITIONS[now.status],
       });
     }
-    const action = live > 0 || from === 'running' ? CONTROL_FOR[target] : undefined;
-    if (action) await this.bus.publish('task.control', { task_id: id, action });
+    // Only a task under way has clients to tell or a round to pause or end.
+    const intent = live > 0 || from === 'running' || from === 'paused' ? INTENT_FOR[target] : undefined;
+    if (intent) await this.bus.publish('task.control', { task_id: id, action: intent });
     if (target === 'pending') await this.bus.publish('work.available', { task_id: id });
     await this.bus.publish('task.changed', { task_id: id, status: target });
     return this.present(await this.mustFind(id));
@@ -254,6 +257,7 @@ export class TaskService {
       await this.bus.publish('task.control', { task_id: id, action: 'stop' });
     }
     await repo.deleteTask(this.db, id);
+    await this.bus.publish('task.control', { task_id: id, action: 'delete' });
     await this.bus.publish('task.changed', { task_id: id, status: 'deleted' });
   }
 

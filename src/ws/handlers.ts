@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
 import {
   CLOSE_CODES,
   PROTOCOL_VERSION,
@@ -7,27 +5,18 @@ import {
   type DistributedNoteMessage,
   type HeartbeatMessage,
   type InitDistributedMessage,
-  type ServerMessage,
   type RegisterMessage,
   type TaskProgressMessage,
   type TaskLogMessage,
   type TaskResultMessage,
 } from '../api/protocol.js';
-import type { Bus } from '../bus/bus.js';
-import {
-  busySlots,
-  capacityFromSystemInfo,
-  rememberFinished,
-  type ClientRegistry,
-  type FarmClient,
-} from '../clients/registry.js';
+import type { LinkEnding, Registration } from '../clients/registration.js';
+import { busySlots, rememberFinished, type ClientRegistry, type FarmClient } from '../clients/registry.js';
 import { utilizationFromSystemInfo } from '../compat/utilization.js';
 import type { Config } from '../config/schema.js';
 import { AppError } from '../errors.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
-import { findClient, updateClient, upsertClient } from '../storage/client-repo.js';
 import { insertLogLines, pruneLogLines } from '../storage/log-repo.js';
-import type { Database } from '../storage/schema.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import type { LeaseService } from '../tasks/lease-service.js';
@@ -36,15 +25,12 @@ import type { Connection } from './connection.js';
 
 export interface HandlerDeps {
   config: Config;
-  db: Kysely<Database>;
   writes: WriteQueue;
   registry: ClientRegistry;
   dispatcher: Dispatcher;
   leases: LeaseService;
-  bus: Bus;
+  registration: Registration;
   clock: Clock;
-  /** Several instances: takes the client's live leases over from the instance that held it (src/cluster). */
-  adopt?: (client: FarmClient) => Promise<void>;
 }
 
 /** Seconds between heartbeats the server asks for: a third of the timeout, at most 30. */
@@ -94,102 +80,24 @@ export class Handlers {
     return client;
   }
 
+  /** Registers the connection's client (src/clients/registration.ts), then answers `registered`. */
   private async register(conn: Connection, msg: RegisterMessage): Promise<void> {
-    const { registry, config, clock } = this.d;
     if (conn.clientId) throw new AppError('already_registered', `already registered as ${conn.clientId}`);
-    const id = msg.id ?? msg.client_id ?? `c-${randomUUID()}`;
-    const tokenId = conn.principal?.id ?? null;
-    const existing = await findClient(this.d.db, id);
-    if (existing?.token_id && existing.token_id !== tokenId) {
-      conn.send({
-        type: 'error',
-        reply_to: msg.msg_id ?? null,
-        code: 'client_id_taken',
-        message: `client id ${id} belongs to another token`,
-      });
+    const r = await this.d.registration.register(conn, msg, conn.principal?.id ?? null);
+    if (!r.ok) {
+      conn.send({ type: 'error', reply_to: msg.msg_id ?? null, code: r.code, message: r.message });
       conn.close(CLOSE_CODES.clientIdTaken, 'client id belongs to another token');
       return;
     }
-    const hardware = { ...capacityFromSystemInfo(msg), taskTypes: msg.task_types };
-    const now = clock.now();
-    const cordoned = Number(existing?.cordoned ?? 0) === 1;
-    const known = registry.get(id);
-    // The same client connecting again replaces its older connection (often a dead one).
-    if (known?.owner)
-      known.owner.close(CLOSE_CODES.clientIdTaken, 'replaced by a newer connection of this client');
-    conn.clientId = id;
-    const client: FarmClient = known ?? {
-      id,
-      tokenId,
-      hardware,
-      maxTasks: config.MAX_TASKS_PER_CLIENT,
-      cordoned,
-      send: null,
-      owner: null,
-      lastSeen: now.getTime(),
-      leases: new Map(),
-      utilization: null,
-    };
-    client.hardware = hardware;
-    client.tokenId = tokenId;
-    client.cordoned = cordoned;
-    // The original client runs one task at a time and reads no frames while it does.
-    client.original = conn.original && msg.max_tasks === undefined;
-    // A client that connects again is not running what it ran before it went away.
-    client.stoppedRunning = undefined;
-    const wanted = msg.max_tasks ?? (client.original ? 1 : config.MAX_TASKS_PER_CLIENT);
-    client.maxTasks = Math.min(config.MAX_TASKS_PER_CLIENT, wanted);
-    client.lastSeen = now.getTime();
-    const send = (m: ServerMessage) => conn.send(m);
-    // Not reachable by the dispatcher until `registered` is out: a task frame must not come
-    // first (the original client takes the frame after its init_distributed as the answer).
-    client.send = null;
-    client.owner = conn;
-    registry.add(client);
-    const session = {
-      ...(msg.session ?? {}),
-      platform: msg.platform ?? null,
-      task_types: msg.task_types ?? null,
-    };
-    await this.d.writes
-      .run((trx) =>
-        upsertClient(trx, {
-          id,
-          cpu_info: JSON.stringify(msg.cpu),
-          ram_info: JSON.stringify(msg.ram),
-          gpu_info: msg.gpu === undefined || msg.gpu === null ? null : JSON.stringify(msg.gpu),
-          session_info: JSON.stringify(session),
-          hostname: msg.hostname ?? null,
-          token_id: tokenId,
-          connected: 1,
-          status: cordoned ? 'inactive' : 'active',
-          last_seen: toDbTime(now),
-          registered_at: toDbTime(now),
-          utilization: null,
-        }),
-      )
-      .catch((err: unknown) => {
-        client.send = send; // the error frame tells it; it stays reachable as before
-        throw err;
-      });
     conn.send({
       type: 'registered',
       reply_to: msg.msg_id ?? null,
-      client_id: id,
+      client_id: r.client.id,
       protocol_version: PROTOCOL_VERSION,
-      heartbeat_interval: heartbeatInterval(config),
-      connection_timeout: config.CONNECTION_TIMEOUT,
+      heartbeat_interval: heartbeatInterval(this.d.config),
+      connection_timeout: this.d.config.CONNECTION_TIMEOUT,
     });
-    client.send = send;
-    await this.d.adopt?.(client);
-    await this.d.leases.resend(client);
-    await this.d.bus.publish('client.changed', {
-      client_id: id,
-      connected: true,
-      status: cordoned ? 'inactive' : 'active',
-    });
-    this.d.dispatcher.schedule();
-    void this.d.dispatcher.reviewUnschedulable();
+    await this.d.registration.open(r.client, conn);
   }
 
   private async taskRequest(
@@ -327,36 +235,8 @@ export class Handlers {
       conn.send({ type: 'ack', reply_to: msg.msg_id, of: msg.type, task_id: taskId });
   }
 
-  /**
-   * The client's socket closed. After a drop it keeps its leases until CONNECTION_TIMEOUT
-   * after it was last seen; a client that said goodbye (close code 1000 or 1001) gives
-   * them back at once, so its work moves on without waiting; so does one whose token was
-   * revoked, which cannot come back with it.
-   */
-  async disconnected(conn: Connection, ending: 'dropped' | 'goodbye' | 'revoked'): Promise<void> {
-    if (!conn.clientId) return;
-    const client = this.d.registry.get(conn.clientId);
-    if (!client || client.owner !== conn) return;
-    client.send = null;
-    client.owner = null;
-    if (ending !== 'dropped') {
-      this.d.registry.remove(client.id);
-      const why =
-        ending === 'goodbye' ? 'disconnected (said goodbye)' : 'disconnected (its token was revoked)';
-      await this.d.leases.releaseClient(client, `client ${client.id} ${why}`);
-    }
-    const now = this.d.clock.now();
-    await this.d.writes.run((trx) =>
-      updateClient(trx, client.id, {
-        connected: 0,
-        status: 'inactive',
-        last_seen: toDbTime(now),
-      }),
-    );
-    await this.d.bus.publish('client.changed', {
-      client_id: client.id,
-      connected: false,
-      status: 'inactive',
-    });
+  /** The client's socket closed (see Registration.disconnected). */
+  async disconnected(conn: Connection, ending: LinkEnding): Promise<void> {
+    await this.d.registration.disconnected(conn, ending);
   }
 }

@@ -15,11 +15,13 @@ import type { WriteQueue } from '../../storage/write-queue.js';
 import { failTask as failTaskForGood, finishTraining } from '../../tasks/lifecycle.js';
 import { aggregate } from '../aggregation/runner.js';
 import { copyFileAtomic } from '../model-store/atomic-file.js';
+import type { SafetensorsHeader } from '../safetensors/header.js';
 import { strategySpec } from '../training-config.js';
 import type { TrainingOwnership } from './ownership.js';
 import type { TrainingPaths } from './paths.js';
 import { capWeightShares, checkFiniteModel } from './aggregate-guard.js';
-import { incremental, weightedMetrics, type AcceptedUpdate, type Run } from './run.js';
+import type { RoundSum } from './round-sum.js';
+import { weightedMetrics, type AcceptedUpdate, type RoundView } from './run.js';
 import { runThread } from './thread.js';
 
 export interface CloseDeps {
@@ -29,6 +31,13 @@ export interface CloseDeps {
   logger: Logger;
   checkpointFrequency: number;
   ownership?: TrainingOwnership;
+}
+
+/** What a close reads of its round (a Round has it). */
+export interface ClosingRound extends RoundView {
+  type: string;
+  reference: SafetensorsHeader | null;
+  sum: Pick<RoundSum, 'finish'>;
 }
 
 /** What a closed round produced. */
@@ -51,24 +60,16 @@ export type CloseOutcome =
  * journal's files, and an aggregate still not finite fails the round.
  */
 async function aggregateRound(
-  run: Run,
+  run: ClosingRound,
   updates: readonly AcceptedUpdate[],
   weights: readonly number[],
   outPath: string,
 ): Promise<{ ok: true; digest: string } | { ok: false; message: string }> {
-  const settled = await Promise.allSettled(run.adds);
-  if (settled.some((s) => s.status === 'rejected')) run.sessionSound = false;
-  const metadata = { format: 'pt', producer: 'ai-farm', task: String(run.taskId), round: String(run.round) };
-  // The session summed the reported counts: it is only right when the cap lowered none of them.
+  const metadata = { format: 'pt', producer: 'ai-farm', task: String(run.taskId), round: String(run.number) };
+  // The sum added the reported counts: it is only right when the cap lowered none of them.
   const uncapped = weights.every((w, i) => w === updates[i]!.numSamples);
-  if (
-    incremental(run) &&
-    uncapped &&
-    run.session &&
-    run.sessionSound &&
-    run.session.count === updates.length
-  ) {
-    const fin = await run.session.finish(outPath, metadata);
+  if (uncapped) {
+    const fin = await run.sum.finish(updates.length, outPath, metadata);
     if (fin.ok && (await checkFiniteModel(outPath)).ok) return { ok: true, digest: fin.digest };
   }
   if (!run.reference) return { ok: false, message: 'no update to aggregate' };
@@ -110,10 +111,10 @@ async function heldOut(path: string, logger: Logger): Promise<Record<string, num
  * Closes the open round of `run`. On success the journal says: this round closed, and either the
  * next round is open (starting from the new global model) or the task completed with its result.
  */
-export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> {
+export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<CloseOutcome> {
   const t0 = Date.now();
-  const last = run.round >= run.config.rounds;
-  const outPath = d.paths.global(run.taskId, run.round + 1);
+  const last = run.number >= run.config.rounds;
+  const outPath = d.paths.global(run.taskId, run.number + 1);
   const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank);
   const weights = capWeightShares(
     updates.map((u) => u.numSamples),
@@ -128,13 +129,13 @@ export async function closeRound(d: CloseDeps, run: Run): Promise<CloseOutcome> 
   };
   if (run.type === 'train_mnist') Object.assign(metrics, await heldOut(outPath, d.logger));
   const checkpoint =
-    last || run.round % d.checkpointFrequency === 0 ? d.paths.checkpoint(run.taskId, run.round) : null;
+    last || run.number % d.checkpointFrequency === 0 ? d.paths.checkpoint(run.taskId, run.number) : null;
   if (checkpoint) await copyFileAtomic(outPath, checkpoint);
 
   const now = d.clock.now();
   const nowDb = toDbTime(now);
   const at = toDbTime(now, true);
-  const { taskId, round } = run;
+  const { taskId, number: round } = run;
   const progress = Math.min(100, (100 * round) / run.config.rounds);
   const committed = await d.writes.run(async (trx) => {
     if (d.ownership && !(await d.ownership.holds(trx, taskId))) return false;

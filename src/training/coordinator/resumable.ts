@@ -164,7 +164,7 @@ export class ResumableUploads {
         q.body,
         { path: row.path, length: row.length, received: row.received, pieceDigests: row.piece_digests },
         {
-          reference: admitted.run.reference,
+          reference: admitted.round.reference,
           checksum: q.checksum,
           onBytes: () => {
             const now = Date.now();
@@ -195,7 +195,7 @@ export class ResumableUploads {
         return { length: row.length, received: got.received, expiresAt: new Date(expiresAt) };
       }
       try {
-        const answer = await this.d.uploads.accept(meta, admitted.run, got);
+        const answer = await this.d.uploads.accept(meta, admitted.round, got);
         await deleteUpload(this.d.db, row.id);
         return {
           length: row.length,

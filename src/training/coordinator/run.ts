@@ -1,11 +1,10 @@
 /**
- * The in-memory state of one running training task: its open round, the updates accepted so
- * far and the running FedAvg sum. All of it is a cache of the round journal (training_rounds,
- * round_updates) and is rebuilt from it after a restart.
+ * Updates accepted into a round, and what ranks are told of their round: plain values and pure
+ * functions over them (the round itself is round.ts).
  */
 import type { TrainingData } from '../../api/protocol.js';
-import type { FedAvgSession } from '../aggregation/runner.js';
-import type { SafetensorsHeader } from '../safetensors/header.js';
+import type { UpdateRow } from '../../storage/training-repo.js';
+import { fromDbTime, parseJson } from '../../storage/values.js';
 import type { TrainingConfig } from '../training-config.js';
 
 /** An update recorded in the journal for the open round. */
@@ -20,50 +19,35 @@ export interface AcceptedUpdate {
   metrics: Record<string, unknown> | null;
 }
 
-export interface Run {
+/** What a rank's task message says of its task's round (a Round has it). */
+export interface RoundView {
   taskId: number;
-  type: string;
+  number: number;
   config: TrainingConfig;
-  worldSize: number;
-  round: number;
   deadlineAt: Date;
-  extensions: number;
-  /** The global model this round starts from; null in round 1. */
   globalPath: string | null;
-  globalDigest: string | null;
-  /** Names, dtypes and shapes every update must have: the global model's, or round 1's first update's. */
-  reference: SafetensorsHeader | null;
-  /** FedAvg/FedProx running sum (null for robust strategies, or until round 1's first update). */
-  session: FedAvgSession | null;
-  /** False once an add failed: the close then aggregates the journal's files in one pass instead. */
-  sessionSound: boolean;
-  accepted: Map<number, AcceptedUpdate>;
-  /** Adds still running in the session's thread. */
-  adds: Promise<void>[];
-  timer: NodeJS.Timeout | null;
-  /** While the task is paused: the milliseconds its round had left. */
-  pausedLeft?: number | undefined;
-  closing: boolean;
-  /** Dropped (finished, failed, cancelled): late events are ignored. */
-  ended: boolean;
-  /**
-   * Several instances: another instance owns the task's rounds. This is a fresh read of the
-   * journal for one upload or one `task` message; it holds no sum and no timer.
-   */
-  follower?: boolean;
+  accepted: ReadonlyMap<number, AcceptedUpdate>;
 }
 
-/** True when the strategy sums updates as they arrive. */
-export function incremental(run: Pick<Run, 'config'>): boolean {
-  const s = run.config.aggregation.strategy;
-  return s === 'fedavg' || s === 'fedprox';
+/** An update as the journal records it. */
+export function updateOf(u: UpdateRow): AcceptedUpdate {
+  return {
+    rank: Number(u.rank),
+    attempt: Number(u.attempt),
+    clientId: u.client_id,
+    numSamples: Number(u.num_samples),
+    path: u.path,
+    digest: u.digest,
+    bytes: Number(u.bytes),
+    metrics: parseJson<Record<string, unknown>>(u.metrics),
+  };
 }
 
 /** The `training` object of a rank's task message (URLs relative to the HTTP API). */
-export function trainingData(run: Run, rank: number, attempt: number): TrainingData {
-  const base = `/api/tasks/${run.taskId}/rounds/${run.round}`;
+export function trainingData(run: RoundView, rank: number, attempt: number): TrainingData {
+  const base = `/api/tasks/${run.taskId}/rounds/${run.number}`;
   return {
-    round: run.round,
+    round: run.number,
     rounds: run.config.rounds,
     global_model_url: run.globalPath ? `${base}/model` : null,
     upload_url: `${base}/updates/${rank}?attempt=${attempt}`,
@@ -87,4 +71,9 @@ export function weightedMetrics(updates: readonly AcceptedUpdate[]): Record<stri
   const out: Record<string, number> = {};
   for (const [k, { s, w }] of sums) if (w > 0) out[k] = s / w;
   return out;
+}
+
+/** A time the database returned (a deadline, an event's time). */
+export function dbDate(v: unknown): Date {
+  return new Date(fromDbTime(String(v)) as string);
 }

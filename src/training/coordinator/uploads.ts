@@ -10,11 +10,11 @@ import type { ClientRegistry } from '../../clients/registry.js';
 import { AppError, conflict, forbidden } from '../../errors.js';
 import type { Database } from '../../storage/schema.js';
 import { findUpdate } from '../../storage/training-repo.js';
-import { compatible } from '../safetensors/header.js';
 import { receiveUpload } from '../model-store/receive-upload.js';
 import type { AtomicFile } from '../model-store/atomic-file.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { RemoteLease, RoundCoordinator } from './coordinator.js';
+import type { Round } from './round.js';
 import type { TrainingPaths } from './paths.js';
 
 /** Who uploads what: the update's slot, lease and claims (a PUT's, or a resumable upload's). */
@@ -34,9 +34,6 @@ export interface UploadRequest extends UploadMeta {
   contentLength: number | undefined;
   body: Readable;
 }
-
-/** The round an upload goes into, checked open (the coordinator's in-memory run). */
-export type OpenRun = NonNullable<Awaited<ReturnType<RoundCoordinator['run']>>>;
 
 /** A received, checked and sealed update file, ready to be committed and journaled. */
 export interface ReceivedUpdate {
@@ -72,7 +69,7 @@ export class UploadService {
    * The checks before any byte is read: an accepted update of this slot (a duplicate answer,
    * or 409), the lease, the round open. Answers the duplicate or the open round.
    */
-  async admit(q: UploadMeta): Promise<{ duplicate: UploadAnswer } | { run: OpenRun }> {
+  async admit(q: UploadMeta): Promise<{ duplicate: UploadAnswer } | { round: Round }> {
     const { taskId, round, rank, attempt } = q;
     // A retry after a lost answer: the journal already has it, whatever happened since.
     const prior = await findUpdate(this.d.db, taskId, round, rank);
@@ -91,16 +88,16 @@ export class UploadService {
       );
     }
     await this.checkLease(q);
-    const run = await this.d.coordinator.run(taskId);
-    if (!run || run.round !== round || run.closing) {
+    const open = await this.d.coordinator.round(taskId);
+    if (!open || open.number !== round || !open.accepting) {
       throw conflict(
         'round_closed',
-        run
-          ? `round ${round} is not open (the open round is ${run.round})`
+        open
+          ? `round ${round} is not open (the open round is ${open.number})`
           : `task ${taskId} has no open round`,
       );
     }
-    return { run };
+    return { round: open };
   }
 
   /** Marks an upload of (task, round, rank) as streaming; false when one already is. */
@@ -118,7 +115,7 @@ export class UploadService {
   async receive(q: UploadRequest): Promise<UploadAnswer> {
     const admitted = await this.admit(q);
     if ('duplicate' in admitted) return admitted.duplicate;
-    const { run } = admitted;
+    const { round } = admitted;
     if (!this.hold(q)) {
       throw conflict(
         'upload_in_progress',
@@ -130,7 +127,7 @@ export class UploadService {
       const got = await receiveUpload(q.body, {
         contentLength: q.contentLength,
         maxBytes: this.d.maxUploadBytes,
-        reference: run.reference,
+        reference: round.reference,
         dir: this.d.paths.incoming(q.taskId),
         onBytes: () => {
           const now = Date.now();
@@ -148,36 +145,28 @@ export class UploadService {
         );
       }
       this.d.touch(q.clientId);
-      return await this.accept(q, run, got);
+      return await this.accept(q, round, got);
     } finally {
       this.release(q);
     }
   }
 
   /**
-   * Commits a received update into the round, under the task's lock, after checking again
-   * what may have changed while it streamed (round, lease, another update, the round's first
-   * update's header); the file is removed if it is refused.
+   * Commits a received update into its round (which checks again, under its lock, what may have
+   * changed while it streamed); the file is removed if it is refused.
    */
-  async accept(q: UploadMeta, run: OpenRun, got: ReceivedUpdate): Promise<UploadAnswer & { status: 201 }> {
-    const { taskId, round, rank, attempt } = q;
-    return await this.d.coordinator.withLock(taskId, async () => {
-      try {
-        if (run.ended || run.closing || run.round !== round)
-          throw conflict('round_closed', `round ${round} closed during the upload`);
-        await this.checkLease(q);
-        if (run.accepted.has(rank))
-          throw conflict('update_exists', `rank ${rank} of round ${round} already has an accepted update`);
-        if (run.reference) {
-          const c = compatible(run.reference, got.header);
-          if (!c.ok)
-            throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
-        }
-        const path = this.d.paths.update(taskId, round, rank, attempt);
-        await got.file.commit(path);
-        await this.d.coordinator.record(
-          run,
-          {
+  async accept(q: UploadMeta, round: Round, got: ReceivedUpdate): Promise<UploadAnswer & { status: 201 }> {
+    const { taskId, rank, attempt } = q;
+    try {
+      await round.accept({
+        round: q.round,
+        rank,
+        header: got.header,
+        check: () => this.checkLease(q),
+        place: async () => {
+          const path = this.d.paths.update(taskId, q.round, rank, attempt);
+          await got.file.commit(path);
+          return {
             rank,
             attempt,
             clientId: q.clientId,
@@ -186,17 +175,13 @@ export class UploadService {
             digest: got.digest,
             bytes: got.bytes,
             metrics: q.metrics,
-          },
-          got.header,
-        );
-        return {
-          status: 201 as const,
-          body: { accepted: true as const, digest: got.digest, bytes: got.bytes },
-        };
-      } finally {
-        await got.file.abort();
-      }
-    });
+          };
+        },
+      });
+      return { status: 201, body: { accepted: true, digest: got.digest, bytes: got.bytes } };
+    } finally {
+      await got.file.abort();
+    }
   }
 
   /** The client must be this token's, connected, and hold the lease (task, rank, attempt). */
