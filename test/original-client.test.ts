@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 import { adminPanelBody, frames, LINEAR_MODEL, runOriginalClient } from './helpers/original-client.js';
 import { RawClient, systemInfo } from './helpers/ws-client.js';
 
@@ -114,7 +114,10 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     } finally {
       // A goodbye (1000), seen by the server before the next test queues work it could take.
       c.ws.close(1000);
-      await until(async () => !(await ts.api('GET', `/api/clients/orig-hostile-${dialect}`)).body.connected);
+      await waitFor(
+        'the hostile client to be dropped',
+        async () => !(await ts.api('GET', `/api/clients/orig-hostile-${dialect}`)).body.connected,
+      );
     }
   });
 
@@ -164,7 +167,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(run.events.some((e) => e.event === 'sent_after_result' && e.type === 'task_progress')).toBe(true);
     expect(frames(run, 'error')).toEqual([]);
     // A heartbeat went out while it was idle (before the task was pushed or after).
-    const done = await until(async () => {
+    const done = await waitFor('the task to complete', async () => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'completed' && t;
     });
@@ -208,10 +211,13 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(busy).toEqual([]);
     expect(frames(run, 'error')).toEqual([]);
     for (const id of ids) {
-      await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+      await waitFor(
+        'the task to complete',
+        async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed',
+      );
     }
     expect(run.events.some((e) => e.event === 'heartbeat')).toBe(true);
-    const client = await until(async () => {
+    const client = await waitFor('the heartbeat utilization', async () => {
       const c = (await ts.api('GET', `/api/clients/${clientId}`)).body;
       return c.utilization && c;
     });
@@ -240,10 +246,10 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'running' && t.progress > 0;
     };
-    await until(() => progressing(a), 30_000, `task ${a} progressing`);
+    await waitFor(`task ${a} progressing`, () => progressing(a), 30_000);
     expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'paused' })).status).toBe(200);
     expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'running' })).status).toBe(200);
-    await until(() => progressing(b), 30_000, `task ${b} progressing`);
+    await waitFor(`task ${b} progressing`, () => progressing(b), 30_000);
     expect((await ts.api('PUT', `/api/tasks/${b}/status`, { status: 'cancelled' })).status).toBe(200);
     // It is still running b: c waits for it rather than queue up behind it unread.
     const c = (await ts.api('POST', '/api/tasks', { ...body, epochs: 1 })).body.id as number;
@@ -261,7 +267,10 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(
       run.events.filter((e) => e.event === 'frame' && e.type === 'task' && e.busy_with !== null),
     ).toEqual([]);
-    await until(async () => (await ts.api('GET', `/api/tasks/${c}`)).body.status === 'completed');
+    await waitFor(
+      'the task to complete',
+      async () => (await ts.api('GET', `/api/tasks/${c}`)).body.status === 'completed',
+    );
   });
 
   it('runs a distributed task: n_clients ranks, rank and world_size in config, init_distributed answered', async () => {
@@ -297,6 +306,9 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       { id: 0, total_shards: 2, start_point: 0, end_point: 50 },
       { id: 1, total_shards: 2, start_point: 50, end_point: 100 },
     ]);
-    await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+    await waitFor(
+      'the task to complete',
+      async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed',
+    );
   });
 });

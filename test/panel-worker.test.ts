@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, holdsStill, sleep } from './clients/processes.js';
+import { CliProcess } from './clients/processes.js';
+import { holdsStill, sleep } from './helpers/wait.js';
 import { ensurePanelBuilt, launchBrowser, logIn, screenshot, WIDTHS } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 
 // Workers in any language: a Python client speaking only the seed's protocol drives the
 // real server. Debian's interpreter, which has python3-websockets (not the pyenv one on PATH).
@@ -64,7 +64,7 @@ async function completesATask(clientId: string, auth: string[]): Promise<void> {
   expect(run.events[1]).toMatchObject({ client_id: clientId });
   expect(run.events[2]).toMatchObject({ task_id: String(id), config: { epochs: 2, batches: 3 } });
 
-  const task = await until(async () => {
+  const task = await waitFor('the task to complete', async () => {
     const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
     return t.status === 'completed' && t;
   });

@@ -15,7 +15,6 @@ import {
   readLogDir,
   secretHits,
   Slowloris,
-  until,
   upgradeStatus,
   wrongFormats,
   type OutputCapture,
@@ -25,6 +24,7 @@ import { bodyFor, PRINCIPALS, RULES, type Want, type Who } from './helpers/secur
 import { request, testConfig, type ApiResponse } from './helpers/server.js';
 import { model, taskMessage, upload } from './helpers/training.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * The security suite (docs/security.md): every route against every kind of caller who must
@@ -556,7 +556,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
     try {
       attack.start(200);
       figures.slowSocketsAtOnce = 200;
-      await until(() => attack.openNow >= 200, 20_000, '200 slow sockets open');
+      await waitFor('200 slow sockets open', () => attack.openNow >= 200, 20_000);
       // Flood: far past MAX_MESSAGES_PER_SECOND=50 (bursts of 100).
       for (let i = 0; i < 400; i++) {
         floodA.send({ type: 'heartbeat', msg_id: `f${i}` });
@@ -595,7 +595,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
         const id = created.body.id as number;
         const task = await taskMessage(goodWorker, id);
         const wait = lastSentAt + minGapMs - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await sleep(wait);
         const paced = Math.max(0, wait);
         lastSentAt = Date.now();
         goodWorker.send({
@@ -615,7 +615,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
       expect(figures.worstRoundTripMs).toBeLessThan(20_000);
       expect(goodWorker.closeCode).toBeNull();
       attack.stop();
-      await until(() => attack.openNow === 0, 30_000, 'the server to drop every slow socket');
+      await waitFor('the server to drop every slow socket', () => attack.openNow === 0, 30_000);
       figures.slowSocketsOpened += attack.opened;
       figures.slowSocketsDropped += attack.dropped;
       figures.slow408 += attack.answered408;
@@ -634,9 +634,9 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
       try {
         attack.start(10);
         // HEADERS_TIMEOUT=2 here: each socket is dropped within seconds, not Node's 60 s.
-        await until(() => attack.dropped >= 10, 30_000, `slow sockets dropped on ${url}`);
+        await waitFor(`slow sockets dropped on ${url}`, () => attack.dropped >= 10, 30_000);
         attack.stop();
-        await until(() => attack.openNow === 0, 30_000, `every slow socket dropped on ${url}`);
+        await waitFor(`every slow socket dropped on ${url}`, () => attack.openNow === 0, 30_000);
         figures.slowSocketsOpened += attack.opened;
         figures.slowSocketsDropped += attack.dropped;
         figures.slow408 += attack.answered408;

@@ -9,6 +9,7 @@ import {
   values,
   type TrainingFarm,
 } from './helpers/training.js';
+import { sleep } from './helpers/wait.js';
 
 // Rounds that do not wait forever: quorum at the deadline, extensions then failure below it,
 // and a rank whose client dies re-placed on a spare client that starts from the global model.
@@ -76,7 +77,7 @@ describe('rounds with missing ranks', () => {
     await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === taskId, 10_000)));
     let task = await ts.api('GET', `/api/tasks/${taskId}`);
     for (let i = 0; i < 200 && task.body.status === 'running'; i++) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       task = await ts.api('GET', `/api/tasks/${taskId}`);
     }
     // ... until the attempts or the extensions run out: no round waits forever.
@@ -100,7 +101,7 @@ describe('rounds with missing ranks', () => {
     const taskId = created.body.id as number;
     const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
     expect((await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'paused' })).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     let events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items.map(
       (e: { kind: string }) => e.kind,
     );
@@ -141,7 +142,7 @@ describe('rounds with missing ranks', () => {
     // Three of the four clients get a rank; the fourth is the spare.
     let assigned: { client_id: string }[] = [];
     while (assigned.length < 3) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       assigned = (await ts.api('GET', `/api/tasks/${taskId}/assignments`)).body.items;
     }
     const ranks = await Promise.all(

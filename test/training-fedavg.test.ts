@@ -11,6 +11,7 @@ import {
   values,
   type TrainingFarm,
 } from './helpers/training.js';
+import { sleep } from './helpers/wait.js';
 
 let farm: TrainingFarm | undefined;
 afterEach(async () => {
@@ -137,7 +138,7 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     const checkpoint = task.body.checkpoint_path as string;
     expect(existsSync(checkpoint)).toBe(true);
     expect((await ts.api('DELETE', `/api/tasks/${taskId}`)).status).toBe(204);
-    for (let i = 0; i < 100 && existsSync(checkpoint); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && existsSync(checkpoint); i++) await sleep(20);
     expect(existsSync(checkpoint)).toBe(false);
   });
 });

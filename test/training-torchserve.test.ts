@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { model, taskMessage, trainingFarm, upload, type TrainingFarm } from './helpers/training.js';
+import { sleep } from './helpers/wait.js';
 
 // TorchServe cannot be installed here (no PyPI), so a real HTTP server stands in for its
 // management API and records what AI Farm sends when a training task finishes.
@@ -48,7 +49,7 @@ describe('TorchServe registration', () => {
     });
     expect(r.status).toBe(201);
     await clients[0]!.type('training_complete');
-    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((res) => setTimeout(res, 50));
+    for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(50);
     expect(seen).toHaveLength(1);
     const req = new URL(seen[0]!.url, 'http://x');
     expect(seen[0]!.method).toBe('POST');
@@ -61,7 +62,7 @@ describe('TorchServe registration', () => {
     });
     let events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as { kind: string }[];
     for (let i = 0; i < 50 && !events.some((e) => e.kind === 'torchserve_registered'); i++) {
-      await new Promise((res) => setTimeout(res, 50));
+      await sleep(50);
       events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items;
     }
     expect(events.map((e) => e.kind)).toContain('torchserve_registered');

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CLI, cliEnv } from './cli.js';
 
@@ -21,49 +20,6 @@ export function chaosSeed(): number {
   const given = process.env.CHAOS_SEED;
   if (given !== undefined && /^\d+$/.test(given)) return Number(given);
   return Math.floor(Math.random() * 2 ** 31);
-}
-
-/** A TCP port free on loopback right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = a && typeof a === 'object' ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * Polls `probe` until it returns something other than undefined/false, or throws after
- * `timeoutMs` naming `what` (and the last value seen).
- */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 30_000,
-  intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
-      );
-    }
-    await sleep(intervalMs);
-  }
 }
 
 /** An `ai-farm worker` child process (the reference worker), in a process group of its own. */

@@ -256,12 +256,3 @@ export function upgradeStatus(url: string, headers: Record<string, string>): Pro
     ws.once('error', reject);
   });
 }
-
-/** Waits until `cond` holds, checking every 100 ms, for at most `timeoutMs`. */
-export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
