@@ -4,14 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import type { Dialect } from '../src/storage/db.js';
-import { encodeSafetensors } from '../src/training/safetensors/encode.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
 import { login, postLogin, type PanelSession } from './helpers/panel.js';
 import {
   captureOutput,
-  f32Entry,
   listRoutes,
-  rawSafetensors,
   readLogDir,
   secretHits,
   Slowloris,
@@ -22,7 +19,8 @@ import {
 } from './helpers/security.js';
 import { bodyFor, PRINCIPALS, RULES, type Want, type Who } from './helpers/security-rules.js';
 import { request, testConfig, type ApiResponse } from './helpers/server.js';
-import { model, taskMessage, upload } from './helpers/training.js';
+import { malformedUpdates, model, oversizeUpdate } from './helpers/safetensors.js';
+import { taskMessage, upload } from './helpers/training.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
@@ -424,62 +422,18 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
 
       const wrong = wrongFormats();
       figures.corpusSource = wrong.source === 'torch' ? 'python3-torch' : "Python's pickle module (no torch)";
-      const big = encodeSafetensors([{ name: 'a', dtype: 'F32', shape: [300], data: new Float32Array(300) }]);
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies
-      const corpus: [string, () => Promise<{ status: number; body: any }>, number, string, RegExp?][] = [
+      type Corpus = [string, () => ReturnType<typeof put>, number, string, RegExp?];
+      const corpus: Corpus[] = [
         ['PyTorch .pt (pickle)', () => put(1, wrong.picklePt), 400, 'not_safetensors', /pickle/],
         ['PyTorch .pt (zip)', () => put(1, wrong.zipPt), 400, 'not_safetensors', /zip/],
         ['zip file', () => put(1, wrong.zip), 400, 'not_safetensors', /zip/],
-        [
-          'header longer than the file',
-          () => put(1, rawSafetensors('{}', 0, 10_000)),
-          400,
-          'header_exceeds_file',
-        ],
-        [
-          'overlapping offsets',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"b":${f32Entry([2, 2], 8, 24)}}`, 24)),
-          400,
-          'overlap',
-        ],
-        [
-          'offsets out of range',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"b":${f32Entry([2, 2], 16, 40)}}`, 32)),
-          400,
-          'offsets_out_of_bounds',
-        ],
-        [
-          'duplicate tensor names',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"a":${f32Entry([4], 16, 32)}}`, 32)),
-          400,
-          'duplicate_tensor',
-        ],
-        ['wrong dtype', () => put(1, model([1, 1, 1, 1], [1, 1, 1, 1], 'F16')), 400, 'dtype_mismatch'],
-        [
-          'integer dtype',
-          () =>
-            put(1, encodeSafetensors([{ name: 'a', dtype: 'I32', shape: [4], data: new Uint8Array(16) }])),
-          400,
-          'unsupported_dtype',
-        ],
-        [
-          'wrong shape',
-          () =>
-            put(
-              1,
-              encodeSafetensors([
-                { name: 'a', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-                { name: 'b', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-              ]),
-            ),
-          400,
-          'shape_mismatch',
-        ],
-        ['NaN', () => put(1, model([1, NaN, 1, 1], [1, 1, 1, 1])), 400, 'non_finite'],
-        ['+Inf', () => put(1, model([1, 1, 1, 1], [1, Infinity, 1, 1])), 400, 'non_finite'],
-        ['-Inf', () => put(1, model([1, 1, 1, 1], [1, 1, 1, -Infinity])), 400, 'non_finite'],
-        ['oversize (Content-Length)', () => put(1, big), 413, 'too_large'],
-        ['oversize (chunked, no Content-Length)', () => chunkedPut(1, big), 413, 'too_large'],
+        ...malformedUpdates().map(({ what, body, status, code }): Corpus => [
+          what,
+          () => put(1, body),
+          status,
+          code,
+        ]),
+        ['oversize (chunked, no Content-Length)', () => chunkedPut(1, oversizeUpdate()), 413, 'too_large'],
       ];
       const chunkedPut = (rank: number, body: Buffer) =>
         // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies

@@ -6,7 +6,8 @@ import { generateToken } from '../src/auth/token-service.js';
 import { serverEnv, startCliServer } from './helpers/cli.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
-import { download, expectClose, model, taskMessage, upload, values } from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, taskMessage, upload } from './helpers/training.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
 import { sleep } from './helpers/wait.js';
 
