@@ -2,7 +2,7 @@ import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initParams, mlpLayout, saveWeights } from '../src/worker/trainer/index.js';
+import { initParams, mlpLayout, saveWeights } from '../src/mnist/index.js';
 import { startTraining, trainingFarm, type TrainingFarm } from './helpers/training.js';
 
 // A train_mnist round records the held-out accuracy of its new global model (evaluated in a

@@ -73,7 +73,7 @@ async function runDemo(flags: DemoFlags): Promise<number> {
   const [{ startServer }, { generateToken }, { evaluate }] = await Promise.all([
     import('../main.js'),
     import('../auth/token-service.js'),
-    import('../worker/trainer/index.js'),
+    import('../mnist/index.js'),
   ]);
   const adminToken = generateToken();
   const cfg = loadConfig({

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskData } from '../../api/protocol.js';
-import { evaluate } from '../trainer/index.js';
+import { evaluate } from '../../mnist/index.js';
 import { mnistTrainOptions } from './train-mnist.js';
 import { MnistThread } from './train-mnist-thread.js';
 import { shardOf, trainingStateOf } from './training-loop.js';
