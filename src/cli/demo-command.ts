@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { RunningServer } from '../main.js';
-import { ApiClient } from '../worker/api-client.js';
+import { ApiClient } from '../api/api-client.js';
 import { BarsDisplay, LinesDisplay, type DemoDisplay, type DemoSnapshot } from './demo-display.js';
 import { positiveInt } from './worker-command.js';
 
