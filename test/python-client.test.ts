@@ -1,39 +1,11 @@
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPythonClient } from './helpers/original-client.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { waitFor } from './helpers/wait.js';
 
 // Workers in any language: a Python client speaking only the seed's protocol drives the
-// real server. Debian's interpreter, which has python3-websockets (not the pyenv one on PATH).
-const PYTHON = '/usr/bin/python3';
-const CLIENT = join(import.meta.dirname, 'clients', 'seed_client.py');
-
-interface Run {
-  code: number | null;
-  events: Record<string, unknown>[];
-  stderr: string;
-}
-
-function runSeedClient(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [CLIENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const events = stdout
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      resolve({ code, events, stderr });
-    });
-  });
-}
+// real server.
+const runSeedClient = (args: string[]) => runPythonClient('seed_client.py', args, 40_000);
 
 let ts: TestServer;
 let token: string;

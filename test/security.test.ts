@@ -2,9 +2,9 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
-import { startServer, type RunningServer } from '../src/main.js';
+import { startServer } from '../src/main.js';
 import type { Dialect } from '../src/storage/db.js';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
+import { createTestDatabase, DIALECTS } from './helpers/db.js';
 import { login, postLogin, type PanelSession } from './helpers/panel.js';
 import {
   captureOutput,
@@ -18,7 +18,7 @@ import {
   type RouteEntry,
 } from './helpers/security.js';
 import { bodyFor, PRINCIPALS, RULES, type Want, type Who } from './helpers/security-rules.js';
-import { request, testConfig, type ApiResponse } from './helpers/server.js';
+import { request, testConfig, type TestServer } from './helpers/server.js';
 import { malformedUpdates, model, oversizeUpdate } from './helpers/safetensors.js';
 import { taskMessage, upload } from './helpers/training.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
@@ -78,14 +78,9 @@ afterAll(() => {
   );
 });
 
-interface SecServer {
-  server: RunningServer;
-  db: TestDatabase;
-  url: string;
-  adminToken: string;
+/** A test server that also knows the admin's panel password. */
+interface SecServer extends TestServer {
   adminPassword: string;
-  api(method: string, path: string, body?: unknown, token?: string | null): Promise<ApiResponse>;
-  stop(): Promise<void>;
 }
 
 /** A real server with file logging and JSON logs on (captured) stdout. */

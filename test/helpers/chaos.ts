@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CLI, cliEnv } from './cli.js';
+import { request as httpRequest } from './http.js';
 
 /** mulberry32: a small seeded PRNG, so a failing chaos run can be replayed with CHAOS_SEED. */
 export function seededRandom(seed: number): () => number {
@@ -89,35 +90,9 @@ export type Json = any;
 /** An API token like the server's (afm_ + 43 characters), for ADMIN_TOKEN. */
 export const newToken = () => 'afm_' + randomBytes(32).toString('base64url');
 
-/**
- * JSON over HTTP with a bearer token. Like helpers/server.ts's request, without importing
- * the server's code (these suites drive it as a child process only).
- */
-export async function request(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  token?: string,
-): Promise<{ status: number; headers: Headers; body: Json }> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, headers: res.headers, body: parsed };
-}
+/** JSON over HTTP with a bearer token (helpers/http.ts), each request bounded to 30 s. */
+export const request = (base: string, method: string, path: string, body?: unknown, token?: string) =>
+  httpRequest(base, method, path, body, token, 30_000);
 
 /** A task's assignments (attempts), oldest first. */
 export async function assignmentsOf(base: string, token: string, taskId: number): Promise<Json[]> {
