@@ -179,6 +179,16 @@ async function expectCompletedOnceElsewhere(farm: Farm, taskId: number, aId: str
   return rows;
 }
 
+/** The figure of a case run once that lost and duplicated nothing. */
+const oneCycle = (name: string, recoverMs: number, note?: string): ChaosFigure => ({
+  name,
+  cycles: 1,
+  lost: 0,
+  duplicated: 0,
+  recoverMs: [recoverMs],
+  ...(note === undefined ? {} : { note }),
+});
+
 /** Worker `a` reports its result late; the server refuses it as stale (as the worker prints it). */
 async function lateResultRefused(a: WorkerProcess, taskId: number) {
   await waitFor('the late result to be refused', () => /result not accepted/.test(a.output()), 60_000);
@@ -206,13 +216,7 @@ describe('chaos: workers', () => {
     await completedElsewhere(farm, taskId);
     const recoverMs = Date.now() - killedAt;
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker SIGKILL mid-task',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [recoverMs],
-    });
+    figures.push(oneCycle('worker SIGKILL mid-task', recoverMs));
     expect(farm.server.alive()).toBe(true);
   }, 120_000);
 
@@ -232,14 +236,9 @@ describe('chaos: workers', () => {
     a.signal('SIGCONT');
     await lateResultRefused(a, taskId);
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker SIGSTOP past its lease',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [recoverMs],
-      note: 'late task_result refused (stale_attempt)',
-    });
+    figures.push(
+      oneCycle('worker SIGSTOP past its lease', recoverMs, 'late task_result refused (stale_attempt)'),
+    );
     expect(farm.server.alive()).toBe(true);
   }, 120_000);
 
@@ -270,14 +269,13 @@ describe('chaos: workers', () => {
     proxy.thaw();
     await lateResultRefused(a, taskId);
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker traffic blackholed',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [replacedMs],
-      note: `lease re-placed ${replacedMs} ms after the cut (CONNECTION_TIMEOUT 3 s)`,
-    });
+    figures.push(
+      oneCycle(
+        'worker traffic blackholed',
+        replacedMs,
+        `lease re-placed ${replacedMs} ms after the cut (CONNECTION_TIMEOUT 3 s)`,
+      ),
+    );
   }, 150_000);
 });
 

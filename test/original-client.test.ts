@@ -28,6 +28,9 @@ async function originalModelServer(): Promise<{ url: string; close(): Promise<vo
 
 describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
   let ts: TestServer;
+  /** The original client as `clientId` on this server, with `args`. */
+  const runAs = (clientId: string, args: string[]) =>
+    runOriginalClient(['--url', ts.server.wsUrl, '--id', clientId, ...args]);
   let models: Awaited<ReturnType<typeof originalModelServer>>;
 
   beforeAll(async () => {
@@ -140,11 +143,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     });
     expect(created.body.config.model).toBeUndefined(); // not our model server
 
-    const run = await runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      `orig-${dialect}`,
+    const run = await runAs(`orig-${dialect}`, [
       '--idle',
       '0.5',
       '--batch-sleep',
@@ -189,11 +188,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       ids.push(r.body.id as number);
     }
     const clientId = `orig-serial-${dialect}`;
-    const run = await runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      clientId,
+    const run = await runAs(clientId, [
       '--tasks',
       '3',
       '--idle',
@@ -232,16 +227,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     const a = (await ts.api('POST', '/api/tasks', body)).body.id as number;
     const b = (await ts.api('POST', '/api/tasks', body)).body.id as number;
     const clientId = `orig-control-${dialect}`;
-    const running = runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      clientId,
-      '--tasks',
-      '3',
-      '--batch-sleep',
-      '0.1',
-    ]);
+    const running = runAs(clientId, ['--tasks', '3', '--batch-sleep', '0.1']);
     const progressing = async (id: number) => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'running' && t.progress > 0;
@@ -283,9 +269,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(created.body.world_size).toBe(2);
     const id = created.body.id as number;
     const runs = await Promise.all(
-      ['a', 'b'].map((s) =>
-        runOriginalClient(['--url', ts.server.wsUrl, '--id', `orig-dist-${s}-${dialect}`, '--idle', '0.5']),
-      ),
+      ['a', 'b'].map((s) => runAs(`orig-dist-${s}-${dialect}`, ['--idle', '0.5'])),
     );
     const seen = runs.map((run) => {
       expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
