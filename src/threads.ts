@@ -22,3 +22,24 @@ export function startThread(script: URL, options: WorkerOptions = {}): Worker {
   const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(ts.href)}); });`;
   return new Worker(bootstrap, { ...options, eval: true });
 }
+
+/** Runs a one-shot thread from `script` (as startThread) and resolves with the first message it posts. */
+export function runThread<T>(script: URL, workerData: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const w = startThread(script, { workerData });
+    let settled = false;
+    w.once('message', (m: T) => {
+      settled = true;
+      resolve(m);
+      void w.terminate();
+    });
+    w.once('error', (err) => {
+      if (!settled) reject(err);
+      settled = true;
+    });
+    w.once('exit', (code) => {
+      if (!settled) reject(new Error(`thread ${script.pathname} exited with code ${code}`));
+      settled = true;
+    });
+  });
+}

@@ -8,13 +8,10 @@ import {
   assignmentsOf,
   chaosSeed,
   formatSummary,
-  freePort,
   newToken,
   request,
   seededRandom,
-  sleep,
   startWorkerProcess,
-  waitFor,
   type ChaosFigure,
   type Json,
   type WorkerProcess,
@@ -27,7 +24,9 @@ import {
   UploadLedger,
   type JournalRow,
 } from './helpers/chaos-training.js';
-import { startCliServer, type CliServer } from './helpers/cli.js';
+import { serverEnv, startCliServer, type CliServer } from './helpers/cli.js';
+import { freePort } from './helpers/ports.js';
+import { sleep, waitFor } from './helpers/wait.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { startPrivateMariadb } from './helpers/private-mariadb.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
@@ -79,18 +78,7 @@ async function startFarm(
   databaseUrl = db.url,
 ): Promise<Farm> {
   const admin = newToken();
-  const server = await startCliServer([], {
-    SERVER_HOST: '127.0.0.1',
-    SERVER_PORT: '0',
-    DATABASE_URL: databaseUrl,
-    DATA_DIR: join(db.dir, 'data'),
-    LOG_DIR: join(db.dir, 'logs'),
-    MODEL_CACHE_DIR: join(db.dir, 'models'),
-    CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
-    RATE_LIMIT: 'off',
-    ADMIN_TOKEN: admin,
-    ...extra,
-  });
+  const server = await startCliServer([], serverEnv({ url: databaseUrl, dir: db.dir }, admin, extra));
   cleanups.push(() => server.stop('SIGKILL'));
   diagnostics.push(() => {
     let log = '';
@@ -138,6 +126,14 @@ async function taskOf(farm: Farm, id: number): Promise<Json> {
   return r.body;
 }
 
+/** Waits for the task that worker `a` lost to complete on worker `b`. */
+const completedElsewhere = (farm: Farm, taskId: number) =>
+  waitFor(
+    'the task to complete on the other worker',
+    async () => (await taskOf(farm, taskId)).status === 'completed',
+    60_000,
+  );
+
 /**
  * A command task held by worker `a` (running, progress reported), and a second worker `b`
  * registered only then, so the retry can only go to `b`.
@@ -152,10 +148,14 @@ async function taskRunningOn(farm: Farm, a: WorkerProcess, bName: string) {
   });
   expect(created.status).toBe(201);
   const taskId = created.body.id as number;
-  await waitFor('the task to run on the first worker', async () => {
-    const t = await taskOf(farm, taskId);
-    return t.status === 'running' && t.progress > 0;
-  });
+  await waitFor(
+    'the task to run on the first worker',
+    async () => {
+      const t = await taskOf(farm, taskId);
+      return t.status === 'running' && t.progress > 0;
+    },
+    30_000,
+  );
   const first = await assignmentsOf(farm.server.url, farm.admin, taskId);
   expect(first.map((x) => [x.client_id, x.attempt])).toEqual([[aId, 1]]);
   const b = worker(farm, bName);
@@ -179,41 +179,49 @@ async function expectCompletedOnceElsewhere(farm: Farm, taskId: number, aId: str
   return rows;
 }
 
+/** The figure of a case run once that lost and duplicated nothing. */
+const oneCycle = (name: string, recoverMs: number, note?: string): ChaosFigure => ({
+  name,
+  cycles: 1,
+  lost: 0,
+  duplicated: 0,
+  recoverMs: [recoverMs],
+  ...(note === undefined ? {} : { note }),
+});
+
+/** Worker `a` reports its result late; the server refuses it as stale (as the worker prints it). */
+async function lateResultRefused(a: WorkerProcess, taskId: number) {
+  await waitFor('the late result to be refused', () => /result not accepted/.test(a.output()), 60_000);
+  expect(a.output()).toMatch(
+    new RegExp(`task ${taskId}: result not accepted \\(task ${taskId} is not assigned`),
+  );
+}
+
 describe('chaos: workers', () => {
-  it('a worker killed with SIGKILL mid-task: the task is retried on another worker and completes once', async () => {
+  /** A server on a fresh SQLite database whose leases end 3 s after their worker goes quiet. */
+  const workerChaosFarm = async () => {
     const db = await createTestDatabase('sqlite');
     cleanups.push(() => db.drop());
-    const farm = await startFarm(db, { CONNECTION_TIMEOUT: '3' });
+    return startFarm(db, { CONNECTION_TIMEOUT: '3' });
+  };
+
+  it('a worker killed with SIGKILL mid-task: the task is retried on another worker and completes once', async () => {
+    const farm = await workerChaosFarm();
     const a = worker(farm, 'killed');
     const { taskId, aId, bId, release } = await taskRunningOn(farm, a, 'survivor');
     await sleep(random() * 1000);
     const killedAt = Date.now();
     a.signal('SIGKILL');
     release();
-    await waitFor(
-      'the task to complete on the other worker',
-      async () => {
-        const t = await taskOf(farm, taskId);
-        return t.status === 'completed';
-      },
-      60_000,
-    );
+    await completedElsewhere(farm, taskId);
     const recoverMs = Date.now() - killedAt;
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker SIGKILL mid-task',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [recoverMs],
-    });
+    figures.push(oneCycle('worker SIGKILL mid-task', recoverMs));
     expect(farm.server.alive()).toBe(true);
   }, 120_000);
 
   it('a worker stopped (SIGSTOP) past its lease: its late result is refused as stale, the task completes once elsewhere', async () => {
-    const db = await createTestDatabase('sqlite');
-    cleanups.push(() => db.drop());
-    const farm = await startFarm(db, { CONNECTION_TIMEOUT: '3' });
+    const farm = await workerChaosFarm();
     const a = worker(farm, 'frozen');
     const { taskId, aId, bId, release } = await taskRunningOn(farm, a, 'healthy');
     await sleep(random() * 500);
@@ -222,38 +230,20 @@ describe('chaos: workers', () => {
     cleanups.push(async () => a.signal('SIGCONT'));
     // Its command goes on and finishes while the worker is stopped.
     release();
-    await waitFor(
-      'the task to complete on the other worker',
-      async () => {
-        const t = await taskOf(farm, taskId);
-        return t.status === 'completed';
-      },
-      60_000,
-    );
+    await completedElsewhere(farm, taskId);
     const recoverMs = Date.now() - stoppedAt;
     // The stopped worker's command has finished meanwhile: on SIGCONT it reports its result.
     a.signal('SIGCONT');
-    await waitFor('the late result to be refused', () => /result not accepted/.test(a.output()), 60_000);
-    // The server's stale_attempt answer, as the worker prints it.
-    expect(a.output()).toMatch(
-      new RegExp(`task ${taskId}: result not accepted \\(task ${taskId} is not assigned`),
-    );
+    await lateResultRefused(a, taskId);
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker SIGSTOP past its lease',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [recoverMs],
-      note: 'late task_result refused (stale_attempt)',
-    });
+    figures.push(
+      oneCycle('worker SIGSTOP past its lease', recoverMs, 'late task_result refused (stale_attempt)'),
+    );
     expect(farm.server.alive()).toBe(true);
   }, 120_000);
 
   it("a network path that drops a worker's traffic: the heartbeat timeout frees its lease, the task completes once elsewhere", async () => {
-    const db = await createTestDatabase('sqlite');
-    cleanups.push(() => db.drop());
-    const farm = await startFarm(db, { CONNECTION_TIMEOUT: '3' });
+    const farm = await workerChaosFarm();
     const port = Number(new URL(farm.server.url).port);
     const proxy = await startTcpProxy('127.0.0.1', port);
     cleanups.push(() => proxy.close());
@@ -272,31 +262,20 @@ describe('chaos: workers', () => {
       60_000,
     );
     const replacedMs = Date.now() - cutAt;
-    await waitFor(
-      'the task to complete on the other worker',
-      async () => {
-        const t = await taskOf(farm, taskId);
-        return t.status === 'completed';
-      },
-      60_000,
-    );
+    await completedElsewhere(farm, taskId);
     const rows = await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
     expect(String(rows[0].error)).toMatch(/silent/i);
     // The partition heals: the worker comes back, and its result is refused as stale.
     proxy.thaw();
-    await waitFor('the late result to be refused', () => /result not accepted/.test(a.output()), 60_000);
-    expect(a.output()).toMatch(
-      new RegExp(`task ${taskId}: result not accepted \\(task ${taskId} is not assigned`),
-    );
+    await lateResultRefused(a, taskId);
     await expectCompletedOnceElsewhere(farm, taskId, aId, bId);
-    figures.push({
-      name: 'worker traffic blackholed',
-      cycles: 1,
-      lost: 0,
-      duplicated: 0,
-      recoverMs: [replacedMs],
-      note: `lease re-placed ${replacedMs} ms after the cut (CONNECTION_TIMEOUT 3 s)`,
-    });
+    figures.push(
+      oneCycle(
+        'worker traffic blackholed',
+        replacedMs,
+        `lease re-placed ${replacedMs} ms after the cut (CONNECTION_TIMEOUT 3 s)`,
+      ),
+    );
   }, 150_000);
 });
 
@@ -336,20 +315,12 @@ describe.each(['sqlite', 'mysql'] as Dialect[])('chaos: server killed during tra
     const admin = newToken();
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
-    const env = {
-      SERVER_HOST: '127.0.0.1',
+    const env = serverEnv(db, admin, {
       // A fixed port, so the workers find the restarted server where the old one was.
       SERVER_PORT: String(port),
-      DATABASE_URL: db.url,
-      DATA_DIR: join(db.dir, 'data'),
-      LOG_DIR: join(db.dir, 'logs'),
-      MODEL_CACHE_DIR: join(db.dir, 'models'),
-      CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
-      RATE_LIMIT: 'off',
-      ADMIN_TOKEN: admin,
       CONNECTION_TIMEOUT: '30',
       LOG_LEVEL: 'warn',
-    };
+    });
     const launch = async (): Promise<CliServer> => {
       for (let i = 0; ; i++) {
         try {
@@ -421,7 +392,7 @@ describe.each(['sqlite', 'mysql'] as Dialect[])('chaos: server killed during tra
         `training to move after kill ${cycles}`,
         async () => acks() > before || (await statusOf(tasks[tasks.length - 1] as number)) === 'completed',
         90_000,
-        50,
+        { everyMs: 50 },
       );
       recoverMs.push(Date.now() - killedAt);
     }
@@ -430,7 +401,7 @@ describe.each(['sqlite', 'mysql'] as Dialect[])('chaos: server killed during tra
       'the last training task to complete',
       async () => (await statusOf(tasks[tasks.length - 1] as number)) === 'completed',
       120_000,
-      200,
+      { everyMs: 200 },
     );
 
     // Every acknowledged update is in the journal, once; every round's aggregate is exactly
@@ -579,7 +550,7 @@ describe('chaos: database outage', () => {
         return true;
       },
       120_000,
-      500,
+      { everyMs: 500 },
     );
     const completedMs = Date.now() - restartedAt;
     let duplicated = 0;

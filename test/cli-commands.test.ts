@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliEnv, runCli, startCliServer } from './helpers/cli.js';
 import { createTestDatabase, DIALECTS, TEST_MYSQL_URL, type TestDatabase } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { sleep } from './helpers/wait.js';
 
 let scratch: string;
 beforeAll(() => {
@@ -268,7 +269,7 @@ describe('terminal output', () => {
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
     try {
       const end = Date.now() + 20_000;
-      while (!/AI Farm server on/.test(out) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      while (!/AI Farm server on/.test(out) && Date.now() < end) await sleep(50);
       const line = out.split(/\r?\n/).find((l) => l.includes('AI Farm server listening'));
       expect(line).toBeDefined();
       expect(line).toMatch(/INFO/);

@@ -8,6 +8,7 @@ import { openDatabase, resolveDatabaseTarget } from '../src/storage/db.js';
 import { CLI, cliEnv, startCliServer, type CliServer } from './helpers/cli.js';
 import { createTestDatabase, DIALECTS, TEST_MYSQL_URL, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * `ai-farm server` as a user runs it: a child process of the built CLI, stopped by a
@@ -85,13 +86,18 @@ describe.each(DIALECTS)('ai-farm server on %s', (dialect) => {
         config: { note: 'x'.repeat(2000) },
       });
       await slow.headersSent;
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       server.child.kill(signal);
       // The server stops accepting at once.
-      await waitFor(async () => {
-        const r = await fetch(`${server.url}/health`).catch(() => null);
-        return r === null || r.status === 503;
-      });
+      await waitFor(
+        '/health to answer 503 or close',
+        async () => {
+          const r = await fetch(`${server.url}/health`).catch(() => null);
+          return r === null || r.status === 503;
+        },
+        5000,
+        { everyMs: 25 },
+      );
       expect(server.alive()).toBe(true);
       slow.finish();
       const answer = await slow.response;
@@ -214,13 +220,4 @@ function slowPost(base: string, path: string, token: string, body: unknown) {
     response,
     finish: () => req.end(payload.subarray(half)),
   };
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('condition not met in time');
 }

@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { CliProcess, runCli } from './clients/processes.js';
+import { freePort } from './helpers/ports.js';
 
 // `ai-farm tasks ...` as users run it (bin/ai-farm.js), against a real server and worker.
 
@@ -21,15 +21,6 @@ afterAll(async () => {
   await ts?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-/** A TCP port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 const json = async (args: string[]) => {
   const r = await runCli([...args, '--json'], env);
@@ -121,7 +112,7 @@ describe('ai-farm tasks', () => {
   });
 
   it('reports API errors with their code, and usage errors with exit code 2', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     // Independent runs, in parallel: each CLI start costs about a second.
     const [missing, badToken, asJson, invalid, notInt, noServer, badJson, noType, down] = await Promise.all([
       runCli(['tasks', 'show', '999999'], env),

@@ -191,38 +191,17 @@ describe.each(DIALECTS)('model registry and code bundles (%s)', (dialect) => {
     expect(byCode.status).toBe(201);
     expect(byCode.body.config.code).toEqual({ digest: sha(FOLDER), kind: 'folder', size: FOLDER.length });
 
-    const unknownModel = await ts.api(
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, config: { model: 'mnist@7' } },
-      user,
-    );
-    expect(unknownModel.status).toBe(404);
-    expect(unknownModel.body.error.code).toBe('model_not_found');
-    const badRef = await ts.api(
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, config: { model: 'no-version' } },
-      user,
-    );
-    expect(badRef.status).toBe(400);
-    expect(badRef.body.error.code).toBe('invalid_model');
-    const unknownCode = await ts.api(
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, config: { code: { digest: sha('nothing') } } },
-      user,
-    );
-    expect(unknownCode.status).toBe(404);
-    expect(unknownCode.body.error.code).toBe('code_not_found');
-    const badCode = await ts.api(
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, config: { code: { digest: 'md5:abc' } } },
-      user,
-    );
-    expect(badCode.status).toBe(400);
-    expect(badCode.body.error.code).toBe('invalid_code');
+    const refused: [Record<string, unknown>, number, string][] = [
+      [{ model: 'mnist@7' }, 404, 'model_not_found'],
+      [{ model: 'no-version' }, 400, 'invalid_model'],
+      [{ code: { digest: sha('nothing') } }, 404, 'code_not_found'],
+      [{ code: { digest: 'md5:abc' } }, 400, 'invalid_code'],
+    ];
+    for (const [config, status, code] of refused) {
+      const r = await ts.api('POST', '/api/tasks', { type: 'command', requirements: {}, config }, user);
+      expect(r.status, code).toBe(status);
+      expect(r.body.error.code).toBe(code);
+    }
     const batch = await ts.api(
       'POST',
       '/api/tasks/batch',

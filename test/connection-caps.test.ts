@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { RawClient, systemInfo } from './helpers/ws-client.js';
+import { sleep } from './helpers/wait.js';
 
 /**
  * One token cannot take every connection (issue 11, point 6): connections are capped per
@@ -62,7 +63,7 @@ describe.each(DIALECTS)('connection caps on %s', (dialect) => {
     const end = Date.now() + 10_000;
     let again = await hog(t, a, '127.0.0.2', 1);
     while (again.opened === 0 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       again = await hog(t, a, '127.0.0.2', 1);
     }
     expect(again.opened).toBe(1);

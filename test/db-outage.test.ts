@@ -6,6 +6,7 @@ import { startCliServer, type CliServer } from './helpers/cli.js';
 import { createTestDatabase, TEST_MYSQL_URL, type TestDatabase } from './helpers/db.js';
 import { request, type ApiResponse } from './helpers/server.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { sleep } from './helpers/wait.js';
 
 /**
  * "A lost database connection never crashes the server": the server runs as a child
@@ -82,7 +83,7 @@ describe('losing the MariaDB connection', () => {
         const answer = post ? api('POST', '/api/tasks', newTask) : api('GET', '/api/tasks?limit=5');
         return answer.then((r) => ({ post, r }));
       });
-      await new Promise((r) => setTimeout(r, round * 3));
+      await sleep(round * 3);
       // Only this test's connections: those whose current database is the test database.
       const [victims] = await root.query(
         'SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()',
@@ -157,7 +158,7 @@ describe('losing the MariaDB connection', () => {
     const end = Date.now() + 15_000;
     let ready = await api('GET', '/ready');
     while (ready.status !== 200 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       ready = await api('GET', '/ready');
     }
     expect(ready.body).toEqual({ status: 'ready', database: 'ok' });
@@ -214,7 +215,7 @@ describe('losing the MariaDB connection', () => {
     const end = Date.now() + 15_000;
     let ready = await api('GET', '/ready');
     while (ready.status !== 200 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       ready = await api('GET', '/ready');
     }
     expect(ready.status).toBe(200);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
+import { sleep } from './helpers/wait.js';
 
 /**
  * A flood of task_request within the message limit does not make the server scan its whole
@@ -62,7 +63,7 @@ describe.each(DIALECTS)('a task_request flood on %s', (dialect) => {
     while (Date.now() - started < SECONDS * 1000) {
       const due = Math.floor(((Date.now() - started) / 1000) * RATE);
       for (; sent < due; sent++) for (const s of sockets) s.send({ type: 'task_request' });
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     for (const s of sockets) s.send({ type: 'task_request', msg_id: 'last' });
     for (const s of sockets) await s.next((m) => m.type === 'no_task' && m.reply_to === 'last', 60_000);

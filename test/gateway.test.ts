@@ -2,18 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { RawClient, registeredClient, systemInfo } from './helpers/ws-client.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not met: ${JSON.stringify(v)}`);
-    await sleep(50);
-  }
-}
+import { sleep, waitFor } from './helpers/wait.js';
 
 describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
   let t: TestServer;
@@ -75,8 +64,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     });
     expect(await w.type('ack')).toMatchObject({ reply_to: 'p1', of: 'task_progress' });
     const running = await waitFor(
-      () => task(id),
-      (x) => x.progress === 40,
+      'progress 40',
+      async () => {
+        const x = await task(id);
+        return x.progress === 40 && x;
+      },
+      10_000,
     );
     expect(running.metrics).toEqual({ loss: 0.5 });
 
@@ -137,8 +130,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     expect(c.gpu_info[0].memory.total).toBe(24 * 1024);
     w.close();
     await waitFor(
-      () => t.api('GET', `/api/clients/w-hw-${dialect}`),
-      (r) => r.body.connected === false,
+      'the client shown disconnected',
+      async () => {
+        const r = await t.api('GET', `/api/clients/w-hw-${dialect}`);
+        return r.body.connected === false && r;
+      },
+      10_000,
     );
   });
 
@@ -146,8 +143,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     const small = await connect(`w-small-${dialect}`, { cores: 2, ramGb: 4 });
     const { id } = await createTask({ requirements: { min_cpu_cores: 48, min_ram_gb: 500 } });
     const why = await waitFor(
-      () => task(id),
-      (x) => x.unschedulable_reason !== null,
+      'the reason it is unschedulable',
+      async () => {
+        const x = await task(id);
+        return x.unschedulable_reason !== null && x;
+      },
+      10_000,
     );
     expect(why.status).toBe('pending');
     expect(why.unschedulable_reason).toMatch(/48 CPU cores, 500 GiB RAM/);
@@ -156,8 +157,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     expect((msg.data as { id: number }).id).toBe(id);
     expect(small.received.filter((m) => m.type === 'task')).toHaveLength(0);
     const running = await waitFor(
-      () => task(id),
-      (x) => x.status === 'running',
+      'the task to run',
+      async () => {
+        const x = await task(id);
+        return x.status === 'running' && x;
+      },
+      10_000,
     );
     expect(running.unschedulable_reason).toBeNull();
     big.send({ type: 'task_result', task_id: id, status: 'completed', attempt: 1 });
@@ -187,8 +192,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     a.send({ type: 'task_result', task_id: id, status: 'failed', error_log: 'exit code 4', attempt: 2 });
     await a.type('ack');
     const failed = await waitFor(
-      () => task(id),
-      (x) => x.status === 'failed',
+      'the task to fail',
+      async () => {
+        const x = await task(id);
+        return x.status === 'failed' && x;
+      },
+      10_000,
     );
     expect(failed.attempts).toBe(2);
     expect(failed.error_log).toMatch(/attempt 1 on w-fail-a.*exit code 3/);
@@ -258,8 +267,12 @@ describe.each(DIALECTS)('worker gateway on %s', (dialect) => {
     await w.type('task');
     w.send({ type: 'task_progress', task_id: id, progress: 5, attempt: 1 });
     await waitFor(
-      () => task(id),
-      (x) => x.progress === 5,
+      'progress 5',
+      async () => {
+        const x = await task(id);
+        return x.progress === 5 && x;
+      },
+      10_000,
     );
     expect((await t.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' })).body.status).toBe('paused');
     expect(await w.type('pause')).toEqual({ type: 'pause', task_id: id });

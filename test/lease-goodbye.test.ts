@@ -4,6 +4,7 @@ import { toDbTime } from '../src/storage/values.js';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { registeredClient } from './helpers/ws-client.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * No lease is stranded on a client that is gone (issue 11, point 4). A worker that sends
@@ -13,17 +14,6 @@ import { registeredClient } from './helpers/ws-client.js';
  */
 
 const LIVE = ['assigned', 'training', 'paused'];
-
-/** Polls `fn` until it returns a value (not undefined), every 25 ms, at most `ms`. */
-async function until<T>(fn: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe.each(DIALECTS)('leases after a goodbye on %s', (dialect) => {
   let t: TestServer;
@@ -62,11 +52,10 @@ describe.each(DIALECTS)('leases after a goodbye on %s', (dialect) => {
         await w.next((x) => x.type === 'ack' && x.reply_to === 'r', 15_000);
         // The reference worker's SIGTERM between tasks: goodbye right after the ack.
         w.ws.close(1000, 'bye');
-        await until(
-          async () =>
-            (await t.api('GET', `/api/clients/${id}`)).body.connected === false ? true : undefined,
-          10_000,
+        await waitFor(
           `the server to see ${id} leave`,
+          async () => (await t.api('GET', `/api/clients/${id}`)).body.connected === false,
+          10_000,
         );
         expect((await t.api('GET', `/api/tasks/${first}`)).body.status).toBe('completed');
       } finally {
@@ -77,14 +66,14 @@ describe.each(DIALECTS)('leases after a goodbye on %s', (dialect) => {
     // at once: pending again with no live assignment, long before CONNECTION_TIMEOUT (120 s).
     let raced = 0;
     for (const next of nexts) {
-      const items = await until(
+      const items = await waitFor(
+        `task ${next} back to pending with no live lease after its client said goodbye`,
         async () => {
           const task = (await t.api('GET', `/api/tasks/${next}`)).body;
           const a = (await t.api('GET', `/api/tasks/${next}/assignments`)).body.items as { status: string }[];
           return task.status === 'pending' && !a.some((x) => LIVE.includes(x.status)) ? a : undefined;
         },
         10_000,
-        `task ${next} back to pending with no live lease after its client said goodbye`,
       );
       if (items.length > 0) raced++;
     }
@@ -140,13 +129,13 @@ describe.each(DIALECTS)('the stranded-lease sweep on %s', (dialect) => {
       at: toDbTime(now),
     });
     const started = Date.now();
-    const task = await until(
+    const task = await waitFor(
+      `the stranded lease of task ${taskId} ended`,
       async () => {
         const r = (await t.api('GET', `/api/tasks/${taskId}`)).body;
         return r.status === 'pending' ? r : undefined;
       },
       20_000,
-      `the stranded lease of task ${taskId} ended`,
     );
     // Not before the client had been gone for CONNECTION_TIMEOUT (1.5 s).
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);

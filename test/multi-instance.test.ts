@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { createConnection, type Connection } from 'mysql2/promise';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,8 +7,11 @@ import { startCliServer, type CliServer } from './helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
 import { startTcpBalancer, type TcpBalancer } from './helpers/tcp-balancer.js';
-import { download, expectClose, model, upload, values } from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, upload } from './helpers/training.js';
 import { systemInfo } from './helpers/ws-client.js';
+import { freePort } from './helpers/ports.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const WORKERS = 100;
@@ -18,29 +20,6 @@ const RANKS = 4;
 const ROUNDS = 3;
 
 type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- wire JSON
-
-/** Bounded wait on a condition (this machine is slow and shared: generous limits, no sleeps as proof). */
-async function until(
-  what: string,
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs = 120_000,
-  state?: () => Promise<string>,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${state ? ` (${await state()})` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /**
  * A simulated worker behind the balancer: registers, answers every task at once, reconnects
@@ -73,7 +52,7 @@ class SimWorker {
         await this.open();
         return;
       } catch {
-        await new Promise((r) => setTimeout(r, 200));
+        await sleep(200);
       }
     }
     if (!this.stopping) throw new Error(`${this.id} could not reconnect`);
@@ -237,12 +216,16 @@ describe('several server instances behind a load balancer', () => {
     const onB = new Set(workers.filter((_, i) => wsLb.picks[i] === 1).map((w) => w.id));
     const ranks = workers.filter((_, i) => i < 2 * RANKS && i % 2 === 1);
     // Each instance records the sockets it holds (a moment after `registered`).
-    await until('clients.instance_id', async () => {
-      const rows = await query<{ n: number }>(
-        'SELECT COUNT(*) AS n FROM clients WHERE instance_id IS NOT NULL GROUP BY instance_id',
-      );
-      return rows.length === 2 && rows.every((r) => Number(r.n) === WORKERS / 2);
-    });
+    await waitFor(
+      'clients.instance_id',
+      async () => {
+        const rows = await query<{ n: number }>(
+          'SELECT COUNT(*) AS n FROM clients WHERE instance_id IS NOT NULL GROUP BY instance_id',
+        );
+        return rows.length === 2 && rows.every((r) => Number(r.n) === WORKERS / 2);
+      },
+      120_000,
+    );
 
     // The training task's ranks: synthetic models uploaded through the balancer.
     let trainingId = 0;
@@ -283,7 +266,7 @@ describe('several server instances behind a load balancer', () => {
         if (r.status === 409 && code === 'round_closed') break;
         const why = `${r.status} ${code}`.trim();
         uploadFailures.set(why, (uploadFailures.get(why) ?? 0) + 1);
-        await new Promise((res) => setTimeout(res, 250));
+        await sleep(250);
       }
       uploading.delete(key);
     };
@@ -296,8 +279,8 @@ describe('several server instances behind a load balancer', () => {
       const round = t.round as number;
       // Round 1 waits for the pause test; half of round 2 waits for B's death.
       const go = async () => {
-        await until('resume', () => resumed);
-        if (round === 2 && rank >= RANKS / 2) await until('kill', () => killed);
+        await waitFor('resume', () => resumed, 120_000);
+        if (round === 2 && rank >= RANKS / 2) await waitFor('kill', () => killed, 120_000);
         await put(rank, attempt, round, w.id);
       };
       void go().catch(() => undefined);
@@ -319,14 +302,14 @@ describe('several server instances behind a load balancer', () => {
     );
     expect(created.status).toBe(201);
     trainingId = created.body.id as number;
-    await until('the ranks', () => ranks.every((w) => w.frames.some((f) => f.task === trainingId)), 60_000);
+    await waitFor('the ranks', () => ranks.every((w) => w.frames.some((f) => f.task === trainingId)), 60_000);
     // Each rank's task carries its round, whichever instance placed it and whichever aggregates.
     expect(ranks.flatMap((w) => w.untrained)).toEqual([]);
 
     // A pause sent through instance A reaches the ranks, whose sockets B holds; so does resume.
     const pause = await request(a.url, 'PUT', `/api/tasks/${trainingId}/status`, { status: 'paused' }, admin);
     expect(pause.status).toBe(200);
-    await until('pause on B', () => ranks.every((w) => w.controls.includes(`pause:${trainingId}`)), 30_000);
+    await waitFor('pause on B', () => ranks.every((w) => w.controls.includes(`pause:${trainingId}`)), 30_000);
     const resume = await request(
       a.url,
       'PUT',
@@ -335,7 +318,11 @@ describe('several server instances behind a load balancer', () => {
       admin,
     );
     expect(resume.status).toBe(200);
-    await until('resume on B', () => ranks.every((w) => w.controls.includes(`resume:${trainingId}`)), 30_000);
+    await waitFor(
+      'resume on B',
+      () => ranks.every((w) => w.controls.includes(`resume:${trainingId}`)),
+      30_000,
+    );
     resumed = true;
 
     // 1,000 tasks created through the balancer while B dies with a third of them done and round
@@ -355,7 +342,7 @@ describe('several server instances behind a load balancer', () => {
         if (r?.status === 201) return r.body.id as number;
         const found = await query<{ id: number }>('SELECT id FROM tasks WHERE name = ?', [name]);
         if (found[0]) return Number(found[0].id);
-        await new Promise((res) => setTimeout(res, 200));
+        await sleep(200);
       }
       throw new Error(`task ${name} could not be created`);
     };
@@ -389,14 +376,14 @@ describe('several server instances behind a load balancer', () => {
       } ranks; acknowledged updates by round: ${JSON.stringify(
         [...acknowledged].map(([round, m]) => [round, m.size]),
       )}; upload answers other than 201/200: ${JSON.stringify([...uploadFailures])}`;
-    await until(
+    await waitFor(
       'a third of the tasks',
       async () => {
         await sample();
         return (await completed()) >= TASKS / 3 && (acknowledged.get(2)?.size ?? 0) >= RANKS / 2;
       },
       120_000,
-      progress,
+      { state: progress },
     );
     const killedAt = Date.now();
     const doneBeforeKill = await completed();
@@ -404,17 +391,21 @@ describe('several server instances behind a load balancer', () => {
     killed = true;
 
     let movedAt = 0;
-    const moving = until('B’s workers on A', async () => {
-      await sample();
-      const rows = await query<{ id: string; instance_id: string }>('SELECT id, instance_id FROM clients');
-      const aId = rows.find((r) => !onB.has(r.id))?.instance_id;
-      return rows.every((r) => r.instance_id === aId) && workers.every((w) => w.connections >= 1);
-    }).then(() => (movedAt = Date.now()));
+    const moving = waitFor(
+      'B’s workers on A',
+      async () => {
+        await sample();
+        const rows = await query<{ id: string; instance_id: string }>('SELECT id, instance_id FROM clients');
+        const aId = rows.find((r) => !onB.has(r.id))?.instance_id;
+        return rows.every((r) => r.instance_id === aId) && workers.every((w) => w.connections >= 1);
+      },
+      120_000,
+    ).then(() => (movedAt = Date.now()));
     moving.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
     await creating;
     expect(new Set(ids).size).toBe(TASKS);
     await moving;
-    await until(
+    await waitFor(
       'every task',
       async () => {
         await sample();
@@ -423,7 +414,7 @@ describe('several server instances behind a load balancer', () => {
       240_000,
     );
     const doneAt = Date.now();
-    await until(
+    await waitFor(
       'the training',
       async () =>
         (await query('SELECT status FROM tasks WHERE id = ?', [trainingId]))[0]?.status === 'completed',

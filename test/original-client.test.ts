@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 import { adminPanelBody, frames, LINEAR_MODEL, runOriginalClient } from './helpers/original-client.js';
 import { RawClient, systemInfo } from './helpers/ws-client.js';
 
@@ -28,6 +28,9 @@ async function originalModelServer(): Promise<{ url: string; close(): Promise<vo
 
 describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
   let ts: TestServer;
+  /** The original client as `clientId` on this server, with `args`. */
+  const runAs = (clientId: string, args: string[]) =>
+    runOriginalClient(['--url', ts.server.wsUrl, '--id', clientId, ...args]);
   let models: Awaited<ReturnType<typeof originalModelServer>>;
 
   beforeAll(async () => {
@@ -114,7 +117,10 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     } finally {
       // A goodbye (1000), seen by the server before the next test queues work it could take.
       c.ws.close(1000);
-      await until(async () => !(await ts.api('GET', `/api/clients/orig-hostile-${dialect}`)).body.connected);
+      await waitFor(
+        'the hostile client to be dropped',
+        async () => !(await ts.api('GET', `/api/clients/orig-hostile-${dialect}`)).body.connected,
+      );
     }
   });
 
@@ -137,11 +143,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     });
     expect(created.body.config.model).toBeUndefined(); // not our model server
 
-    const run = await runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      `orig-${dialect}`,
+    const run = await runAs(`orig-${dialect}`, [
       '--idle',
       '0.5',
       '--batch-sleep',
@@ -164,7 +166,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(run.events.some((e) => e.event === 'sent_after_result' && e.type === 'task_progress')).toBe(true);
     expect(frames(run, 'error')).toEqual([]);
     // A heartbeat went out while it was idle (before the task was pushed or after).
-    const done = await until(async () => {
+    const done = await waitFor('the task to complete', async () => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'completed' && t;
     });
@@ -186,11 +188,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       ids.push(r.body.id as number);
     }
     const clientId = `orig-serial-${dialect}`;
-    const run = await runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      clientId,
+    const run = await runAs(clientId, [
       '--tasks',
       '3',
       '--idle',
@@ -208,10 +206,13 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(busy).toEqual([]);
     expect(frames(run, 'error')).toEqual([]);
     for (const id of ids) {
-      await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+      await waitFor(
+        'the task to complete',
+        async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed',
+      );
     }
     expect(run.events.some((e) => e.event === 'heartbeat')).toBe(true);
-    const client = await until(async () => {
+    const client = await waitFor('the heartbeat utilization', async () => {
       const c = (await ts.api('GET', `/api/clients/${clientId}`)).body;
       return c.utilization && c;
     });
@@ -226,24 +227,15 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     const a = (await ts.api('POST', '/api/tasks', body)).body.id as number;
     const b = (await ts.api('POST', '/api/tasks', body)).body.id as number;
     const clientId = `orig-control-${dialect}`;
-    const running = runOriginalClient([
-      '--url',
-      ts.server.wsUrl,
-      '--id',
-      clientId,
-      '--tasks',
-      '3',
-      '--batch-sleep',
-      '0.1',
-    ]);
+    const running = runAs(clientId, ['--tasks', '3', '--batch-sleep', '0.1']);
     const progressing = async (id: number) => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'running' && t.progress > 0;
     };
-    await until(() => progressing(a), 30_000, `task ${a} progressing`);
+    await waitFor(`task ${a} progressing`, () => progressing(a), 30_000);
     expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'paused' })).status).toBe(200);
     expect((await ts.api('PUT', `/api/tasks/${a}/status`, { status: 'running' })).status).toBe(200);
-    await until(() => progressing(b), 30_000, `task ${b} progressing`);
+    await waitFor(`task ${b} progressing`, () => progressing(b), 30_000);
     expect((await ts.api('PUT', `/api/tasks/${b}/status`, { status: 'cancelled' })).status).toBe(200);
     // It is still running b: c waits for it rather than queue up behind it unread.
     const c = (await ts.api('POST', '/api/tasks', { ...body, epochs: 1 })).body.id as number;
@@ -261,7 +253,10 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(
       run.events.filter((e) => e.event === 'frame' && e.type === 'task' && e.busy_with !== null),
     ).toEqual([]);
-    await until(async () => (await ts.api('GET', `/api/tasks/${c}`)).body.status === 'completed');
+    await waitFor(
+      'the task to complete',
+      async () => (await ts.api('GET', `/api/tasks/${c}`)).body.status === 'completed',
+    );
   });
 
   it('runs a distributed task: n_clients ranks, rank and world_size in config, init_distributed answered', async () => {
@@ -274,9 +269,7 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
     expect(created.body.world_size).toBe(2);
     const id = created.body.id as number;
     const runs = await Promise.all(
-      ['a', 'b'].map((s) =>
-        runOriginalClient(['--url', ts.server.wsUrl, '--id', `orig-dist-${s}-${dialect}`, '--idle', '0.5']),
-      ),
+      ['a', 'b'].map((s) => runAs(`orig-dist-${s}-${dialect}`, ['--idle', '0.5'])),
     );
     const seen = runs.map((run) => {
       expect(run.code, JSON.stringify(run.events) + run.stderr).toBe(0);
@@ -297,6 +290,9 @@ describe.each(DIALECTS)('the original AI Farm client on %s', (dialect) => {
       { id: 0, total_shards: 2, start_point: 0, end_point: 50 },
       { id: 1, total_shards: 2, start_point: 50, end_point: 100 },
     ]);
-    await until(async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed');
+    await waitFor(
+      'the task to complete',
+      async () => (await ts.api('GET', `/api/tasks/${id}`)).body.status === 'completed',
+    );
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 import { adminPanelBody, frames, LINEAR_MODEL, runOriginalClient } from './helpers/original-client.js';
 
 // Issue 13's "done when": a task created with the original admin panel's body, its `url` at
@@ -39,7 +39,7 @@ describe.each(DIALECTS)('the original client with code from our model registry o
     expect(frames(run, 'error')).toEqual([]);
     const trained = run.events.find((e) => e.event === 'trained') as unknown as { losses: number[] };
     expect(trained.losses.at(-1)).toBeLessThan(trained.losses[0] as number);
-    const task = await until(async () => {
+    const task = await waitFor('the task to complete', async () => {
       const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
       return t.status === 'completed' && t;
     });

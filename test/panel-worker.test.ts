@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, holdsStill, sleep } from './clients/processes.js';
+import { CliProcess } from './clients/processes.js';
+import { holdsStill, sleep } from './helpers/wait.js';
 import { ensurePanelBuilt, launchBrowser, logIn, screenshot, WIDTHS } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -24,6 +25,20 @@ describe('admin panel following a real worker', () => {
   let worker: CliProcess;
   let dir: string;
   let token: string;
+  /** The reference worker, named `name`, keeping its id in `idFile`. */
+  const startWorker = (name: string, idFile: string) =>
+    new CliProcess([
+      'worker',
+      '--server',
+      t.url,
+      '--token',
+      token,
+      '--id-file',
+      join(dir, idFile),
+      '--name',
+      name,
+      '--no-progress',
+    ]);
   const more: CliProcess[] = [];
 
   beforeAll(async () => {
@@ -34,18 +49,7 @@ describe('admin panel following a real worker', () => {
     browser = await launchBrowser();
     page = await (await browser.newContext({ viewport: WIDTHS.desktop })).newPage();
     await logIn(page, t.url, 'admin', PASSWORD);
-    worker = new CliProcess([
-      'worker',
-      '--server',
-      t.url,
-      '--token',
-      token,
-      '--id-file',
-      join(dir, 'worker.id'),
-      '--name',
-      'panel-worker',
-      '--no-progress',
-    ]);
+    worker = startWorker('panel-worker', 'worker.id');
     await worker.waitFor(/registered as (\S+)/);
   });
   afterAll(async () => {
@@ -134,18 +138,7 @@ describe('admin panel following a real worker', () => {
   });
 
   it('follows a two-rank training task round by round, with its chart and model', async () => {
-    const second = new CliProcess([
-      'worker',
-      '--server',
-      t.url,
-      '--token',
-      token,
-      '--id-file',
-      join(dir, 'worker-2.id'),
-      '--name',
-      'panel-worker-2',
-      '--no-progress',
-    ]);
+    const second = startWorker('panel-worker-2', 'worker-2.id');
     more.push(second);
     await second.waitFor(/registered as (\S+)/);
 

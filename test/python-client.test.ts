@@ -1,39 +1,11 @@
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPythonClient } from './helpers/original-client.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 
 // Workers in any language: a Python client speaking only the seed's protocol drives the
-// real server. Debian's interpreter, which has python3-websockets (not the pyenv one on PATH).
-const PYTHON = '/usr/bin/python3';
-const CLIENT = join(import.meta.dirname, 'clients', 'seed_client.py');
-
-interface Run {
-  code: number | null;
-  events: Record<string, unknown>[];
-  stderr: string;
-}
-
-function runSeedClient(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [CLIENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const events = stdout
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      resolve({ code, events, stderr });
-    });
-  });
-}
+// real server.
+const runSeedClient = (args: string[]) => runPythonClient('seed_client.py', args, 40_000);
 
 let ts: TestServer;
 let token: string;
@@ -64,7 +36,7 @@ async function completesATask(clientId: string, auth: string[]): Promise<void> {
   expect(run.events[1]).toMatchObject({ client_id: clientId });
   expect(run.events[2]).toMatchObject({ task_id: String(id), config: { epochs: 2, batches: 3 } });
 
-  const task = await until(async () => {
+  const task = await waitFor('the task to complete', async () => {
     const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
     return t.status === 'completed' && t;
   });

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { CliProcess, runCli, until } from './clients/processes.js';
+import { CliProcess, runCli } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 
 // examples/pytorch/train.py trained through a real server by real `ai-farm worker` processes:
 // two ranks, two FedAvg rounds, the `command` executor's round loop. The task is created with
@@ -95,13 +96,13 @@ describe('the PyTorch example', () => {
     expect(task.config.code).toMatchObject({ kind: 'folder', digest: expect.stringMatching(/^sha256:/) });
     const id: number = task.id;
 
-    const done = await until(
+    const done = await waitFor(
+      'the task to finish',
       async () => {
         const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
         return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
       },
       150_000,
-      'the task to finish',
     );
     expect(done.status, `${done.error_log}\n${procs.map((p) => p.output).join('\n')}`).toBe('completed');
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { sleep } from './helpers/wait.js';
 
 /** RATE_LIMIT per client address, as the seed's "60/minute"; a fresh server per case. */
 describe.each(DIALECTS)('rate limit on %s', (dialect) => {
@@ -73,7 +74,7 @@ describe.each(DIALECTS)('rate limit on %s', (dialect) => {
         limited = answers.find((a) => a.status === 429);
       }
       if (!limited) throw new Error('no 429 in 10 bursts of 5 requests at RATE_LIMIT=2/second');
-      await new Promise((r) => setTimeout(r, Number(limited.headers.get('retry-after')) * 1000 + 100));
+      await sleep(Number(limited.headers.get('retry-after')) * 1000 + 100);
       expect((await t.api('GET', '/api/tasks')).status).toBe(200);
     });
   });

@@ -8,8 +8,9 @@ import { silentLogger } from '../src/observability/logger.js';
 import { openDatabase, resolveDatabaseTarget } from '../src/storage/db.js';
 import { systemClock, toDbTime } from '../src/storage/values.js';
 import { readEvents } from './helpers/panel.js';
-import { freshPrefix, startFarm, TEST_REDIS_URL, waitUntil, type TestFarm } from './helpers/redis.js';
+import { freshPrefix, startFarm, TEST_REDIS_URL, type TestFarm } from './helpers/redis.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * Two server instances sharing one database and one Redis, as a scaled-out farm runs.
@@ -113,7 +114,11 @@ describe('two instances on one MariaDB and one Redis', () => {
         throw new Error(`${err.message}; got ${JSON.stringify(w.received)}`);
       });
     expect(task.data).toMatchObject({ id, attempt: 1 });
-    await waitUntil(async () => (await farm.api(0, 'GET', `/api/tasks/${id}`)).body.status === 'running');
+    await waitFor(
+      'the task to run',
+      async () => (await farm.api(0, 'GET', `/api/tasks/${id}`)).body.status === 'running',
+      20_000,
+    );
 
     expect((await farm.api(0, 'PUT', `/api/tasks/${id}/status`, { status: 'paused' })).status).toBe(200);
     expect(await w.next((m) => m.type === 'pause' && m.task_id === id, 20_000)).toBeTruthy();
@@ -167,7 +172,7 @@ describe('two instances on one MariaDB and one Redis', () => {
       20_000,
     );
     // The stream is open (its first overview sent) before the changes happen.
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     let id = -1;
     id = (await farm.api(0, 'POST', '/api/tasks', { type: 'gpu-only', requirements: { gpu_count: 8 } })).body
       .id;
@@ -190,10 +195,10 @@ describe('two instances on one MariaDB and one Redis', () => {
     const a = await registeredClient(wsUrl(0), token, idA);
     const b = await registeredClient(wsUrl(1), token, idB);
     sockets.push(a, b);
-    await waitUntil(
+    await waitFor(
+      'count',
       async () => (await count(0)) === base + 2 && (await count(1)) === base + 2,
       20_000,
-      'count',
     );
     const listed = async (i: number) =>
       new Map(
@@ -208,8 +213,8 @@ describe('two instances on one MariaDB and one Redis', () => {
     expect(onA.get(idA)).toBe(true);
     expect(onA.get(idB)).toBe(true);
     b.ws.close(1000);
-    await waitUntil(async () => (await count(0)) === base + 1, 20_000, 'count after a goodbye');
-    await waitUntil(async () => (await listed(0)).get(idB) === false, 20_000, 'client B shown disconnected');
+    await waitFor('count after a goodbye', async () => (await count(0)) === base + 1, 20_000);
+    await waitFor('client B shown disconnected', async () => (await listed(0)).get(idB) === false, 20_000);
     expect((await listed(1)).get(idA)).toBe(true);
   });
 });
@@ -254,11 +259,11 @@ describe('redis presence', () => {
       await Promise.all([la.whenHealthy(), lb.whenHealthy()]);
       a.start();
       b.start();
-      await waitUntil(async () => (await b.connected()).size === 3, 10_000, 'both instances seen');
+      await waitFor('both instances seen', async () => (await b.connected()).size === 3, 10_000);
       expect(Object.fromEntries(await b.connected())).toEqual({ c1: 'a', c2: 'a', c3: 'b' });
       // A dies: its connection goes, its heartbeat stops, nothing is withdrawn.
       la.close();
-      await waitUntil(async () => (await b.connected()).size === 1, 10_000, 'dead instance forgotten');
+      await waitFor('dead instance forgotten', async () => (await b.connected()).size === 1, 10_000);
       expect(Object.fromEntries(await b.connected())).toEqual({ c3: 'b' });
       // Pruned from the hash too.
       expect(await lb.cmd.hkeys(lb.key('presence:clients'))).toEqual(['c3']);

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateRedis, startFarm, waitUntil, type TestFarm } from './helpers/redis.js';
+import { PrivateRedis, startFarm, type TestFarm } from './helpers/redis.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
+import { waitFor } from './helpers/wait.js';
 
 /** A worker that completes every task it is sent. */
 function completeEverything(c: RawClient): void {
@@ -79,7 +80,7 @@ describe('Redis outage with two instances', () => {
 
   it('before, during and after the outage: every task completes, no request fails, one log line each way', async () => {
     await createTasks(6);
-    await waitUntil(allCompleted, 60_000, 'tasks created before the outage');
+    await waitFor('tasks created before the outage', allCompleted, 60_000);
 
     await redis.kill();
     // Requests during the outage: auth (cache misses go to the database), reads, creates.
@@ -94,15 +95,15 @@ describe('Redis outage with two instances', () => {
     // A revocation while Redis is away still holds everywhere: the database answers.
     expect((await farm.api(0, 'DELETE', `/api/tokens/${fresh.id}`)).status).toBe(200);
     expect((await farm.api(1, 'GET', '/api/tasks', undefined, fresh.token)).status).toBe(401);
-    await waitUntil(allCompleted, 60_000, 'tasks created during the outage');
+    await waitFor('tasks created during the outage', allCompleted, 60_000);
 
     await redis.restart();
     const dirs = farm.servers.map((s) => s.config.LOG_DIR);
     const said = (dir: string, text: string) =>
       logLines(dir, 'server.log').filter((l) => String(l.msg).startsWith(text)).length;
-    await waitUntil(() => dirs.every((d) => said(d, 'redis back') === 1), 30_000, 'recovery logged');
+    await waitFor('recovery logged', () => dirs.every((d) => said(d, 'redis back') === 1), 30_000);
     await createTasks(6);
-    await waitUntil(allCompleted, 60_000, 'tasks created after the outage');
+    await waitFor('tasks created after the outage', allCompleted, 60_000);
     expect(created).toHaveLength(18);
     // A second token revoked after the recovery is refused on the other instance at once.
     const late = (await farm.api(0, 'POST', '/api/tokens', { name: 'after', role: 'user' })).body;
@@ -118,10 +119,10 @@ describe('Redis outage with two instances', () => {
     }
     // Presence was re-published: both workers count again on both instances.
     for (const i of [0, 1]) {
-      await waitUntil(
+      await waitFor(
+        'presence after the outage',
         async () => (await farm.api(i, 'GET', '/api/metrics')).body.connected_clients === 2,
         30_000,
-        'presence after the outage',
       );
     }
   }, 300_000);
@@ -132,10 +133,10 @@ describe('Redis outage with two instances', () => {
       logLines(dir, 'server.log').filter((l) => String(l.msg).startsWith(text)).length;
     const before = dirs.map((d) => said(d, 'redis unavailable'));
     redis.freeze();
-    await waitUntil(
+    await waitFor(
+      'the hang noticed',
       () => dirs.every((d, i) => said(d, 'redis unavailable') === (before[i] as number) + 1),
       15_000,
-      'the hang noticed',
     );
     // Token lookups and rate-limit counters go to the database at once, not after a timeout.
     for (const i of [0, 1, 0, 1]) {
@@ -144,12 +145,12 @@ describe('Redis outage with two instances', () => {
       expect(Date.now() - t0).toBeLessThan(1500);
     }
     await createTasks(4);
-    await waitUntil(allCompleted, 60_000, 'tasks created while Redis hung');
+    await waitFor('tasks created while Redis hung', allCompleted, 60_000);
     redis.thaw();
-    await waitUntil(
+    await waitFor(
+      'recovery after the hang logged',
       () => dirs.every((d) => said(d, 'redis back') === 2),
       30_000,
-      'recovery after the hang logged',
     );
     for (const dir of dirs) expect(said(dir, 'redis unavailable'), dir).toBe(2);
   }, 120_000);

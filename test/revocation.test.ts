@@ -2,9 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { DIALECTS } from './helpers/db.js';
 import { login } from './helpers/panel.js';
-import { waitUntil } from './helpers/redis.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * Revoking a token ends what it opened (issue 11, point 2): its WebSockets are closed with
@@ -55,7 +55,7 @@ describe.each(DIALECTS)('revoking a worker token on %s', (dialect) => {
     await expect(RawClient.connect(t.server.wsUrl, revoked.token)).rejects.toThrow(/HTTP 401/);
 
     // Its lease went back at once (not after CONNECTION_TIMEOUT): another worker runs the task.
-    await waitUntil(async () => (await task(id)).status === 'pending', 20_000, 'the task back in the queue');
+    await waitFor('the task back in the queue', async () => (await task(id)).status === 'pending', 20_000);
     const next = await registeredClient(t.server.wsUrl, other.token, `rev-next-${dialect}`);
     sockets.push(next);
     const again = await next.next((m) => m.type === 'task' && (m.data as { id: number }).id === id, 20_000);

@@ -2,29 +2,27 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
-import { startServer, type RunningServer } from '../src/main.js';
+import { startServer } from '../src/main.js';
 import type { Dialect } from '../src/storage/db.js';
-import { encodeSafetensors } from '../src/training/safetensors/encode.js';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
+import { createTestDatabase, DIALECTS } from './helpers/db.js';
 import { login, postLogin, type PanelSession } from './helpers/panel.js';
 import {
   captureOutput,
-  f32Entry,
   listRoutes,
-  rawSafetensors,
   readLogDir,
   secretHits,
   Slowloris,
-  until,
   upgradeStatus,
   wrongFormats,
   type OutputCapture,
   type RouteEntry,
 } from './helpers/security.js';
 import { bodyFor, PRINCIPALS, RULES, type Want, type Who } from './helpers/security-rules.js';
-import { request, testConfig, type ApiResponse } from './helpers/server.js';
-import { model, taskMessage, upload } from './helpers/training.js';
+import { request, testConfig, type TestServer } from './helpers/server.js';
+import { malformedUpdates, model, oversizeUpdate } from './helpers/safetensors.js';
+import { taskMessage, upload } from './helpers/training.js';
 import { RawClient, registeredClient } from './helpers/ws-client.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * The security suite (docs/security.md): every route against every kind of caller who must
@@ -80,14 +78,9 @@ afterAll(() => {
   );
 });
 
-interface SecServer {
-  server: RunningServer;
-  db: TestDatabase;
-  url: string;
-  adminToken: string;
+/** A test server that also knows the admin's panel password. */
+interface SecServer extends TestServer {
   adminPassword: string;
-  api(method: string, path: string, body?: unknown, token?: string | null): Promise<ApiResponse>;
-  stop(): Promise<void>;
 }
 
 /** A real server with file logging and JSON logs on (captured) stdout. */
@@ -424,62 +417,18 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
 
       const wrong = wrongFormats();
       figures.corpusSource = wrong.source === 'torch' ? 'python3-torch' : "Python's pickle module (no torch)";
-      const big = encodeSafetensors([{ name: 'a', dtype: 'F32', shape: [300], data: new Float32Array(300) }]);
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies
-      const corpus: [string, () => Promise<{ status: number; body: any }>, number, string, RegExp?][] = [
+      type Corpus = [string, () => ReturnType<typeof put>, number, string, RegExp?];
+      const corpus: Corpus[] = [
         ['PyTorch .pt (pickle)', () => put(1, wrong.picklePt), 400, 'not_safetensors', /pickle/],
         ['PyTorch .pt (zip)', () => put(1, wrong.zipPt), 400, 'not_safetensors', /zip/],
         ['zip file', () => put(1, wrong.zip), 400, 'not_safetensors', /zip/],
-        [
-          'header longer than the file',
-          () => put(1, rawSafetensors('{}', 0, 10_000)),
-          400,
-          'header_exceeds_file',
-        ],
-        [
-          'overlapping offsets',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"b":${f32Entry([2, 2], 8, 24)}}`, 24)),
-          400,
-          'overlap',
-        ],
-        [
-          'offsets out of range',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"b":${f32Entry([2, 2], 16, 40)}}`, 32)),
-          400,
-          'offsets_out_of_bounds',
-        ],
-        [
-          'duplicate tensor names',
-          () => put(1, rawSafetensors(`{"a":${f32Entry([4], 0, 16)},"a":${f32Entry([4], 16, 32)}}`, 32)),
-          400,
-          'duplicate_tensor',
-        ],
-        ['wrong dtype', () => put(1, model([1, 1, 1, 1], [1, 1, 1, 1], 'F16')), 400, 'dtype_mismatch'],
-        [
-          'integer dtype',
-          () =>
-            put(1, encodeSafetensors([{ name: 'a', dtype: 'I32', shape: [4], data: new Uint8Array(16) }])),
-          400,
-          'unsupported_dtype',
-        ],
-        [
-          'wrong shape',
-          () =>
-            put(
-              1,
-              encodeSafetensors([
-                { name: 'a', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-                { name: 'b', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-              ]),
-            ),
-          400,
-          'shape_mismatch',
-        ],
-        ['NaN', () => put(1, model([1, NaN, 1, 1], [1, 1, 1, 1])), 400, 'non_finite'],
-        ['+Inf', () => put(1, model([1, 1, 1, 1], [1, Infinity, 1, 1])), 400, 'non_finite'],
-        ['-Inf', () => put(1, model([1, 1, 1, 1], [1, 1, 1, -Infinity])), 400, 'non_finite'],
-        ['oversize (Content-Length)', () => put(1, big), 413, 'too_large'],
-        ['oversize (chunked, no Content-Length)', () => chunkedPut(1, big), 413, 'too_large'],
+        ...malformedUpdates().map(({ what, body, status, code }): Corpus => [
+          what,
+          () => put(1, body),
+          status,
+          code,
+        ]),
+        ['oversize (chunked, no Content-Length)', () => chunkedPut(1, oversizeUpdate()), 413, 'too_large'],
       ];
       const chunkedPut = (rank: number, body: Buffer) =>
         // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies
@@ -556,7 +505,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
     try {
       attack.start(200);
       figures.slowSocketsAtOnce = 200;
-      await until(() => attack.openNow >= 200, 20_000, '200 slow sockets open');
+      await waitFor('200 slow sockets open', () => attack.openNow >= 200, 20_000);
       // Flood: far past MAX_MESSAGES_PER_SECOND=50 (bursts of 100).
       for (let i = 0; i < 400; i++) {
         floodA.send({ type: 'heartbeat', msg_id: `f${i}` });
@@ -595,7 +544,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
         const id = created.body.id as number;
         const task = await taskMessage(goodWorker, id);
         const wait = lastSentAt + minGapMs - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await sleep(wait);
         const paced = Math.max(0, wait);
         lastSentAt = Date.now();
         goodWorker.send({
@@ -615,7 +564,7 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
       expect(figures.worstRoundTripMs).toBeLessThan(20_000);
       expect(goodWorker.closeCode).toBeNull();
       attack.stop();
-      await until(() => attack.openNow === 0, 30_000, 'the server to drop every slow socket');
+      await waitFor('the server to drop every slow socket', () => attack.openNow === 0, 30_000);
       figures.slowSocketsOpened += attack.opened;
       figures.slowSocketsDropped += attack.dropped;
       figures.slow408 += attack.answered408;
@@ -634,9 +583,9 @@ describe.each(DIALECTS)('security on %s', (dialect) => {
       try {
         attack.start(10);
         // HEADERS_TIMEOUT=2 here: each socket is dropped within seconds, not Node's 60 s.
-        await until(() => attack.dropped >= 10, 30_000, `slow sockets dropped on ${url}`);
+        await waitFor(`slow sockets dropped on ${url}`, () => attack.dropped >= 10, 30_000);
         attack.stop();
-        await until(() => attack.openNow === 0, 30_000, `every slow socket dropped on ${url}`);
+        await waitFor(`every slow socket dropped on ${url}`, () => attack.openNow === 0, 30_000);
         figures.slowSocketsOpened += attack.opened;
         figures.slowSocketsDropped += attack.dropped;
         figures.slow408 += attack.answered408;

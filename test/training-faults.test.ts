@@ -1,176 +1,96 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { model, values } from './helpers/safetensors.js';
 import {
   download,
   expectClose,
-  model,
+  farmPerTest,
+  startTraining,
   taskMessage,
-  trainingFarm,
-  upload,
-  values,
   type TrainingFarm,
 } from './helpers/training.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 // Rounds that do not wait forever: quorum at the deadline, extensions then failure below it,
 // and a rank whose client dies re-placed on a spare client that starts from the global model.
 
-let farm: TrainingFarm | undefined;
-afterEach(async () => {
-  await farm?.stop();
-  farm = undefined;
-});
-
+const trainingFarm = farmPerTest();
 const uni = (x: number) => model([x, x, x, x], [x, x, x, x]);
 
 describe('rounds with missing ranks', () => {
   it('closes a round at its deadline once the quorum is in', async () => {
-    farm = await trainingFarm('sqlite', 3);
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 3,
-      config: { rounds: 2, quorum: 2, round_deadline_s: 1 },
-    });
-    const taskId = created.body.id as number;
-    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
+    const farm = await trainingFarm('sqlite', 3);
+    const { ts, token, clients } = farm;
+    const t = await startTraining(farm, { rounds: 2, quorum: 2, round_deadline_s: 1 });
     const t0 = Date.now();
-    for (const [i, d] of datas.entries()) {
-      if (d.rank === 2) continue;
-      const r = await upload({
-        base: ts.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round: 1,
-        rank: d.rank,
-        attempt: d.attempt,
-        numSamples: 10,
-        body: uni(d.rank === 0 ? 2 : 4),
-      });
-      expect(r.status).toBe(201);
+    for (const r of [0, 1]) {
+      const res = await t.put(r, uni(r === 0 ? 2 : 4), { numSamples: 10 });
+      expect(res.status).toBe(201);
     }
     const starts = await Promise.all(clients.map((c) => c.type('round_start', 10_000)));
     expect(Date.now() - t0).toBeGreaterThan(500);
     expect(starts[0]).toMatchObject({ round: 2 });
     const g = await download(ts.url, starts[0]!.global_model_url as string, token);
     expectClose((await values(g.bytes)).a, [3, 3, 3, 3]);
-    const rounds = await ts.api('GET', `/api/tasks/${taskId}/rounds`);
+    const rounds = await ts.api('GET', `/api/tasks/${t.taskId}/rounds`);
     expect(rounds.body.items[0]).toMatchObject({ round: 1, state: 'closed', num_updates: 2 });
     expect(rounds.body.items[1]).toMatchObject({ round: 2, state: 'open', num_updates: 0 });
-    await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'cancelled' });
-    await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === taskId)));
+    await ts.api('PUT', `/api/tasks/${t.taskId}/status`, { status: 'cancelled' });
+    await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === t.taskId)));
   });
 
   it('re-places the ranks missing at a deadline below quorum, and fails the task in the end', async () => {
-    farm = await trainingFarm('sqlite', 2);
+    const farm = await trainingFarm('sqlite', 2);
     const { ts, clients } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 2,
-      config: { rounds: 1, round_deadline_s: 0.3 },
-    });
-    const taskId = created.body.id as number;
-    await Promise.all(clients.map((c) => taskMessage(c, taskId)));
+    const { taskId } = await startTraining(farm, { rounds: 1, round_deadline_s: 0.3 });
     // The late ranks are told to stop and handed out again (their next attempt)...
     await Promise.all(clients.map((c) => c.next((m) => m.type === 'stop' && m.task_id === taskId, 10_000)));
-    let task = await ts.api('GET', `/api/tasks/${taskId}`);
-    for (let i = 0; i < 200 && task.body.status === 'running'; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      task = await ts.api('GET', `/api/tasks/${taskId}`);
-    }
     // ... until the attempts or the extensions run out: no round waits forever.
-    expect(task.body.status).toBe('failed');
-    expect(task.body.error_log).toMatch(/missed the deadline of round 1|missed its quorum/);
-    const events = await ts.api('GET', `/api/tasks/${taskId}/events`);
-    const kinds = events.body.items.map((e: { kind: string }) => e.kind);
+    const task = await waitFor(
+      'the task to end',
+      async () => {
+        const body = (await ts.api('GET', `/api/tasks/${taskId}`)).body;
+        return body.status !== 'running' && body;
+      },
+      10_000,
+      { everyMs: 50 },
+    );
+    expect(task.status).toBe('failed');
+    expect(task.error_log).toMatch(/missed the deadline of round 1|missed its quorum/);
+    const kinds = await eventKinds(farm, taskId);
     expect(kinds).toContain('round_extended');
     expect(kinds).toContain('rank_retry');
   });
 
   it("stops a paused task's round deadline and resumes it with the time it had left", async () => {
-    farm = await trainingFarm('sqlite', 2);
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 2,
-      config: { rounds: 1, round_deadline_s: 1 },
-    });
-    const taskId = created.body.id as number;
-    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
-    expect((await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'paused' })).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 1500));
-    let events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items.map(
-      (e: { kind: string }) => e.kind,
-    );
-    expect(events).not.toContain('round_extended');
-    expect((await ts.api('PUT', `/api/tasks/${taskId}/status`, { status: 'running' })).status).toBe(200);
-    for (const [i, d] of datas.entries()) {
-      const r = await upload({
-        base: ts.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round: 1,
-        rank: d.rank,
-        attempt: d.attempt,
-        numSamples: 1,
-        body: uni(i),
-      });
-      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const farm = await trainingFarm('sqlite', 2);
+    const { ts, clients } = farm;
+    const t = await startTraining(farm, { rounds: 1, round_deadline_s: 1 });
+    const status = (s: string) => ts.api('PUT', `/api/tasks/${t.taskId}/status`, { status: s });
+    expect((await status('paused')).status).toBe(200);
+    await sleep(1500);
+    expect(await eventKinds(farm, t.taskId)).not.toContain('round_extended');
+    expect((await status('running')).status).toBe(200);
+    for (const [i, r] of t.ranks.entries()) {
+      const res = await t.put(r.rank, uni(i));
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
     }
     await Promise.all(clients.map((c) => c.type('training_complete', 10_000)));
-    events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items.map(
-      (e: { kind: string }) => e.kind,
-    );
-    expect(events).not.toContain('round_extended');
-    expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('completed');
+    expect(await eventKinds(farm, t.taskId)).not.toContain('round_extended');
+    expect((await ts.api('GET', `/api/tasks/${t.taskId}`)).body.status).toBe('completed');
   });
 
   it("re-places a dead rank's client; the new client starts from the current global model", async () => {
-    farm = await trainingFarm('sqlite', 4, { CONNECTION_TIMEOUT: 1.5 });
+    const farm = await trainingFarm('sqlite', 4, { CONNECTION_TIMEOUT: 1.5 });
     const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 3,
-      config: { rounds: 2 },
-    });
-    const taskId = created.body.id as number;
     // Three of the four clients get a rank; the fourth is the spare.
-    let assigned: { client_id: string }[] = [];
-    while (assigned.length < 3) {
-      await new Promise((r) => setTimeout(r, 50));
-      assigned = (await ts.api('GET', `/api/tasks/${taskId}/assignments`)).body.items;
-    }
-    const ranks = await Promise.all(
-      assigned.map(async (a) => {
-        const i = ids.indexOf(a.client_id);
-        // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a task message
-        return { i, d: (await taskMessage(clients[i]!, taskId)) as any };
-      }),
-    );
-    const spare = [0, 1, 2, 3].find((i) => !ranks.some((r) => r.i === i))!;
-    for (const { i, d } of ranks) {
-      const r = await upload({
-        base: ts.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round: 1,
-        rank: d.rank,
-        attempt: d.attempt,
-        numSamples: 1,
-        body: uni(d.rank),
-      });
-      expect(r.status).toBe(201);
-    }
-    await Promise.all(ranks.map(({ i }) => clients[i]!.type('round_start', 10_000)));
+    const t = await startTraining(farm, { rounds: 2 }, { worldSize: 3 });
+    const { taskId } = t;
+    const spare = clients.find((c) => !t.ranks.some((r) => r.client === c))!;
+    for (const r of t.ranks) expect((await t.put(r.rank, uni(r.rank))).status).toBe(201);
+    await Promise.all(t.ranks.map((r) => r.client.type('round_start', 10_000)));
     // Rank 2's client dies in round 2.
-    const dead = ranks.find((r) => r.d.rank === 2)!;
-    clients[dead.i]!.close();
-    const replaced = await taskMessage(clients[spare]!, taskId);
+    t.rank(2).client.close();
+    const replaced = await taskMessage(spare, taskId);
     expect(replaced).toMatchObject({ rank: 2, attempt: 2 });
     expect(replaced.training).toMatchObject({
       round: 2,
@@ -178,29 +98,20 @@ describe('rounds with missing ranks', () => {
     });
     const g = await download(ts.url, replaced.training.global_model_url, token);
     expectClose((await values(g.bytes)).a, [1, 1, 1, 1]);
-    const round2 = [
-      ...ranks
-        .filter((r) => r.d.rank !== 2)
-        .map(({ i, d }) => ({ id: ids[i]!, rank: d.rank, attempt: d.attempt })),
-      { id: ids[spare]!, rank: 2, attempt: replaced.attempt },
-    ];
-    for (const u of round2) {
-      const r = await upload({
-        base: ts.url,
-        token,
-        clientId: u.id,
-        taskId,
-        round: 2,
-        rank: u.rank,
-        attempt: u.attempt,
-        numSamples: 1,
-        body: uni(10 * (u.rank + 1)),
-      });
-      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const spareLease = { clientId: ids[clients.indexOf(spare)]!, attempt: replaced.attempt as number };
+    for (const rank of [0, 1, 2]) {
+      const res = await t.put(rank, uni(10 * (rank + 1)), { round: 2, ...(rank === 2 ? spareLease : {}) });
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
     }
-    await clients[spare]!.type('training_complete', 10_000);
+    await spare.type('training_complete', 10_000);
     const final = await download(ts.url, `/api/tasks/${taskId}/model`, token);
     expectClose((await values(final.bytes)).b, [20, 20, 20, 20]);
     expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('completed');
   });
 });
+
+/** The kinds of a task's events, oldest first. */
+async function eventKinds(farm: TrainingFarm, taskId: number): Promise<string[]> {
+  const events = await farm.ts.api('GET', `/api/tasks/${taskId}/events`);
+  return events.body.items.map((e: { kind: string }) => e.kind);
+}

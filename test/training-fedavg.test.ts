@@ -1,40 +1,21 @@
 import { existsSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
-import {
-  download,
-  expectClose,
-  model,
-  taskMessage,
-  trainingFarm,
-  upload,
-  values,
-  type TrainingFarm,
-} from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, farmPerTest, startTraining } from './helpers/training.js';
+import { waitFor } from './helpers/wait.js';
 
-let farm: TrainingFarm | undefined;
-afterEach(async () => {
-  await farm?.stop();
-  farm = undefined;
-});
+const trainingFarm = farmPerTest();
 
 describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
   it('runs two rounds of three ranks, averages by samples, checkpoints and completes', async () => {
-    farm = await trainingFarm(dialect, 3, { CHECKPOINT_FREQUENCY: 1 });
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 3,
-      config: { rounds: 2, aggregation: { strategy: 'fedavg' }, lr: 0.1 },
-    });
-    expect(created.status).toBe(201);
-    const taskId = created.body.id as number;
-    expect(created.body.config).toMatchObject({ epochs: 10, batch_size: 32, quorum: 3, shards: 'even' });
+    const farm = await trainingFarm(dialect, 3, { CHECKPOINT_FREQUENCY: 1 });
+    const { ts, token, clients } = farm;
+    const t = await startTraining(farm, { rounds: 2, aggregation: { strategy: 'fedavg' }, lr: 0.1 });
+    const { taskId } = t;
+    expect(t.created.config).toMatchObject({ epochs: 10, batch_size: 32, quorum: 3, shards: 'even' });
 
-    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
-    const byRank = new Map(datas.map((d, i) => [d.rank as number, { d, c: clients[i]!, id: ids[i]! }]));
-    for (const d of datas) {
+    for (const { message: d } of t.ranks) {
       expect(d.training).toMatchObject({ round: 1, rounds: 2, global_model_url: null });
       expect(d.training.upload_url).toBe(
         `/api/tasks/${taskId}/rounds/1/updates/${d.rank}?attempt=${d.attempt}`,
@@ -43,17 +24,9 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     // Round 1: rank r sends a = [r+1, ...], b = [10(r+1), ...] with (r+1)*100 samples.
     const samples = [100, 200, 300];
     const r1 = (r: number) => model([r + 1, r + 1, r + 1, r + 1], [10 * (r + 1), 0, 0, -(r + 1)]);
-    for (const [rank, { d, id }] of byRank) {
-      const res = await upload({
-        base: ts.url,
-        token,
-        clientId: id,
-        taskId,
-        round: 1,
-        rank,
-        attempt: d.attempt,
+    for (const { rank } of t.ranks) {
+      const res = await t.put(rank, r1(rank), {
         numSamples: samples[rank]!,
-        body: r1(rank),
         metrics: { loss: rank + 1, accuracy: 0.5 },
       });
       expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -83,17 +56,10 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     expect(same.status).toBe(304);
 
     // Round 2: every rank sends its round-1 update doubled, equal samples.
-    for (const [rank, { d, id }] of byRank) {
-      const res = await upload({
-        base: ts.url,
-        token,
-        clientId: id,
-        taskId,
+    for (const { rank } of t.ranks) {
+      const res = await t.put(rank, model([2 * (rank + 1), 0, 0, 0], [0, 0, 0, rank]), {
         round: 2,
-        rank,
-        attempt: d.attempt,
         numSamples: 50,
-        body: model([2 * (rank + 1), 0, 0, 0], [0, 0, 0, rank]),
         metrics: { loss: 1 },
       });
       expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -110,16 +76,16 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     expectClose(fv.a, [4, 0, 0, 0]);
     expectClose(fv.b, [0, 0, 0, 1]);
     // A late task_result is a duplicate.
-    const [c0] = clients;
-    const d0 = datas[0];
-    c0!.send({
+    const c0 = t.ranks[0]!.client;
+    const d0 = t.ranks[0]!.message;
+    c0.send({
       type: 'task_result',
       msg_id: 'late',
       task_id: taskId,
       status: 'completed',
       attempt: d0.attempt,
     });
-    const ack = await c0!.next((m) => m.reply_to === 'late');
+    const ack = await c0.next((m) => m.reply_to === 'late');
     expect(ack).toMatchObject({ type: 'ack', duplicate: true });
 
     const rounds = await ts.api('GET', `/api/tasks/${taskId}/rounds`);
@@ -137,7 +103,6 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     const checkpoint = task.body.checkpoint_path as string;
     expect(existsSync(checkpoint)).toBe(true);
     expect((await ts.api('DELETE', `/api/tasks/${taskId}`)).status).toBe(204);
-    for (let i = 0; i < 100 && existsSync(checkpoint); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(existsSync(checkpoint)).toBe(false);
+    await waitFor('the checkpoint deleted', () => !existsSync(checkpoint), 2000, { everyMs: 20 });
   });
 });

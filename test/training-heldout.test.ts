@@ -2,8 +2,8 @@ import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initParams, mlpLayout, saveWeights } from '../src/worker/trainer/index.js';
-import { taskMessage, trainingFarm, upload, type TrainingFarm } from './helpers/training.js';
+import { initParams, mlpLayout, saveWeights } from '../src/mnist/index.js';
+import { startTraining, trainingFarm, type TrainingFarm } from './helpers/training.js';
 
 // A train_mnist round records the held-out accuracy of its new global model (evaluated in a
 // worker thread), next to the ranks' own metrics weighted by their samples.
@@ -21,29 +21,18 @@ afterAll(async () => {
 
 describe('train_mnist round metrics', () => {
   it('adds heldout_accuracy and heldout_loss of the aggregate', async () => {
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'train_mnist',
-      requirements: {},
-      world_size: 2,
-      config: { rounds: 1, hidden: 16 },
-    });
-    const taskId = created.body.id as number;
-    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
-    for (const [i, d] of datas.entries()) {
+    const { ts, clients } = farm;
+    const { taskId, ranks, put } = await startTraining(
+      farm,
+      { rounds: 1, hidden: 16 },
+      { type: 'train_mnist' },
+    );
+    for (const [i, { rank }] of ranks.entries()) {
       const path = join(dir, `w${i}.safetensors`);
       await saveWeights(path, mlpLayout(16), initParams(16, i));
-      const r = await upload({
-        base: ts.url,
-        token,
-        clientId: ids[i]!,
-        taskId,
-        round: 1,
-        rank: d.rank,
-        attempt: d.attempt,
-        numSamples: d.rank === 0 ? 1000 : 3000,
-        body: await readFile(path),
-        metrics: { loss: d.rank === 0 ? 1 : 2, accuracy: d.rank === 0 ? 0.5 : 0.9 },
+      const r = await put(rank, await readFile(path), {
+        numSamples: rank === 0 ? 1000 : 3000,
+        metrics: { loss: rank === 0 ? 1 : 2, accuracy: rank === 0 ? 0.5 : 0.9 },
       });
       expect(r.status, JSON.stringify(r.body)).toBe(201);
     }

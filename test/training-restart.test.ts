@@ -3,11 +3,13 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
-import { startCliServer } from './helpers/cli.js';
+import { serverEnv, startCliServer } from './helpers/cli.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
-import { download, expectClose, model, taskMessage, upload, values } from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, taskMessage, upload } from './helpers/training.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
+import { sleep } from './helpers/wait.js';
 
 /**
  * A server killed with SIGKILL mid-round (`ai-farm server` as a child process) and started
@@ -25,18 +27,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     const db: TestDatabase = await createTestDatabase(dialect);
     cleanups.push(() => db.drop());
     const admin = generateToken();
-    const env = {
-      SERVER_HOST: '127.0.0.1',
-      SERVER_PORT: '0',
-      DATABASE_URL: db.url,
-      DATA_DIR: join(db.dir, 'data'),
-      LOG_DIR: join(db.dir, 'logs'),
-      MODEL_CACHE_DIR: join(db.dir, 'models'),
-      CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
-      RATE_LIMIT: 'off',
-      ADMIN_TOKEN: admin,
-      ...extraEnv,
-    };
+    const env = serverEnv(db, admin, extraEnv);
     const farm = {
       db,
       env,
@@ -139,7 +130,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     );
     partial.on('error', () => undefined);
     partial.write(half.subarray(0, half.length - 10));
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     await farm.kill();
     partial.destroy();
     await farm.restart();
@@ -190,7 +181,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
 
     // Killed, and the model cache is gone: round 2's global model and its accepted update.
     await farm.kill();
-    await rm(farm.env.MODEL_CACHE_DIR, { recursive: true, force: true });
+    await rm(join(farm.db.dir, 'models'), { recursive: true, force: true });
     await farm.restart();
     leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
     // Round 2 is redone as round 3 from the checkpoint; the task now has 4 rounds.
@@ -228,7 +219,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     const current = async () =>
       (await request(farm.server.url, 'GET', `/api/tasks/${taskId}/rounds/current`, undefined, admin)).body;
     const deadline = Date.parse((await current()).deadline_at as string);
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     const status = (to: string) =>
       request(farm.server.url, 'PUT', `/api/tasks/${taskId}/status`, { status: to }, admin);
     expect((await status('paused')).status).toBe(200);
@@ -236,9 +227,9 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
 
     // Down, and then paused, past the round's original deadline.
     await farm.kill();
-    await new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()) + 1500));
+    await sleep(Math.max(0, deadline - Date.now()) + 1500);
     await farm.restart();
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     const events = async () =>
       (await request(farm.server.url, 'GET', `/api/tasks/${taskId}/events`, undefined, admin)).body.items as {
         kind: string;
@@ -249,7 +240,7 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     expect((await status('running')).status).toBe(200);
     let after = deadline;
     for (let i = 0; i < 50 && after === deadline; i++) {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       after = Date.parse((await current()).deadline_at as string);
     }
     // The time left at the pause, counted from the resume (the test's clock reads add ~0.5 s).

@@ -1,14 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  download,
-  expectClose,
-  model,
-  taskMessage,
-  trainingFarm,
-  upload,
-  values,
-  type TrainingFarm,
-} from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, startTraining, trainingFarm, type TrainingFarm } from './helpers/training.js';
 
 // Every strategy end to end: five ranks, one of them an outlier, one round, and the final
 // model compared with results computed by hand (see the comments).
@@ -75,30 +67,11 @@ const CASES: { name: string; aggregation: Record<string, unknown>; a: number[]; 
 
 describe('aggregation strategies end to end', () => {
   it.each(CASES)('$name', async ({ aggregation, a, b }) => {
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 5,
-      config: { rounds: 1, aggregation },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const taskId = created.body.id as number;
-    const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
+    const { ts, token, clients } = farm;
+    const { taskId, ranks, put } = await startTraining(farm, { rounds: 1, aggregation });
     await Promise.all(
-      datas.map(async (d, i) => {
-        const r = d.rank as number;
-        const res = await upload({
-          base: ts.url,
-          token,
-          clientId: ids[i]!,
-          taskId,
-          round: 1,
-          rank: r,
-          attempt: d.attempt,
-          numSamples: SAMPLES[r]!,
-          body: model(A[r]!, B[r]!),
-        });
+      ranks.map(async ({ rank: r }) => {
+        const res = await put(r, model(A[r]!, B[r]!), { numSamples: SAMPLES[r]! });
         expect(res.status, JSON.stringify(res.body)).toBe(201);
       }),
     );

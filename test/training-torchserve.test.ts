@@ -1,7 +1,9 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { model, taskMessage, trainingFarm, upload, type TrainingFarm } from './helpers/training.js';
+import { model } from './helpers/safetensors.js';
+import { startTraining, trainingFarm, type TrainingFarm } from './helpers/training.js';
+import { waitFor } from './helpers/wait.js';
 
 // TorchServe cannot be installed here (no PyPI), so a real HTTP server stands in for its
 // management API and records what AI Farm sends when a training task finishes.
@@ -27,28 +29,11 @@ afterAll(async () => {
 
 describe('TorchServe registration', () => {
   it('registers a finished model through the management API', async () => {
-    const { ts, token, clients, ids } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      config: { rounds: 1 },
-    });
-    const taskId = created.body.id as number;
-    const d = await taskMessage(clients[0]!, taskId);
-    const r = await upload({
-      base: ts.url,
-      token,
-      clientId: ids[0]!,
-      taskId,
-      round: 1,
-      rank: 0,
-      attempt: d.attempt,
-      numSamples: 1,
-      body: model([1, 2, 3, 4], [5, 6, 7, 8]),
-    });
-    expect(r.status).toBe(201);
+    const { ts, clients } = farm;
+    const { taskId, put } = await startTraining(farm, { rounds: 1 });
+    expect((await put(0, model([1, 2, 3, 4], [5, 6, 7, 8]))).status).toBe(201);
     await clients[0]!.type('training_complete');
-    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((res) => setTimeout(res, 50));
+    await waitFor('the registration request', () => seen.length > 0, 5000, { everyMs: 50 });
     expect(seen).toHaveLength(1);
     const req = new URL(seen[0]!.url, 'http://x');
     expect(seen[0]!.method).toBe('POST');
@@ -59,11 +44,14 @@ describe('TorchServe registration', () => {
       initial_workers: '1',
       synchronous: 'false',
     });
-    let events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as { kind: string }[];
-    for (let i = 0; i < 50 && !events.some((e) => e.kind === 'torchserve_registered'); i++) {
-      await new Promise((res) => setTimeout(res, 50));
-      events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items;
-    }
-    expect(events.map((e) => e.kind)).toContain('torchserve_registered');
+    await waitFor(
+      'the torchserve_registered event',
+      async () => {
+        const events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as { kind: string }[];
+        return events.some((e) => e.kind === 'torchserve_registered');
+      },
+      2500,
+      { everyMs: 50 },
+    );
   });
 });

@@ -20,6 +20,7 @@ import { fileDigest } from './helpers/digest.js';
 import { request, testConfig } from './helpers/server.js';
 import { taskMessage } from './helpers/training.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
+import { sleep } from './helpers/wait.js';
 
 /** A 36 MB F32 update: past the 32 MiB threshold of the check thread, nine digest pieces. */
 const ELEMENTS = 9_000_000;
@@ -296,7 +297,7 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     let status = 0;
     for (let i = 0; i < 100 && status !== 410; i++) {
       status = (await head(location, 2)).status;
-      if (status !== 410) await new Promise((r) => setTimeout(r, 100));
+      if (status !== 410) await sleep(100);
     }
     expect(status).toBe(410);
     const again = await patch(location, 2, 100_000, bytes.subarray(100_000, 200_000));
@@ -344,7 +345,7 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     for (let i = 0; i < 200 && status !== 200; i++) {
       status = (await request(server.httpUrl, 'GET', `/api/tasks/${taskId}/model`, undefined, adminToken))
         .status;
-      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+      if (status !== 200) await sleep(100);
     }
     expect(status).toBe(200);
     const whole = await fetch(`${server.httpUrl}/api/tasks/${taskId}/model`, {

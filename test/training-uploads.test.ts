@@ -1,60 +1,29 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeSafetensors } from '../src/training/safetensors/encode.js';
 import { DIALECTS } from './helpers/db.js';
+import { malformedUpdates, model, rawSafetensors, values } from './helpers/safetensors.js';
 import {
   download,
   expectClose,
-  model,
-  taskMessage,
+  startTraining,
   trainingFarm,
-  upload,
-  values,
+  type Training,
   type TrainingFarm,
 } from './helpers/training.js';
 
-/** A safetensors file written by hand: 8-byte length, the JSON text, `body` zero bytes. */
-function raw(header: string, body: number, declared?: number): Buffer {
-  const json = Buffer.from(header);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(declared ?? json.length));
-  return Buffer.concat([len, json, Buffer.alloc(body)]);
-}
-const F32 = (shape: number[], from: number, to: number) =>
-  `{"dtype":"F32","shape":${JSON.stringify(shape)},"data_offsets":[${from},${to}]}`;
-
 describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
   let farm: TrainingFarm;
+  let t: Training;
   let taskId: number;
-  const lease: { rank: number; attempt: number; id: string }[] = [];
 
   beforeAll(async () => {
     farm = await trainingFarm(dialect, 2, { MAX_UPLOAD_BYTES: 1024 });
-    const created = await farm.ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 2,
-      config: { rounds: 1 },
-    });
-    taskId = created.body.id;
-    const datas = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
-    datas.forEach((d, i) => (lease[d.rank] = { rank: d.rank, attempt: d.attempt, id: farm.ids[i]! }));
+    t = await startTraining(farm, { rounds: 1 });
+    taskId = t.taskId;
   });
   afterAll(async () => farm?.stop());
 
-  const put = (rank: number, body: Uint8Array, over: Partial<Parameters<typeof upload>[0]> = {}) =>
-    upload({
-      base: farm.ts.url,
-      token: farm.token,
-      clientId: lease[rank]!.id,
-      taskId,
-      round: 1,
-      rank,
-      attempt: lease[rank]!.attempt,
-      numSamples: 100,
-      body,
-      ...over,
-    });
+  const put: Training['put'] = (rank, body, over = {}) => t.put(rank, body, { numSamples: 100, ...over });
 
   it('checks every upload and counts a retried one once', async () => {
     // Rank 0's update is the round's first: it fixes names, dtypes and shapes.
@@ -64,73 +33,24 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
     const again = await put(0, model([1, 1, 1, 1], [1, 1, 1, 1]));
     expect(again).toMatchObject({ status: 200, body: { duplicate: true, digest: first.body.digest } });
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- error bodies
-    const refusals: [string, () => Promise<{ status: number; body: any }>, number, string][] = [
-      ['bad header', () => put(1, raw('{not json', 16)), 400, 'invalid_json'],
-      ['header larger than the file', () => put(1, raw('{}', 0, 10_000)), 400, 'header_exceeds_file'],
-      [
-        'overlapping offsets',
-        () => put(1, raw(`{"a":${F32([4], 0, 16)},"b":${F32([2, 2], 8, 24)}}`, 24)),
-        400,
-        'overlap',
-      ],
-      [
-        'offsets out of range',
-        () => put(1, raw(`{"a":${F32([4], 0, 16)},"b":${F32([2, 2], 16, 40)}}`, 32)),
-        400,
-        'offsets_out_of_bounds',
-      ],
-      [
-        'duplicate names',
-        () => put(1, raw(`{"a":${F32([4], 0, 16)},"a":${F32([4], 16, 32)}}`, 32)),
-        400,
-        'duplicate_tensor',
-      ],
-      ['wrong dtype', () => put(1, model([1, 1, 1, 1], [1, 1, 1, 1], 'F16')), 400, 'dtype_mismatch'],
-      [
-        'wrong shape',
-        () =>
-          put(
-            1,
-            encodeSafetensors([
-              { name: 'a', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-              { name: 'b', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) },
-            ]),
-          ),
-        400,
-        'shape_mismatch',
-      ],
-      [
-        'missing tensor',
-        () => put(1, encodeSafetensors([{ name: 'a', dtype: 'F32', shape: [4], data: new Float32Array(4) }])),
-        400,
-        'missing_tensor',
-      ],
-      [
-        'integer dtype',
-        () => put(1, encodeSafetensors([{ name: 'a', dtype: 'I32', shape: [4], data: new Uint8Array(16) }])),
-        400,
-        'unsupported_dtype',
-      ],
-      ['NaN', () => put(1, model([1, NaN, 1, 1], [1, 1, 1, 1])), 400, 'non_finite'],
-      ['Inf', () => put(1, model([1, 1, 1, 1], [1, 1, -Infinity, 1])), 400, 'non_finite'],
-      [
-        'oversize',
-        () =>
-          put(1, encodeSafetensors([{ name: 'a', dtype: 'F32', shape: [300], data: new Float32Array(300) }])),
-        413,
-        'too_large',
-      ],
+    type Refusal = [string, () => ReturnType<typeof put>, number, string];
+    const refusals: Refusal[] = [
+      ...malformedUpdates().map(({ what, body, status, code }): Refusal => [
+        what,
+        () => put(1, body),
+        status,
+        code,
+      ]),
       [
         'stale attempt',
-        () => put(1, model([3, 3, 3, 3], [3, 3, 3, 3]), { attempt: lease[1]!.attempt + 1 }),
+        () => put(1, model([3, 3, 3, 3], [3, 3, 3, 3]), { attempt: t.rank(1).attempt + 1 }),
         409,
         'stale_attempt',
       ],
       // Rank 0's client has no lease on rank 1.
       [
         'wrong client',
-        () => put(1, model([3, 3, 3, 3], [3, 3, 3, 3]), { clientId: lease[0]!.id }),
+        () => put(1, model([3, 3, 3, 3], [3, 3, 3, 3]), { clientId: t.rank(0).clientId }),
         409,
         'stale_attempt',
       ],
@@ -211,31 +131,14 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
       items: [],
     });
     // A user may not upload.
-    const put = await upload({
-      base: ts.url,
-      token: user,
-      clientId: lease[0]!.id,
-      taskId,
-      round: 1,
-      rank: 0,
-      attempt: 1,
-      numSamples: 1,
-      body: model([1, 1, 1, 1], [1, 1, 1, 1]),
-    });
+    const put = await t.put(0, model([1, 1, 1, 1], [1, 1, 1, 1]), { token: user, attempt: 1 });
     expect(put.status).toBe(403);
     await ts.api('DELETE', `/api/tasks/${mine.body.id}`);
   });
 
   it('refuses a bad header before the body is read', async () => {
-    const created = await farm.ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 2,
-      config: { rounds: 1 },
-    });
-    const id = created.body.id as number;
-    const datas = await Promise.all(farm.clients.map((c) => taskMessage(c, id)));
-    const d = datas[0];
+    const { taskId: id, ranks } = await startTraining(farm, { rounds: 1 });
+    const d = ranks[0]!.message;
     const url = new URL(
       `${farm.ts.url}/api/tasks/${id}/rounds/1/updates/${d.rank}?attempt=${d.attempt}&num_samples=1`,
     );
@@ -263,7 +166,7 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
         },
       );
       req.on('error', reject);
-      req.write(raw('{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}', 0));
+      req.write(rawSafetensors('{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}', 0));
     });
     expect(answer.status).toBe(400);
     expect(JSON.parse(answer.body).error.code).toBe('unknown_dtype');

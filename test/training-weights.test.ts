@@ -3,55 +3,21 @@
  * bounded integer, a round's aggregate is finite before it is published, and max_weight_share
  * caps the share of one rank's self-reported sample count.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MAX_NUM_SAMPLES } from '../src/training/training-api.js';
 import { DIALECTS } from './helpers/db.js';
-import {
-  download,
-  expectClose,
-  model,
-  taskMessage,
-  trainingFarm,
-  upload,
-  values,
-  type TrainingFarm,
-} from './helpers/training.js';
+import { model, values } from './helpers/safetensors.js';
+import { download, expectClose, farmPerTest, startTraining } from './helpers/training.js';
 
-let farm: TrainingFarm | undefined;
-afterEach(async () => {
-  await farm?.stop();
-  farm = undefined;
-});
+const trainingFarm = farmPerTest();
 
 /** Starts a two-rank, one-round training task; returns a PUT of rank r's update. */
 async function twoRanks(dialect: (typeof DIALECTS)[number], aggregation: Record<string, unknown>) {
-  farm = await trainingFarm(dialect, 2);
-  const f = farm;
-  const created = await f.ts.api('POST', '/api/tasks', {
-    type: 'command',
-    requirements: {},
-    world_size: 2,
-    config: { rounds: 1, aggregation },
-  });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  const taskId = created.body.id as number;
-  const datas = await Promise.all(f.clients.map((c) => taskMessage(c, taskId)));
-  const lease = new Map(
-    datas.map((d, i) => [d.rank as number, { attempt: d.attempt as number, id: f.ids[i]! }]),
-  );
+  const f = await trainingFarm(dialect, 2);
+  const t = await startTraining(f, { rounds: 1, aggregation });
   const put = (rank: number, numSamples: number | string, body: Uint8Array) =>
-    upload({
-      base: f.ts.url,
-      token: f.token,
-      clientId: lease.get(rank)!.id,
-      taskId,
-      round: 1,
-      rank,
-      attempt: lease.get(rank)!.attempt,
-      numSamples: numSamples as number,
-      body,
-    });
-  return { f, taskId, put };
+    t.put(rank, body, { numSamples: numSamples as number });
+  return { f, taskId: t.taskId, put };
 }
 
 describe.each(DIALECTS)('update weights (%s)', (dialect) => {
@@ -107,7 +73,7 @@ describe.each(DIALECTS)('update weights (%s)', (dialect) => {
   });
 
   it('takes a max_weight_share within (0, 1] and refuses any other', async () => {
-    farm = await trainingFarm(dialect, 0);
+    const farm = await trainingFarm(dialect, 0);
     const ok = await farm.ts.api('POST', '/api/tasks', {
       type: 'command',
       requirements: {},

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
-import { CliProcess, holdsStill, sleep, until } from './clients/processes.js';
+import { CliProcess } from './clients/processes.js';
+import { holdsStill, sleep, waitFor } from './helpers/wait.js';
 
 // The worker side of training tasks (src/worker/executors/training-loop.ts, train-mnist.ts),
 // end to end: a real server, real `ai-farm worker` processes, the built-in trainer.
@@ -93,13 +94,13 @@ const getTask = async (id: number, server = ts) => (await server.api('GET', `/ap
 /** Waits for the task to end; on a timeout, says where it stood and what the workers printed. */
 async function finished(id: number, ms = 60_000, server = ts) {
   try {
-    return await until(
+    return await waitFor(
+      `task ${id} to finish`,
       async () => {
         const t = await getTask(id, server);
         return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
       },
       ms,
-      `task ${id} to finish`,
     );
   } catch (err) {
     const rounds = (await server.api('GET', `/api/tasks/${id}/rounds`)).body;
@@ -120,7 +121,7 @@ describe('training workers', () => {
     const workers = [await startWorker('pause-a'), await startWorker('pause-b')];
     const id = await createTask('pause', { rounds: 2, epochs: 3 });
     // Round 1 is 0-50% of the task: pause inside it.
-    await until(async () => (await getTask(id)).progress >= 5, 30_000, 'training under way');
+    await waitFor('training under way', async () => (await getTask(id)).progress >= 5, 30_000);
     expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' })).status).toBe(200);
     await Promise.all(workers.map((w) => w.proc.waitFor(new RegExp(`task ${id}: paused`))));
     // Progress sent before the pause may still land (and is written to the database at most
@@ -177,7 +178,7 @@ describe('training workers', () => {
     const id = await createTask('cut', { rounds: 3, epochs: 1 });
     // Round 2 is 33-67% of the task: cut early in it, long enough for the ranks to finish
     // training meanwhile, so their uploads meet the cut and the reconnection.
-    await until(async () => (await getTask(id)).progress >= 36, 60_000, 'round 2 under way');
+    await waitFor('round 2 under way', async () => (await getTask(id)).progress >= 36, 60_000);
     await proxy.cut();
     await sleep(4000);
     await proxy.restore();
@@ -203,7 +204,7 @@ describe('training workers', () => {
       );
       const id = await createTask('kill', { rounds: 3, epochs: 2 }, 2, fast);
       // Round 2 (33-67%) under way on two of the three workers.
-      await until(async () => (await getTask(id, fast)).progress >= 40, 60_000, 'round 2 under way');
+      await waitFor('round 2 under way', async () => (await getTask(id, fast)).progress >= 40, 60_000);
       const assignments = (await fast.api('GET', `/api/tasks/${id}/assignments`)).body.items as {
         client_id: string;
       }[];
@@ -228,11 +229,11 @@ describe('training workers', () => {
   it('cancel stops training at once and frees the worker', async () => {
     const workers = [await startWorker('stop-a'), await startWorker('stop-b')];
     const id = await createTask('stop', { rounds: 3, epochs: 20 });
-    await until(async () => (await getTask(id)).progress >= 2, 30_000, 'training under way');
+    await waitFor('training under way', async () => (await getTask(id)).progress >= 2, 30_000);
     expect((await ts.api('PUT', `/api/tasks/${id}/status`, { status: 'cancelled' })).status).toBe(200);
     for (const w of workers) {
       await w.proc.waitFor(new RegExp(`task ${id}: stopped by the server`), 10_000);
-      await until(() => readdirSync(w.tmp).length === 0, 5000, 'temp dir removed');
+      await waitFor('temp dir removed', () => readdirSync(w.tmp).length === 0, 5000);
     }
     // Both are free again: a one-rank task runs at once.
     const next = await createTask('after-stop', { rounds: 1, epochs: 1 }, 1);

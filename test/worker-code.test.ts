@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CodeCache } from '../src/worker/code/code-cache.js';
-import { CliProcess, runCli, until } from './clients/processes.js';
+import { CliProcess, runCli } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { MALICIOUS_ARCHIVES, rawTarGz } from './helpers/tar.js';
@@ -216,13 +217,13 @@ describe.each(DIALECTS)(
     });
 
     const finished = (id: number) =>
-      until(
+      waitFor(
+        `task ${id} finished`,
         async () => {
           const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
           return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) ? t : null;
         },
         120_000,
-        `task ${id} finished`,
       );
 
     it('ships a folder with --code (honouring .gitignore and --exclude) and runs the command in it', async () => {

@@ -1,10 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { TaskData } from '../src/api/protocol.js';
 import { CommandExecutor } from '../src/worker/executors/command.js';
 import type { ExecutionOutcome } from '../src/worker/executors/types.js';
+import { alive } from './clients/processes.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 // Real child processes throughout: these tests prove what the signals really do.
 
@@ -34,24 +36,6 @@ function run(config: Record<string, unknown>, opts: { stopGraceMs?: number } = {
     onOutput: (line) => output.push(line),
   });
   return { execution, progress, output };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Alive and not a zombie (an orphan's zombie lingers until init reaps it). */
-const alive = (pid: number) => {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-};
-/** Waits until `check` holds, polling; fails after `ms`. */
-async function until(check: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(20);
-  }
 }
 
 /** A node program printing an increasing counter every 20 ms, forever. */
@@ -129,14 +113,14 @@ describe('command executor', () => {
   it('pause stops the whole process group (the counter stands still) and resume continues it', async () => {
     // The counter runs as a grandchild under sh: only a group-wide SIGSTOP reaches it.
     const { execution, output } = run({ command: `${COUNTER.slice(0, 2).join(' ')} '${COUNTER[2]}' & wait` });
-    await until(() => ticks(output) >= 5);
+    await waitFor('5 ticks', () => ticks(output) >= 5, 5000, { everyMs: 20 });
     execution.pause();
     await sleep(150); // lines already in the pipe drain
     const frozen = ticks(output);
     await sleep(600);
     expect(ticks(output)).toBe(frozen);
     execution.resume();
-    await until(() => ticks(output) >= frozen + 5);
+    await waitFor('5 more ticks', () => ticks(output) >= frozen + 5, 5000, { everyMs: 20 });
     const outcome = await execution.stop();
     expect(outcome).toMatchObject({ status: 'failed', stopped: true });
   });
@@ -145,19 +129,19 @@ describe('command executor', () => {
     // Both shells ignore SIGTERM; the grandchild prints its pid. Only SIGKILL ends them.
     const script = `trap "" TERM; sh -c 'echo pid $$; while :; do sleep 0.05; done' & wait`;
     const { execution, output } = run({ command: script }, { stopGraceMs: 300 });
-    await until(() => output.some((l) => l.startsWith('pid ')));
+    await waitFor('the pid line', () => output.some((l) => l.startsWith('pid ')), 5000, { everyMs: 20 });
     const pid = Number(output.find((l) => l.startsWith('pid '))!.slice(4));
     expect(alive(pid)).toBe(true);
     const started = Date.now();
     const outcome = await execution.stop();
     expect(outcome).toMatchObject({ status: 'failed', stopped: true, error_log: 'stopped by request' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-    await until(() => !alive(pid));
+    await waitFor('the command to be killed', () => !alive(pid), 5000, { everyMs: 20 });
   });
 
   it('stop works on a paused task and stop(0) kills at once', async () => {
     const { execution, output } = run({ command: COUNTER }, { stopGraceMs: 60_000 });
-    await until(() => ticks(output) >= 2);
+    await waitFor('2 ticks', () => ticks(output) >= 2, 5000, { everyMs: 20 });
     execution.pause();
     const outcome: ExecutionOutcome = await Promise.race([
       execution.stop(0),
@@ -179,7 +163,7 @@ describe('command executor', () => {
     const outcome = await execution.done;
     expect(outcome.status).toBe('completed');
     const pid = Number(output.find((l) => l.startsWith('pid '))!.slice(4));
-    await until(() => !alive(pid));
+    await waitFor('the command to be killed', () => !alive(pid), 5000, { everyMs: 20 });
   });
 
   it('reports bad configuration as status error without running anything', async () => {

@@ -3,7 +3,8 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { alive, CliProcess, holdsStill, until } from './clients/processes.js';
+import { alive, CliProcess } from './clients/processes.js';
+import { holdsStill, waitFor } from './helpers/wait.js';
 
 // End to end: a real server, real `ai-farm worker` processes, real commands.
 
@@ -84,7 +85,7 @@ describe('ai-farm worker end to end', () => {
       requirements: { min_cpu_cores: cpus().length, min_ram_gb: 0.25 },
       config: scriptTask({ MODE: 'progress', STEPS: 8, STEP_MS: 100 }),
     });
-    const done = await until(async () => {
+    const done = await waitFor('the task to finish', async () => {
       const t = await getTask(id);
       return ['completed', 'failed', 'error'].includes(t.status) && t;
     });
@@ -102,7 +103,7 @@ describe('ai-farm worker end to end', () => {
     await w.proc.waitFor(new RegExp(`task ${id}: completed`));
 
     // No worker has 4096 cores: the task waits, and says why.
-    const big = await until(async () => {
+    const big = await waitFor('the task to be marked unschedulable', async () => {
       const t = await getTask(tooBig);
       return t.unschedulable_reason && t;
     });
@@ -118,7 +119,7 @@ describe('ai-farm worker end to end', () => {
     const id = await createTask({
       config: scriptTask({ MODE: 'counter', COUNT_FILE: countFile, PID_FILE: pidFile }),
     });
-    await until(() => fileSize(countFile) > 5, 20_000, 'counter running');
+    await waitFor('counter running', () => fileSize(countFile) > 5, 20_000);
 
     expect((await status(id, 'paused')).body.status).toBe('paused');
     await w.proc.waitFor(new RegExp(`task ${id}: paused`));
@@ -126,16 +127,16 @@ describe('ai-farm worker end to end', () => {
     const frozen = await holdsStill(() => fileSize(countFile), 1500, 20_000, 'the paused counter');
 
     expect((await status(id, 'running')).body.status).toBe('running');
-    await until(() => fileSize(countFile) > frozen + 5, 10_000, 'counter resumed');
+    await waitFor('counter resumed', () => fileSize(countFile) > frozen + 5, 10_000);
 
     const pid = Number(readFileSync(pidFile, 'utf8'));
     expect(alive(pid)).toBe(true);
     expect((await status(id, 'cancelled')).body.status).toBe('cancelled');
-    await until(() => !alive(pid), 10_000, 'command killed');
+    await waitFor('command killed', () => !alive(pid), 10_000);
     await w.proc.waitFor(new RegExp(`task ${id}: stopped by the server`));
     // The worker is free again: the next task runs.
     const next = await createTask({ config: scriptTask({ MODE: 'progress', STEPS: 2 }) });
-    await until(async () => (await getTask(next)).status === 'completed');
+    await waitFor('the next task to complete', async () => (await getTask(next)).status === 'completed');
   });
 
   it('a worker killed with SIGKILL mid-task: the task is retried on another worker', async () => {
@@ -146,7 +147,7 @@ describe('ai-farm worker end to end', () => {
       config: scriptTask({ MODE: 'attempt1', PID_FILE: pidFile }),
       max_attempts: 3,
     });
-    const first = await until(async () => {
+    const first = await waitFor('the task to run', async () => {
       const t = await getTask(id);
       return t.status === 'running' && t.progress > 0 && t;
     });
@@ -156,25 +157,25 @@ describe('ai-farm worker end to end', () => {
 
     victim.proc.child.kill('SIGKILL');
     await victim.proc.exited;
-    const done = await until(
+    const done = await waitFor(
+      'task retried',
       async () => {
         const t = await getTask(id);
         return ['completed', 'failed', 'error'].includes(t.status) && t;
       },
       30_000,
-      'task retried',
     );
     expect(done).toMatchObject({ status: 'completed', client_id: survivor.id, attempts: 2 });
     expect(done.result).toMatchObject({ attempt: 2 });
     // The killed worker's command prints progress: with its reader gone it dies on EPIPE.
-    await until(() => !alive(orphan), 10_000, 'orphaned command gone');
+    await waitFor('orphaned command gone', () => !alive(orphan), 10_000);
   });
 
   it('SIGTERM stops the running command and exits 0; the work goes to another worker', async () => {
     const a = await startWorker('term-a');
     const pidFile = join(dir, 'term.pid');
     const id = await createTask({ config: scriptTask({ MODE: 'attempt1', PID_FILE: pidFile }) });
-    await until(async () => (await getTask(id)).progress > 0);
+    await waitFor('the task to report progress', async () => (await getTask(id)).progress > 0);
     const pid = Number(readFileSync(pidFile, 'utf8'));
 
     a.proc.child.kill('SIGTERM');
@@ -183,7 +184,11 @@ describe('ai-farm worker end to end', () => {
     expect(a.proc.output).toMatch(/shutting down: stopping 1 task/);
 
     const b = await startWorker('term-b');
-    const done = await until(async () => (await getTask(id)).status === 'completed' && getTask(id), 30_000);
+    const done = await waitFor(
+      'the task to complete on the other worker',
+      async () => (await getTask(id)).status === 'completed' && getTask(id),
+      30_000,
+    );
     expect(done).toMatchObject({ client_id: b.id, attempts: 2 });
   });
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LineDisplay } from '../src/worker/display.js';
 import { Worker } from '../src/worker/worker.js';
-import { sleep, until } from './clients/processes.js';
+import { sleep, waitFor } from './helpers/wait.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
@@ -68,22 +68,31 @@ describe('a result lost with the connection', () => {
       });
       expect(created.status, JSON.stringify(created.body)).toBe(201);
       const id = created.body.id as number;
-      await until(() => existsSync(runs) && readFileSync(runs, 'utf8').includes('start'));
+      await waitFor(
+        'the command to start',
+        () => existsSync(runs) && readFileSync(runs, 'utf8').includes('start'),
+      );
 
       // Nothing gets through from now on; the command ends and its result is sent into the void.
       proxy.freeze();
       writeFileSync(go, '');
-      await until(() => readFileSync(runs, 'utf8').includes('end'));
-      await until(() => lines.some((l) => l.includes(`task ${id}: completed`)));
+      await waitFor('the command to end', () => readFileSync(runs, 'utf8').includes('end'));
+      await waitFor('the worker to report the result', () =>
+        lines.some((l) => l.includes(`task ${id}: completed`)),
+      );
       await sleep(300);
       expect((await ts.api('GET', `/api/tasks/${id}`)).body.status).toBe('running');
 
       // The connection drops; the worker reconnects, the server sends the live assignment again.
       proxy.thaw();
-      const done = await until(async () => {
-        const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
-        return t.status === 'completed' && t;
-      }, 60_000);
+      const done = await waitFor(
+        'the task to complete',
+        async () => {
+          const t = (await ts.api('GET', `/api/tasks/${id}`)).body;
+          return t.status === 'completed' && t;
+        },
+        60_000,
+      );
       expect(done).toMatchObject({ attempts: 1, result: { ok: true } });
       // Give a wrongly restarted command time to show itself.
       await sleep(1000);

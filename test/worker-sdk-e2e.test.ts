@@ -1,5 +1,4 @@
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../src/auth/token-service.js';
 import { startServer, type RunningServer } from '../src/main.js';
@@ -15,7 +14,8 @@ import { LineDisplay } from '../src/worker/display.js';
 import { Worker } from '../src/worker/worker.js';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestServer, testConfig, type TestServer } from './helpers/server.js';
-import { until } from './clients/processes.js';
+import { waitFor } from './helpers/wait.js';
+import { freePort } from './helpers/ports.js';
 
 // The SDK against the real server: no stand-ins.
 
@@ -156,15 +156,6 @@ describe('WorkerClient against the real server', () => {
   });
 });
 
-/** A port free right now. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 describe('WorkerClient across a server restart', () => {
   it('reconnects with the same id and delivers a result sent while the server was down', async () => {
     const db = await createTestDatabase('sqlite');
@@ -204,7 +195,7 @@ describe('WorkerClient across a server restart', () => {
       server = await startServer(config);
       expect((await again)[0].client_id).toBe(first.client_id);
       expect(await delivered).toMatchObject({ type: 'ack', of: 'task_result' });
-      const done = await until(async () => {
+      const done = await waitFor('the task to complete', async () => {
         const t = await admin.tasks.get(id);
         return t.status === 'completed' && t;
       });
@@ -230,13 +221,16 @@ describe('Worker', () => {
     try {
       await worker.start();
       const mystery = await api.tasks.create({ type: 'mystery', requirements: {}, config: {} });
-      const failed = await until(async () => {
+      const failed = await waitFor('the unknown type to be refused', async () => {
         const t = await api.tasks.get(mystery.id);
         return t.status === 'error' && t;
       });
       expect(failed.error_log).toMatch(/no executor for task type "mystery" \(it runs: command/);
       const next = await api.tasks.create(commandTask('after-mystery'));
-      await until(async () => (await api.tasks.get(next.id)).status === 'completed');
+      await waitFor(
+        'the next task to complete',
+        async () => (await api.tasks.get(next.id)).status === 'completed',
+      );
       expect(lines.join('\n')).toMatch(/registered as sdk-unknown-type/);
     } finally {
       await worker.shutdown();

@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LineSplitter, parseOutputLine } from '../src/worker/executors/output-lines.js';
 import { ProgressThrottle } from '../src/worker/progress-throttle.js';
@@ -12,20 +11,12 @@ import {
   WorkerClientError,
   type DisconnectInfo,
 } from '../src/worker/sdk.js';
+import { freePort } from './helpers/ports.js';
 
 // Unit tests of the SDK's pure parts, and of the client where no server is needed
 // (a refused TCP connection is real; nothing here stands in for the server).
 
 const systemInfo = { cpu: { cores_logical: 2 }, ram: { total: 1024 } };
-
-/** A TCP port nothing listens on: bound, then released. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 describe('Backoff', () => {
   it('grows exponentially up to the bound, with jitter below each step', () => {
@@ -202,7 +193,7 @@ describe('WorkerClient without a server', () => {
   });
 
   it('reconnects with growing, bounded delays and gives up after maxReconnectAttempts', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const client = new WorkerClient({
       url: `ws://127.0.0.1:${port}/`,
       systemInfo,
@@ -220,7 +211,7 @@ describe('WorkerClient without a server', () => {
   });
 
   it('close() during the backoff stops reconnecting and rejects connect()', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const client = new WorkerClient({
       url: `ws://127.0.0.1:${port}/`,
       systemInfo,
@@ -236,7 +227,7 @@ describe('WorkerClient without a server', () => {
 
 describe('ApiClient', () => {
   it('throws ApiError unreachable when nothing listens', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const api = new ApiClient({ baseUrl: `http://127.0.0.1:${port}/`, token: 't' });
     const err = await api.tasks.list().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);

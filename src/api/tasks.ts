@@ -1,6 +1,17 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { TASK_STATUSES } from '../storage/schema.js';
 import { NullableTimestamp, PageQuery, Timestamp } from './common.js';
+
+/** Every status a task can have; tasks/task-state.ts says which changes are allowed. */
+export const TASK_STATUSES = [
+  'pending',
+  'running',
+  'completed',
+  'failed',
+  'error',
+  'paused',
+  'cancelled',
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
 
 export const TaskStatusSchema = Type.Union(
   TASK_STATUSES.map((s) => Type.Literal(s)),

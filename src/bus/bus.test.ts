@@ -4,6 +4,7 @@ import { silentLogger } from '../observability/logger.js';
 import { InProcessBus, TOPICS, type Bus, type BusTopics, type Topic } from './bus.js';
 import { RedisBus } from './redis-bus.js';
 import { RedisLink } from './redis-link.js';
+import { sleep, waitFor } from '../../test/helpers/wait.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const open: { close(): unknown }[] = [];
@@ -24,14 +25,6 @@ function redisBus(prefix: string, url = REDIS_URL): RedisBus {
   return bus;
 }
 const freshPrefix = () => `aifarm-test-${randomBytes(5).toString('hex')}:`;
-
-const waitFor = async (cond: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 /** The shared suite: every bus implementation must pass it. */
 describe.each([
@@ -57,10 +50,10 @@ describe.each([
     const got: number[] = [];
     const off = bus.subscribe('work.available', (m) => got.push(m.task_id));
     await bus.publish('work.available', { task_id: 1 });
-    await waitFor(() => got.length === 1);
+    await waitFor('the message', () => got.length === 1, 5000, { everyMs: 10 });
     off();
     await bus.publish('work.available', { task_id: 2 });
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     expect(got).toEqual([1]);
   });
 
@@ -72,7 +65,7 @@ describe.each([
     });
     bus.subscribe('task.control', (m) => got.push(m.action));
     await bus.publish('task.control', { task_id: 1, action: 'pause' });
-    await waitFor(() => got.length === 1);
+    await waitFor('the message', () => got.length === 1, 5000, { everyMs: 10 });
   });
 });
 
@@ -87,10 +80,10 @@ describe('redis bus across instances', () => {
     b.subscribe('task.control', (m) => onB.push(`${m.task_id}:${m.action}`));
     await Promise.all([a.ready(), b.ready()]);
     await a.publish('task.control', { task_id: 7, action: 'stop' });
-    await waitFor(() => onB.length === 1);
+    await waitFor('the first message on B', () => onB.length === 1, 5000, { everyMs: 10 });
     // A later message proves nothing more of the first is on its way.
     await a.publish('task.control', { task_id: 8, action: 'pause' });
-    await waitFor(() => onB.length === 2);
+    await waitFor('the second message on B', () => onB.length === 2, 5000, { everyMs: 10 });
     expect(onA).toEqual(['7:stop', '8:pause']);
     expect(onB).toEqual(['7:stop', '8:pause']);
   });
@@ -110,7 +103,7 @@ describe('redis bus across instances', () => {
       'client.changed': { client_id: 'c1', connected: true },
     };
     for (const t of TOPICS) await a.publish(t, (samples[t] ?? { task_id: 1, client_id: 'c1' }) as never);
-    await waitFor(() => got.length === TOPICS.length);
+    await waitFor('every topic', () => got.length === TOPICS.length, 5000, { everyMs: 10 });
     expect(got).toEqual([...TOPICS]);
   });
 

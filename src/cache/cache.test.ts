@@ -4,6 +4,7 @@ import { RedisLink } from '../bus/redis-link.js';
 import { silentLogger } from '../observability/logger.js';
 import { InProcessCache, LruTtl, type CacheProvider } from './cache.js';
 import { RedisCache } from './redis-cache.js';
+import { sleep } from '../../test/helpers/wait.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const open: { close(): unknown }[] = [];
@@ -72,7 +73,7 @@ describe.each([
       await gate;
       return 'old';
     });
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     await c.invalidate('k');
     release();
     expect(await slow).toBe('old');
@@ -135,7 +136,7 @@ describe('redis cache across instances', () => {
     const end = Date.now() + 5000;
     let seen = await b.get('1', load('1'));
     while (seen !== 'v2' && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
       seen = await b.get('1', load('1'));
     }
     expect(seen).toBe('v2');

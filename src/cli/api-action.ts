@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { ApiClient, ApiError } from '../worker/api-client.js';
-import { resolveServerUrls } from '../worker/server-url.js';
+import { ApiClient, ApiError } from '../api/api-client.js';
+import { resolveServerUrls } from '../api/server-url.js';
 
 /** Flags every API command takes. */
 export interface Conn {

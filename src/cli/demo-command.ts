@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { RunningServer } from '../main.js';
-import { ApiClient } from '../worker/api-client.js';
+import { ApiClient } from '../api/api-client.js';
 import { BarsDisplay, LinesDisplay, type DemoDisplay, type DemoSnapshot } from './demo-display.js';
 import { factor, positiveInt } from './worker-command.js';
 
@@ -152,7 +152,7 @@ async function demo(flags: DemoFlags, summary: DemoSummary): Promise<number> {
   const [{ startServer }, { generateToken }, { evaluate }] = await Promise.all([
     import('../main.js'),
     import('../auth/token-service.js'),
-    import('../worker/trainer/index.js'),
+    import('../mnist/index.js'),
   ]);
   const adminToken = generateToken();
   const cfg = loadConfig({

@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { CodeBundle, ModelVersion, ModelVersionDetail } from '../api/code.js';
-import type { ApiClient } from '../worker/api-client.js';
+import type { ApiClient } from '../api/api-client.js';
 import { apiAction, withConnFlags, type Conn } from './api-action.js';
 import { packCode } from './code-pack.js';
 

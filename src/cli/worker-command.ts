@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { CodeCache } from '../worker/code/code-cache.js';
 import { LineDisplay, TtyDisplay } from '../worker/display.js';
 import { defaultIdFile, IdFile } from '../worker/id-file.js';
-import { resolveServerUrls } from '../worker/server-url.js';
+import { resolveServerUrls } from '../api/server-url.js';
 import { Worker } from '../worker/worker.js';
 
 interface WorkerFlags {

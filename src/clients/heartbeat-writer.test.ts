@@ -8,6 +8,7 @@ import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import { WriteQueue } from '../storage/write-queue.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
 import { ClientRegistry, type FarmClient } from './registry.js';
+import { sleep } from '../../test/helpers/wait.js';
 
 const REGISTERED = '2030-01-01 00:00:00';
 
@@ -116,7 +117,7 @@ describe('SQLite checkpoints off the event loop', () => {
     // The checkpoint thread passes every second; give it a generous while on a busy machine.
     const deadline = Date.now() + 30_000;
     while (statSync(tdb.url).size < before + 500_000 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     expect(statSync(tdb.url).size).toBeGreaterThan(before + 500_000);
     expect(await findClient(h.db, 'ck-499')).toMatchObject({ id: 'ck-499' });

@@ -1,4 +1,5 @@
 import type { ColumnType, Generated } from 'kysely';
+import { TASK_STATUSES, type TaskStatus } from '../api/tasks.js';
 
 /**
  * Row types of the database, table by table. Column names are the seed's (snake_case)
@@ -12,16 +13,8 @@ type NullableJson = ColumnType<unknown, string | null | undefined, string | null
 /** 'YYYY-MM-DD HH:MM:SS[.fff]' in UTC on both dialects. */
 type Time = string;
 
-export const TASK_STATUSES = [
-  'pending',
-  'running',
-  'completed',
-  'failed',
-  'error',
-  'paused',
-  'cancelled',
-] as const;
-export type TaskStatus = (typeof TASK_STATUSES)[number];
+// The task statuses are the API's words (api/tasks.ts), stored as they are.
+export { TASK_STATUSES, type TaskStatus };
 
 export const ASSIGNMENT_STATUSES = [
   'assigned',

@@ -1,5 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { TaskData } from '../api/protocol.js';
+import { summarizeMetrics } from '../api/metrics-summary.js';
 import type { Metrics } from './executors/types.js';
 
 /** What the worker shows on its terminal. Two real implementations: bars on a TTY, log lines otherwise. */
@@ -14,24 +15,6 @@ export interface WorkerDisplay {
   taskOutput(taskId: number, line: string): void;
   taskFinished(taskId: number, summary: string): void;
   close(): void;
-}
-
-/** A few numeric metrics, for one line: `loss=0.231 accuracy=0.91 epoch=3`. */
-export function summarizeMetrics(metrics: Metrics | undefined, max = 3): string {
-  if (!metrics) return '';
-  const preferred = ['current_loss', 'loss', 'accuracy', 'current_epoch', 'epoch'];
-  const keys = [
-    ...preferred.filter((k) => k in metrics),
-    ...Object.keys(metrics).filter((k) => !preferred.includes(k)),
-  ];
-  const parts: string[] = [];
-  for (const k of keys) {
-    const v = metrics[k];
-    if (typeof v !== 'number' || !Number.isFinite(v)) continue;
-    parts.push(`${k}=${Number.isInteger(v) ? v : Number(v.toPrecision(4))}`);
-    if (parts.length >= max) break;
-  }
-  return parts.join(' ');
 }
 
 const label = (t: TaskData) => `task ${t.id}${t.name ? ` ${t.name}` : ''} (${t.type}, attempt ${t.attempt})`;

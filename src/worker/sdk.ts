@@ -24,10 +24,10 @@ export type {
   WorkerClientOptions,
 } from './sdk-types.js';
 export { ProtocolError, WorkerClientError } from './sdk-errors.js';
-export { ApiClient, ApiError, type ApiClientOptions, type TaskList } from './api-client.js';
+export { ApiClient, ApiError, type ApiClientOptions, type TaskList } from '../api/api-client.js';
 export { Backoff, type BackoffOptions } from './backoff.js';
 export { parseServerMessage, type ParsedServerMessage } from './messages.js';
-export { resolveServerUrls, type ServerUrls } from './server-url.js';
+export { resolveServerUrls, type ServerUrls } from '../api/server-url.js';
 export { collectSystemInfo, collectUtilization, type SessionInfo } from './system-info.js';
 export {
   CommandExecutor,

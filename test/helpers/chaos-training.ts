@@ -1,6 +1,7 @@
 import { encodeSafetensors } from '../../src/training/safetensors/encode.js';
 import { WorkerClient } from '../../src/worker/worker-client.js';
 import type { TaskData, TrainingData } from '../../src/api/protocol.js';
+import { sleep } from './wait.js';
 import { systemInfo } from './ws-client.js';
 
 /**
@@ -214,8 +215,6 @@ export class ChaosRank {
     if (this.jobs.get(job.taskId) === job) this.jobs.delete(job.taskId);
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** The F32 tensors of a safetensors file, by name (enough for the synthetic models). */
 export function readF32(buf: Buffer): Record<string, number[]> {

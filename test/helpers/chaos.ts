@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CLI, cliEnv } from './cli.js';
+import { request as httpRequest } from './http.js';
 
 /** mulberry32: a small seeded PRNG, so a failing chaos run can be replayed with CHAOS_SEED. */
 export function seededRandom(seed: number): () => number {
@@ -21,49 +21,6 @@ export function chaosSeed(): number {
   const given = process.env.CHAOS_SEED;
   if (given !== undefined && /^\d+$/.test(given)) return Number(given);
   return Math.floor(Math.random() * 2 ** 31);
-}
-
-/** A TCP port free on loopback right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = a && typeof a === 'object' ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * Polls `probe` until it returns something other than undefined/false, or throws after
- * `timeoutMs` naming `what` (and the last value seen).
- */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 30_000,
-  intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
-      );
-    }
-    await sleep(intervalMs);
-  }
 }
 
 /** An `ai-farm worker` child process (the reference worker), in a process group of its own. */
@@ -133,35 +90,9 @@ export type Json = any;
 /** An API token like the server's (afm_ + 43 characters), for ADMIN_TOKEN. */
 export const newToken = () => 'afm_' + randomBytes(32).toString('base64url');
 
-/**
- * JSON over HTTP with a bearer token. Like helpers/server.ts's request, without importing
- * the server's code (these suites drive it as a child process only).
- */
-export async function request(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  token?: string,
-): Promise<{ status: number; headers: Headers; body: Json }> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, headers: res.headers, body: parsed };
-}
+/** JSON over HTTP with a bearer token (helpers/http.ts), each request bounded to 30 s. */
+export const request = (base: string, method: string, path: string, body?: unknown, token?: string) =>
+  httpRequest(base, method, path, body, token, 30_000);
 
 /** A task's assignments (attempts), oldest first. */
 export async function assignmentsOf(base: string, token: string, taskId: number): Promise<Json[]> {

@@ -60,6 +60,29 @@ function collect(child: ChildProcess, timeoutMs: number): Promise<CliResult> {
   });
 }
 
+/**
+ * The environment of an `ai-farm server` child on a test database: its folders under the
+ * database's scratch folder, no rate limit, `adminToken` as ADMIN_TOKEN, then `extra`.
+ */
+export function serverEnv(
+  db: { url: string; dir: string },
+  adminToken: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    SERVER_HOST: '127.0.0.1',
+    SERVER_PORT: '0',
+    DATABASE_URL: db.url,
+    DATA_DIR: join(db.dir, 'data'),
+    LOG_DIR: join(db.dir, 'logs'),
+    MODEL_CACHE_DIR: join(db.dir, 'models'),
+    CHECKPOINT_DIR: join(db.dir, 'checkpoints'),
+    RATE_LIMIT: 'off',
+    ADMIN_TOKEN: adminToken,
+    ...extra,
+  };
+}
+
 /** A `ai-farm server` child process. */
 export interface CliServer {
   child: ChildProcess;

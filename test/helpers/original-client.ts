@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 // Drives test/clients/original_client.py, a client with the original AI Farm client's wire
-// behaviour. Debian's python3, which has python3-websockets (not the pyenv one on PATH).
+// behaviour, and the other Python clients there. Debian's python3, which has
+// python3-websockets (not the pyenv one on PATH).
 const PYTHON = '/usr/bin/python3';
-const CLIENT = join(import.meta.dirname, '..', 'clients', 'original_client.py');
 
 /** Model code in the original model server's contract: create_model() and train_step(). */
 export const LINEAR_MODEL = `
@@ -33,8 +33,14 @@ export interface OriginalRun {
 
 /** Runs the original-frames client to its end (it exits after `--tasks` tasks). */
 export function runOriginalClient(args: string[], timeoutMs = 90_000): Promise<OriginalRun> {
+  return runPythonClient('original_client.py', args, timeoutMs);
+}
+
+/** Runs test/clients/`script` to its end; its stdout is one JSON event a line. */
+export function runPythonClient(script: string, args: string[], timeoutMs: number): Promise<OriginalRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [CLIENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const client = join(import.meta.dirname, '..', 'clients', script);
+    const child = spawn(PYTHON, [client, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
-import { freePort } from './chaos.js';
+import { freePort } from './ports.js';
+import { sleep } from './wait.js';
 
 /**
  * A MariaDB server of a test's own (its own datadir, port and socket), so the test can
@@ -90,7 +91,7 @@ export async function startPrivateMariadb(): Promise<PrivateMariadb> {
         return;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`mariadbd did not answer in 60 s: ${String(err)}\n${log}`);
-        await new Promise((r) => setTimeout(r, 200));
+        await sleep(200);
       }
     }
   };

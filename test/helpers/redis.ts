@@ -1,13 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { generateToken } from '../../src/auth/token-service.js';
 import { startServer, type RunningServer } from '../../src/main.js';
 import type { Dialect } from '../../src/storage/db.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { request, testConfig, type ApiResponse } from './server.js';
+import { freePort } from './ports.js';
+import { waitFor } from './wait.js';
 
 /** The machine's shared Redis (never stopped by a test). */
 export const TEST_REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -76,30 +78,6 @@ export async function startFarm(
   };
 }
 
-/** Waits until `cond` holds, polling; throws after `ms`. */
-export async function waitUntil(
-  cond: () => Promise<boolean> | boolean,
-  ms = 20_000,
-  what = 'condition',
-): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** True when a Redis answers PING on the port. */
 function pings(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -146,7 +124,7 @@ export class PrivateRedis {
     child.once('exit', () => {
       if (this.child === child) this.child = null;
     });
-    await waitUntil(() => pings(this.port), 15_000, `redis-server on port ${this.port}`);
+    await waitFor(`redis-server on port ${this.port}`, () => pings(this.port), 15_000);
   }
 
   /** SIGKILL: no goodbye to anyone, like a crash. Resolves once the process is gone. */

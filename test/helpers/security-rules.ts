@@ -29,6 +29,14 @@ export interface Rule {
 
 export const forbidden: Want = { status: 403, code: 'forbidden' };
 export const taskHidden: Want = { status: 404, code: 'task_not_found' };
+/** Admins only: workers and users refused. */
+const ADMIN_ONLY: Rule = { worker: forbidden, user: forbidden };
+/** Users and admins, on the tasks they may see; workers refused. */
+const OWN_TASK: Rule = { worker: forbidden, user: taskHidden };
+/** Users read it; workers refused. */
+const USERS_READ: Rule = { worker: forbidden, user: { status: 200 } };
+/** tus probes without a Tus-Resumable header: a worker is told it must send one (412). */
+const TUS_WORKER: Rule = { worker: { status: 412 }, user: forbidden };
 
 /**
  * What docs/api.md, docs/training.md and docs/admin-panel.md promise for each route. A route
@@ -67,16 +75,16 @@ export const RULES: Record<string, Rule> = {
       },
     ],
   },
-  'GET /api/tasks': { worker: forbidden, user: { status: 200 } },
+  'GET /api/tasks': USERS_READ,
   'POST /api/tasks': { worker: forbidden, user: { status: 201 } },
   'POST /api/tasks/batch': { worker: forbidden, user: { status: 201 } },
-  'GET /api/tasks/:id': { worker: forbidden, user: taskHidden },
-  'DELETE /api/tasks/:id': { worker: forbidden, user: taskHidden },
-  'PUT /api/tasks/:id/status': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/events': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/metrics': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/assignments': { worker: forbidden, user: taskHidden },
-  'GET /api/tasks/:id/logs': { worker: forbidden, user: taskHidden },
+  'GET /api/tasks/:id': OWN_TASK,
+  'DELETE /api/tasks/:id': OWN_TASK,
+  'PUT /api/tasks/:id/status': OWN_TASK,
+  'GET /api/tasks/:id/events': OWN_TASK,
+  'GET /api/tasks/:id/metrics': OWN_TASK,
+  'GET /api/tasks/:id/assignments': OWN_TASK,
+  'GET /api/tasks/:id/logs': OWN_TASK,
   // Workers read rounds and models of tasks their clients hold: 404 for any other.
   'GET /api/tasks/:id/rounds': { worker: taskHidden, user: taskHidden },
   'GET /api/tasks/:id/rounds/current': { worker: taskHidden, user: taskHidden },
@@ -91,35 +99,23 @@ export const RULES: Record<string, Rule> = {
   // tus on the update URL (docs/training.md "Resumable uploads"): the probes send no
   // Tus-Resumable header, which a worker is told it must (412) once its token passed.
   'OPTIONS /api/tasks/:id/rounds/:round/updates/:rank': { public: true },
-  'POST /api/tasks/:id/rounds/:round/updates/:rank': {
-    worker: { status: 412 },
-    user: forbidden,
-  },
-  'GET /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
-    worker: { status: 412 },
-    user: forbidden,
-  },
-  'PATCH /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
-    worker: { status: 412 },
-    user: forbidden,
-  },
-  'DELETE /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': {
-    worker: { status: 412 },
-    user: forbidden,
-  },
-  'GET /api/clients': { worker: forbidden, user: { status: 200 } },
-  'GET /api/clients/:id': { worker: forbidden, user: { status: 200 } },
-  'PUT /api/clients/:id/status': { worker: forbidden, user: forbidden },
-  'GET /api/tokens': { worker: forbidden, user: forbidden },
-  'POST /api/tokens': { worker: forbidden, user: forbidden },
-  'DELETE /api/tokens/:id': { worker: forbidden, user: forbidden },
-  'GET /api/users': { worker: forbidden, user: forbidden },
-  'POST /api/users': { worker: forbidden, user: forbidden },
-  'PUT /api/users/:id/password': { worker: forbidden, user: forbidden },
-  'DELETE /api/users/:id': { worker: forbidden, user: forbidden },
-  'GET /api/overview': { worker: forbidden, user: forbidden },
-  'GET /api/events': { worker: forbidden, user: forbidden },
-  'GET /api/metrics': { worker: forbidden, user: { status: 200 } },
+  'POST /api/tasks/:id/rounds/:round/updates/:rank': TUS_WORKER,
+  'GET /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': TUS_WORKER,
+  'PATCH /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': TUS_WORKER,
+  'DELETE /api/tasks/:id/rounds/:round/updates/:rank/uploads/:upload': TUS_WORKER,
+  'GET /api/clients': USERS_READ,
+  'GET /api/clients/:id': USERS_READ,
+  'PUT /api/clients/:id/status': ADMIN_ONLY,
+  'GET /api/tokens': ADMIN_ONLY,
+  'POST /api/tokens': ADMIN_ONLY,
+  'DELETE /api/tokens/:id': ADMIN_ONLY,
+  'GET /api/users': ADMIN_ONLY,
+  'POST /api/users': ADMIN_ONLY,
+  'PUT /api/users/:id/password': ADMIN_ONLY,
+  'DELETE /api/users/:id': ADMIN_ONLY,
+  'GET /api/overview': ADMIN_ONLY,
+  'GET /api/events': ADMIN_ONLY,
+  'GET /api/metrics': USERS_READ,
   // The model registry (docs/api.md): people push, workers read; deleting is the pusher's or an admin's.
   'PUT /api/models/:name/:version': {
     worker: forbidden,
@@ -144,7 +140,7 @@ export const RULES: Record<string, Rule> = {
     user: { status: 404, code: 'code_not_found' },
     probes: [{ path: `/api/bundles/sha256:${'0'.repeat(64)}` }],
   },
-  'GET /metrics': { worker: forbidden, user: { status: 200 } },
+  'GET /metrics': USERS_READ,
 };
 
 /** Bodies that pass validation, so a refusal is the auth's doing and an allowed call does real work. */

@@ -35,17 +35,6 @@ export function listRoutes(app: App): RouteEntry[] {
   return out;
 }
 
-/** A safetensors file written by hand: 8-byte length, the JSON text, then `body` zero bytes. */
-export function rawSafetensors(header: string, body: number, declared?: number): Buffer {
-  const json = Buffer.from(header);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(declared ?? json.length));
-  return Buffer.concat([len, json, Buffer.alloc(body)]);
-}
-
-export const f32Entry = (shape: number[], from: number, to: number): string =>
-  `{"dtype":"F32","shape":${JSON.stringify(shape)},"data_offsets":[${from},${to}]}`;
-
 /** Files people upload by mistake instead of safetensors, and where they came from. */
 export interface WrongFormats {
   /** torch.save(..., _use_new_zipfile_serialization=False): a bare pickle. */
@@ -255,13 +244,4 @@ export function upgradeStatus(url: string, headers: Record<string, string>): Pro
     });
     ws.once('error', reject);
   });
-}
-
-/** Waits until `cond` holds, checking every 100 ms, for at most `timeoutMs`. */
-export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }

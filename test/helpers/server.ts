@@ -5,6 +5,9 @@ import { generateToken } from '../../src/auth/token-service.js';
 import { startServer, type RunningServer } from '../../src/main.js';
 import type { Dialect } from '../../src/storage/db.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
+import { request, type ApiResponse } from './http.js';
+
+export { request, type ApiResponse };
 
 export interface TestServer {
   server: RunningServer;
@@ -14,13 +17,6 @@ export interface TestServer {
   /** fetch against the server with the admin token (or `token`), JSON in and out. */
   api(method: string, path: string, body?: unknown, token?: string | null): Promise<ApiResponse>;
   stop(): Promise<void>;
-}
-
-export interface ApiResponse {
-  status: number;
-  headers: Headers;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests inspect arbitrary JSON
-  body: any;
 }
 
 /** Builds a config for tests and benchmarks: loopback, random ports, folders under `db.dir`, rate limits (RATE_LIMIT, MAX_AUTH_FAILURES) off unless asked. */
@@ -71,29 +67,4 @@ export async function startTestServer(
       await db.drop();
     },
   };
-}
-
-export async function request(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  token?: string | null,
-): Promise<ApiResponse> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (body !== undefined) {
-    headers['content-type'] = 'application/json';
-    payload = typeof body === 'string' ? body : JSON.stringify(body);
-  }
-  const res = await fetch(base + path, { method, headers, body: payload });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    // Not JSON (docs pages): keep the text.
-  }
-  return { status: res.status, headers: res.headers, body: parsed };
 }

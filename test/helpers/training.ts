@@ -1,27 +1,8 @@
-import { expect } from 'vitest';
-import { encodeSafetensors, type TensorData } from '../../src/training/safetensors/encode.js';
-import { readTensorsF32 } from '../../src/training/safetensors/read.js';
+import { afterEach, expect } from 'vitest';
 import type { Dialect } from '../../src/storage/db.js';
 import { startTestServer, type TestServer } from './server.js';
+import { waitFor } from './wait.js';
 import { registeredClient, type RawClient } from './ws-client.js';
-
-/** A small model: tensors "a" [4] and "b" [2, 2], F32 unless told. */
-export function model(a: number[], b: number[], dtype: 'F32' | 'F16' | 'BF16' = 'F32'): Buffer {
-  const tensors: TensorData[] = [
-    { name: 'a', dtype, shape: [4], data: Float32Array.from(a) },
-    { name: 'b', dtype, shape: [2, 2], data: Float32Array.from(b) },
-  ];
-  return encodeSafetensors(tensors);
-}
-
-/** The values of a safetensors file as plain arrays, by tensor name. */
-export async function values(buf: Uint8Array): Promise<Record<string, number[]>> {
-  const r = await readTensorsF32(buf);
-  if (!r.ok) throw new Error(r.message);
-  const out: Record<string, number[]> = {};
-  for (const [name, t] of r.tensors) out[name] = [...t.data];
-  return out;
-}
 
 export function expectClose(actual: number[] | undefined, expected: number[], digits = 5): void {
   expect(actual).toHaveLength(expected.length);
@@ -35,6 +16,19 @@ export interface TrainingFarm {
   clients: RawClient[];
   ids: string[];
   stop(): Promise<void>;
+}
+
+/** A training farm per test: `start` as trainingFarm, each farm stopped after its test. */
+export function farmPerTest(): (...args: Parameters<typeof trainingFarm>) => Promise<TrainingFarm> {
+  const started: TrainingFarm[] = [];
+  afterEach(async () => {
+    for (const f of started.splice(0)) await f.stop();
+  });
+  return async (...args) => {
+    const f = await trainingFarm(...args);
+    started.push(f);
+    return f;
+  };
 }
 
 export async function trainingFarm(
@@ -111,4 +105,91 @@ export async function download(
 export async function taskMessage(c: RawClient, taskId: number): Promise<any> {
   const m = await c.next((x) => x.type === 'task' && (x.data as { id: number }).id === taskId, 15_000);
   return m.data;
+}
+
+/** A rank as its client got it: the client, the attempt and the whole `task` message. */
+export interface RankLease {
+  clientId: string;
+  client: RawClient;
+  rank: number;
+  attempt: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the task message's JSON
+  message: any;
+}
+
+/** A training task started on a farm, each rank placed. */
+export interface Training {
+  taskId: number;
+  /** The task as POST /api/tasks answered it. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the API's JSON
+  created: any;
+  /** The ranks in the order of the farm's clients that got one. */
+  ranks: RankLease[];
+  rank(r: number): RankLease;
+  /** PUTs rank `r`'s update: round 1 and 1 sample unless told, as the client holding `r`. */
+  put(r: number, body: Uint8Array, over?: Partial<Upload>): ReturnType<typeof upload>;
+}
+
+/**
+ * Creates a training task of `worldSize` ranks (the farm's clients unless told) and waits
+ * for the `task` message of each placed rank. With fewer ranks than clients, the clients
+ * are the ones the task's assignments name.
+ */
+export async function startTraining(
+  farm: TrainingFarm,
+  config: Record<string, unknown>,
+  { worldSize = farm.clients.length, type = 'command' }: { worldSize?: number; type?: string } = {},
+): Promise<Training> {
+  const created = await farm.ts.api('POST', '/api/tasks', {
+    type,
+    requirements: {},
+    world_size: worldSize,
+    config,
+  });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  const taskId = created.body.id as number;
+  let holders = farm.ids;
+  if (worldSize < farm.clients.length) {
+    const assigned = await waitFor(
+      `the ${worldSize} ranks of task ${taskId} placed`,
+      async () => {
+        const items = (await farm.ts.api('GET', `/api/tasks/${taskId}/assignments`)).body.items;
+        return items.length >= worldSize && (items as { client_id: string }[]);
+      },
+      15_000,
+      { everyMs: 50 },
+    );
+    holders = assigned.map((a) => a.client_id);
+  }
+  const ranks = await Promise.all(
+    holders.map(async (clientId) => {
+      const client = farm.clients[farm.ids.indexOf(clientId)]!;
+      const message = await taskMessage(client, taskId);
+      return { clientId, client, rank: message.rank as number, attempt: message.attempt as number, message };
+    }),
+  );
+  const rank = (r: number) => {
+    const found = ranks.find((x) => x.rank === r);
+    if (!found) throw new Error(`task ${taskId} has no rank ${r}`);
+    return found;
+  };
+  return {
+    taskId,
+    created: created.body,
+    ranks,
+    rank,
+    put: (r, body, over = {}) =>
+      upload({
+        base: farm.ts.url,
+        token: farm.token,
+        clientId: rank(r).clientId,
+        taskId,
+        round: 1,
+        rank: r,
+        attempt: rank(r).attempt,
+        numSamples: 1,
+        body,
+        ...over,
+      }),
+  };
 }

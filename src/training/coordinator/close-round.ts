@@ -22,7 +22,7 @@ import type { TrainingPaths } from './paths.js';
 import { capWeightShares, checkFiniteModel } from './aggregate-guard.js';
 import type { RoundSum } from './round-sum.js';
 import { weightedMetrics, type AcceptedUpdate, type RoundView } from './run.js';
-import { runThread } from './thread.js';
+import { runThread } from '../../threads.js';
 
 export interface CloseDeps {
   writes: WriteQueue;
@@ -94,7 +94,7 @@ async function aggregateRound(
 async function heldOut(path: string, logger: Logger): Promise<Record<string, number>> {
   try {
     const r = await runThread<{ ok: boolean; loss?: number; accuracy?: number; message?: string }>(
-      'evaluate.worker',
+      new URL('./evaluate.worker.js', import.meta.url),
       { path },
     );
     if (r.ok && r.loss !== undefined && r.accuracy !== undefined) {

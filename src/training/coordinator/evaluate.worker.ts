@@ -1,6 +1,6 @@
 /** Held-out evaluation of a train_mnist global model, in a worker thread (loading MNIST takes ~0.5 s). */
 import { parentPort, workerData } from 'node:worker_threads';
-import { evaluate } from '../../worker/trainer/trainer.js';
+import { evaluate } from '../../mnist/trainer.js';
 
 if (parentPort) {
   const port = parentPort;

@@ -1,12 +1,11 @@
 /**
  * Safetensors writers: an in-memory encoder for small models and tests, and a streaming file
- * writer that never holds the whole buffer and replaces its target atomically
- * (temp file in the same directory, fsync, rename), hashing the bytes as they go.
+ * writer that never holds the whole buffer and replaces its target atomically through
+ * model-store/atomic-file.ts (temp file in the same folder, fsync, rename, folder fsync),
+ * hashing the bytes as they go.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { PieceDigest } from './digest.js';
+import { dirname } from 'node:path';
+import { AtomicFile } from '../model-store/atomic-file.js';
 import { dtypeSize, type Dtype } from './dtypes.js';
 import type { SafetensorsHeader, TensorInfo } from './header.js';
 import { f32ToBf16, f32ToF16 } from './half.js';
@@ -116,14 +115,6 @@ export interface SafetensorsFileWriter {
   abort(): Promise<void>;
 }
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done);
-    done += bytesWritten;
-  }
-}
-
 /** Opens a temp file next to `path` and writes the header; see {@link SafetensorsFileWriter}. */
 export async function createSafetensorsWriter(
   path: string,
@@ -131,21 +122,16 @@ export async function createSafetensorsWriter(
   metadata?: Record<string, string>,
 ): Promise<SafetensorsFileWriter> {
   const { header, prefix } = buildHeader(specs, metadata);
-  // Same directory as the target so the final rename is atomic (no cross-device move).
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx');
-  const hash = new PieceDigest();
-  let written = 0;
+  // In the target's folder, so the final rename is atomic (no cross-device move).
+  const file = await AtomicFile.create(dirname(path));
   let state: 'open' | 'closed' | 'aborted' = 'open';
   const abort = async (): Promise<void> => {
     if (state !== 'open') return;
     state = 'aborted';
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
+    await file.abort();
   };
   try {
-    await writeAll(fh, prefix);
-    hash.update(prefix);
+    await file.write(prefix);
   } catch (err) {
     await abort();
     throw err;
@@ -154,51 +140,32 @@ export async function createSafetensorsWriter(
     header,
     async write(chunk) {
       if (state !== 'open') throw new Error('writer is not open');
-      if (written + chunk.length > header.bufferBytes) {
+      if (file.bytes - prefix.length + chunk.length > header.bufferBytes) {
         throw new RangeError(
-          `writing ${written + chunk.length} body bytes, header declares ${header.bufferBytes}`,
+          `writing ${file.bytes - prefix.length + chunk.length} body bytes, header declares ${header.bufferBytes}`,
         );
       }
-      hash.update(chunk);
-      written += chunk.length;
-      await writeAll(fh, chunk);
+      await file.write(chunk);
     },
     async close() {
       if (state !== 'open') throw new Error('writer is not open');
+      const written = file.bytes - prefix.length;
       if (written !== header.bufferBytes) {
         await abort();
         throw new RangeError(`wrote ${written} body bytes, header declares ${header.bufferBytes}`);
       }
+      state = 'closed';
       try {
-        await fh.sync();
-        await fh.close();
-        state = 'closed';
-        await rename(tmp, path);
+        const digest = await file.seal();
+        await file.commit(path);
+        return { path, bytes: header.fileBytes, digest };
       } catch (err) {
-        if (state === 'open') await fh.close().catch(() => undefined);
-        state = 'aborted';
-        await unlink(tmp).catch(() => undefined);
+        await file.abort();
         throw err;
       }
-      await syncDirectory(dirname(path));
-      return { path, bytes: header.fileBytes, digest: hash.digest() };
     },
     abort,
   };
-}
-
-/** Makes the rename durable; best effort because some filesystems refuse fsync on directories. */
-async function syncDirectory(dir: string): Promise<void> {
-  try {
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    // Durability of the directory entry is a bonus, not a requirement for correctness here.
-  }
 }
 
 /** Writes tensors to `path` atomically, one tensor at a time (no full-file buffer). */

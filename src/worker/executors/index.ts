@@ -12,7 +12,7 @@ export interface DefaultExecutorOptions {
 
 /**
  * The executors `ai-farm worker` runs, by task type. Add a built-in executor here (e.g.
- * `train_mnist` from src/worker/trainer/); a program using the SDK can build its own
+ * `train_mnist` from src/mnist/); a program using the SDK can build its own
  * registry instead.
  */
 export function defaultExecutors(opts: DefaultExecutorOptions = {}): ExecutorRegistry {

@@ -5,7 +5,7 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { startThread } from '../../threads.js';
-import type { TrainOptions, TrainOutcome, TrainProgress } from '../trainer/index.js';
+import type { TrainOptions, TrainOutcome, TrainProgress } from '../../mnist/index.js';
 
 /** Slots of the shared control word (Int32). */
 export const CONTROL = { paused: 0, abort: 1 } as const;

@@ -3,10 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskData } from '../../api/protocol.js';
-import { evaluate } from '../trainer/index.js';
+import { evaluate } from '../../mnist/index.js';
 import { mnistTrainOptions } from './train-mnist.js';
 import { MnistThread } from './train-mnist-thread.js';
 import { shardOf, trainingStateOf } from './training-loop.js';
+import { sleep } from '../../../test/helpers/wait.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -15,8 +16,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function task(config: Record<string, unknown>, extra: Partial<TaskData> = {}): TaskData {
   return {

@@ -1,5 +1,5 @@
 /**
- * The `train_mnist` executor: the built-in trainer (src/worker/trainer/, a small MLP on the
+ * The `train_mnist` executor: the built-in trainer (src/mnist/, a small MLP on the
  * `mnist` package's digits) run in the training round loop. Each round trains `epochs`
  * local epochs on this rank's shard in a worker thread, so heartbeats flow freely and a
  * pause holds training mid-epoch.
@@ -9,7 +9,7 @@
  * with strategy fedprox) for FedProx's proximal term.
  */
 import type { TaskData } from '../../api/protocol.js';
-import type { TrainProgress } from '../trainer/index.js';
+import type { TrainProgress } from '../../mnist/index.js';
 import { MnistThread, type ThreadTrainOptions } from './train-mnist-thread.js';
 import {
   isTrainingTask,

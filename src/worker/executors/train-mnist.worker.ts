@@ -5,7 +5,7 @@
  * sleeps, the worker's event loop carries on); aborted, it ends the round.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadMnist, train, type MnistData, type TrainOptions } from '../trainer/index.js';
+import { loadMnist, train, type MnistData, type TrainOptions } from '../../mnist/index.js';
 import { CONTROL, type ThreadReply, type ThreadRequest } from './train-mnist-thread.js';
 
 const control = new Int32Array((workerData as { control: SharedArrayBuffer }).control);

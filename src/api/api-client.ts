@@ -1,5 +1,11 @@
-import type { CreateTaskBody, ListTasksQuery, Task, TaskEvent, TaskMetricsView } from '../api/tasks.js';
-import type { TaskStatus } from '../storage/schema.js';
+import type {
+  CreateTaskBody,
+  ListTasksQuery,
+  Task,
+  TaskEvent,
+  TaskMetricsView,
+  TaskStatus,
+} from './tasks.js';
 
 /** How to reach the HTTP API. */
 export interface ApiClientOptions {

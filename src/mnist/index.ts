@@ -1,4 +1,8 @@
-/** Built-in MNIST trainer: a small MLP in plain TypeScript, for demos, tests and benchmarks. */
+/**
+ * The built-in MNIST model: data, a small MLP in plain TypeScript, training and evaluation.
+ * Shared by the reference worker (the `train_mnist` executor) and the server (the held-out
+ * evaluation of a round's global model), so it belongs to neither.
+ */
 export { evaluate, loadWeights, saveWeights, train } from './trainer.js';
 export type {
   EvaluateOutcome,

@@ -7,8 +7,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { writeSafetensorsFile, type WrittenFile } from '../../training/safetensors/encode.js';
-import { readTensorsF32 } from '../../training/safetensors/read.js';
+import { writeSafetensorsFile, type WrittenFile } from '../training/safetensors/encode.js';
+import { readTensorsF32 } from '../training/safetensors/read.js';
 import { initParams, mlpLayout, MlpWorkspace, Optimizer, type MlpLayout } from './mlp.js';
 import {
   CLASSES,
