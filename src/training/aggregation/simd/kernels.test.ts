@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { AggregatableDtype } from '../../safetensors/dtypes.js';
 import { decodeToF32 } from '../../safetensors/read.js';
 import { weightedAccumulate } from '../math.js';
-import { createKernels, kernelModuleBytes, type SumPrecision } from './kernels.js';
+import { createKernels, fedAvgModule, type SumPrecision } from './kernels.js';
 
 const DTYPES: AggregatableDtype[] = ['F32', 'F16', 'BF16'];
 const expMask = (d: AggregatableDtype) => (d === 'F32' ? 0x7f800000 : d === 'F16' ? 0x7c00 : 0x7f80);
@@ -30,41 +30,59 @@ function randomBits(dtype: AggregatableDtype, n: number, seed: number): Uint8Arr
   return new Uint8Array(u.buffer);
 }
 
+/** Writes NaN, +Inf and -Inf of `dtype` at the given elements. */
+function putNonFinite(dtype: AggregatableDtype, bits: Uint8Array, at: [number, number, number]): void {
+  const inf = expMask(dtype);
+  const values = dtype === 'F32' ? [inf | 0x123, inf, (inf | 0x80000000) >>> 0] : [inf | 0x3, inf, inf | 0x8000];
+  const view =
+    dtype === 'F32'
+      ? new Uint32Array(bits.buffer, bits.byteOffset, bits.byteLength / 4)
+      : new Uint16Array(bits.buffer, bits.byteOffset, bits.byteLength / 2);
+  at.forEach((i, k) => (view[i] = values[k]!));
+}
+
 function kernelsFor(precision: SumPrecision, n: number, wasm: boolean) {
   const stagingBytes = n * 4;
   const store = wasm
-    ? new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+    ? new WebAssembly.Memory({ initial: 4, maximum: 4, shared: true })
     : new SharedArrayBuffer(n * 8);
   return createKernels(store, n, precision, 0, stagingBytes);
 }
 
 describe('SIMD kernels', () => {
-  it('encode a valid module', () => {
-    expect(WebAssembly.validate(kernelModuleBytes())).toBe(true);
+  it('load the module assembled from fedavg.wat', () => {
+    expect(fedAvgModule()).toBeInstanceOf(WebAssembly.Module);
   });
 
   for (const precision of ['float32', 'float64'] as const) {
     for (const dtype of DTYPES) {
       it(`add ${dtype} into a ${precision} sum exactly as the scalar reference does`, () => {
-        // 1003: not a multiple of 4, so the vector loop and the scalar tail both run.
-        const n = 1003;
+        // 9003: more than two decode tiles and not a multiple of 4, so the vector loop and the
+        // scalar tail both run; the adds start at sum element 0, then 3 (unaligned), with
+        // lengths n and n - 3 - 2.
+        const n = 9003;
         const ref = precision === 'float32' ? new Float32Array(n) : new Float64Array(n);
         const simd = kernelsFor(precision, n, true);
         const js = kernelsFor(precision, n, false);
         for (let i = 0; i < n; i++) ref[i] = simd.sum[i] = js.sum[i] = Math.sin(i) * 1e3;
         const decoded = new Float32Array(n);
-        for (const [round, weight] of [3, 0.7, 1234.5].entries()) {
+        for (const [round, weight] of [3, 0.7, 1234.5, 2].entries()) {
           const bits = randomBits(dtype, n, 7 + round);
+          // The third round adds NaN, +Inf and -Inf (and the decode of their payloads).
+          if (round === 2) putNonFinite(dtype, bits, [10, 4000, 8999]);
+          const [at, count] = round % 2 === 0 ? [0, n] : [3, n - 5];
           simd.staging.set(bits);
           js.staging.set(bits);
-          simd.accumulate(dtype, 0, n, weight);
-          js.accumulate(dtype, 0, n, weight);
+          simd.accumulate(dtype, at, count, weight);
+          js.accumulate(dtype, at, count, weight);
           decodeToF32(bits, dtype, decoded);
-          weightedAccumulate(ref, 0, decoded, n, weight);
+          weightedAccumulate(ref, at, decoded, count, weight);
         }
         // Bit for bit, -0 and NaN included (Object.is).
         expect(Array.from(simd.sum).every((v, i) => Object.is(v, ref[i]))).toBe(true);
         expect(Array.from(js.sum).every((v, i) => Object.is(v, ref[i]))).toBe(true);
+        expect(Number.isNaN(simd.sum[10])).toBe(true);
+        expect(simd.sum[4000]).toBe(Infinity);
       });
     }
   }

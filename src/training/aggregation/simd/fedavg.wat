@@ -1,0 +1,95 @@
+;; Decode and accumulate kernels of FedAvg (see kernels.ts), 4 elements per turn. n is a multiple
+;; of 4 in every function; pointers are byte addresses in the imported (shared) memory.
+;;
+;;   add32/add64 (sumPtr, valuesPtr, n, weight): sum[i] += weight * values[i], values float32,
+;;     the sum float32 or float64. The value and the weight multiply and add in float64, and a
+;;     float32 sum is rounded once on store: exactly what the scalar reference
+;;     (weightedAccumulate) computes.
+;;   f16/bf16 (srcPtr, dstPtr, n): dst[i] = float32 of the 16-bit src[i], exact.
+;;
+;; F16/BF16 updates are decoded into a small float32 tile that stays in the first-level cache,
+;; then added from there: V8 does not inline wasm calls, so one loop per job, none per pair.
+(module
+  (import "env" "mem" (memory 1 65536 shared))
+
+  (func (export "add32") (param $s i32) (param $v i32) (param $n i32) (param $weight f64)
+    (local $end i32) (local $w v128) (local $old v128) (local $new v128)
+    (local.set $w (f64x2.splat (local.get $weight)))
+    (local.set $end (i32.add (local.get $v) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $v) (local.get $end)))
+        (local.set $old (v128.load (local.get $s)))
+        (local.set $new (v128.load (local.get $v)))
+        (v128.store (local.get $s)
+          ;; Lanes 0-1 and lanes 2-3 each in float64, rounded to float32, joined back.
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $old))
+                (f64x2.mul (f64x2.promote_low_f32x4 (local.get $new)) (local.get $w))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $old) (local.get $old)))
+                (f64x2.mul
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $new) (local.get $new)))
+                  (local.get $w))))))
+        (local.set $v (i32.add (local.get $v) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (br $turn))))
+
+  (func (export "add64") (param $s i32) (param $v i32) (param $n i32) (param $weight f64)
+    (local $end i32) (local $w v128) (local $new v128)
+    (local.set $w (f64x2.splat (local.get $weight)))
+    (local.set $end (i32.add (local.get $v) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $v) (local.get $end)))
+        (local.set $new (v128.load (local.get $v)))
+        (v128.store offset=0 (local.get $s)
+          (f64x2.add (v128.load offset=0 (local.get $s))
+            (f64x2.mul (f64x2.promote_low_f32x4 (local.get $new)) (local.get $w))))
+        (v128.store offset=16 (local.get $s)
+          (f64x2.add (v128.load offset=16 (local.get $s))
+            (f64x2.mul
+              (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $new) (local.get $new)))
+              (local.get $w))))
+        (local.set $v (i32.add (local.get $v) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 32)))
+        (br $turn))))
+
+  ;; bfloat16 is the high half of a float32.
+  (func (export "bf16") (param $p i32) (param $d i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (v128.store (local.get $d) (i32x4.shl (v128.load16x4_u (local.get $p)) (i32.const 16)))
+        (local.set $p (i32.add (local.get $p) (i32.const 8)))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (br $turn))))
+
+  ;; IEEE half: Inf/NaN get the all-ones float32 exponent with the payload moved up; normal and
+  ;; subnormal halves are exact as (bits without the sign << 13) read as a float32, times 2^112.
+  (func (export "f16") (param $p i32) (param $d i32) (param $n i32)
+    (local $end i32) (local $x v128) (local $em v128)
+    (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $x (v128.load16x4_u (local.get $p)))
+        (local.set $em (v128.and (local.get $x) (i32x4.splat (i32.const 0x7fff))))
+        (v128.store (local.get $d)
+          (v128.or
+            (v128.bitselect
+              (v128.or (i32x4.shl (local.get $em) (i32.const 13)) (i32x4.splat (i32.const 0x7f800000)))
+              (f32x4.mul (i32x4.shl (local.get $em) (i32.const 13)) (f32x4.splat (f32.const 0x1p112)))
+              (i32x4.gt_u (local.get $em) (i32x4.splat (i32.const 0x7bff))))
+            (i32x4.shl (v128.and (local.get $x) (i32x4.splat (i32.const 0x8000))) (i32.const 16))))
+        (local.set $p (i32.add (local.get $p) (i32.const 8)))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (br $turn))))
+)
