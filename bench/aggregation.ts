@@ -238,9 +238,9 @@ function numpyRow(n: number, mode: 'flower' | 'average', paths: string[], expect
 }
 
 async function main(): Promise<void> {
-  // The WebAssembly kernels, assembled from their .wat sources (a few milliseconds).
-  await buildWasm();
   const runner = await builtRunner(ROOT, say);
+  // The WebAssembly kernels, assembled from their .wat sources into src/ and dist/ (milliseconds).
+  await buildWasm();
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-agg-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   // Several GB of update files: removed on Ctrl-C and on kill too.

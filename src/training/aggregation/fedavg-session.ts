@@ -16,6 +16,7 @@ import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { AccumulatorOptions, AddOptions, AddOutcome, FinishOutcome } from './fedavg.js';
 import type { SliceOutcome, SliceSetup } from './fedavg-slice.js';
 import { flatLayout, sliceRanges, type LayoutFailure } from './layout.js';
+import { writeInParts, type PartDigests } from './parallel-output.js';
 import { allocateSum, sumView } from './simd/kernels.js';
 import type { SliceCall, SliceRequest, WorkerReply } from './worker-protocol.js';
 
@@ -215,11 +216,14 @@ export function createFedAvgSession(
     if (count === 0 || totalWeight <= 0)
       return { ok: false, code: 'no_updates', message: 'no update was added' };
     const t0 = performance.now();
-    const req: SliceCall =
-      metadata === undefined
-        ? { op: 'finish', outPath, totalWeight }
-        : { op: 'finish', outPath, totalWeight, metadata };
-    const w = await call<{ path: string; bytes: number; digest: string }>(pool[0]!, req);
+    // Every thread converts, hashes and writes a part of the output at its offset.
+    const w = await writeInParts(outPath, layout, metadata, pool.length, (tmpPath, out, parts) =>
+      Promise.all(
+        parts.map((part, i) =>
+          call<PartDigests>(pool[i]!, { op: 'finishPart', tmpPath, out, part, totalWeight }),
+        ),
+      ),
+    );
     const ms = performance.now() - t0;
     return { ok: true, count, totalWeight, outPath: w.path, bytes: w.bytes, digest: w.digest, bytesRead, ms };
   };

@@ -6,6 +6,8 @@
 ;;     float32 sum is rounded once on store: exactly what the scalar reference
 ;;     (weightedAccumulate) computes.
 ;;   f16/bf16 (srcPtr, dstPtr, n): dst[i] = float32 of the 16-bit src[i], exact.
+;;   scale32/scale64 (sumPtr, dstPtr, n, factor): dst[i] = float32(sum[i] * factor), the product
+;;     in float64 (the mean written out: factor = 1 / total weight), as the JS reference does.
 ;;
 ;; F16/BF16 updates are decoded into a small float32 tile that stays in the first-level cache,
 ;; then added from there: V8 does not inline wasm calls, so one loop per job, none per pair.
@@ -90,6 +92,42 @@
               (i32x4.gt_u (local.get $em) (i32x4.splat (i32.const 0x7bff))))
             (i32x4.shl (v128.and (local.get $x) (i32x4.splat (i32.const 0x8000))) (i32.const 16))))
         (local.set $p (i32.add (local.get $p) (i32.const 8)))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (br $turn))))
+;; The float32 sum times the factor, 4 per turn: lanes 0-1 and 2-3 in float64, rounded, joined.
+  (func (export "scale32") (param $s i32) (param $d i32) (param $n i32) (param $factor f64)
+    (local $end i32) (local $f v128) (local $v v128)
+    (local.set $f (f64x2.splat (local.get $factor)))
+    (local.set $end (i32.add (local.get $s) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $s) (local.get $end)))
+        (local.set $v (v128.load (local.get $s)))
+        (v128.store (local.get $d)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $f)))
+            (f32x4.demote_f64x2_zero
+              (f64x2.mul
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
+                (local.get $f)))))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (br $turn))))
+
+  ;; The float64 sum times the factor, 4 per turn (two f64x2), rounded and joined.
+  (func (export "scale64") (param $s i32) (param $d i32) (param $n i32) (param $factor f64)
+    (local $end i32) (local $f v128)
+    (local.set $f (f64x2.splat (local.get $factor)))
+    (local.set $end (i32.add (local.get $s) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $s) (local.get $end)))
+        (v128.store (local.get $d)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (f64x2.mul (v128.load offset=0 (local.get $s)) (local.get $f)))
+            (f32x4.demote_f64x2_zero (f64x2.mul (v128.load offset=16 (local.get $s)) (local.get $f)))))
+        (local.set $s (i32.add (local.get $s) (i32.const 32)))
         (local.set $d (i32.add (local.get $d) (i32.const 16)))
         (br $turn))))
 )

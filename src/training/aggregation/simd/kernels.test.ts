@@ -87,6 +87,24 @@ describe('SIMD kernels', () => {
     }
   }
 
+  for (const precision of ['float32', 'float64'] as const) {
+    it(`scale a ${precision} sum to float32 exactly as the scalar reference does`, () => {
+      const n = 1003;
+      const simd = kernelsFor(precision, n, true);
+      const js = kernelsFor(precision, n, false);
+      for (let i = 0; i < n; i++) simd.sum[i] = js.sum[i] = Math.sin(i) * 10 ** ((i % 13) - 6);
+      for (const [i, v] of [[5, NaN], [6, Infinity], [7, -Infinity], [8, -0], [1001, 3.4e38]] as const)
+        simd.sum[i] = js.sum[i] = v;
+      const factor = 1 / 7;
+      // From element 3: an unaligned start, and n - 3 - 1 elements, so the tail runs too.
+      const got = simd.scale(3, n - 4, factor);
+      const ref = js.scale(3, n - 4, factor);
+      const want = Float32Array.from({ length: n - 4 }, (_, i) => simd.sum[3 + i]! * factor);
+      expect(Array.from(got).every((v, i) => Object.is(v, want[i]))).toBe(true);
+      expect(Array.from(ref).every((v, i) => Object.is(v, want[i]))).toBe(true);
+    });
+  }
+
   for (const dtype of DTYPES) {
     it(`find the first NaN/Inf of ${dtype} in the vectors and in the tail`, () => {
       const n = 1003;

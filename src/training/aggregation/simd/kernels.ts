@@ -44,6 +44,8 @@ interface FedAvgExports {
   add64(sumPtr: number, valuesPtr: number, n: number, weight: number): void;
   f16(srcPtr: number, dstPtr: number, n: number): void;
   bf16(srcPtr: number, dstPtr: number, n: number): void;
+  scale32(sumPtr: number, dstPtr: number, n: number, factor: number): void;
+  scale64(sumPtr: number, dstPtr: number, n: number, factor: number): void;
 }
 
 let compiled: WebAssembly.Module | undefined;
@@ -63,6 +65,11 @@ export interface Kernels {
   accumulate(dtype: AggregatableDtype, at: number, n: number, weight: number): void;
   /** Index of the first NaN/Inf among the first n elements of staging, or -1. */
   firstNonFinite(dtype: AggregatableDtype, n: number): number;
+  /**
+   * Writes float32(sum[at + i] * factor) for i < n over the read buffer, from its first byte, and
+   * returns that view (n at most the read buffer's bytes / 4).
+   */
+  scale(at: number, n: number, factor: number): Float32Array;
 }
 
 /** Bytes a sum of `elements` takes in `precision`, rounded up to 64 so staging stays aligned. */
@@ -145,6 +152,13 @@ export function createKernels(
       if (vectorised < n) js.accumulateFrom(dtype, at, vectorised, n, weight);
     },
     firstNonFinite: (dtype, n) => scanner.firstNonFinite(base, n * srcSize[dtype], dtype),
+    scale(at, n, factor) {
+      const vectorised = n & ~3;
+      (precision === 'float64' ? wasm.scale64 : wasm.scale32)(sum.byteOffset + at * bytesPer, base, vectorised, factor);
+      const out = new Float32Array(staging.buffer, base, n);
+      for (let i = vectorised; i < n; i++) out[i] = sum[at + i]! * factor;
+      return out;
+    },
   };
 }
 
@@ -168,5 +182,10 @@ function jsKernels(sum: Float32Array | Float64Array, staging: Uint8Array): JsKer
     accumulateFrom,
     accumulate: (dtype, at, n, weight) => accumulateFrom(dtype, at, 0, n, weight),
     firstNonFinite: (dtype, n) => firstNonFiniteJs(staging.subarray(0, n * srcSize[dtype]), dtype),
+    scale(at, n, factor) {
+      const out = new Float32Array(staging.buffer, staging.byteOffset, n);
+      for (let i = 0; i < n; i++) out[i] = sum[at + i]! * factor;
+      return out;
+    },
   };
 }
