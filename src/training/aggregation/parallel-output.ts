@@ -18,6 +18,9 @@ import type { SafetensorsHeader } from '../safetensors/header.js';
 import { f32ToBf16, f32ToF16 } from '../safetensors/half.js';
 import { chunkSegments, locate, type FlatLayout } from './layout.js';
 
+/** Bytes per read when the coordinating thread hashes a piece back from the file. */
+const READ_BACK_BYTES = 1 << 20;
+
 /** One thread's part of the output: flat elements [from, to), written from file byte `fileAt`. */
 export interface OutputPart {
   from: number;
@@ -139,9 +142,9 @@ export function writePart(
         used += seg.count * dtypeSize(dtype);
       }
       const chunk = bytes.subarray(0, used);
-      digest.update(chunk);
       for (let done = 0; done < used;) done += writeSync(fd, chunk, done, used - done, position + done);
       position += used;
+      digest.update(chunk);
     }
   } finally {
     closeSync(fd);
@@ -166,24 +169,33 @@ export async function writeInParts(
     await file.writeAt(prefix, 0);
     await file.truncate(out.fileBytes);
     const parts = outputParts(layout, out, threads);
-    const reported = await writeParts(file.tmpPath, out, parts);
+    const writing = writeParts(file.tmpPath, out, parts);
+    // While the threads write, the disk writes back what they wrote so far (fdatasync in the
+    // I/O pool), so the final fsync has little left: the disk and the hashing overlap.
+    let settled = false;
+    const stop = () => (settled = true);
+    writing.then(stop, stop);
+    while (!settled) await file.datasync();
+    const reported = await writing;
     const pieces: Uint8Array[] = [];
     for (const r of reported) for (const p of r.pieces) pieces[p.index] = p.digest;
     const count = Math.ceil(out.fileBytes / DIGEST_PIECE_BYTES);
     // The temp file is open for writing only: the missing pieces are read through a handle of their own.
     const reader = await open(file.tmpPath, 'r');
     try {
-      const bytes = Buffer.alloc(Math.min(DIGEST_PIECE_BYTES, out.fileBytes));
+      const bytes = Buffer.alloc(Math.min(READ_BACK_BYTES, out.fileBytes));
       for (let i = 0; i < count; i++) {
         if (pieces[i]) continue;
         const start = i * DIGEST_PIECE_BYTES;
-        const length = Math.min(DIGEST_PIECE_BYTES, out.fileBytes - start);
-        for (let done = 0; done < length;) {
-          const { bytesRead } = await reader.read(bytes, done, length - done, start + done);
-          if (bytesRead === 0) throw new Error(`${file.tmpPath} ends before byte ${start + length}`);
-          done += bytesRead;
+        const end = Math.min(start + DIGEST_PIECE_BYTES, out.fileBytes);
+        const hash = createHash('sha256');
+        for (let at = start; at < end;) {
+          const { bytesRead } = await reader.read(bytes, 0, Math.min(bytes.length, end - at), at);
+          if (bytesRead === 0) throw new Error(`${file.tmpPath} ends before byte ${end}`);
+          hash.update(bytes.subarray(0, bytesRead));
+          at += bytesRead;
         }
-        pieces[i] = createHash('sha256').update(bytes.subarray(0, length)).digest();
+        pieces[i] = hash.digest();
       }
     } finally {
       await reader.close();
