@@ -1,0 +1,154 @@
+/**
+ * SIMD kernels of the robust strategies (robust.wat beside this file) over one thread's
+ * WebAssembly memory: the coordinate-wise median and trimmed mean by a sorting network run on 4
+ * coordinates at once (the lanes of an f32x4), and Krum's squared distances. They give what the
+ * scalar reference (math.ts) gives: the same float32 results for median, trimmed mean and mean
+ * (a zero's sign aside: the network orders -0 before +0 where an insertion sort keeps input
+ * order), and distances summed in another order (the last bits may differ, as the parallel
+ * strategies already allow). Inputs must be finite: callers reject NaN/Inf first.
+ */
+import { wasmModuleBytes } from '../../safetensors/wasm-module.js';
+import { medianChunk, trimmedMeanChunk } from '../math.js';
+
+/** Above this many updates the network (about N log² N / 4 comparators) is left to the JS sort. */
+export const MAX_NETWORK_UPDATES = 256;
+
+/**
+ * Batcher's odd-even merge sort for `n` values, as comparator pairs [lo, hi] flattened: built for
+ * the next power of two and cut to n (the missing values act as +Inf at the top, where every
+ * comparator that touches them leaves them: dropping those comparators changes nothing).
+ */
+export function sortingNetwork(n: number): Int32Array {
+  const pairs: number[] = [];
+  let size = 1;
+  while (size < n) size <<= 1;
+  for (let p = 1; p < size; p <<= 1) {
+    for (let k = p; k >= 1; k >>= 1) {
+      for (let j = k % p; j + k < size; j += 2 * k) {
+        for (let i = 0; i < Math.min(k, size - j - k); i++) {
+          const lo = i + j;
+          const hi = i + j + k;
+          if (Math.floor(lo / (2 * p)) === Math.floor(hi / (2 * p)) && hi < n) pairs.push(lo, hi);
+        }
+      }
+    }
+  }
+  return Int32Array.from(pairs);
+}
+
+interface RobustExports {
+  median(cols: number, n: number, count: number, net: number, pairs: number, tile: number, out: number): void;
+  trimmed_mean(
+    cols: number,
+    n: number,
+    count: number,
+    net: number,
+    pairs: number,
+    tile: number,
+    out: number,
+    trim: number,
+  ): void;
+  sq_dist(a: number, b: number, count: number): number;
+}
+
+let compiled: WebAssembly.Module | undefined;
+/** The module assembled from robust.wat, compiled once per thread. */
+export function robustModule(): WebAssembly.Module {
+  compiled ??= new WebAssembly.Module(wasmModuleBytes(new URL('./robust.wasm', import.meta.url)));
+  return compiled;
+}
+
+/** Bytes of scratch {@link createRobustKernels} needs for up to `n` updates. */
+export function robustScratchBytes(n: number): number {
+  const comparators = sortingNetwork(Math.min(n, MAX_NETWORK_UPDATES)).length / 2;
+  return align(n * 4) + align(n * 16) + align(comparators * 8);
+}
+
+const align = (bytes: number) => Math.ceil(bytes / 64) * 64;
+
+/** The robust kernels over float32 columns held in `memory` (shared), with scratch at `scratch`. */
+export interface RobustKernels {
+  /** out[i] = median of the columns at element i, i < count; columns and out are byte addresses. */
+  median(cols: readonly number[], count: number, out: number): void;
+  /** out[i] = mean of the columns at element i once the `trim` smallest and largest are dropped. */
+  trimmedMean(cols: readonly number[], count: number, trim: number, out: number): void;
+  /** Sum over i < count of (a[i] - b[i])^2 in float64. */
+  squaredDistance(a: number, b: number, count: number): number;
+}
+
+/** Kernels over `memory`; [scratch, scratch + robustScratchBytes(maxUpdates)) is theirs. */
+export function createRobustKernels(
+  memory: WebAssembly.Memory,
+  scratch: number,
+  maxUpdates: number,
+): RobustKernels {
+  const wasm = new WebAssembly.Instance(robustModule(), { env: { mem: memory } })
+    .exports as unknown as RobustExports;
+  const list = scratch;
+  const tile = list + align(maxUpdates * 4);
+  const net = tile + align(maxUpdates * 16);
+  const networks = new Map<number, number>();
+  const heap = () => memory.buffer;
+  const f32 = (addr: number, n: number) => new Float32Array(heap(), addr, n);
+  /** Writes the column list and the network for n columns; returns the comparator count. */
+  const prepare = (cols: readonly number[], sorted: boolean): number => {
+    new Int32Array(heap(), list, cols.length).set(cols);
+    if (!sorted) return 0;
+    let pairs = networks.get(cols.length);
+    if (pairs === undefined) {
+      // One network is kept in memory at a time: rewritten when the number of columns changes.
+      networks.clear();
+      const offsets = sortingNetwork(cols.length).map((i) => i * 16);
+      new Int32Array(heap(), net, offsets.length).set(offsets);
+      pairs = offsets.length / 2;
+      networks.set(cols.length, pairs);
+    }
+    return pairs;
+  };
+  /** The last count % 4 elements, by the scalar reference. */
+  const tail = (
+    cols: readonly number[],
+    count: number,
+    out: number,
+    fn: (c: Float32Array[], n: number, o: Float32Array) => void,
+  ) => {
+    const from = count & ~3;
+    if (from === count) return;
+    fn(
+      cols.map((c) => f32(c + from * 4, count - from)),
+      count - from,
+      f32(out + from * 4, count - from),
+    );
+  };
+  const small = (n: number) => n <= MAX_NETWORK_UPDATES;
+  return {
+    median(cols, count, out) {
+      if (!small(cols.length)) return medianChunk(cols.map((c) => f32(c, count)), count, f32(out, count));
+      const pairs = prepare(cols, true);
+      wasm.median(list, cols.length, count & ~3, net, pairs, tile, out);
+      tail(cols, count, out, medianChunk);
+    },
+    trimmedMean(cols, count, trim, out) {
+      if (2 * trim >= cols.length) throw new RangeError(`cannot trim ${trim} from each end of ${cols.length} values`);
+      if (!small(cols.length) && trim > 0)
+        return trimmedMeanChunk(cols.map((c) => f32(c, count)), count, trim, f32(out, count));
+      // No trim: the plain mean, with no sort.
+      const pairs = trim > 0 ? prepare(cols, true) : prepare(cols, false);
+      wasm.trimmed_mean(list, cols.length, count & ~3, net, pairs, tile, out, trim);
+      tail(cols, count, out, (c, n, o) => trimmedMeanChunk(c, n, trim, o));
+    },
+    squaredDistance(a, b, count) {
+      const from = count & ~3;
+      let s = wasm.sq_dist(a, b, from);
+      if (from < count) {
+        const x = f32(a, count);
+        const y = f32(b, count);
+        for (let i = from; i < count; i++) {
+          const d = x[i]! - y[i]!;
+          s += d * d;
+        }
+      }
+      return s;
+    },
+  };
+}
