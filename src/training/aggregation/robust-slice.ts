@@ -89,13 +89,16 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
   const kernels = createRobustKernels(memory, scratchAt, n);
   const scanner = createFiniteScanner(memory);
   const column = (m: number) => m * columnBytes;
-  /** Decodes `count` elements of the read buffer into column m from element `offset`. */
+  /**
+   * Where a piece of update m is read: F32 values straight into its column (a copy within a
+   * shared memory is slow), 16-bit ones into the read buffer, to be decoded by toColumn.
+   */
+  const readInto = (m: number) => (dtype: AggregatableDtype, offset: number, count: number) =>
+    dtype === 'F32' ? new Uint8Array(heap, column(m) + offset * 4, count * 4) : staging;
+  /** Decodes `count` 16-bit elements of the read buffer into column m from element `offset`. */
   const toColumn = (m: number, dtype: AggregatableDtype, offset: number, count: number) => {
+    if (dtype === 'F32') return;
     const dst = column(m) + offset * 4;
-    if (dtype === 'F32') {
-      new Uint8Array(heap).copyWithin(dst, stagingAt, stagingAt + count * 4);
-      return;
-    }
     const vectorised = count & ~3;
     (dtype === 'F16' ? decode.f16 : decode.bf16)(stagingAt, dst, vectorised);
     if (vectorised < count)
@@ -115,7 +118,7 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
       const nonFinite: { member: number; flat: number }[] = [];
       let bytesRead = 0;
       for (const m of req.members) {
-        bytesRead += readers[m]!.readPiecesSync(req.start, req.end, staging, (dtype, offset, pieces) =>
+        bytesRead += readers[m]!.readPiecesSync(req.start, req.end, readInto(m), (dtype, offset, pieces) =>
           toColumn(m, dtype, offset, pieces),
         );
         const at = scanner.firstNonFinite(column(m), count * 4, 'F32');

@@ -1,7 +1,7 @@
 /**
  * SIMD kernels of the robust strategies (robust.wat beside this file) over one thread's
- * WebAssembly memory: the coordinate-wise median and trimmed mean by a sorting network run on 4
- * coordinates at once (the lanes of an f32x4), and Krum's squared distances. They give what the
+ * WebAssembly memory: the coordinate-wise median and trimmed mean by a sorting network run on 8
+ * coordinates at once (the lanes of two f32x4), and Krum's squared distances. They give what the
  * scalar reference (math.ts) gives: the same float32 results for median, trimmed mean and mean
  * (a zero's sign aside: the network orders -0 before +0 where an insertion sort keeps input
  * order), and distances summed in another order (the last bits may differ, as the parallel
@@ -61,10 +61,13 @@ export function robustModule(): WebAssembly.Module {
 /** Bytes of scratch {@link createRobustKernels} needs for up to `n` updates. */
 export function robustScratchBytes(n: number): number {
   const comparators = sortingNetwork(Math.min(n, MAX_NETWORK_UPDATES)).length / 2;
-  return align(n * 4) + align(n * 16) + align(comparators * 8);
+  return align(n * 4) + align(n * TILE_ENTRY) + align(comparators * 8);
 }
 
 const align = (bytes: number) => Math.ceil(bytes / 64) * 64;
+
+/** Bytes of one update's entry in the sorting tile: 8 coordinates, two f32x4. */
+const TILE_ENTRY = 32;
 
 /** The robust kernels over float32 columns held in `memory` (shared), with scratch at `scratch`. */
 export interface RobustKernels {
@@ -86,7 +89,7 @@ export function createRobustKernels(
     .exports as unknown as RobustExports;
   const list = scratch;
   const tile = list + align(maxUpdates * 4);
-  const net = tile + align(maxUpdates * 16);
+  const net = tile + align(maxUpdates * TILE_ENTRY);
   const networks = new Map<number, number>();
   const heap = () => memory.buffer;
   const f32 = (addr: number, n: number) => new Float32Array(heap(), addr, n);
@@ -98,21 +101,21 @@ export function createRobustKernels(
     if (pairs === undefined) {
       // One network is kept in memory at a time: rewritten when the number of columns changes.
       networks.clear();
-      const offsets = sortingNetwork(cols.length).map((i) => i * 16);
+      const offsets = sortingNetwork(cols.length).map((i) => i * TILE_ENTRY);
       new Int32Array(heap(), net, offsets.length).set(offsets);
       pairs = offsets.length / 2;
       networks.set(cols.length, pairs);
     }
     return pairs;
   };
-  /** The last count % 4 elements, by the scalar reference. */
+  /** The last count % 8 elements, by the scalar reference. */
   const tail = (
     cols: readonly number[],
     count: number,
     out: number,
     fn: (c: Float32Array[], n: number, o: Float32Array) => void,
   ) => {
-    const from = count & ~3;
+    const from = count & ~7;
     if (from === count) return;
     fn(
       cols.map((c) => f32(c + from * 4, count - from)),
@@ -125,7 +128,7 @@ export function createRobustKernels(
     median(cols, count, out) {
       if (!small(cols.length)) return medianChunk(cols.map((c) => f32(c, count)), count, f32(out, count));
       const pairs = prepare(cols, true);
-      wasm.median(list, cols.length, count & ~3, net, pairs, tile, out);
+      wasm.median(list, cols.length, count & ~7, net, pairs, tile, out);
       tail(cols, count, out, medianChunk);
     },
     trimmedMean(cols, count, trim, out) {
@@ -134,7 +137,7 @@ export function createRobustKernels(
         return trimmedMeanChunk(cols.map((c) => f32(c, count)), count, trim, f32(out, count));
       // No trim: the plain mean, with no sort.
       const pairs = trim > 0 ? prepare(cols, true) : prepare(cols, false);
-      wasm.trimmed_mean(list, cols.length, count & ~3, net, pairs, tile, out, trim);
+      wasm.trimmed_mean(list, cols.length, count & ~7, net, pairs, tile, out, trim);
       tail(cols, count, out, (c, n, o) => trimmedMeanChunk(c, n, trim, o));
     },
     squaredDistance(a, b, count) {
