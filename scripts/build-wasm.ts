@@ -57,7 +57,8 @@ export async function buildWasm(root = ROOT): Promise<string[]> {
     const text = readFileSync(source, 'utf8');
     const base = source.slice(0, -'.wat'.length);
     emit(source, text, `${base}.wasm`);
-    if (SHARED_MARK.test(text)) emit(source, text.replace(SHARED_MARK, '$1 shared)$2'), `${base}.shared.wasm`);
+    if (SHARED_MARK.test(text))
+      emit(source, text.replace(SHARED_MARK, '$1 shared)$2'), `${base}.shared.wasm`);
   }
   return written;
 }

@@ -33,7 +33,10 @@ beforeAll(async () => {
   const built = flatLayout(header);
   if (!built.ok) throw new Error(built.message);
   layout = built.layout;
-  sum = Float64Array.from({ length: layout.totalElements }, (_, i) => Math.sin(i * 0.01) * 10 ** ((i % 11) - 5));
+  sum = Float64Array.from(
+    { length: layout.totalElements },
+    (_, i) => Math.sin(i * 0.01) * 10 ** ((i % 11) - 5),
+  );
   // NaN and the infinities travel through too.
   sum[12] = NaN;
   sum[1_000_003] = Infinity;

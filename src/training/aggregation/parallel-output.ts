@@ -72,7 +72,9 @@ export function outputParts(layout: FlatLayout, out: SafetensorsHeader, threads:
     cuts.push(Math.max(cuts[cuts.length - 1]!, elementAt(layout, out, byte)));
   }
   cuts.push(layout.totalElements);
-  return cuts.slice(0, -1).map((from, t) => ({ from, to: cuts[t + 1]!, fileAt: fileOffset(layout, out, from) }));
+  return cuts
+    .slice(0, -1)
+    .map((from, t) => ({ from, to: cuts[t + 1]!, fileAt: fileOffset(layout, out, from) }));
 }
 
 /**

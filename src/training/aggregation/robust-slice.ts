@@ -82,10 +82,8 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   const heap = memory.buffer;
   const staging = new Uint8Array(heap, stagingAt, resultAt - stagingAt);
-  const decode = new WebAssembly.Instance(fedAvgModule(), { env: { mem: memory } }).exports as unknown as Record<
-    'f16' | 'bf16',
-    (src: number, dst: number, n: number) => void
-  >;
+  const decode = new WebAssembly.Instance(fedAvgModule(), { env: { mem: memory } })
+    .exports as unknown as Record<'f16' | 'bf16', (src: number, dst: number, n: number) => void>;
   const kernels = createRobustKernels(memory, scratchAt, n);
   const scanner = createFiniteScanner(memory);
   const column = (m: number) => m * columnBytes;
@@ -131,7 +129,8 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
         const bad = new Set(nonFinite.map((x) => x.member));
         const members = req.members.filter((m) => !bad.has(m)).sort((a, b) => a - b);
         for (const [k, i] of members.entries())
-          for (const j of members.slice(k + 1)) dist[i * n + j]! += kernels.squaredDistance(column(i), column(j), count);
+          for (const j of members.slice(k + 1))
+            dist[i * n + j]! += kernels.squaredDistance(column(i), column(j), count);
         return { bytesRead, nonFinite };
       }
       if (req.kind === 'median') kernels.median(cols, count, resultAt);

@@ -21,7 +21,9 @@ const MASK = { F32: 0x7f800000, F16: 0x7c00, BF16: 0x7f80 } as const;
  * match). Exports `s32` and `s16`: `(ptr, end, mask) -> i32`, see finite-scan.wat.
  */
 function moduleBytes(shared: boolean): Uint8Array {
-  return wasmModuleBytes(new URL(shared ? './finite-scan.shared.wasm' : './finite-scan.wasm', import.meta.url));
+  return wasmModuleBytes(
+    new URL(shared ? './finite-scan.shared.wasm' : './finite-scan.wasm', import.meta.url),
+  );
 }
 
 /** A WebAssembly.Memory (the project's TypeScript libs do not declare WebAssembly). */

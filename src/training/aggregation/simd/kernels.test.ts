@@ -33,7 +33,8 @@ function randomBits(dtype: AggregatableDtype, n: number, seed: number): Uint8Arr
 /** Writes NaN, +Inf and -Inf of `dtype` at the given elements. */
 function putNonFinite(dtype: AggregatableDtype, bits: Uint8Array, at: [number, number, number]): void {
   const inf = expMask(dtype);
-  const values = dtype === 'F32' ? [inf | 0x123, inf, (inf | 0x80000000) >>> 0] : [inf | 0x3, inf, inf | 0x8000];
+  const values =
+    dtype === 'F32' ? [inf | 0x123, inf, (inf | 0x80000000) >>> 0] : [inf | 0x3, inf, inf | 0x8000];
   const view =
     dtype === 'F32'
       ? new Uint32Array(bits.buffer, bits.byteOffset, bits.byteLength / 4)
@@ -93,7 +94,13 @@ describe('SIMD kernels', () => {
       const simd = kernelsFor(precision, n, true);
       const js = kernelsFor(precision, n, false);
       for (let i = 0; i < n; i++) simd.sum[i] = js.sum[i] = Math.sin(i) * 10 ** ((i % 13) - 6);
-      for (const [i, v] of [[5, NaN], [6, Infinity], [7, -Infinity], [8, -0], [1001, 3.4e38]] as const)
+      for (const [i, v] of [
+        [5, NaN],
+        [6, Infinity],
+        [7, -Infinity],
+        [8, -0],
+        [1001, 3.4e38],
+      ] as const)
         simd.sum[i] = js.sum[i] = v;
       const factor = 1 / 7;
       // From element 3: an unaligned start, and n - 3 - 1 elements, so the tail runs too.

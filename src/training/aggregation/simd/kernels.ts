@@ -154,7 +154,12 @@ export function createKernels(
     firstNonFinite: (dtype, n) => scanner.firstNonFinite(base, n * srcSize[dtype], dtype),
     scale(at, n, factor) {
       const vectorised = n & ~3;
-      (precision === 'float64' ? wasm.scale64 : wasm.scale32)(sum.byteOffset + at * bytesPer, base, vectorised, factor);
+      (precision === 'float64' ? wasm.scale64 : wasm.scale32)(
+        sum.byteOffset + at * bytesPer,
+        base,
+        vectorised,
+        factor,
+      );
       const out = new Float32Array(staging.buffer, base, n);
       for (let i = vectorised; i < n; i++) out[i] = sum[at + i]! * factor;
       return out;

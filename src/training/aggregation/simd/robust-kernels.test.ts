@@ -107,7 +107,11 @@ describe('robust SIMD kernels', () => {
     for (const count of [0, 1, 3, 4, 999]) {
       const s = setup(4, Math.max(count, 1), sample);
       const dist = new Float64Array(16);
-      accumulatePairwiseSquared(s.views.map((v) => v.subarray(0, count)), count, dist);
+      accumulatePairwiseSquared(
+        s.views.map((v) => v.subarray(0, count)),
+        count,
+        dist,
+      );
       for (let i = 0; i < 4; i++)
         for (let j = i + 1; j < 4; j++) {
           const got = s.kernels.squaredDistance(s.cols[i]!, s.cols[j]!, count);

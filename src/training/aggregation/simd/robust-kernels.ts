@@ -126,15 +126,26 @@ export function createRobustKernels(
   const small = (n: number) => n <= MAX_NETWORK_UPDATES;
   return {
     median(cols, count, out) {
-      if (!small(cols.length)) return medianChunk(cols.map((c) => f32(c, count)), count, f32(out, count));
+      if (!small(cols.length))
+        return medianChunk(
+          cols.map((c) => f32(c, count)),
+          count,
+          f32(out, count),
+        );
       const pairs = prepare(cols, true);
       wasm.median(list, cols.length, count & ~7, net, pairs, tile, out);
       tail(cols, count, out, medianChunk);
     },
     trimmedMean(cols, count, trim, out) {
-      if (2 * trim >= cols.length) throw new RangeError(`cannot trim ${trim} from each end of ${cols.length} values`);
+      if (2 * trim >= cols.length)
+        throw new RangeError(`cannot trim ${trim} from each end of ${cols.length} values`);
       if (!small(cols.length) && trim > 0)
-        return trimmedMeanChunk(cols.map((c) => f32(c, count)), count, trim, f32(out, count));
+        return trimmedMeanChunk(
+          cols.map((c) => f32(c, count)),
+          count,
+          trim,
+          f32(out, count),
+        );
       // No trim: the plain mean, with no sort.
       const pairs = trim > 0 ? prepare(cols, true) : prepare(cols, false);
       wasm.trimmed_mean(list, cols.length, count & ~7, net, pairs, tile, out, trim);
