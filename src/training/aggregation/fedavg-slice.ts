@@ -116,7 +116,8 @@ export function createSlice(setup: SliceSetup): { ok: true; slice: FedAvgSlice }
     finishPart(tmpPath, out, part, totalWeight) {
       // The read buffer is free between adds: the scaled values are converted and written from it.
       const perWrite = Math.max(1, Math.floor(k.staging.byteLength / 4));
-      return writePart(layout, out, part, tmpPath, perWrite, (at, n) => k.scale(at, n, 1 / totalWeight));
+      const scale = (at: number, n: number) => k.scale(at, n, 1 / totalWeight);
+      return writePart(layout, out, part, tmpPath, perWrite, scale, k.toBf16);
     },
   };
   return { ok: true, slice };

@@ -110,7 +110,8 @@ export class RangeDigest {
 /**
  * Writes one part: `scale(at, n)` gives float32 values of flat [at, at + n) (n at most
  * `maxElements`) in a buffer of at least 4n bytes, which is then converted in place to the
- * output's dtypes, hashed and written at its offset in `tmpPath` (opened by the caller).
+ * output's dtypes (BF16 by `toBf16`, e.g. a SIMD kernel, else half.ts), hashed and written at its
+ * offset in `tmpPath`.
  */
 export function writePart(
   layout: FlatLayout,
@@ -119,6 +120,7 @@ export function writePart(
   tmpPath: string,
   maxElements: number,
   scale: (at: number, n: number) => Float32Array,
+  toBf16: (src: Float32Array, dst: Uint16Array) => void = f32ToBf16,
 ): PartDigests {
   const digest = new RangeDigest(part.fileAt, out.fileBytes);
   const fd = openSync(tmpPath, 'r+');
@@ -139,7 +141,7 @@ export function writePart(
         } else {
           const dst = new Uint16Array(values.buffer, values.byteOffset + used, seg.count);
           if (dtype === 'F16') f32ToF16(src, dst);
-          else f32ToBf16(src, dst);
+          else toBf16(src, dst);
         }
         used += seg.count * dtypeSize(dtype);
       }

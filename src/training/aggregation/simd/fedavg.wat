@@ -8,6 +8,9 @@
 ;;   f16/bf16 (srcPtr, dstPtr, n): dst[i] = float32 of the 16-bit src[i], exact.
 ;;   scale32/scale64 (sumPtr, dstPtr, n, factor): dst[i] = float32(sum[i] * factor), the product
 ;;     in float64 (the mean written out: factor = 1 / total weight), as the JS reference does.
+;;   to_bf16 (srcPtr, dstPtr, n): dst[i] = bfloat16 bits of the float32 src[i], rounded to nearest
+;;     even, NaN kept NaN (quiet), as half.ts does; n a multiple of 8. dst may lie at or below src
+;;     in the same bytes (each turn reads its 32 bytes before it writes 16).
 ;;
 ;; F16/BF16 updates are decoded into a small float32 tile that stays in the first-level cache,
 ;; then added from there: V8 does not inline wasm calls, so one loop per job, none per pair.
@@ -127,6 +130,38 @@
           (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
             (f32x4.demote_f64x2_zero (f64x2.mul (v128.load offset=0 (local.get $s)) (local.get $f)))
             (f32x4.demote_f64x2_zero (f64x2.mul (v128.load offset=16 (local.get $s)) (local.get $f)))))
+        (local.set $s (i32.add (local.get $s) (i32.const 32)))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (br $turn))))
+
+  (func (export "to_bf16") (param $s i32) (param $d i32) (param $n i32)
+    (local $end i32) (local $x v128) (local $y v128)
+    (local.set $end (i32.add (local.get $s) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $turn
+        (br_if $done (i32.ge_u (local.get $s) (local.get $end)))
+        (local.set $x (v128.load offset=0 (local.get $s)))
+        (local.set $y (v128.load offset=16 (local.get $s)))
+        ;; Per lane: NaN -> (bits >> 16) | 0x40; else (bits + 0x7fff + lowest kept bit) >> 16.
+        ;; Both fit 16 bits, so the saturating narrow keeps them as they are.
+        (v128.store (local.get $d)
+          (i16x8.narrow_i32x4_u
+            (v128.bitselect
+              (v128.or (i32x4.shr_u (local.get $x) (i32.const 16)) (i32x4.splat (i32.const 0x40)))
+              (i32x4.shr_u
+                (i32x4.add (i32x4.add (local.get $x) (i32x4.splat (i32.const 0x7fff)))
+                  (v128.and (i32x4.shr_u (local.get $x) (i32.const 16)) (i32x4.splat (i32.const 1))))
+                (i32.const 16))
+              (i32x4.gt_u (v128.and (local.get $x) (i32x4.splat (i32.const 0x7fffffff)))
+                          (i32x4.splat (i32.const 0x7f800000))))
+            (v128.bitselect
+              (v128.or (i32x4.shr_u (local.get $y) (i32.const 16)) (i32x4.splat (i32.const 0x40)))
+              (i32x4.shr_u
+                (i32x4.add (i32x4.add (local.get $y) (i32x4.splat (i32.const 0x7fff)))
+                  (v128.and (i32x4.shr_u (local.get $y) (i32.const 16)) (i32x4.splat (i32.const 1))))
+                (i32.const 16))
+              (i32x4.gt_u (v128.and (local.get $y) (i32x4.splat (i32.const 0x7fffffff)))
+                          (i32x4.splat (i32.const 0x7f800000))))))
         (local.set $s (i32.add (local.get $s) (i32.const 32)))
         (local.set $d (i32.add (local.get $d) (i32.const 16)))
         (br $turn))))

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { AggregatableDtype } from '../../safetensors/dtypes.js';
+import { f32ToBf16 } from '../../safetensors/half.js';
 import { decodeToF32 } from '../../safetensors/read.js';
 import { weightedAccumulate } from '../math.js';
 import { createKernels, fedAvgModule, type SumPrecision } from './kernels.js';
@@ -111,6 +112,25 @@ describe('SIMD kernels', () => {
       expect(Array.from(ref).every((v, i) => Object.is(v, want[i]))).toBe(true);
     });
   }
+
+  it('round float32 to bfloat16 exactly as half.ts does, in place too', () => {
+    const n = 1003;
+    const k = kernelsFor('float32', n, true);
+    const bits = new Uint32Array(n);
+    for (let i = 0; i < n; i++) bits[i] = (Math.imul(i, 2654435761) ^ (i << 7)) >>> 0;
+    // Ties, NaNs (signalling and quiet), infinities, the largest finite values, zeros, subnormals.
+    bits.set([
+      0x3f808000, 0x3f818000, 0x7f800001, 0xffc00000, 0x7f800000, 0xff800000, 0x7f7fffff, 0x80000000, 1,
+    ]);
+    const values = new Float32Array(bits.buffer);
+    const want = f32ToBf16(values);
+    const src = new Float32Array(k.staging.buffer, k.staging.byteOffset, n);
+    src.set(values);
+    // In place: the bfloat16 bits over the first half of the float32 values.
+    const dst = new Uint16Array(k.staging.buffer, k.staging.byteOffset, n);
+    k.toBf16(src, dst);
+    expect(Array.from(dst)).toEqual(Array.from(want));
+  });
 
   for (const dtype of DTYPES) {
     it(`find the first NaN/Inf of ${dtype} in the vectors and in the tail`, () => {

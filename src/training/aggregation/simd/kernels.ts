@@ -15,6 +15,7 @@
  */
 import type { AggregatableDtype } from '../../safetensors/dtypes.js';
 import { createFiniteScanner } from '../../safetensors/finite-scan.js';
+import { f32ToBf16 } from '../../safetensors/half.js';
 import { decodeToF32, firstNonFinite as firstNonFiniteJs } from '../../safetensors/read.js';
 import { wasmModuleBytes } from '../../safetensors/wasm-module.js';
 import { weightedAccumulate } from '../math.js';
@@ -46,6 +47,7 @@ interface FedAvgExports {
   bf16(srcPtr: number, dstPtr: number, n: number): void;
   scale32(sumPtr: number, dstPtr: number, n: number, factor: number): void;
   scale64(sumPtr: number, dstPtr: number, n: number, factor: number): void;
+  to_bf16(srcPtr: number, dstPtr: number, n: number): void;
 }
 
 let compiled: WebAssembly.Module | undefined;
@@ -70,6 +72,11 @@ export interface Kernels {
    * returns that view (n at most the read buffer's bytes / 4).
    */
   scale(at: number, n: number, factor: number): Float32Array;
+  /**
+   * Rounds float32 values to bfloat16 bits (as f32ToBf16), in place when dst starts at or below
+   * src in the same buffer; both views lie in the read buffer.
+   */
+  toBf16(src: Float32Array, dst: Uint16Array): void;
 }
 
 /** Bytes a sum of `elements` takes in `precision`, rounded up to 64 so staging stays aligned. */
@@ -164,6 +171,11 @@ export function createKernels(
       for (let i = vectorised; i < n; i++) out[i] = sum[at + i]! * factor;
       return out;
     },
+    toBf16(src, dst) {
+      const vectorised = src.length & ~7;
+      wasm.to_bf16(src.byteOffset, dst.byteOffset, vectorised);
+      if (vectorised < src.length) f32ToBf16(src.subarray(vectorised), dst.subarray(vectorised));
+    },
   };
 }
 
@@ -192,5 +204,6 @@ function jsKernels(sum: Float32Array | Float64Array, staging: Uint8Array): JsKer
       for (let i = 0; i < n; i++) out[i] = sum[at + i]! * factor;
       return out;
     },
+    toBf16: (src, dst) => void f32ToBf16(src, dst),
   };
 }
