@@ -119,13 +119,16 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
         bytesRead += readers[m]!.readPiecesSync(req.start, req.end, readInto(m), (dtype, offset, pieces) =>
           toColumn(m, dtype, offset, pieces),
         );
-        const at = scanner.firstNonFinite(column(m), count * 4, 'F32');
-        if (at >= 0) nonFinite.push({ member: m, flat: req.start + at });
       }
-      // A member with a NaN/Inf spoils this chunk's result: the coordinator drops it and redoes.
-      if (nonFinite.length > 0 && req.kind !== 'distances') return { bytesRead, nonFinite };
+      const scan = () => {
+        for (const m of req.members) {
+          const at = scanner.firstNonFinite(column(m), count * 4, 'F32');
+          if (at >= 0) nonFinite.push({ member: m, flat: req.start + at });
+        }
+      };
       const cols = req.members.map(column);
       if (req.kind === 'distances') {
+        scan();
         const bad = new Set(nonFinite.map((x) => x.member));
         const members = req.members.filter((m) => !bad.has(m)).sort((a, b) => a - b);
         for (const [k, i] of members.entries())
@@ -133,8 +136,15 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
             dist[i * n + j]! += kernels.squaredDistance(column(i), column(j), count);
         return { bytesRead, nonFinite };
       }
-      if (req.kind === 'median') kernels.median(cols, count, resultAt);
-      else kernels.trimmedMean(cols, count, req.kind === 'trimmed_mean' ? req.trim : 0, resultAt);
+      // Median and trimmed mean see on the way whether every value was finite; only when one was
+      // not (or they could not tell) are the columns scanned to name the member and the element.
+      const seenFinite =
+        req.kind === 'median'
+          ? kernels.median(cols, count, resultAt)
+          : kernels.trimmedMean(cols, count, req.kind === 'trimmed_mean' ? req.trim : 0, resultAt);
+      if (!seenFinite) scan();
+      // A member with a NaN/Inf spoils this chunk's result: the coordinator drops it and redoes.
+      if (nonFinite.length > 0) return { bytesRead, nonFinite };
       out.set(new Float32Array(heap, resultAt, count), req.outAt);
       return { bytesRead, nonFinite };
     },

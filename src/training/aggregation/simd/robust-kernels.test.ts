@@ -103,6 +103,29 @@ describe('robust SIMD kernels', () => {
     expect(sameValues(s.result, want)).toBe(true);
   });
 
+  it('say whether every input was finite: a NaN or an infinity anywhere is seen', () => {
+    for (const n of [1, 2, 5, 8]) {
+      const count = 203;
+      for (const [member, at, value] of [
+        [n - 1, 17, NaN],
+        [0, 100, Infinity],
+        [n >> 1, 0, -Infinity],
+        [n - 1, 201, NaN], // in the scalar tail
+        [-1, 0, 0], // none
+      ] as const) {
+        const s = setup(n, count, () => random() - 0.5);
+        if (member >= 0) s.views[member]![at] = value;
+        const finite = member < 0;
+        expect(s.kernels.median(s.cols, count, s.out)).toBe(finite);
+        if (n >= 3) expect(s.kernels.trimmedMean(s.cols, count, 1, s.out)).toBe(finite);
+        // The plain mean sorts nothing: it can vouch for one column only.
+        expect(s.kernels.trimmedMean(s.cols, count, 0, s.out)).toBe(finite && n === 1);
+      }
+    }
+    const big = setup(MAX_NETWORK_UPDATES + 1, 9, () => 1);
+    expect(big.kernels.median(big.cols, 9, big.out)).toBe(false);
+  });
+
   it('give the squared distances within rounding of the reference', () => {
     for (const count of [0, 1, 3, 4, 999]) {
       const s = setup(4, Math.max(count, 1), sample);

@@ -5,7 +5,8 @@
  * scalar reference (math.ts) gives: the same float32 results for median, trimmed mean and mean
  * (a zero's sign aside: the network orders -0 before +0 where an insertion sort keeps input
  * order), and distances summed in another order (the last bits may differ, as the parallel
- * strategies already allow). Inputs must be finite: callers reject NaN/Inf first.
+ * strategies already allow). Median and trimmed mean also say whether every input was finite
+ * (see robust.wat); the mean and the distances expect finite inputs (callers scan first).
  */
 import { wasmModuleBytes } from '../../safetensors/wasm-module.js';
 import { medianChunk, trimmedMeanChunk } from '../math.js';
@@ -37,7 +38,15 @@ export function sortingNetwork(n: number): Int32Array {
 }
 
 interface RobustExports {
-  median(cols: number, n: number, count: number, net: number, pairs: number, tile: number, out: number): void;
+  median(
+    cols: number,
+    n: number,
+    count: number,
+    net: number,
+    pairs: number,
+    tile: number,
+    out: number,
+  ): number;
   trimmed_mean(
     cols: number,
     n: number,
@@ -47,7 +56,7 @@ interface RobustExports {
     tile: number,
     out: number,
     trim: number,
-  ): void;
+  ): number;
   sq_dist(a: number, b: number, count: number): number;
 }
 
@@ -71,10 +80,14 @@ const TILE_ENTRY = 32;
 
 /** The robust kernels over float32 columns held in `memory` (shared), with scratch at `scratch`. */
 export interface RobustKernels {
-  /** out[i] = median of the columns at element i, i < count; columns and out are byte addresses. */
-  median(cols: readonly number[], count: number, out: number): void;
-  /** out[i] = mean of the columns at element i once the `trim` smallest and largest are dropped. */
-  trimmedMean(cols: readonly number[], count: number, trim: number, out: number): void;
+  /**
+   * out[i] = median of the columns at element i, i < count; columns and out are byte addresses.
+   * Returns true when every input was seen finite on the way (the result is then good); false
+   * when one was not, or was not looked at (the caller scans, and uses out only if all are).
+   */
+  median(cols: readonly number[], count: number, out: number): boolean;
+  /** out[i] = mean of the columns at element i once the `trim` smallest and largest are dropped; returns as median. */
+  trimmedMean(cols: readonly number[], count: number, trim: number, out: number): boolean;
   /** Sum over i < count of (a[i] - b[i])^2 in float64. */
   squaredDistance(a: number, b: number, count: number): number;
 }
@@ -124,32 +137,44 @@ export function createRobustKernels(
     );
   };
   const small = (n: number) => n <= MAX_NETWORK_UPDATES;
+  /** Whether the last count % 8 elements of every column are finite. */
+  const tailFinite = (cols: readonly number[], count: number) => {
+    const from = count & ~7;
+    return cols.every((c) => f32(c + from * 4, count - from).every((v) => v - v === 0));
+  };
   return {
     median(cols, count, out) {
-      if (!small(cols.length))
-        return medianChunk(
+      if (!small(cols.length)) {
+        medianChunk(
           cols.map((c) => f32(c, count)),
           count,
           f32(out, count),
         );
+        return false;
+      }
       const pairs = prepare(cols, true);
-      wasm.median(list, cols.length, count & ~7, net, pairs, tile, out);
+      const bad = wasm.median(list, cols.length, count & ~7, net, pairs, tile, out);
       tail(cols, count, out, medianChunk);
+      return bad === 0 && tailFinite(cols, count);
     },
     trimmedMean(cols, count, trim, out) {
       if (2 * trim >= cols.length)
         throw new RangeError(`cannot trim ${trim} from each end of ${cols.length} values`);
-      if (!small(cols.length) && trim > 0)
-        return trimmedMeanChunk(
+      if (!small(cols.length) && trim > 0) {
+        trimmedMeanChunk(
           cols.map((c) => f32(c, count)),
           count,
           trim,
           f32(out, count),
         );
-      // No trim: the plain mean, with no sort.
-      const pairs = trim > 0 ? prepare(cols, true) : prepare(cols, false);
-      wasm.trimmed_mean(list, cols.length, count & ~7, net, pairs, tile, out, trim);
+        return false;
+      }
+      // No trim: the plain mean, with no sort (and so no finiteness seen).
+      const sorted = trim > 0;
+      const pairs = prepare(cols, sorted);
+      const bad = wasm.trimmed_mean(list, cols.length, count & ~7, net, pairs, tile, out, trim);
       tail(cols, count, out, (c, n, o) => trimmedMeanChunk(c, n, trim, o));
+      return (sorted || cols.length === 1) && bad === 0 && tailFinite(cols, count);
     },
     squaredDistance(a, b, count) {
       const from = count & ~3;

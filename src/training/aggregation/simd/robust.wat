@@ -11,15 +11,19 @@
 ;;     median: the middle vector, or the float64 mean of the two middle ones (N even);
 ;;     trimmed_mean: the float64 sum of vectors trim .. N - trim - 1, in that order, divided by
 ;;     N - 2 trim (with trim 0 and no comparators: the plain mean).
-;;     The values must be finite (the callers check first): min and max then sort exactly.
+;;     Both return 1 when an input held a NaN or an infinity, else 0: min and max carry a NaN to
+;;     both outputs of every comparator it meets, so after a full network the first entry holds
+;;     any NaN or -Inf and the last any +Inf (with no comparators, n = 1 or a plain mean, only
+;;     the first column is looked at). Results are meaningful only when 0 is returned.
 ;;   sq_dist (a, b, count) -> f64: sum of (a[i] - b[i])^2 in float64 (two lanes, then added);
 ;;     count a multiple of 4.
 (module
   (import "env" "mem" (memory 1 65536 shared))
 
-  ;; Copies the group at byte offset $at of every column to the tile and sorts it.
+  ;; Copies the group at byte offset $at of every column to the tile and sorts it; returns the
+  ;; lanes of the first and last entries whose exponent is all ones (NaN or an infinity).
   (func $sort_group (param $cols i32) (param $n i32) (param $at i32) (param $net i32) (param $pairs i32)
-                    (param $tile i32)
+                    (param $tile i32) (result v128)
     (local $i i32) (local $end i32) (local $src i32) (local $lo i32) (local $hi i32)
     (local $a v128) (local $b v128) (local $c v128) (local $d v128)
     (block $copied
@@ -47,19 +51,34 @@
         (v128.store offset=16 (local.get $lo) (f32x4.min (local.get $c) (local.get $d)))
         (v128.store offset=16 (local.get $hi) (f32x4.max (local.get $c) (local.get $d)))
         (local.set $net (i32.add (local.get $net) (i32.const 8)))
-        (br $compare))))
+        (br $compare)))
+    (local.set $lo (i32.add (local.get $tile) (i32.shl (i32.sub (local.get $n) (i32.const 1)) (i32.const 5))))
+    (v128.or
+      (v128.or
+        (i32x4.ge_u (v128.and (v128.load offset=0 (local.get $tile)) (i32x4.splat (i32.const 0x7fffffff)))
+                    (i32x4.splat (i32.const 0x7f800000)))
+        (i32x4.ge_u (v128.and (v128.load offset=16 (local.get $tile)) (i32x4.splat (i32.const 0x7fffffff)))
+                    (i32x4.splat (i32.const 0x7f800000))))
+      (v128.or
+        (i32x4.ge_u (v128.and (v128.load offset=0 (local.get $lo)) (i32x4.splat (i32.const 0x7fffffff)))
+                    (i32x4.splat (i32.const 0x7f800000)))
+        (i32x4.ge_u (v128.and (v128.load offset=16 (local.get $lo)) (i32x4.splat (i32.const 0x7fffffff)))
+                    (i32x4.splat (i32.const 0x7f800000))))))
 
   (func (export "median") (param $cols i32) (param $n i32) (param $count i32) (param $net i32)
-                          (param $pairs i32) (param $tile i32) (param $out i32)
+                          (param $pairs i32) (param $tile i32) (param $out i32) (result i32)
     (local $at i32) (local $end i32) (local $mid i32) (local $half i32) (local $x v128) (local $y v128)
+    (local $bad v128)
     (local.set $end (i32.shl (local.get $count) (i32.const 2)))
     ;; The (upper) middle entry of the sorted tile.
     (local.set $mid (i32.add (local.get $tile) (i32.shl (i32.shr_u (local.get $n) (i32.const 1)) (i32.const 5))))
     (block $done
       (loop $group
         (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
-        (call $sort_group (local.get $cols) (local.get $n) (local.get $at) (local.get $net) (local.get $pairs)
-                          (local.get $tile))
+        (local.set $bad
+          (v128.or (local.get $bad)
+            (call $sort_group (local.get $cols) (local.get $n) (local.get $at) (local.get $net) (local.get $pairs)
+                              (local.get $tile))))
         (local.set $half (i32.const 0))
         (loop $halves
           (if (i32.and (local.get $n) (i32.const 1))
@@ -87,11 +106,14 @@
           (local.set $half (i32.add (local.get $half) (i32.const 16)))
           (br_if $halves (i32.lt_u (local.get $half) (i32.const 32))))
         (local.set $at (i32.add (local.get $at) (i32.const 32)))
-        (br $group))))
+        (br $group)))
+    (v128.any_true (local.get $bad)))
 
   (func (export "trimmed_mean") (param $cols i32) (param $n i32) (param $count i32) (param $net i32)
                                 (param $pairs i32) (param $tile i32) (param $out i32) (param $trim i32)
+                                (result i32)
     (local $at i32) (local $end i32) (local $p i32) (local $first i32) (local $last i32) (local $half i32)
+    (local $bad v128)
     (local $kept v128) (local $v v128) (local $lo v128) (local $hi v128)
     (local.set $end (i32.shl (local.get $count) (i32.const 2)))
     (local.set $kept (f64x2.splat (f64.convert_i32_u (i32.sub (local.get $n) (i32.shl (local.get $trim) (i32.const 1))))))
@@ -101,8 +123,10 @@
     (block $done
       (loop $group
         (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
-        (call $sort_group (local.get $cols) (local.get $n) (local.get $at) (local.get $net) (local.get $pairs)
-                          (local.get $tile))
+        (local.set $bad
+          (v128.or (local.get $bad)
+            (call $sort_group (local.get $cols) (local.get $n) (local.get $at) (local.get $net) (local.get $pairs)
+                              (local.get $tile))))
         (local.set $half (i32.const 0))
         (loop $halves
           (local.set $lo (f64x2.splat (f64.const 0)))
@@ -125,7 +149,8 @@
           (local.set $half (i32.add (local.get $half) (i32.const 16)))
           (br_if $halves (i32.lt_u (local.get $half) (i32.const 32))))
         (local.set $at (i32.add (local.get $at) (i32.const 32)))
-        (br $group))))
+        (br $group)))
+    (v128.any_true (local.get $bad)))
 
   (func (export "sq_dist") (param $a i32) (param $b i32) (param $count i32) (result f64)
     (local $end i32) (local $d v128) (local $s0 v128) (local $s1 v128)
