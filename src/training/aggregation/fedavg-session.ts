@@ -7,7 +7,8 @@
  * read buffer per thread, whatever the number of updates.
  *
  * The results are bit-identical to the single-threaded reference (fedavg.ts): each element is
- * added by one thread, in the order of the adds, with the same float64 arithmetic.
+ * added by one thread, in the order of the adds, with the same float64 arithmetic. The finish
+ * writes the mean from every thread too, each its part of the file (parallel-output.ts).
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';

@@ -2,7 +2,8 @@
  * One thread's share of a parallel FedAvg (see fedavg-session.ts): the slice [start, end) of the
  * flat space. Every update is read in that slice only, in large blocking reads straight into the
  * thread's read buffer, and decoded and added to the shared sum in the same pass by the SIMD
- * kernels. Threads never write the same element, so they need no locks.
+ * kernels. Threads never write the same element, so they need no locks. At the finish each
+ * thread writes a part of the output file (any part: it reads the shared sum there).
  */
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import { flatLayout, locate, type FlatLayout, type LayoutFailure } from './layout.js';
