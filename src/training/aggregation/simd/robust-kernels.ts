@@ -37,26 +37,20 @@ export function sortingNetwork(n: number): Int32Array {
   return Int32Array.from(pairs);
 }
 
+/** The arguments median and trimmed_mean share (robust.wat): addresses, counts, the network. */
+type SortArgs = [
+  cols: number,
+  n: number,
+  count: number,
+  net: number,
+  pairs: number,
+  tile: number,
+  out: number,
+];
+
 interface RobustExports {
-  median(
-    cols: number,
-    n: number,
-    count: number,
-    net: number,
-    pairs: number,
-    tile: number,
-    out: number,
-  ): number;
-  trimmed_mean(
-    cols: number,
-    n: number,
-    count: number,
-    net: number,
-    pairs: number,
-    tile: number,
-    out: number,
-    trim: number,
-  ): number;
+  median(...args: SortArgs): number;
+  trimmed_mean(...args: [...SortArgs, trim: number]): number;
   sq_dist(a: number, b: number, count: number): number;
 }
 
