@@ -32,6 +32,7 @@ import { buildHeader, type TensorSpec } from '../src/training/safetensors/encode
 import { readTensorsF32 } from '../src/training/safetensors/read.js';
 import { numpy } from './aggregation-numpy.js';
 import { builtRunner, jsReadBandwidth, writeUpdate, type Runner } from './aggregation-setup.js';
+import { buildWasm } from '../scripts/build-wasm.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => {
@@ -238,6 +239,8 @@ function numpyRow(n: number, mode: 'flower' | 'average', paths: string[], expect
 
 async function main(): Promise<void> {
   const runner = await builtRunner(ROOT, say);
+  // The WebAssembly kernels, assembled from their .wat sources into src/ and dist/ (milliseconds).
+  await buildWasm();
   const dir = mkdtempSync(join(tmpdir(), 'aifarm-bench-agg-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   // Several GB of update files: removed on Ctrl-C and on kill too.

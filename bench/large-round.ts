@@ -23,6 +23,7 @@ import { startServer } from '../src/main.js';
 import { buildHeader } from '../src/training/safetensors/encode.js';
 import { testConfig } from '../test/helpers/server.js';
 import { registeredClient } from '../test/helpers/ws-client.js';
+import { buildWasm } from '../scripts/build-wasm.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string): string | undefined => {
@@ -105,6 +106,8 @@ async function phase<T>(
 }
 
 async function main(): Promise<void> {
+  // The WebAssembly kernels, assembled from their .wat sources (a few milliseconds).
+  await buildWasm();
   const scratch = mkdtempSync(join(DIR, 'aifarm-bench-large-'));
   const admin = generateToken();
   const server = await startServer(

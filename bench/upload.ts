@@ -31,6 +31,7 @@ import { testConfig } from '../test/helpers/server.js';
 import { startServer } from '../src/main.js';
 import { buildHeader } from '../src/training/safetensors/encode.js';
 import { registeredClient } from '../test/helpers/ws-client.js';
+import { buildWasm } from '../scripts/build-wasm.js';
 
 const args = process.argv.slice(2);
 const mbArg = args.indexOf('--mb');
@@ -280,6 +281,8 @@ async function uploadTwice(t: Target, file: string, tag: string): Promise<Measur
 }
 
 async function main(): Promise<void> {
+  // The WebAssembly kernels, assembled from their .wat sources (a few milliseconds).
+  await buildWasm();
   const scratch = mkdtempSync(join(tmpdir(), 'aifarm-bench-upload-'));
   const targets: Target[] = [];
   try {

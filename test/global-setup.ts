@@ -3,6 +3,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
+import { buildWasm } from '../scripts/build-wasm.js';
 import { TEST_MYSQL_URL } from './helpers/db.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -12,6 +13,7 @@ const ROOT = join(import.meta.dirname, '..');
  * - storage tests run on SQLite and on MariaDB, and the bus tests on Redis: when either
  *   does not answer, scripts/ensure-services.sh starts them (as `.ci/run` does), and we
  *   fail clearly if MariaDB is still missing;
+ * - the WebAssembly kernels are assembled from their .wat sources (in src/ and dist/);
  * - the CLI tests run the real `bin/ai-farm.js`, which loads dist/: it is rebuilt here when
  *   a source file is newer than it, so the tests never run yesterday's code.
  */
@@ -30,6 +32,7 @@ export default async function setup(): Promise<void> {
     }
   }
   buildIfStale();
+  await buildWasm();
 }
 
 async function mariadbAnswers(): Promise<boolean> {

@@ -2,7 +2,7 @@
  * Worker-thread entry for aggregation. Two modes, chosen by workerData:
  * - `job`: run one aggregation, post its outcome, exit;
  * - `slice`: one thread of a parallel FedAvg session (fedavg-session.ts): add its slice of each
- *   update to a sum shared with the other threads, and answer `scan` / `add` / `finish`
+ *   update to a sum shared with the other threads, and answer `scan` / `add` / `finishPart`
  *   requests in the order they come until terminated.
  * - `robust`: one thread of a parallel robust aggregation (robust-parallel.ts): answer `chunk` and
  *   `distances` requests over the updates it opened.
@@ -44,7 +44,7 @@ function runSlice(port: MessagePort, data: Extract<WorkerData, { mode: 'slice' }
         ? slice.scan(req.path)
         : req.op === 'add'
           ? slice.add(req.path, req.weight)
-          : slice.finish(req.outPath, req.totalWeight, req.metadata);
+          : Promise.resolve(slice.finishPart(req.tmpPath, req.out, req.part, req.totalWeight));
     queue = queue.then(work).then(
       (value) => port.postMessage({ id: req.id, ok: true, value } satisfies WorkerReply),
       (err: unknown) =>

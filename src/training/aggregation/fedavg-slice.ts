@@ -2,17 +2,15 @@
  * One thread's share of a parallel FedAvg (see fedavg-session.ts): the slice [start, end) of the
  * flat space. Every update is read in that slice only, in large blocking reads straight into the
  * thread's read buffer, and decoded and added to the shared sum in the same pass by the SIMD
- * kernels. Threads never write the same element, so they need no locks.
+ * kernels. Threads never write the same element, so they need no locks. At the finish each
+ * thread writes a part of the output file (any part: it reads the shared sum there).
  */
 import type { SafetensorsHeader } from '../safetensors/header.js';
-import { FlatOutput } from './flat-output.js';
-import { chunkRanges, flatLayout, locate, type FlatLayout, type LayoutFailure } from './layout.js';
+import { flatLayout, locate, type FlatLayout, type LayoutFailure } from './layout.js';
+import { writePart, type OutputPart, type PartDigests } from './parallel-output.js';
 import { createKernels, type Kernels, type SumPrecision, type SumStore } from './simd/kernels.js';
 import type { RejectedInput } from './types.js';
 import { UpdateReader } from './update-reader.js';
-
-/** Elements per piece of the finish's output. */
-const FINISH_ELEMENTS = 1 << 18;
 
 /** What a slice thread is started with (structured-clone data: the store is shared, not copied). */
 export interface SliceSetup {
@@ -40,12 +38,11 @@ export interface FedAvgSlice {
   scan(path: string): Promise<SliceOutcome>;
   /** Checks the update's header and adds `weight * update` over this slice. */
   add(path: string, weight: number): Promise<SliceOutcome>;
-  /** Writes the whole sum / totalWeight with the global dtypes (one thread does this, after every add). */
-  finish(
-    outPath: string,
-    totalWeight: number,
-    metadata?: Record<string, string>,
-  ): Promise<{ path: string; bytes: number; digest: string }>;
+  /**
+   * Writes its part of sum / totalWeight (any part: the sum is shared) with the output's dtypes
+   * into the output's temp file, after every add (parallel-output.ts).
+   */
+  finishPart(tmpPath: string, out: SafetensorsHeader, part: OutputPart, totalWeight: number): PartDigests;
 }
 
 /** Builds a slice; fails only when the header has a dtype that does not aggregate. */
@@ -117,25 +114,11 @@ export function createSlice(setup: SliceSetup): { ok: true; slice: FedAvgSlice }
         }
         return { ok: true, bytesRead: reader.bytesRead };
       }),
-    async finish(outPath, totalWeight, metadata) {
-      const out = await FlatOutput.create(outPath, layout, metadata);
-      try {
-        const inv = 1 / totalWeight;
-        // The read buffer is free between adds: the scaled values go there (no allocation), in
-        // pieces of 256 Ki elements so the output's own staging stays at 1 MiB a dtype byte.
-        // (The read buffer holds at least 64 bytes and starts 64-byte aligned.)
-        const width = Math.min(k.staging.byteLength >> 2, FINISH_ELEMENTS, Math.max(1, layout.totalElements));
-        const scratch = new Float32Array(k.staging.buffer, k.staging.byteOffset, width);
-        for (const [start, end] of chunkRanges(layout, scratch.length)) {
-          const n = end - start;
-          for (let i = 0; i < n; i++) scratch[i] = k.sum[start + i]! * inv;
-          await out.write(start, scratch.subarray(0, n));
-        }
-        return await out.close();
-      } catch (err) {
-        await out.abort();
-        throw err;
-      }
+    finishPart(tmpPath, out, part, totalWeight) {
+      // The read buffer is free between adds: the scaled values are converted and written from it.
+      const perWrite = Math.max(1, Math.floor(k.staging.byteLength / 4));
+      const scale = (at: number, n: number) => k.scale(at, n, 1 / totalWeight);
+      return writePart(layout, out, part, tmpPath, perWrite, scale, k.toBf16);
     },
   };
   return { ok: true, slice };

@@ -3,13 +3,19 @@
  * sub-range of, it reads that range of every member update (blocking reads, decoded to float32),
  * checks it for NaN/Inf, and writes the coordinate-wise median, trimmed mean or mean into the
  * shared output buffer, or adds the range's share of every pairwise squared distance (Krum).
- * Memory: members x sub-range float32 values, one read buffer, and for Krum an N x N matrix.
+ * The values live in one WebAssembly memory of the thread's, a float32 column per update, where
+ * the SIMD kernels (simd/robust-kernels.ts, simd/kernels.ts) decode, scan and compute.
+ * Memory: members x sub-range float32 values, one read buffer, one result column, and for Krum
+ * an N x N matrix.
  */
-import { decodeToF32 } from '../safetensors/read.js';
+import type { AggregatableDtype } from '../safetensors/dtypes.js';
+import { createFiniteScanner } from '../safetensors/finite-scan.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
+import { decodeToF32 } from '../safetensors/read.js';
 import { flatLayout } from './layout.js';
-import { accumulatePairwiseSquared, meanChunk, medianChunk, trimmedMeanChunk } from './math.js';
-import { UpdateReader, firstNonFiniteValue } from './update-reader.js';
+import { fedAvgModule } from './simd/kernels.js';
+import { createRobustKernels, robustScratchBytes } from './simd/robust-kernels.js';
+import { UpdateReader } from './update-reader.js';
 
 /** What a robust thread is started with. */
 export interface RobustSliceSetup {
@@ -66,11 +72,43 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
   }
   const n = readers.length;
   const width = Math.max(1, setup.maxElements);
-  const cols = readers.map(() => new Float32Array(width));
-  const staging = new Uint8Array(width * layout.maxElementSize);
+  // Memory: n columns, the read buffer, the result column, the kernels' scratch; 64-byte aligned.
+  const columnBytes = align(width * 4);
+  const stagingAt = n * columnBytes;
+  const resultAt = stagingAt + align(width * layout.maxElementSize);
+  const scratchAt = resultAt + columnBytes;
+  const bytes = scratchAt + robustScratchBytes(n);
+  const pages = Math.ceil(bytes / 65536);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  const heap = memory.buffer;
+  const staging = new Uint8Array(heap, stagingAt, resultAt - stagingAt);
+  const decode = new WebAssembly.Instance(fedAvgModule(), { env: { mem: memory } })
+    .exports as unknown as Record<'f16' | 'bf16', (src: number, dst: number, n: number) => void>;
+  const kernels = createRobustKernels(memory, scratchAt, n);
+  const scanner = createFiniteScanner(memory);
+  const column = (m: number) => m * columnBytes;
+  /**
+   * Where a piece of update m is read: F32 values straight into its column (a copy within a
+   * shared memory is slow), 16-bit ones into the read buffer, to be decoded by toColumn.
+   */
+  const readInto = (m: number) => (dtype: AggregatableDtype, offset: number, count: number) =>
+    dtype === 'F32' ? new Uint8Array(heap, column(m) + offset * 4, count * 4) : staging;
+  /** Decodes `count` 16-bit elements of the read buffer into column m from element `offset`. */
+  const toColumn = (m: number, dtype: AggregatableDtype, offset: number, count: number) => {
+    if (dtype === 'F32') return;
+    const dst = column(m) + offset * 4;
+    const vectorised = count & ~3;
+    (dtype === 'F16' ? decode.f16 : decode.bf16)(stagingAt, dst, vectorised);
+    if (vectorised < count)
+      decodeToF32(
+        staging.subarray(vectorised * 2, count * 2),
+        dtype,
+        new Float32Array(heap, column(m), width),
+        offset + vectorised,
+      );
+  };
   const out = new Float32Array(setup.out);
   const dist = new Float64Array(n * n);
-  const skip = new Array<boolean>(n).fill(true);
 
   return {
     chunk(req) {
@@ -78,26 +116,36 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
       const nonFinite: { member: number; flat: number }[] = [];
       let bytesRead = 0;
       for (const m of req.members) {
-        const col = cols[m]!;
-        bytesRead += readers[m]!.readPiecesSync(req.start, req.end, staging, (dtype, offset, pieces) => {
-          const size = dtype === 'F32' ? 4 : 2;
-          decodeToF32(staging.subarray(0, pieces * size), dtype, col, offset);
-        });
-        const at = firstNonFiniteValue(col, count);
-        if (at >= 0) nonFinite.push({ member: m, flat: req.start + at });
+        bytesRead += readers[m]!.readPiecesSync(req.start, req.end, readInto(m), (dtype, offset, pieces) =>
+          toColumn(m, dtype, offset, pieces),
+        );
       }
+      const scan = () => {
+        for (const m of req.members) {
+          const at = scanner.firstNonFinite(column(m), count * 4, 'F32');
+          if (at >= 0) nonFinite.push({ member: m, flat: req.start + at });
+        }
+      };
+      const cols = req.members.map(column);
+      if (req.kind === 'distances') {
+        scan();
+        const bad = new Set(nonFinite.map((x) => x.member));
+        const members = req.members.filter((m) => !bad.has(m)).sort((a, b) => a - b);
+        for (const [k, i] of members.entries())
+          for (const j of members.slice(k + 1))
+            dist[i * n + j]! += kernels.squaredDistance(column(i), column(j), count);
+        return { bytesRead, nonFinite };
+      }
+      // Median and trimmed mean see on the way whether every value was finite; only when one was
+      // not (or they could not tell) are the columns scanned to name the member and the element.
+      const seenFinite =
+        req.kind === 'median'
+          ? kernels.median(cols, count, resultAt)
+          : kernels.trimmedMean(cols, count, req.kind === 'trimmed_mean' ? req.trim : 0, resultAt);
+      if (!seenFinite) scan();
       // A member with a NaN/Inf spoils this chunk's result: the coordinator drops it and redoes.
-      if (nonFinite.length > 0 && req.kind !== 'distances') return { bytesRead, nonFinite };
-      const members = req.members.map((m) => cols[m]!);
-      const result = out.subarray(req.outAt, req.outAt + count);
-      if (req.kind === 'median') medianChunk(members, count, result);
-      else if (req.kind === 'trimmed_mean') trimmedMeanChunk(members, count, req.trim, result);
-      else if (req.kind === 'mean') meanChunk(members, count, result);
-      else {
-        skip.fill(true);
-        for (const m of req.members) skip[m] = false;
-        accumulatePairwiseSquared(cols, count, dist, skip);
-      }
+      if (nonFinite.length > 0) return { bytesRead, nonFinite };
+      out.set(new Float32Array(heap, resultAt, count), req.outAt);
       return { bytesRead, nonFinite };
     },
     distances: () => dist,
@@ -106,3 +154,5 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
     },
   };
 }
+
+const align = (bytes: number) => Math.ceil(bytes / 64) * 64;

@@ -126,12 +126,13 @@ export class UpdateReader {
    * `dst` from its first byte, blocking, and calls `each` after every piece with the piece's
    * dtype, its offset within the range and its element count. For worker threads, where a
    * blocking read costs less than a promise per chunk and the caller's kernel reads `dst`.
-   * `dst` must hold (end - start) x maxElementSize bytes. Returns the bytes read.
+   * `dst` must hold (end - start) x maxElementSize bytes, or be a function that gives each piece
+   * its own buffer (e.g. F32 pieces straight where they are used). Returns the bytes read.
    */
   readPiecesSync(
     start: number,
     end: number,
-    dst: Uint8Array,
+    dst: Uint8Array | ((dtype: AggregatableDtype, offset: number, count: number) => Uint8Array),
     each: (dtype: AggregatableDtype, offset: number, count: number) => void,
   ): number {
     let used = 0;
@@ -140,8 +141,9 @@ export class UpdateReader {
       const size = dtypeSize(t.dtype);
       const length = seg.count * size;
       const position = this.fileBegin[seg.tensor]! + seg.element * size;
+      const into = typeof dst === 'function' ? dst(t.dtype, seg.chunkOffset, seg.count) : dst;
       for (let done = 0; done < length;) {
-        const got = readSync(this.fh.fd, dst, done, length - done, position + done);
+        const got = readSync(this.fh.fd, into, done, length - done, position + done);
         if (got === 0) throw new Error(`update file shorter than its header declares`);
         done += got;
       }

@@ -1,5 +1,7 @@
 /** Messages between the aggregation runners and their worker threads (structured-clone data only). */
+import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { SliceSetup } from './fedavg-slice.js';
+import type { OutputPart } from './parallel-output.js';
 import type { RobustChunkRequest, RobustSliceSetup } from './robust-slice.js';
 import type { AggregateJob } from './types.js';
 
@@ -16,7 +18,7 @@ export type RobustCall = ({ op: 'chunk' } & RobustChunkRequest) | { op: 'distanc
 export type SliceCall =
   | { op: 'scan'; path: string }
   | { op: 'add'; path: string; weight: number }
-  | { op: 'finish'; outPath: string; totalWeight: number; metadata?: Record<string, string> };
+  | { op: 'finishPart'; tmpPath: string; out: SafetensorsHeader; part: OutputPart; totalWeight: number };
 
 /** A numbered request to a slice thread. */
 export type SliceRequest = SliceCall & { id: number };
