@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSafetensors } from '../src/training/safetensors/encode.js';
-import { until } from './clients/processes.js';
 import { DIALECTS } from './helpers/db.js';
 import { fileDigest } from './helpers/digest.js';
+import { waitFor } from './helpers/wait.js';
 import { taskMessage, trainingFarm, type TrainingFarm } from './helpers/training.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -76,10 +76,10 @@ describe.each(DIALECTS)('tus-py-client uploads an update (%s)', (dialect) => {
     expect(Number(second.headers['x-ai-farm-bytes'])).toBe(bytes.length);
 
     // The one-rank round closes on it: the task completes.
-    await until(
+    await waitFor(
+      'the task completed',
       async () => (await farm.ts.api('GET', `/api/tasks/${taskId}`)).body.status === 'completed',
       30_000,
-      'the task completed',
     );
   });
 });
