@@ -42,6 +42,36 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
   });
 
   const T0 = Date.UTC(2030, 0, 2, 3, 4, 5);
+  const at = toDbTime(new Date(T0));
+  const commandTask = (worldSize: number) =>
+    insertTask(h.db, {
+      type: 'command',
+      name: null,
+      requirements: '{}',
+      config: '{}',
+      priority: 0,
+      max_attempts: 3,
+      world_size: worldSize,
+      created_by: null,
+      now: at,
+    });
+  /** A client row connected through `instance` with a worker token. */
+  const connectedClient = (id: string, tokenId: string, instance: string) =>
+    upsertClient(h.db, {
+      id,
+      cpu_info: JSON.stringify({ cores_logical: 4 }),
+      ram_info: JSON.stringify({ total: 2 ** 34 }),
+      gpu_info: null,
+      session_info: null,
+      hostname: null,
+      token_id: tokenId,
+      connected: 1,
+      status: 'active',
+      last_seen: at,
+      registered_at: at,
+      utilization: null,
+      instance_id: instance,
+    });
   function instance(id: string, clock: Clock) {
     const registry = new ClientRegistry();
     const cluster = new Cluster({
@@ -69,38 +99,13 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     await b.cluster.start();
     await c.cluster.start();
 
-    const at = toDbTime(new Date(T0));
-    const taskId = await insertTask(h.db, {
-      type: 'command',
-      name: null,
-      requirements: '{}',
-      config: '{}',
-      priority: 0,
-      max_attempts: 3,
-      world_size: 2,
-      created_by: null,
-      now: at,
-    });
+    const taskId = await commandTask(2);
     expect(await a.cluster.acquire(taskId)).toBe(true);
     expect(await b.cluster.acquire(taskId)).toBe(false);
     expect(await a.cluster.holds(h.db, taskId)).toBe(true);
 
     // A client connected through A, holding rank 1.
-    await upsertClient(h.db, {
-      id: 'cw1',
-      cpu_info: JSON.stringify({ cores_logical: 4 }),
-      ram_info: JSON.stringify({ total: 2 ** 34 }),
-      gpu_info: null,
-      session_info: null,
-      hostname: null,
-      token_id: 'tok-1',
-      connected: 1,
-      status: 'active',
-      last_seen: at,
-      registered_at: at,
-      utilization: null,
-      instance_id: 'inst-a',
-    });
+    await connectedClient('cw1', 'tok-1', 'inst-a');
     await insertAssignment(h.db, { task_id: taskId, client_id: 'cw1', rank: 1, attempt: 2, at });
     // Through another instance, an upload finds the lease in the database.
     expect(await b.cluster.remoteLease('cw1', taskId)).toEqual({ tokenId: 'tok-1', rank: 1, attempt: 2 });
@@ -137,33 +142,8 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
   });
 
   it('lets one instance take a client over even when two live instances each believe the other dead', async () => {
-    const at = toDbTime(new Date(T0));
-    const taskId = await insertTask(h.db, {
-      type: 'command',
-      name: null,
-      requirements: '{}',
-      config: '{}',
-      priority: 0,
-      max_attempts: 3,
-      world_size: 1,
-      created_by: null,
-      now: at,
-    });
-    await upsertClient(h.db, {
-      id: 'cw2',
-      cpu_info: JSON.stringify({ cores_logical: 4 }),
-      ram_info: JSON.stringify({ total: 2 ** 34 }),
-      gpu_info: null,
-      session_info: null,
-      hostname: null,
-      token_id: 'tok-2',
-      connected: 1,
-      status: 'active',
-      last_seen: at,
-      registered_at: at,
-      utilization: null,
-      instance_id: 'inst-gone',
-    });
+    const taskId = await commandTask(1);
+    await connectedClient('cw2', 'tok-2', 'inst-gone');
     await insertAssignment(h.db, { task_id: taskId, client_id: 'cw2', rank: 0, attempt: 1, at });
     // Split views (a slow heartbeat, skewed clocks): X thinks only X is live, Y only Y.
     const seenByX = (await orphanClients(h.db, ['inst-x'])).filter((o) => o.clientId === 'cw2');
