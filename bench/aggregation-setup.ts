@@ -61,6 +61,9 @@ export async function writeUpdate(
       const n = Math.min(chunk.length, elements - done);
       await fh.write(bytes.subarray(0, n * size));
     }
+    // On disk before any measurement: otherwise the first finish's fsync waits behind the
+    // writeback of gigabytes of update files and is timed as aggregation.
+    await fh.sync();
   } finally {
     await fh.close();
   }
