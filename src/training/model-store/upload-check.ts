@@ -1,12 +1,17 @@
 /**
  * The CPU and disk side of receiving an upload: the body's bytes, handed over in the chunks
  * they arrived in, are copied into pieces of a WebAssembly memory; each full piece is tested for
- * NaN/Inf (every value of the body, with SIMD), hashed (the piece's sha256, on libuv's threads
- * through WebCrypto, so pieces are hashed on several cores at once; the file's digest is the
- * sha256 of the pieces' digests, safetensors/digest.ts) and written at its offset in the file. It runs in a worker thread for large uploads
+ * NaN/Inf (every value of the body, with SIMD), hashed (the piece's sha256 with node:crypto,
+ * in place in this thread; the file's digest is the sha256 of the pieces' digests,
+ * safetensors/digest.ts) and written at its offset in the file. WebCrypto's digest would hash
+ * pieces on libuv's threads, several at once, but it copies each piece and cost 1.45-1.9x the
+ * CPU per byte here: on 2 cores shared with the socket and the sender, CPU is the limit, and
+ * uploads running at once are spread over several checker threads anyway (checker-threads.ts).
+ * It runs in a worker thread for large uploads
  * (upload-check.worker.ts), where the chunks arrive transferred, not copied, so the receiving
  * thread only reads the socket; or inline for small ones. The messages are the same either way.
  */
+import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { digestOfPieces, unpackPieces } from '../safetensors/digest.js';
@@ -262,14 +267,13 @@ export class PieceWriter {
       return;
     }
     const index = Math.floor(at / this.init.pieceBytes);
-    // On libuv's threads (WebCrypto hashes off the calling thread): pieces hash in parallel.
-    const hashed = crypto.subtle
-      .digest('SHA-256', new Uint8Array(this.memory.buffer, ptr, len))
-      .then((d) => void (this.digests[index] = new Uint8Array(d)));
+    this.digests[index] = createHash('sha256')
+      .update(new Uint8Array(this.memory.buffer, ptr, len))
+      .digest();
     // A direct write covers whole blocks: the last piece is padded (the caller cuts the file).
     const out = file.direct ? Math.ceil(len / DIRECT_ALIGN) * DIRECT_ALIGN : len;
     this.track(
-      Promise.all([hashed, file.write(new Uint8Array(this.memory.buffer, ptr, out), at)]).then(() => {
+      file.write(new Uint8Array(this.memory.buffer, ptr, out), at).then(() => {
         this.free.push(slot);
         if (file.direct) return;
         this.unsynced += len;
