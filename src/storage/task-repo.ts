@@ -1,6 +1,7 @@
 import type { Selectable, UpdateObject } from 'kysely';
 import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
+import { pageOf } from './page.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
 type Db = Executor;
@@ -122,11 +123,7 @@ export async function listTasks(db: Db, f: TaskFilter): Promise<{ rows: TaskRow[
   if (f.client_id) q = q.where('client_id', '=', f.client_id);
   if (f.created_by !== undefined) q = q.where('created_by', '=', f.created_by);
   if (f.owner !== undefined) q = q.where('owner', '=', f.owner);
-  const [rows, count] = await Promise.all([
-    q.selectAll().orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute(),
-    q.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.n) };
+  return pageOf(q, (page) => page.selectAll().orderBy('id', 'desc'), f);
 }
 
 /**
