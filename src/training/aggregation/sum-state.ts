@@ -2,7 +2,6 @@
  * What the reference FedAvg accumulator (fedavg.ts) and the threaded session (fedavg-session.ts)
  * share around their running sum: calls one at a time, the weight check, the running tally.
  */
-import type { AddOutcome, FinishOutcome } from './fedavg.js';
 
 /**
  * Runs the calls given to it one after another, even when made concurrently (the sum has one
@@ -23,7 +22,9 @@ export function serialCalls(broken: () => Error | undefined): <T>(fn: () => Prom
 }
 
 /** The refusal of a weight that is not a positive number, or undefined for a good one. */
-export function invalidWeight(weight: number): AddOutcome | undefined {
+export function invalidWeight(
+  weight: number,
+): { ok: false; code: 'invalid_weight'; message: string; bytesRead: 0 } | undefined {
   if (Number.isFinite(weight) && weight > 0) return undefined;
   return {
     ok: false,
@@ -41,7 +42,7 @@ export interface Tally {
 }
 
 /** The refusal to finish a sum nothing was added to, or undefined when something was. */
-export function nothingAdded(tally: Tally): Extract<FinishOutcome, { ok: false }> | undefined {
+export function nothingAdded(tally: Tally): { ok: false; code: 'no_updates'; message: string } | undefined {
   if (tally.count > 0 && tally.totalWeight > 0) return undefined;
   return { ok: false, code: 'no_updates', message: 'no update was added' };
 }
