@@ -98,13 +98,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     let modelBase = '';
     /** The model server's port once it listens (MODEL_SERVER_PORT may be 0: any free port). */
     let modelServerPort = config.MODEL_SERVER_PORT;
+    // What the farm and the panel are both built from.
+    const shared = { config, db: database.db, bus, tokens, clock, logger };
     const farm = createFarm({
-      config,
-      db: database.db,
-      bus,
-      tokens,
-      clock,
-      logger,
+      ...shared,
       instanceId,
       ...(redis ? { presence: (local) => new RedisPresence(redis, local, logger) } : {}),
       ...(config.TORCHSERVE_URL
@@ -171,15 +168,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       await app.register(codeRoutes(code));
     };
 
-    const panel = await createPanel({
-      config,
-      db: database.db,
-      bus,
-      tokens,
-      clock,
-      logger,
-      monitoring: farm.monitoring,
-    });
+    const panel = await createPanel({ ...shared, monitoring: farm.monitoring });
     const http = await buildHttpApp({
       config,
       services,

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { PageQuery, Timestamp } from './common.js';
+import { ListQuery, StatusBody, Timestamp } from './common.js';
 
 export const ClientStatusSchema = Type.Union([Type.Literal('active'), Type.Literal('inactive')]);
 
@@ -24,19 +24,10 @@ export const Client = Type.Object(
 );
 export type Client = Static<typeof Client>;
 
-export const ListClientsQuery = Type.Object(
-  {
-    status: Type.Optional(ClientStatusSchema),
-    connected: Type.Optional(Type.Boolean()),
-    ...PageQuery,
-  },
-  { additionalProperties: false },
-);
+export const ListClientsQuery = ListQuery({
+  status: Type.Optional(ClientStatusSchema),
+  connected: Type.Optional(Type.Boolean()),
+});
 export type ListClientsQuery = Static<typeof ListClientsQuery>;
 
-export const ChangeClientStatusBody = Type.Object(
-  {
-    status: ClientStatusSchema,
-  },
-  { additionalProperties: false },
-);
+export const ChangeClientStatusBody = StatusBody(ClientStatusSchema);

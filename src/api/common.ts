@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type Static, type TProperties, type TSchema } from '@sinclair/typebox';
 
 /** The one error shape every HTTP error answers with. */
 export const ErrorBody = Type.Object(
@@ -28,6 +28,14 @@ export const PageQuery = {
   ),
   offset: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Items to skip.' })),
 };
+
+/** A list's query: its filters and a page ({@link PageQuery}); unknown parameters are refused. */
+export const ListQuery = <P extends TProperties>(filters: P) =>
+  Type.Object({ ...filters, ...PageQuery }, { additionalProperties: false });
+
+/** A status change's body: `{ status }`, nothing else. */
+export const StatusBody = <S extends TSchema>(status: S) =>
+  Type.Object({ status }, { additionalProperties: false });
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, description: 'Task id.' }) });
 export const StringIdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 255 }) });

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { NullableTimestamp, PageQuery, Timestamp } from './common.js';
+import { NullableTimestamp, ListQuery, StatusBody, Timestamp } from './common.js';
 
 /** Every status a task can have; tasks/task-state.ts says which changes are allowed. */
 export const TASK_STATUSES = [
@@ -134,23 +134,14 @@ export const Task = Type.Object(
 );
 export type Task = Static<typeof Task>;
 
-export const ListTasksQuery = Type.Object(
-  {
-    status: Type.Optional(TaskStatusSchema),
-    type: Type.Optional(Type.String({ maxLength: 255 })),
-    client_id: Type.Optional(Type.String({ maxLength: 255 })),
-    ...PageQuery,
-  },
-  { additionalProperties: false },
-);
+export const ListTasksQuery = ListQuery({
+  status: Type.Optional(TaskStatusSchema),
+  type: Type.Optional(Type.String({ maxLength: 255 })),
+  client_id: Type.Optional(Type.String({ maxLength: 255 })),
+});
 export type ListTasksQuery = Static<typeof ListTasksQuery>;
 
-export const ChangeTaskStatusBody = Type.Object(
-  {
-    status: TaskStatusSchema,
-  },
-  { additionalProperties: false },
-);
+export const ChangeTaskStatusBody = StatusBody(TaskStatusSchema);
 
 export const TaskEvent = Type.Object({
   id: Type.Integer(),

@@ -48,3 +48,14 @@ export const apiAction =
       setExit(1);
     }
   };
+
+/** Prints one page of a list: the page as JSON with --json, else a line per item and the count. */
+export function printPage<T>(
+  page: { items: T[]; total: number },
+  json: boolean | undefined,
+  line: (item: T) => string,
+): void {
+  if (json) return console.log(JSON.stringify(page, null, 2));
+  for (const item of page.items) console.log(line(item));
+  console.log(`(${page.items.length} of ${page.total})`);
+}

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { CodeBundle, ModelVersion, ModelVersionDetail } from '../api/code.js';
 import type { ApiClient } from '../api/api-client.js';
-import { apiAction, withConnFlags, type Conn } from './api-action.js';
+import { apiAction, printPage, withConnFlags, type Conn } from './api-action.js';
 import { packCode } from './code-pack.js';
 
 /** One line per version, for people. */
@@ -58,6 +58,9 @@ export function modelsCommands(program: Command, setExit: (code: number) => void
     .command('models')
     .description('the model registry: named, immutable versions of model code');
   const withApi = apiAction(setExit);
+  /** A subcommand of one version, NAME@VERSION. */
+  const onModel = (name: string, what: string) =>
+    withConnFlags(models.command(name).description(what).argument('<model>', 'NAME@VERSION', modelRef));
 
   withConnFlags(
     models
@@ -96,18 +99,11 @@ export function modelsCommands(program: Command, setExit: (code: number) => void
           'GET',
           `/api/models?${qs.toString()}`,
         );
-        if (f.json) return console.log(JSON.stringify(page, null, 2));
-        for (const m of page.items) console.log(modelLine(m));
-        console.log(`(${page.items.length} of ${page.total})`);
+        printPage(page, f.json, modelLine);
       }),
     );
 
-  withConnFlags(
-    models
-      .command('show')
-      .description('a version and the tasks using it')
-      .argument('<model>', 'NAME@VERSION', modelRef),
-  ).action(
+  onModel('show', 'a version and the tasks using it').action(
     withApi(async (api, ref: string, f: Conn) => {
       const m = await api.call<ModelVersionDetail>('GET', `/api/models/${refPath(ref)}`);
       if (f.json) return console.log(JSON.stringify(m, null, 2));
@@ -118,12 +114,7 @@ export function modelsCommands(program: Command, setExit: (code: number) => void
     }),
   );
 
-  withConnFlags(
-    models
-      .command('rm')
-      .description('delete a version (refused while an unfinished task uses it)')
-      .argument('<model>', 'NAME@VERSION', modelRef),
-  ).action(
+  onModel('rm', 'delete a version (refused while an unfinished task uses it)').action(
     withApi(async (api, ref: string, f: Conn) => {
       await api.call<null>('DELETE', `/api/models/${refPath(ref)}`);
       console.log(f.json ? JSON.stringify({ deleted: ref }) : `deleted ${ref}`);

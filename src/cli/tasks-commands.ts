@@ -5,7 +5,7 @@ import type { TaskStatus } from '../storage/schema.js';
 import { ApiError, type ApiClient } from '../api/api-client.js';
 import { summarizeMetrics } from '../api/metrics-summary.js';
 import type { CodeBundle } from '../api/code.js';
-import { apiAction, withConnFlags, type Conn } from './api-action.js';
+import { apiAction, printPage, withConnFlags, type Conn } from './api-action.js';
 import { modelRef, pushBundle } from './models-commands.js';
 
 type SetExit = (code: number) => void;
@@ -102,6 +102,9 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
   const conn = withConnFlags;
   /** Runs `fn` with a client from the flags; maps API errors to exit codes. */
   const withApi = apiAction(setExit);
+  /** A subcommand of one task, by id. */
+  const onTask = (name: string, what: string) =>
+    conn(tasks.command(name).description(what).argument('<id>', 'task id', taskId));
 
   conn(tasks.command('create').description('create a task'))
     .option('-t, --type <type>', 'task type (default command when --command is given)')
@@ -172,19 +175,12 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
             limit: f.limit,
             offset: f.offset,
           });
-          if (f.json) return console.log(JSON.stringify(page, null, 2));
-          for (const t of page.items) console.log(taskLine(t));
-          console.log(`(${page.items.length} of ${page.total})`);
+          printPage(page, f.json, taskLine);
         },
       ),
     );
 
-  conn(
-    tasks
-      .command('show')
-      .description("a task's details and latest events")
-      .argument('<id>', 'task id', taskId),
-  ).action(
+  onTask('show', "a task's details and latest events").action(
     withApi(async (api, id: number, f: Conn) => {
       const [task, events] = await Promise.all([api.tasks.get(id), api.tasks.events(id)]);
       if (f.json) return console.log(JSON.stringify({ ...task, events }, null, 2));
@@ -200,12 +196,7 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
     }),
   );
 
-  conn(
-    tasks
-      .command('watch')
-      .description('follow a task until it ends; exit 0 if it completed')
-      .argument('<id>', 'task id', taskId),
-  )
+  onTask('watch', 'follow a task until it ends; exit 0 if it completed')
     .option('--interval <ms>', 'polling interval (the API allows 60 requests/min by default)', integer, 2000)
     .action(
       withApi(async (api, id: number, f: Conn & { interval: number }) =>
@@ -214,7 +205,7 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
     );
 
   const change = (name: string, status: TaskStatus, what: string) =>
-    conn(tasks.command(name).description(what).argument('<id>', 'task id', taskId)).action(
+    onTask(name, what).action(
       withApi(async (api, id: number, f: Conn) => print(await api.tasks.changeStatus(id, status), f.json)),
     );
   change('pause', 'paused', 'pause a task (its processes are suspended)');
@@ -222,12 +213,7 @@ export function tasksCommands(program: Command, setExit: SetExit): void {
   change('cancel', 'cancelled', 'cancel a task (its processes are stopped)');
   change('retry', 'pending', 'queue a failed or cancelled task again');
 
-  conn(
-    tasks
-      .command('delete')
-      .description('delete a task, stopping it first')
-      .argument('<id>', 'task id', taskId),
-  ).action(
+  onTask('delete', 'delete a task, stopping it first').action(
     withApi(async (api, id: number, f: Conn) => {
       await api.tasks.delete(id);
       console.log(f.json ? JSON.stringify({ deleted: id }) : `deleted task ${id}`);

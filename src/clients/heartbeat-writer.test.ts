@@ -1,11 +1,15 @@
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase, type TestDatabase } from '../../test/helpers/db.js';
-import { silentLogger } from '../observability/logger.js';
+import {
+  DIALECTS,
+  openMigratedTestDatabase,
+  openTestDatabaseWithWrites,
+  type TestDatabase,
+} from '../../test/helpers/db.js';
 import { findClient, upsertClient } from '../storage/client-repo.js';
 import type { DatabaseHandle } from '../storage/db.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
-import { WriteQueue } from '../storage/write-queue.js';
+import type { WriteQueue } from '../storage/write-queue.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
 import { ClientRegistry, type FarmClient } from './registry.js';
 import { sleep } from '../../test/helpers/wait.js';
@@ -13,7 +17,7 @@ import { sleep } from '../../test/helpers/wait.js';
 const REGISTERED = '2030-01-01 00:00:00';
 
 describe.each(DIALECTS)('HeartbeatWriter on %s', (dialect) => {
-  let db: Awaited<ReturnType<typeof openMigratedTestDatabase>>;
+  let db: Awaited<ReturnType<typeof openTestDatabaseWithWrites>>;
   let h: DatabaseHandle;
   let writes: WriteQueue;
   let nowMs = Date.parse('2030-01-02T00:00:00Z');
@@ -21,14 +25,10 @@ describe.each(DIALECTS)('HeartbeatWriter on %s', (dialect) => {
   const registry = new ClientRegistry();
 
   beforeAll(async () => {
-    db = await openMigratedTestDatabase(dialect);
-    h = db.h;
-    writes = new WriteQueue(h.db, silentLogger());
+    db = await openTestDatabaseWithWrites(dialect);
+    ({ h, writes } = db);
   });
-  afterAll(async () => {
-    await writes?.close();
-    await db?.close();
-  });
+  afterAll(() => db?.close());
 
   const row = (id: string, connected: number) =>
     clientRow(id, connected, JSON.stringify({ cpu_utilization: 1 }));

@@ -60,26 +60,15 @@ describe("the original AI Farm's task body", () => {
   });
 
   it("reads the admin panel's form: fields not ours into config, url at our model server as config.model", () => {
+    // Every field of the form but ours (type, requirements, priority) goes into config as it is.
+    const { type: _type, requirements: _requirements, priority: _priority, ...formFields } = adminPanel;
     expect(convert(adminPanel)).toEqual({
       type: 'training',
       name: 'sonnet',
       requirements: { min_gpu_memory: 0, min_cpu_cores: 1, min_ram: 1 },
       priority: 0,
       world_size: 1, // n_clients counts only for a distributed task
-      config: {
-        name: 'sonnet',
-        url: 'http://localhost:5000/models/sonnet/1.0',
-        version: '1.0',
-        batch_size: 32,
-        learning_rate: 0.001,
-        epochs: 10,
-        distributed: false,
-        n_clients: 3,
-        aggregation_frequency: 5,
-        warmup_epochs: 2,
-        data_config: { split_method: 'random', validation_ratio: 0.2 },
-        model: 'sonnet@1.0',
-      },
+      config: { ...formFields, model: 'sonnet@1.0' },
     });
   });
 

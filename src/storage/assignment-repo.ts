@@ -1,6 +1,6 @@
 import type { Selectable, Updateable } from 'kysely';
 import type { Executor } from './executor.js';
-import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
+import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
 import type { AssignmentStatus, TaskAssignmentsTable } from './schema.js';
 
@@ -38,18 +38,12 @@ export async function insertAssignment(db: Db, a: NewAssignment): Promise<number
 /** Inserts many assignments with multi-row INSERTs; returns their ids in order. */
 export async function insertAssignments(db: Db, rows: readonly NewAssignment[]): Promise<number[]> {
   if (rows.length === 1) return [await insertAssignment(db, rows[0] as NewAssignment)];
-  const consecutive = await consecutiveIds(db);
-  const ids: number[] = [];
-  if (consecutive) {
-    const statements = await insertRows(
-      db,
-      'task_assignments',
-      ['task_id', 'client_id', 'rank', 'attempt', 'assigned_at', 'updated_at', 'status'],
-      rows.map((a) => [a.task_id, a.client_id, a.rank, a.attempt, a.at, a.at, 'assigned']),
-    );
-    for (const st of statements) ids.push(...idsOfInsert(db, st.insertId, st.n));
-    return ids;
+  if (await consecutiveIds(db)) {
+    const columns = ['task_id', 'client_id', 'rank', 'attempt', 'assigned_at', 'updated_at', 'status'];
+    const values = rows.map((a) => [a.task_id, a.client_id, a.rank, a.attempt, a.at, a.at, 'assigned']);
+    return idsOfInserts(db, await insertRows(db, 'task_assignments', columns, values));
   }
+  const ids: number[] = [];
   for (const part of chunks(rows)) {
     await db.insertInto('task_assignments').values(part.map(assignmentValues)).execute();
     // Ids may have gaps: find each row by its unique (task, rank, attempt).

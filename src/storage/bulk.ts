@@ -35,13 +35,19 @@ export function consecutiveIds(db: Db): Promise<boolean> {
 }
 
 /**
- * The ids of `n` rows inserted by one statement whose result had `insertId` (consecutive
- * ids only, see `consecutiveIds`): SQLite reports the last row's id, MySQL the first's.
+ * The ids of the rows inserted by the statements of one `insertRows` (consecutive ids only, see
+ * `consecutiveIds`), in order: SQLite reports each statement's last row's id, MySQL its first's.
  */
-export function idsOfInsert(db: Db, insertId: bigint | undefined, n: number): number[] {
-  if (insertId === undefined) throw new Error('multi-row insert returned no id');
-  const first = isMysql(db) ? Number(insertId) : Number(insertId) - n + 1;
-  return Array.from({ length: n }, (_, i) => first + i);
+export function idsOfInserts(
+  db: Db,
+  statements: readonly { n: number; insertId: bigint | undefined }[],
+): number[] {
+  const mysql = isMysql(db);
+  return statements.flatMap(({ n, insertId }) => {
+    if (insertId === undefined) throw new Error('multi-row insert returned no id');
+    const first = mysql ? Number(insertId) : Number(insertId) - n + 1;
+    return Array.from({ length: n }, (_, i) => first + i);
+  });
 }
 
 /**
@@ -91,7 +97,7 @@ function insertText(mysql: boolean, table: string, columns: readonly string[], n
  * Inserts rows (each the values of `columns`, in order) with multi-row INSERTs whose text is
  * built once per shape rather than by the query builder per call: on the hot paths (a task's
  * events, assignments and creation) building the statement cost as much as running it.
- * Returns each statement's row count and insert id, in order, for `idsOfInsert`.
+ * Returns each statement's row count and insert id, in order, for `idsOfInserts`.
  */
 export async function insertRows(
   db: Db,

@@ -1,6 +1,7 @@
 import { sql, type Insertable, type Selectable, type Updateable } from 'kysely';
 import type { Executor } from './executor.js';
 import type { ClientsTable } from './schema.js';
+import { pageOf } from './page.js';
 
 export type ClientRow = Selectable<ClientsTable>;
 
@@ -22,11 +23,7 @@ export async function listClients(
   let q = db.selectFrom('clients');
   if (f.status) q = q.where('status', '=', f.status);
   if (f.connected !== undefined) q = q.where('connected', '=', f.connected ? 1 : 0);
-  const [rows, count] = await Promise.all([
-    q.selectAll().orderBy('id', 'asc').limit(f.limit).offset(f.offset).execute(),
-    q.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.n) };
+  return pageOf(q, (page) => page.selectAll().orderBy('id', 'asc'), f);
 }
 
 /** Inserts or replaces what a client reports about itself at registration. */

@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import type { Executor } from './executor.js';
 import type { CodeBundlesTable, ModelVersionsTable, TaskStatus } from './schema.js';
+import { pageOf } from './page.js';
 
 type Db = Executor;
 export type CodeBundleRow = Selectable<CodeBundlesTable>;
@@ -68,18 +69,12 @@ export async function listModelVersions(
 ): Promise<{ rows: ModelVersionRow[]; total: number }> {
   let base = db.selectFrom('model_versions');
   if (q.name !== undefined) base = base.where('name', '=', q.name);
-  const [rows, count] = await Promise.all([
-    base
-      .selectAll()
-      .orderBy('created_at', 'desc')
-      .orderBy('name')
-      .orderBy('version')
-      .limit(q.limit)
-      .offset(q.offset)
-      .execute(),
-    base.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows: rows.map(sized), total: Number(count.n) };
+  const page = await pageOf(
+    base,
+    (b) => b.selectAll().orderBy('created_at', 'desc').orderBy('name').orderBy('version'),
+    q,
+  );
+  return { rows: page.rows.map(sized), total: page.total };
 }
 
 /** Records the code of tasks just created (same transaction as the tasks). */

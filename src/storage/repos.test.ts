@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../../test/helpers/db.js';
+import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
 import * as clients from './client-repo.js';
-import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from './db.js';
+import type { DatabaseHandle } from './db.js';
 import { migrateToLatest } from './migrate.js';
 import * as tasks from './task-repo.js';
 import * as tokens from './token-repo.js';
@@ -9,20 +9,15 @@ import { parseJson } from './values.js';
 
 /** The repositories, once per dialect, each run on a fresh database of its own. */
 describe.each(DIALECTS)('repositories on %s', (dialect) => {
-  let tdb: TestDatabase;
+  let db: Awaited<ReturnType<typeof openMigratedTestDatabase>>;
   let h: DatabaseHandle;
 
   beforeAll(async () => {
-    tdb = await createTestDatabase(dialect);
-    h = await openDatabase(
-      resolveDatabaseTarget({ DATABASE_URL: tdb.url, db_config: null, DATA_DIR: tdb.dir }),
-    );
-    expect(await migrateToLatest(h.db, h.dialect)).toContain('001-initial');
+    db = await openMigratedTestDatabase(dialect);
+    h = db.h;
+    expect(db.applied).toContain('001-initial');
   });
-  afterAll(async () => {
-    await h?.close();
-    await tdb?.drop();
-  });
+  afterAll(() => db?.close());
 
   const NOW = '2030-01-02 03:04:05';
   const newTask = (over: Partial<tasks.NewTaskRow> = {}): tasks.NewTaskRow => ({

@@ -1,6 +1,7 @@
 import type { Selectable, UpdateObject } from 'kysely';
 import type { Executor } from './executor.js';
-import { chunks, consecutiveIds, idsOfInsert, insertRows } from './bulk.js';
+import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
+import { pageOf } from './page.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
 
 type Db = Executor;
@@ -70,23 +71,16 @@ export async function insertTask(db: Db, t: NewTaskRow): Promise<number> {
 /** Inserts many pending tasks with multi-row INSERTs; returns their ids in order. */
 export async function insertTasks(db: Db, rows: readonly NewTaskRow[]): Promise<number[]> {
   if (rows.length === 1) return [await insertTask(db, rows[0] as NewTaskRow)];
-  // Without consecutive auto-increment ids the only exact ids are one insert each.
-  if (!(await consecutiveIds(db))) {
-    const ids: number[] = [];
-    for (const r of rows) ids.push(await insertTask(db, r));
-    return ids;
-  }
-  const ids: number[] = [];
-  const statements = await insertRows(
-    db,
-    'tasks',
-    TASK_COLUMNS,
-    rows.map((t) => {
+  if (await consecutiveIds(db)) {
+    const values = rows.map((t) => {
       const v = taskValues(t);
       return TASK_COLUMNS.map((c) => v[c]);
-    }),
-  );
-  for (const st of statements) ids.push(...idsOfInsert(db, st.insertId, st.n));
+    });
+    return idsOfInserts(db, await insertRows(db, 'tasks', TASK_COLUMNS, values));
+  }
+  // Without consecutive auto-increment ids the only exact ids are one insert each.
+  const ids: number[] = [];
+  for (const r of rows) ids.push(await insertTask(db, r));
   return ids;
 }
 
@@ -129,11 +123,7 @@ export async function listTasks(db: Db, f: TaskFilter): Promise<{ rows: TaskRow[
   if (f.client_id) q = q.where('client_id', '=', f.client_id);
   if (f.created_by !== undefined) q = q.where('created_by', '=', f.created_by);
   if (f.owner !== undefined) q = q.where('owner', '=', f.owner);
-  const [rows, count] = await Promise.all([
-    q.selectAll().orderBy('id', 'desc').limit(f.limit).offset(f.offset).execute(),
-    q.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.n) };
+  return pageOf(q, (page) => page.selectAll().orderBy('id', 'desc'), f);
 }
 
 /**

@@ -42,33 +42,21 @@ export async function openFirstRound(
     .execute();
 }
 
+/** Every round of a task, as a query to narrow and order. */
+const roundsOf = (db: Db, taskId: number) =>
+  db.selectFrom('training_rounds').selectAll().where('task_id', '=', taskId);
+
 export async function findRound(db: Db, taskId: number, round: number): Promise<RoundRow | undefined> {
-  return db
-    .selectFrom('training_rounds')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .where('round', '=', round)
-    .executeTakeFirst();
+  return roundsOf(db, taskId).where('round', '=', round).executeTakeFirst();
 }
 
 /** The latest round of a task (open or closed). */
 export async function latestRound(db: Db, taskId: number): Promise<RoundRow | undefined> {
-  return db
-    .selectFrom('training_rounds')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .orderBy('round', 'desc')
-    .limit(1)
-    .executeTakeFirst();
+  return roundsOf(db, taskId).orderBy('round', 'desc').limit(1).executeTakeFirst();
 }
 
 export async function listRounds(db: Db, taskId: number): Promise<RoundRow[]> {
-  return db
-    .selectFrom('training_rounds')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .orderBy('round', 'asc')
-    .execute();
+  return roundsOf(db, taskId).orderBy('round', 'asc').execute();
 }
 
 /** Changes a round only while it is open; true when it was. */

@@ -14,15 +14,7 @@
  * docs/workers.md describes it further.
  */
 export { WorkerClient } from './worker-client.js';
-export type {
-  Ack,
-  DisconnectInfo,
-  HeartbeatAck,
-  ProgressReport,
-  ResultReport,
-  WorkerClientEvents,
-  WorkerClientOptions,
-} from './sdk-types.js';
+export type * from './sdk-types.js';
 export { ProtocolError, WorkerClientError } from './sdk-errors.js';
 export { ApiClient, ApiError, type ApiClientOptions, type TaskList } from '../api/api-client.js';
 export { Backoff, type BackoffOptions } from './backoff.js';

@@ -10,6 +10,8 @@ import {
   type Dialect,
 } from '../../src/storage/db.js';
 import { migrateToLatest } from '../../src/storage/migrate.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { WriteQueue } from '../../src/storage/write-queue.js';
 
 /** The MariaDB server tests use; CI starts it (scripts/ensure-services.sh). */
 export const TEST_MYSQL_URL = process.env.AI_FARM_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306';
@@ -70,6 +72,25 @@ export async function openMigratedTestDatabase(
     close: async () => {
       await h.close();
       await tdb.drop();
+    },
+  };
+}
+
+/**
+ * {@link openMigratedTestDatabase} with a group-commit WriteQueue on it, for code that writes
+ * through one (claims, heartbeats, results); `close` ends the queue first.
+ */
+export async function openTestDatabaseWithWrites(
+  dialect: Dialect,
+): Promise<Awaited<ReturnType<typeof openMigratedTestDatabase>> & { writes: WriteQueue }> {
+  const db = await openMigratedTestDatabase(dialect);
+  const writes = new WriteQueue(db.h.db, silentLogger());
+  return {
+    ...db,
+    writes,
+    close: async () => {
+      await writes.close();
+      await db.close();
     },
   };
 }

@@ -1,13 +1,18 @@
 import type { Readable } from 'node:stream';
-import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncTypebox, Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify';
 import { ErrorBody, IdParam } from '../../api/common.js';
 import { jsonTooDeep, tooDeepMessage } from '../../api/json-depth.js';
 import type { AuthFailures } from '../../auth/auth-failures.js';
 import type { TokenService } from '../../auth/token-service.js';
 import { AppError, badRequest } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { UploadService } from '../../training/coordinator/uploads.js';
+import type { UploadMeta, UploadService } from '../../training/coordinator/uploads.js';
 import { sendModel } from '../../training/model-store/serve-file.js';
 import { RoundParams, UpdateParams, UpdateQuery, UploadAccepted } from '../../training/training-api.js';
 import type { TrainingService } from '../../training/training-service.js';
@@ -40,6 +45,32 @@ export function parseMetrics(header: string | string[] | undefined): Record<stri
     // reported below
   }
   throw badRequest('invalid_metrics', 'X-AI-Farm-Metrics must be a JSON object, e.g. {"loss":0.3}');
+}
+
+/** The X-AI-Farm-Client an upload names (400 `missing_client` without one). */
+export function uploaderOf(req: FastifyRequest): string {
+  const clientId = req.headers['x-ai-farm-client'];
+  if (typeof clientId !== 'string' || clientId === '') {
+    throw badRequest('missing_client', 'send X-AI-Farm-Client: <client id>');
+  }
+  return clientId;
+}
+
+/** Who uploads what, from an upload route's path, query and headers (a PUT's or a tus creation's). */
+export function uploadMeta(
+  req: FastifyRequest & { params: Static<typeof UpdateParams>; query: Static<typeof UpdateQuery> },
+  clientId: string,
+): UploadMeta {
+  return {
+    taskId: req.params.id,
+    round: req.params.round,
+    rank: req.params.rank,
+    attempt: req.query.attempt,
+    numSamples: req.query.num_samples,
+    clientId,
+    principal: principalOf(req),
+    metrics: parseMetrics(req.headers['x-ai-farm-metrics']),
+  };
 }
 
 /** GET routes of the model store, mounted at `prefix` ('/api' on SERVER_PORT, '' on MODEL_SERVER_PORT). */
@@ -97,23 +128,13 @@ export const modelRoutes =
       async (req, reply) => {
         const body = req.body as Readable | undefined;
         try {
-          const clientId = req.headers['x-ai-farm-client'];
-          if (typeof clientId !== 'string' || clientId === '') {
-            throw badRequest('missing_client', 'send X-AI-Farm-Client: <client id>');
-          }
+          const clientId = uploaderOf(req);
           if (!body || typeof body.pipe !== 'function') {
             throw new AppError('unsupported_media_type', 'send the update as application/octet-stream', 415);
           }
           const length = req.headers['content-length'];
           const answer = await uploads.receive({
-            taskId: req.params.id,
-            round: req.params.round,
-            rank: req.params.rank,
-            attempt: req.query.attempt,
-            numSamples: req.query.num_samples,
-            clientId,
-            principal: principalOf(req),
-            metrics: parseMetrics(req.headers['x-ai-farm-metrics']),
+            ...uploadMeta(req, clientId),
             contentLength: length === undefined ? undefined : Number(length),
             body,
           });

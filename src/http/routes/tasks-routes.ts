@@ -1,4 +1,4 @@
-import { Type } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { ErrorBody, IdParam, Page } from '../../api/common.js';
@@ -22,6 +22,27 @@ import type { Services } from '../services.js';
 
 const people = { roles: ['admin', 'user'] as const };
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+/**
+ * A people's route about one task (`:id`): its OpenAPI summary, what it answers (the common
+ * errors added) and any more of its schema (body, querystring).
+ */
+function aboutTask<R extends Record<number, TSchema>, S extends object = object>(
+  summary: string,
+  response: R,
+  more?: S,
+) {
+  return {
+    config: people,
+    schema: {
+      tags: ['tasks'],
+      summary,
+      params: IdParam,
+      ...(more as S),
+      response: { ...response, ...errors },
+    },
+  };
+}
 
 /** What reading the original AI Farm's task bodies needs of this server. */
 export interface OriginalBodySettings {
@@ -103,44 +124,21 @@ export const taskRoutes =
       async (req, reply) =>
         reply.status(201).send({ ids: await services.tasks.createMany(principalOf(req), req.body.tasks) }),
     );
-    app.get(
-      '/api/tasks/:id',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: 'Get a task',
-          params: IdParam,
-          response: { 200: Task, ...errors },
-        },
-      },
-      async (req) => services.tasks.get(principalOf(req), req.params.id),
+    app.get('/api/tasks/:id', aboutTask('Get a task', { 200: Task }), async (req) =>
+      services.tasks.get(principalOf(req), req.params.id),
     );
     app.put(
       '/api/tasks/:id/status',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: 'Change a task status (pause, resume, cancel, retry)',
-          params: IdParam,
-          body: ChangeTaskStatusBody,
-          response: { 200: Task, ...errors },
-        },
-      },
+      aboutTask(
+        'Change a task status (pause, resume, cancel, retry)',
+        { 200: Task },
+        { body: ChangeTaskStatusBody },
+      ),
       async (req) => services.tasks.changeStatus(principalOf(req), req.params.id, req.body.status),
     );
     app.delete(
       '/api/tasks/:id',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: 'Delete a task (stopping its clients first)',
-          params: IdParam,
-          response: { 204: Type.Null(), ...errors },
-        },
-      },
+      aboutTask('Delete a task (stopping its clients first)', { 204: Type.Null() }),
       async (req, reply) => {
         await services.tasks.delete(principalOf(req), req.params.id);
         return reply.status(204).send(null);
@@ -148,55 +146,28 @@ export const taskRoutes =
     );
     app.get(
       '/api/tasks/:id/events',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: "A task's events, newest first",
-          params: IdParam,
-          response: { 200: Type.Object({ items: Type.Array(TaskEvent) }), ...errors },
-        },
-      },
+      aboutTask("A task's events, newest first", { 200: Type.Object({ items: Type.Array(TaskEvent) }) }),
       async (req) => ({ items: await services.tasks.events(principalOf(req), req.params.id) }),
     );
     app.get(
       '/api/tasks/:id/metrics',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: "A task's progress and metrics history",
-          params: IdParam,
-          response: { 200: TaskMetricsView, ...errors },
-        },
-      },
+      aboutTask("A task's progress and metrics history", { 200: TaskMetricsView }),
       async (req) => services.tasks.metrics(principalOf(req), req.params.id),
     );
     app.get(
       '/api/tasks/:id/assignments',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: 'Every attempt at every rank of a task',
-          params: IdParam,
-          response: { 200: Type.Object({ items: Type.Array(AssignmentView) }), ...errors },
-        },
-      },
+      aboutTask('Every attempt at every rank of a task', {
+        200: Type.Object({ items: Type.Array(AssignmentView) }),
+      }),
       async (req) => ({ items: await services.tasks.assignments(principalOf(req), req.params.id) }),
     );
     app.get(
       '/api/tasks/:id/logs',
-      {
-        config: people,
-        schema: {
-          tags: ['tasks'],
-          summary: "A task's output lines as workers sent them (newest 2,000 kept)",
-          params: IdParam,
-          querystring: TaskLogsQuery,
-          response: { 200: Type.Object({ items: Type.Array(TaskLogLine) }), ...errors },
-        },
-      },
+      aboutTask(
+        "A task's output lines as workers sent them (newest 2,000 kept)",
+        { 200: Type.Object({ items: Type.Array(TaskLogLine) }) },
+        { querystring: TaskLogsQuery },
+      ),
       async (req) => ({ items: await services.tasks.logs(principalOf(req), req.params.id, req.query.limit) }),
     );
   };

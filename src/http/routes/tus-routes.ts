@@ -12,7 +12,7 @@ import type { ResumableUploads } from '../../training/coordinator/resumable.js';
 import { CHECKSUM_ALGORITHMS, type ChecksumAlgorithm } from '../../training/model-store/receive-part.js';
 import { ResumableParams, UpdateParams, UpdateQuery, UploadAccepted } from '../../training/training-api.js';
 import { principalOf } from '../auth.js';
-import { parseMetrics } from './models-routes.js';
+import { uploaderOf, uploadMeta } from './models-routes.js';
 
 const TUS_VERSION = '1.0.0';
 const EXTENSIONS = 'creation,checksum,expiration,termination';
@@ -115,17 +115,8 @@ export const tusRoutes =
             'send Upload-Length; Upload-Defer-Length is not supported',
           );
         }
-        const clientId = header(req.headers['x-ai-farm-client']);
-        if (!clientId) throw badRequest('missing_client', 'send X-AI-Farm-Client: <client id>');
         const made = await uploads.create({
-          taskId: req.params.id,
-          round: req.params.round,
-          rank: req.params.rank,
-          attempt: req.query.attempt,
-          numSamples: req.query.num_samples,
-          clientId,
-          principal: principalOf(req),
-          metrics: parseMetrics(req.headers['x-ai-farm-metrics']),
+          ...uploadMeta(req, uploaderOf(req)),
           length: integerHeader('Upload-Length', req.headers['upload-length']),
         });
         if ('duplicate' in made) return reply.status(made.duplicate.status).send(made.duplicate.body);

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * The seed's three tables exactly as written there (MySQL), with AI Farm's columns
@@ -8,7 +9,7 @@ import type { Dialect } from '../db.js';
  */
 const MYSQL = [
   `CREATE TABLE tasks (
-    id INT AUTO_INCREMENT PRIMARY KEY,
+    ${part.MYSQL_ID},
     type VARCHAR(255) NOT NULL,
     requirements JSON NOT NULL,
     status ENUM('pending', 'running', 'completed', 'failed', 'error', 'paused', 'cancelled') NOT NULL,
@@ -33,9 +34,9 @@ const MYSQL = [
     INDEX idx_tasks_status_priority (status, priority, id),
     INDEX idx_tasks_created_by (created_by),
     INDEX idx_tasks_type (type)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE task_assignments (
-    id INT AUTO_INCREMENT PRIMARY KEY,
+    ${part.MYSQL_ID},
     task_id INT NOT NULL,
     client_id VARCHAR(255) NOT NULL,
     assigned_at DATETIME NOT NULL,
@@ -47,10 +48,10 @@ const MYSQL = [
     updated_at DATETIME NOT NULL,
     finished_at DATETIME NULL,
     error TEXT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     INDEX idx_assign_client_status (client_id, status),
     UNIQUE KEY uq_assign_attempt (task_id, \`rank\`, attempt)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE clients (
     id VARCHAR(255) PRIMARY KEY,
     cpu_info JSON NOT NULL,
@@ -65,7 +66,7 @@ const MYSQL = [
     cordoned TINYINT NOT NULL DEFAULT 0,
     registered_at DATETIME NOT NULL,
     utilization JSON NULL
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE api_tokens (
     id VARCHAR(64) PRIMARY KEY,
     name VARCHAR(255) NOT NULL,
@@ -75,51 +76,46 @@ const MYSQL = [
     created_by VARCHAR(64) NULL,
     last_used_at DATETIME(3) NULL,
     revoked_at DATETIME(3) NULL
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE users (
-    id INT AUTO_INCREMENT PRIMARY KEY,
+    ${part.MYSQL_ID},
     username VARCHAR(255) NOT NULL UNIQUE,
     password_hash VARCHAR(255) NOT NULL,
     role ENUM('admin') NOT NULL,
     created_at DATETIME(3) NOT NULL,
     updated_at DATETIME(3) NOT NULL
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE task_events (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    task_id INT NOT NULL,
-    at DATETIME(3) NOT NULL,
+    ${part.MYSQL_TASK_HISTORY},
     kind VARCHAR(64) NOT NULL,
     message TEXT NOT NULL,
     data JSON NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     INDEX idx_events_task (task_id, id)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE task_metrics (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    task_id INT NOT NULL,
-    at DATETIME(3) NOT NULL,
+    ${part.MYSQL_TASK_HISTORY},
     \`rank\` INT NOT NULL,
     attempt INT NOT NULL,
     round INT NULL,
     progress DOUBLE NOT NULL,
     metrics JSON NOT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     INDEX idx_metrics_task (task_id, id)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE audit_log (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    at DATETIME(3) NOT NULL,
+    ${part.MYSQL_LOG},
     actor VARCHAR(255) NOT NULL,
     action VARCHAR(64) NOT NULL,
     target VARCHAR(255) NOT NULL,
     detail JSON NULL,
     INDEX idx_audit_at (at)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
   `CREATE TABLE tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ${part.SQLITE_ID},
     type TEXT NOT NULL,
     requirements TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'error', 'paused', 'cancelled')),
@@ -146,8 +142,8 @@ const SQLITE = [
   `CREATE INDEX idx_tasks_created_by ON tasks (created_by)`,
   `CREATE INDEX idx_tasks_type ON tasks (type)`,
   `CREATE TABLE task_assignments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.SQLITE_ID},
+    ${part.SQLITE_TASK_ID},
     client_id TEXT NOT NULL,
     assigned_at TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('assigned', 'training', 'completed', 'failed', 'paused', 'lost', 'cancelled')),
@@ -187,7 +183,7 @@ const SQLITE = [
     revoked_at TEXT NULL
   )`,
   `CREATE TABLE users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ${part.SQLITE_ID},
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ('admin')),
@@ -195,18 +191,14 @@ const SQLITE = [
     updated_at TEXT NOT NULL
   )`,
   `CREATE TABLE task_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    at TEXT NOT NULL,
+    ${part.SQLITE_TASK_HISTORY},
     kind TEXT NOT NULL,
     message TEXT NOT NULL,
     data TEXT NULL
   )`,
   `CREATE INDEX idx_events_task ON task_events (task_id, id)`,
   `CREATE TABLE task_metrics (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    at TEXT NOT NULL,
+    ${part.SQLITE_TASK_HISTORY},
     rank INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     round INTEGER NULL,
@@ -215,8 +207,7 @@ const SQLITE = [
   )`,
   `CREATE INDEX idx_metrics_task ON task_metrics (task_id, id)`,
   `CREATE TABLE audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
+    ${part.SQLITE_LOG},
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -226,5 +217,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * Admin-panel sessions and failed logins. Both live in the database (not in memory) so
@@ -18,16 +19,15 @@ const MYSQL = [
     FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE,
     INDEX idx_sessions_user (user_id),
     INDEX idx_sessions_expires (expires_at)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE login_failures (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    at DATETIME(3) NOT NULL,
+    ${part.MYSQL_LOG},
     ip VARCHAR(64) NOT NULL,
     username VARCHAR(255) NOT NULL,
     INDEX idx_login_failures_ip (ip, at),
     INDEX idx_login_failures_user (username, at),
     INDEX idx_login_failures_at (at)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
@@ -44,8 +44,7 @@ const SQLITE = [
   `CREATE INDEX idx_sessions_user ON sessions (user_id)`,
   `CREATE INDEX idx_sessions_expires ON sessions (expires_at)`,
   `CREATE TABLE login_failures (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
+    ${part.SQLITE_LOG},
     ip TEXT NOT NULL,
     username TEXT NOT NULL
   )`,
@@ -55,5 +54,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * The round journal of distributed training: one row per round (its state, deadline and the
@@ -9,7 +10,7 @@ import type { Dialect } from '../db.js';
  */
 const MYSQL = [
   `CREATE TABLE training_rounds (
-    id INT AUTO_INCREMENT PRIMARY KEY,
+    ${part.MYSQL_ID},
     task_id INT NOT NULL,
     round INT NOT NULL,
     state ENUM('open', 'closed') NOT NULL,
@@ -21,12 +22,12 @@ const MYSQL = [
     num_updates INT NOT NULL DEFAULT 0,
     extensions INT NOT NULL DEFAULT 0,
     metrics JSON NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     UNIQUE KEY uq_training_round (task_id, round),
     INDEX idx_training_rounds_state (state)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE round_updates (
-    id INT AUTO_INCREMENT PRIMARY KEY,
+    ${part.MYSQL_ID},
     task_id INT NOT NULL,
     round INT NOT NULL,
     \`rank\` INT NOT NULL,
@@ -38,15 +39,15 @@ const MYSQL = [
     bytes BIGINT NOT NULL,
     metrics JSON NULL,
     accepted_at DATETIME(3) NOT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     UNIQUE KEY uq_round_update (task_id, round, \`rank\`)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
   `CREATE TABLE training_rounds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.SQLITE_ID},
+    ${part.SQLITE_TASK_ID},
     round INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
     opened_at TEXT NOT NULL,
@@ -61,8 +62,8 @@ const SQLITE = [
   )`,
   `CREATE INDEX idx_training_rounds_state ON training_rounds (state)`,
   `CREATE TABLE round_updates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.SQLITE_ID},
+    ${part.SQLITE_TASK_ID},
     round INTEGER NOT NULL,
     rank INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -78,5 +79,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

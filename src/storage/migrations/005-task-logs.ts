@@ -1,25 +1,22 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /** Output lines of tasks as workers send them (task_log); the newest 2,000 per task are kept. */
 const MYSQL = [
   `CREATE TABLE task_logs (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    task_id INT NOT NULL,
-    at DATETIME(3) NOT NULL,
+    ${part.MYSQL_TASK_HISTORY},
     \`rank\` INT NOT NULL,
     attempt INT NOT NULL,
     line TEXT NOT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     INDEX idx_task_logs_task (task_id, id)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
   `CREATE TABLE task_logs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    at TEXT NOT NULL,
+    ${part.SQLITE_TASK_HISTORY},
     rank INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     line TEXT NOT NULL
@@ -28,5 +25,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

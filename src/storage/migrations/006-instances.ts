@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * Several server instances on one database: each instance's row and heartbeat, which
@@ -15,15 +16,15 @@ const MYSQL = [
     started_at DATETIME(3) NOT NULL,
     heartbeat_at DATETIME(3) NOT NULL,
     INDEX idx_server_instances_heartbeat (heartbeat_at)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `ALTER TABLE clients ADD COLUMN instance_id VARCHAR(64) NULL`,
   `CREATE INDEX idx_clients_instance ON clients (instance_id)`,
   `CREATE TABLE training_owners (
     task_id INT PRIMARY KEY,
     instance_id VARCHAR(64) NOT NULL,
     acquired_at DATETIME(3) NOT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+    ${part.MYSQL_TASK_FK}
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
@@ -45,5 +46,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * Tasks belong to the identity that created them (issue 11, point 10): tasks.owner is
@@ -30,5 +31,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * Code shipped with tasks: content-addressed blobs (`code_bundles`: a single file or the
@@ -15,7 +16,7 @@ const MYSQL = [
     entries INT NOT NULL,
     created_by VARCHAR(255) NULL,
     created_at DATETIME(3) NOT NULL
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
   `CREATE TABLE model_versions (
     name VARCHAR(128) NOT NULL,
     version VARCHAR(64) NOT NULL,
@@ -34,7 +35,7 @@ const MYSQL = [
     model VARCHAR(193) NULL,
     INDEX idx_task_code_digest (digest),
     INDEX idx_task_code_model (model),
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE
+    ${part.MYSQL_TASK_FK}
   ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
 ];
 
@@ -69,5 +70,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

@@ -1,5 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Dialect } from '../db.js';
+import * as part from './sql-parts.js';
 
 /**
  * Resumable (tus) uploads of round updates: one row per upload created and not yet finished,
@@ -25,15 +26,15 @@ const MYSQL = [
     path VARCHAR(1024) NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
-    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.MYSQL_TASK_FK},
     INDEX idx_update_uploads_expires (expires_at)
-  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`,
+  ) ${part.MYSQL_TABLE}`,
 ];
 
 const SQLITE = [
   `CREATE TABLE update_uploads (
     id TEXT PRIMARY KEY,
-    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    ${part.SQLITE_TASK_ID},
     round INTEGER NOT NULL,
     rank INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -52,5 +53,5 @@ const SQLITE = [
 ];
 
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  for (const stmt of dialect === 'mysql' ? MYSQL : SQLITE) await sql.raw(stmt).execute(db);
+  await part.runStatements(db, dialect === 'mysql' ? MYSQL : SQLITE);
 }

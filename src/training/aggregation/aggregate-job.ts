@@ -46,6 +46,41 @@ export function validateParams(job: AggregateJob): AggregationFailure | undefine
   }
 }
 
+/** What {@link addAllAndFinish} drives: the reference accumulator or a threaded session. */
+interface WeightedSum {
+  readonly bytesRead: number;
+  add(path: string, weight: number): Promise<{ ok: true } | (Omit<RejectedInput, 'index'> & { ok: false })>;
+  finish(
+    outPath: string,
+    metadata?: Record<string, string>,
+  ): Promise<{ ok: true; outPath: string; digest: string } | { ok: false }>;
+}
+
+/**
+ * Adds every input of a FedAvg/FedProx job to `sum` in order, rejecting the unusable ones, and
+ * writes the mean; `t0` is when the job started (its `ms`).
+ */
+export async function addAllAndFinish(
+  sum: WeightedSum,
+  job: AggregateJob,
+  t0: number,
+): Promise<AggregateOutcome> {
+  const rejected: RejectedInput[] = [];
+  const used: number[] = [];
+  for (const [index, input] of job.inputs.entries()) {
+    const r = await sum.add(input.path, input.weight);
+    if (r.ok) used.push(index);
+    else {
+      const { code, message, tensor } = r;
+      rejected.push(tensor === undefined ? { index, code, message } : { index, code, message, tensor });
+    }
+  }
+  const fin = await sum.finish(job.outPath, job.metadata);
+  if (!fin.ok) return { ok: false, code: 'too_few_inputs', message: 'every input was rejected', rejected };
+  const ms = performance.now() - t0;
+  return { ok: true, outPath: fin.outPath, digest: fin.digest, bytesRead: sum.bytesRead, ms, used, rejected };
+}
+
 /** Runs `job` here and now. Unexpected I/O errors throw; expected outcomes are returned. */
 export async function runAggregation(job: AggregateJob): Promise<AggregateOutcome> {
   const t0 = performance.now();
@@ -61,29 +96,7 @@ export async function runAggregation(job: AggregateJob): Promise<AggregateOutcom
       ...(job.chunkElements === undefined ? {} : { chunkElements: job.chunkElements }),
     });
     if (!made.ok) return { ok: false, code: 'unsupported_dtype', message: made.message };
-    const acc = made.accumulator;
-    const rejected: RejectedInput[] = [];
-    const used: number[] = [];
-    for (const [index, input] of job.inputs.entries()) {
-      const r = await acc.add(input.path, input.weight);
-      if (r.ok) used.push(index);
-      else {
-        const { code, message, tensor } = r;
-        rejected.push(tensor === undefined ? { index, code, message } : { index, code, message, tensor });
-      }
-    }
-    const fin = await acc.finish(job.outPath, job.metadata);
-    if (!fin.ok) return { ok: false, code: 'too_few_inputs', message: 'every input was rejected', rejected };
-    const ms = performance.now() - t0;
-    return {
-      ok: true,
-      outPath: fin.outPath,
-      digest: fin.digest,
-      bytesRead: acc.bytesRead,
-      ms,
-      used,
-      rejected,
-    };
+    return addAllAndFinish(made.accumulator, job, t0);
   }
   const threads = Math.max(1, Math.floor(job.threads ?? defaultThreads(layout.totalElements)));
   const r =

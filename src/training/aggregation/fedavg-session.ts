@@ -19,6 +19,7 @@ import type { SliceOutcome, SliceSetup } from './fedavg-slice.js';
 import { flatLayout, sliceRanges, type LayoutFailure } from './layout.js';
 import { writeInParts, type PartDigests } from './parallel-output.js';
 import { allocateSum, sumView } from './simd/kernels.js';
+import { invalidWeight, nothingAdded, serialCalls, withTally, type Tally } from './sum-state.js';
 import type { SliceCall, SliceRequest, WorkerReply } from './worker-protocol.js';
 
 /**
@@ -161,29 +162,19 @@ export function createFedAvgSession(
   const everyThread = (req: SliceCall): Promise<SliceOutcome[]> =>
     Promise.all(pool.map((t) => call<SliceOutcome>(t, req)));
 
-  let count = options.count ?? 0;
-  let totalWeight = options.totalWeight ?? 0;
-  let bytesRead = 0;
+  const tally: Tally = { count: options.count ?? 0, totalWeight: options.totalWeight ?? 0, bytesRead: 0 };
   // One call at a time: every thread must see the adds in the same order, and a scan must end
   // everywhere before the add it guards starts anywhere.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const guarded = (): Promise<T> => (broken ? Promise.reject(broken) : fn());
-    const run = queue.then(guarded, guarded);
-    queue = run.catch(() => undefined);
-    return run;
-  };
+  const serial = serialCalls(() => broken);
   const read = (outcomes: SliceOutcome[]): number => {
     const n = outcomes.reduce((s, o) => s + o.bytesRead, 0);
-    bytesRead += n;
+    tally.bytesRead += n;
     return n;
   };
 
   const addNow = async (path: string, weight: number, verified: boolean): Promise<AddOutcome> => {
-    if (!(Number.isFinite(weight) && weight > 0)) {
-      const message = `weight ${weight} is not a positive number`;
-      return { ok: false, code: 'invalid_weight', message, bytesRead: 0 };
-    }
+    const refused = invalidWeight(weight);
+    if (refused) return refused;
     let scanned = 0;
     if (!verified) {
       const scans = await everyThread({ op: 'scan', path });
@@ -207,17 +198,18 @@ export function createFedAvgSession(
       const { code, message, tensor } = failed;
       return { ok: false, code, message, ...(tensor === undefined ? {} : { tensor }), bytesRead: added };
     }
-    count++;
-    totalWeight += weight;
-    return { ok: true, count, totalWeight, bytesRead: added };
+    tally.count++;
+    tally.totalWeight += weight;
+    return { ok: true, count: tally.count, totalWeight: tally.totalWeight, bytesRead: added };
   };
 
   const finishNow = async (
     outPath: string,
     metadata?: Record<string, string>,
   ): Promise<SessionFinishOutcome> => {
-    if (count === 0 || totalWeight <= 0)
-      return { ok: false, code: 'no_updates', message: 'no update was added' };
+    const empty = nothingAdded(tally);
+    if (empty) return empty;
+    const { count, totalWeight, bytesRead } = tally;
     const t0 = performance.now();
     // Every thread converts, hashes and writes a part of the output at its offset.
     const w = await writeInParts(outPath, layout, metadata, pool.length, (tmpPath, out, parts) =>
@@ -231,28 +223,22 @@ export function createFedAvgSession(
     return { ok: true, count, totalWeight, outPath: w.path, bytes: w.bytes, digest: w.digest, bytesRead, ms };
   };
 
-  const session: FedAvgSession = {
+  const session = withTally<Omit<FedAvgSession, keyof Tally>>(tally, {
     sum,
-    get count() {
-      return count;
-    },
-    get totalWeight() {
-      return totalWeight;
-    },
-    get bytesRead() {
-      return bytesRead;
-    },
     threads,
     mu: options.mu,
     async ready() {
       await Promise.all(pool.map((t) => t.online));
     },
-    add: (path, weight, addOptions) => serial(() => addNow(path, weight, addOptions?.verified === true)),
-    finish: (outPath, metadata) => serial(() => finishNow(outPath, metadata)),
+    add: (path: string, weight: number, addOptions?: AddOptions) =>
+      serial(() => addNow(path, weight, addOptions?.verified === true)),
+    finish: (outPath: string, metadata?: Record<string, string>) =>
+      serial(() => finishNow(outPath, metadata)),
     async close() {
       broken ??= new Error('session closed');
       await Promise.all(pool.map((t) => t.worker.terminate()));
     },
-  };
+  });
+
   return { ok: true, session };
 }

@@ -19,6 +19,7 @@ import { FlatOutput } from './flat-output.js';
 import { chunkRanges, flatLayout, type FlatLayout, type LayoutFailure } from './layout.js';
 import { weightedAccumulate } from './math.js';
 import { UpdateReader } from './update-reader.js';
+import { invalidWeight, nothingAdded, serialCalls, withTally, type Tally } from './sum-state.js';
 import type { RejectedInput } from './types.js';
 
 /**
@@ -110,30 +111,15 @@ export function createAccumulator(
   // One decode and one read buffer for all adds and the finish: no garbage per update.
   const scratch = new Float32Array(Math.min(chunkElements, Math.max(1, layout.totalElements)));
   const staging = new Uint8Array(Math.max(8, scratch.length * layout.maxElementSize));
-  let count = options.count ?? 0;
-  let totalWeight = options.totalWeight ?? 0;
-  let bytesRead = 0;
+  const tally: Tally = { count: options.count ?? 0, totalWeight: options.totalWeight ?? 0, bytesRead: 0 };
   // Set when an I/O error interrupts pass 2: the sum then holds part of an update and only a
   // rebuild (from the round's journal) can fix it, so every later call refuses.
   let corrupted: Error | undefined;
-  // Adds run one after another even if called concurrently: the sum has one writer.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const guarded = (): Promise<T> => (corrupted ? Promise.reject(corrupted) : fn());
-    const run = queue.then(guarded, guarded);
-    queue = run.catch(() => undefined);
-    return run;
-  };
+  const serial = serialCalls(() => corrupted);
 
   const addNow = async (path: string, weight: number, verified: boolean): Promise<AddOutcome> => {
-    if (!(Number.isFinite(weight) && weight > 0)) {
-      return {
-        ok: false,
-        code: 'invalid_weight',
-        message: `weight ${weight} is not a positive number`,
-        bytesRead: 0,
-      };
-    }
+    const refused = invalidWeight(weight);
+    if (refused) return refused;
     const opened = await UpdateReader.open(path, layout, { staging });
     if (!opened.ok) return { ...opened, bytesRead: 0 };
     const reader = opened.reader;
@@ -141,7 +127,7 @@ export function createAccumulator(
       // Pass 1: the whole file must be finite before anything touches the sum.
       const scan = verified ? ({ ok: true } as const) : await reader.scanFinite();
       if (!scan.ok) {
-        bytesRead += reader.bytesRead;
+        tally.bytesRead += reader.bytesRead;
         const { message, tensor } = scan;
         return { ok: false, code: 'non_finite', message, tensor, bytesRead: reader.bytesRead };
       }
@@ -157,18 +143,19 @@ export function createAccumulator(
         });
         throw err;
       }
-      bytesRead += reader.bytesRead;
-      count++;
-      totalWeight += weight;
-      return { ok: true, count, totalWeight, bytesRead: reader.bytesRead };
+      tally.bytesRead += reader.bytesRead;
+      tally.count++;
+      tally.totalWeight += weight;
+      return { ok: true, count: tally.count, totalWeight: tally.totalWeight, bytesRead: reader.bytesRead };
     } finally {
       await reader.close();
     }
   };
 
   const finishNow = async (outPath: string, metadata?: Record<string, string>): Promise<FinishOutcome> => {
-    if (count === 0 || totalWeight <= 0)
-      return { ok: false, code: 'no_updates', message: 'no update was added' };
+    const empty = nothingAdded(tally);
+    if (empty) return empty;
+    const { count, totalWeight } = tally;
     const out = await FlatOutput.create(outPath, layout, metadata);
     try {
       const inv = 1 / totalWeight;
@@ -185,21 +172,14 @@ export function createAccumulator(
     }
   };
 
-  const accumulator: FedAvgAccumulator = {
+  const accumulator = withTally<Omit<FedAvgAccumulator, keyof Tally>>(tally, {
     layout,
     sum,
-    get count() {
-      return count;
-    },
-    get totalWeight() {
-      return totalWeight;
-    },
-    get bytesRead() {
-      return bytesRead;
-    },
     mu: options.mu,
-    add: (path, weight, options) => serial(() => addNow(path, weight, options?.verified === true)),
-    finish: (outPath, metadata) => serial(() => finishNow(outPath, metadata)),
-  };
+    add: (path: string, weight: number, options?: AddOptions) =>
+      serial(() => addNow(path, weight, options?.verified === true)),
+    finish: (outPath: string, metadata?: Record<string, string>) =>
+      serial(() => finishNow(outPath, metadata)),
+  });
   return { ok: true, accumulator };
 }

@@ -62,15 +62,8 @@ export interface ChunkSegment {
 export function chunkSegments(layout: FlatLayout, start: number, end: number): ChunkSegment[] {
   const out: ChunkSegment[] = [];
   const fs = layout.flatStart;
-  // Binary search for the last tensor starting at or before `start`.
-  let lo = 0;
-  let hi = layout.tensors.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (fs[mid]! <= start) lo = mid;
-    else hi = mid - 1;
-  }
-  for (let g = lo; g < layout.tensors.length && fs[g]! < end; g++) {
+  // From the last tensor starting at or before `start`.
+  for (let g = locate(layout, start).tensor; g < layout.tensors.length && fs[g]! < end; g++) {
     const s = Math.max(start, fs[g]!);
     const e = Math.min(end, fs[g + 1]!);
     if (e > s) out.push({ tensor: g, element: s - fs[g]!, count: e - s, chunkOffset: s - start });
@@ -87,6 +80,7 @@ export function* chunkRanges(layout: FlatLayout, chunkElements: number): Generat
 /** The tensor (index in the layout) and element within it of flat index `flat`. */
 export function locate(layout: FlatLayout, flat: number): { tensor: number; element: number } {
   const fs = layout.flatStart;
+  // Binary search for the last tensor starting at or before `flat`.
   let lo = 0;
   let hi = layout.tensors.length - 1;
   while (lo < hi) {

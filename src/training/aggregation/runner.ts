@@ -7,9 +7,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { startThread } from '../../threads.js';
-import { validateParams } from './aggregate-job.js';
+import { addAllAndFinish, validateParams } from './aggregate-job.js';
 import { createFedAvgSession } from './fedavg-session.js';
-import type { AggregateJob, AggregateOutcome, RejectedInput } from './types.js';
+import type { AggregateJob, AggregateOutcome } from './types.js';
 import type { WorkerReply } from './worker-protocol.js';
 
 export {
@@ -79,28 +79,7 @@ async function fedAvgJob(job: AggregateJob, options: AggregateOptions): Promise<
   if (!made.ok) return { ok: false, code: 'unsupported_dtype', message: made.message };
   const session = made.session;
   try {
-    const rejected: RejectedInput[] = [];
-    const used: number[] = [];
-    for (const [index, input] of job.inputs.entries()) {
-      const r = await session.add(input.path, input.weight);
-      if (r.ok) used.push(index);
-      else {
-        const { code, message, tensor } = r;
-        rejected.push(tensor === undefined ? { index, code, message } : { index, code, message, tensor });
-      }
-    }
-    const fin = await session.finish(job.outPath, job.metadata);
-    if (!fin.ok) return { ok: false, code: 'too_few_inputs', message: 'every input was rejected', rejected };
-    const ms = performance.now() - t0;
-    return {
-      ok: true,
-      outPath: fin.outPath,
-      digest: fin.digest,
-      bytesRead: fin.bytesRead,
-      ms,
-      used,
-      rejected,
-    };
+    return await addAllAndFinish(session, job, t0);
   } finally {
     await session.close();
   }
