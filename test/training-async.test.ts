@@ -66,6 +66,9 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
       code: 'stale_update',
       details: { staleness: 2, max_staleness: 1 },
     });
+    // Refused, it is told the newest version to train from instead of waiting for one.
+    const s3 = await t.rank(3).client.next((x) => x.type === 'round_start', 20_000);
+    expect(s3).toMatchObject({ round: 3 });
     const current = await ts.api('GET', `/api/tasks/${taskId}/rounds/current`);
     expect(current.body).toMatchObject({ round: 3, mode: 'async', refused_stale: 1 });
     // A version not published yet is no version to start from.

@@ -113,7 +113,7 @@ export class Round {
 
   /** Refuses (409) an update that started from round `from` unless this round may fold it. */
   checkVersion(from: number, rank: number): Promise<void> {
-    return checkVersion(this.d, this, from, rank);
+    return checkVersion(this.d, this, from, rank, () => this.tellNewest(new Set([rank])));
   }
 
   /** The `training` object of a rank's task message. */

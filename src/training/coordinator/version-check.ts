@@ -14,13 +14,15 @@ export const STALE_EVENT = 'update_stale';
 
 /**
  * Throws the 409 refusing an update that started from `from` when round `open` is open, after
- * recording an update refused as too stale. `rank` names it in the event.
+ * recording an update refused as too stale and calling `onStale` (its rank is told the newest
+ * version, so that it does not wait for one). `rank` names it in the event.
  */
 export async function checkVersion(
   d: { writes: WriteQueue; clock: Clock },
   r: { taskId: number; number: number; config: TrainingConfig },
   from: number,
   rank: number,
+  onStale: () => Promise<void>,
 ): Promise<void> {
   const open = r.number;
   if (!r.config.async) {
@@ -43,5 +45,6 @@ export async function checkVersion(
       data: { rank, from, version: open, staleness, max_staleness: max },
     }),
   );
+  await onStale();
   throw conflict('stale_update', message, { staleness, max_staleness: max, version: open });
 }
