@@ -163,6 +163,8 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
   const at = toDbTime(now, true);
   const { taskId, number: round } = run;
   const progress = Math.min(100, (100 * round) / run.config.rounds);
+  // Async: the staleness of each update that made the version (the panel's histogram).
+  const staleness = run.config.async ? { staleness: updates.map((u) => round - u.round) } : {};
   const committed = await d.writes.run(async (trx) => {
     if (d.ownership && !(await d.ownership.holds(trx, taskId))) return false;
     // Only while open and counting exactly the updates aggregated: an update journaled since
@@ -172,7 +174,7 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
       round,
       numUpdates: updates.length,
       at,
-      metrics: JSON.stringify(metrics),
+      metrics: JSON.stringify({ ...metrics, ...staleness }),
     });
     if (!closed) return false;
     if (!last) {
@@ -206,8 +208,6 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
         at: nowDb,
       });
     }
-    // Async: the staleness of each update that made the version (the panel's histogram).
-    const staleness = run.config.async ? { staleness: updates.map((u) => round - u.round) } : {};
     await insertTaskEvent(trx, {
       task_id: taskId,
       at,
