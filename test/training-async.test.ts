@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { model, values } from './helpers/safetensors.js';
 import { download, expectClose, farmPerTest, startTraining } from './helpers/training.js';
+import { waitFor } from './helpers/wait.js';
 
 const trainingFarm = farmPerTest();
 
@@ -92,6 +93,30 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
       [0, 1],
     ]);
     expect(items.filter((e) => e.kind === 'update_stale')).toHaveLength(1);
+  });
+
+  it('pauses, resumes and stops an async task as a sync one', async () => {
+    const farm = await trainingFarm(dialect, 2);
+    const t = await startTraining(farm, { rounds: 3, mode: 'async', buffer_size: 1 });
+    const status = (s: string) => farm.ts.api('PUT', `/api/tasks/${t.taskId}/status`, { status: s });
+    const m = model([1, 1, 1, 1], [1, 0, 0, -1]);
+    expect((await status('paused')).status).toBe(200);
+    await t.rank(0).client.next((x) => x.type === 'pause', 10_000);
+    // An update that arrives while paused is kept, and its version published paused.
+    expect((await t.put(0, m, { round: 1 })).status).toBe(201);
+    await t.rank(0).client.next((x) => x.type === 'round_start' && x.round === 2, 20_000);
+    expect((await status('running')).status).toBe(200);
+    await t.rank(0).client.next((x) => x.type === 'resume', 10_000);
+    expect((await t.put(1, m, { round: 1 })).status).toBe(201);
+    // Rank 1's update (staleness 1) fills version 2's buffer: version 3 is published.
+    await waitFor('version 3 published', async () => {
+      const current = await farm.ts.api('GET', `/api/tasks/${t.taskId}/rounds/current`);
+      return current.body.round === 3 && current.body.state === 'open';
+    });
+    expect((await status('cancelled')).status).toBe(200);
+    const late = await t.put(0, m, { round: 3 });
+    expect(late.status).toBe(409);
+    expect((await farm.ts.api('GET', `/api/tasks/${t.taskId}`)).body.status).toBe('cancelled');
   });
 
   it('refuses async settings that cannot work with a 400 naming the field', async () => {
