@@ -239,6 +239,8 @@ export class Round {
       await unlink(u.path).catch(() => undefined);
       throw conflict('round_closed', `round ${this.#number} closed during the upload`);
     }
+    // Async: a stale update's rank trains from the newest version at once.
+    if (u.round < this.#number) await this.tellNewest(new Set([u.rank]));
     if (this.#phase.kind === 'following') {
       // The owner adds it to its sum from the file (it may also find it in the journal itself).
       this.accepted.set(slotKey(u.round, u.rank), u);
@@ -247,8 +249,6 @@ export class Round {
     }
     this.#reference ??= header;
     this.add(u);
-    // Async: a stale update's rank trains from the newest version at once.
-    if (u.round < this.#number) await this.tellNewest(new Set([u.rank]));
     if (this.accepted.size >= this.fill) void this.close();
   }
 
