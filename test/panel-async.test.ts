@@ -46,11 +46,12 @@ describe('admin panel: async task page', () => {
     await page.goto(`${farm.ts.url}/tasks/${t.taskId}`);
     const versions = page.getByTestId('async-versions');
     await versions.waitFor({ timeout: 20_000 });
-    await expect.poll(() => page.getByTestId('version-3').count(), { timeout: 20_000 }).toBe(1);
+    await expect.poll(() => page.getByTestId('version-2').count(), { timeout: 20_000 }).toBe(1);
     const histogram = (v: number) =>
       page.getByTestId(`version-${v}`).getByRole('img').getAttribute('aria-label');
-    expect(await histogram(2)).toBe('τ=0: 2, τ=1: 0');
-    expect(await histogram(3)).toBe('τ=0: 1, τ=1: 1');
+    // Version r is what round r produced (docs/architecture.md, glossary).
+    expect(await histogram(1)).toBe('τ=0: 2, τ=1: 0');
+    expect(await histogram(2)).toBe('τ=0: 1, τ=1: 1');
     await screenshot(page, 'task-async-versions');
     expect(errors).toEqual([]);
     await context.close();

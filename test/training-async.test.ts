@@ -32,13 +32,14 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
       expect(res.status, JSON.stringify(res.body)).toBe(expected);
       return res;
     };
-    const version = async (v: number) => {
-      const g = await download(ts.url, `/api/tasks/${taskId}/rounds/${v}/model`, token);
+    /** The global model round `r` starts from (version r-1). */
+    const startOf = async (r: number) => {
+      const g = await download(ts.url, `/api/tasks/${taskId}/rounds/${r}/model`, token);
       expect(g.status).toBe(200);
       return (await values(g.bytes)).a?.[0];
     };
 
-    // Version 1 (no model yet): two fresh updates make version 2, their plain mean.
+    // Round 1 (no model yet): two fresh updates make version 1 (round 2's start), their plain mean.
     await put(0, 1, 1, 100);
     await put(1, 1, 3, 100);
     // A retried upload is a duplicate, not a second update.
@@ -49,33 +50,33 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
       round: 2,
       global_model_url: `/api/tasks/${taskId}/rounds/2/model`,
     });
-    expect(await version(2)).toBeCloseTo(2, 5);
+    expect(await startOf(2)).toBeCloseTo(2, 5);
 
-    // Rank 2 started from version 1: staleness 1, weight 200 x 1/2 = 100. It is told version 2 at once.
+    // Rank 2 started in round 1, lands in round 2: staleness 1, weight 200 x 1/2 = 100. It is told round 2 at once.
     await put(2, 1, 10, 200);
     const s2 = await t.rank(2).client.next((x) => x.type === 'round_start', 20_000);
     expect(s2).toMatchObject({ round: 2 });
     expect(s2.accepted).toBeUndefined();
-    // Rank 0 from version 2: weight 100. Mean (10*100 + 4*100) / 200 = 7; version 3 = 2 + 0.5 (7 - 2) = 4.5.
+    // Rank 0 from round 2: weight 100. Mean (10*100 + 4*100) / 200 = 7; next model = 2 + 0.5 (7 - 2) = 4.5.
     await put(0, 2, 4, 100);
     await t.rank(0).client.next((x) => x.type === 'round_start' && x.round === 3, 20_000);
-    expect(await version(3)).toBeCloseTo(4.5, 5);
+    expect(await startOf(3)).toBeCloseTo(4.5, 5);
 
-    // Rank 3 still on version 1: staleness 2 > max_staleness 1.
+    // Rank 3 still on round 1 while round 3 is open: staleness 2 > max_staleness 1.
     const stale = await put(3, 1, 100, 100, 409);
     expect(stale.body.error).toMatchObject({
       code: 'stale_update',
       details: { staleness: 2, max_staleness: 1 },
     });
-    // Refused, it is told the newest version to train from instead of waiting for one.
+    // Refused, it is told the open round to train from instead of waiting for one.
     const s3 = await t.rank(3).client.next((x) => x.type === 'round_start', 20_000);
     expect(s3).toMatchObject({ round: 3 });
     const current = await ts.api('GET', `/api/tasks/${taskId}/rounds/current`);
     expect(current.body).toMatchObject({ round: 3, mode: 'async', refused_stale: 1 });
-    // A version not published yet is no version to start from.
+    // A round not opened yet is no round to start from.
     expect((await put(3, 4, 1, 100, 409)).body.error).toMatchObject({ code: 'round_closed' });
 
-    // Version 3's buffer: rank 1 from 2 (weight 200/2 = 100, x 6), rank 0 from 3 (weight 100, x 2).
+    // Round 3's buffer: rank 1 from 2 (weight 200/2 = 100, x 6), rank 0 from 3 (weight 100, x 2).
     // Mean 4; final = 4.5 + 0.5 (4 - 4.5) = 4.25.
     await put(1, 2, 6, 200);
     await put(0, 3, 2, 100);
@@ -102,14 +103,14 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
     const m = model([1, 1, 1, 1], [1, 0, 0, -1]);
     expect((await status('paused')).status).toBe(200);
     await t.rank(0).client.next((x) => x.type === 'pause', 10_000);
-    // An update that arrives while paused is kept, and its version published paused.
+    // An update that arrives while paused is kept, and its round closed paused.
     expect((await t.put(0, m, { round: 1 })).status).toBe(201);
     await t.rank(0).client.next((x) => x.type === 'round_start' && x.round === 2, 20_000);
     expect((await status('running')).status).toBe(200);
     await t.rank(0).client.next((x) => x.type === 'resume', 10_000);
     expect((await t.put(1, m, { round: 1 })).status).toBe(201);
-    // Rank 1's update (staleness 1) fills version 2's buffer: version 3 is published.
-    await waitFor('version 3 published', async () => {
+    // Rank 1's update (staleness 1) fills round 2's buffer: round 3 opens.
+    await waitFor('round 3 open', async () => {
       const current = await farm.ts.api('GET', `/api/tasks/${t.taskId}/rounds/current`);
       return current.body.round === 3 && current.body.state === 'open';
     });

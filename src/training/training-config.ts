@@ -209,7 +209,7 @@ export function prepareTrainingConfig(
     if (k > worldSize) {
       return bad(
         'buffer_size',
-        `(${k}) must be at most world_size (${worldSize}): a rank trains once from each version, so a larger buffer might never fill`,
+        `(${k}) must be at most world_size (${worldSize}): a rank uploads once per round it starts in, so a larger buffer might never fill`,
       );
     }
     const kind = copy.staleness ?? 'polynomial';

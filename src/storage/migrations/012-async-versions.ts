@@ -3,9 +3,9 @@ import type { Dialect } from '../db.js';
 
 /**
  * Asynchronous training (config.mode "async", docs/training.md): an update's `round` is the
- * version it started from (its upload URL's), and `buffer_round` the version whose buffer it
- * was folded into (the round open when it was accepted). In sync mode both are the same round,
- * as they are for every update journaled before this migration.
+ * round it started in (its upload URL's), and `buffer_round` the round whose buffer it was
+ * folded into (the round open when it was accepted). In sync mode both are the same round, as
+ * they are for every update journaled before this migration.
  */
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   const type = dialect === 'mysql' ? 'INT' : 'INTEGER';

@@ -212,7 +212,7 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
       task_id: taskId,
       at,
       kind: last ? 'completed' : 'round_closed',
-      message: `${run.config.async ? 'version' : 'round'} ${round}/${run.config.rounds} closed with ${updates.length} update(s)${last ? '; training complete' : ''}`,
+      message: `round ${round}/${run.config.rounds} closed with ${updates.length} update(s)${last ? '; training complete' : ''}`,
       data: { round, metrics, digest: agg.digest, ...staleness },
     });
     return true;

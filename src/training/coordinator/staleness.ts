@@ -23,7 +23,7 @@ export function stalenessWeight(s: Pick<AsyncSettings, 'staleness' | 'a' | 'b'>,
 }
 
 /**
- * The FedAvg weight of an update folded into round `bufferRound` that started from version
+ * The FedAvg weight of an update folded into round `bufferRound` that started in round
  * `round`: its sample count, times s(τ) in async mode (τ = bufferRound - round).
  */
 export function updateWeight(

@@ -1,7 +1,6 @@
 /**
  * Which round an update may go into. Sync: only the open round it names. Async: the open
- * version folds an update that started from any published version at most `max_staleness`
- * behind it; a staler one is refused (409 stale_update) and counted as an `update_stale` event.
+ * round folds an update that started in any round at most `max_staleness` rounds before it; a staler one is refused (409 stale_update) and counted as an `update_stale` event.
  */
 import { conflict } from '../../errors.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
@@ -15,7 +14,7 @@ export const STALE_EVENT = 'update_stale';
 /**
  * Throws the 409 refusing an update that started from `from` when round `open` is open, after
  * recording an update refused as too stale and calling `onStale` (its rank is told the newest
- * version, so that it does not wait for one). `rank` names it in the event.
+ * open round, so that it does not wait for one). `rank` names it in the event.
  */
 export async function checkVersion(
   d: { writes: WriteQueue; clock: Clock },
@@ -31,20 +30,20 @@ export async function checkVersion(
     return;
   }
   if (from > open || from < 1)
-    throw conflict('round_closed', `version ${from} is not published (the newest is ${open})`);
+    throw conflict('round_closed', `round ${from} has not opened (the open round is ${open})`);
   const staleness = open - from;
   const max = r.config.async.max_staleness;
   if (staleness <= max) return;
-  const message = `rank ${rank}'s update from version ${from} refused: staleness ${staleness} > max_staleness ${max} (newest version ${open})`;
+  const message = `rank ${rank}'s update started in round ${from} refused: staleness ${staleness} > max_staleness ${max} (the open round is ${open})`;
   await d.writes.run((trx) =>
     insertTaskEvent(trx, {
       task_id: r.taskId,
       at: toDbTime(d.clock.now(), true),
       kind: STALE_EVENT,
       message,
-      data: { rank, from, version: open, staleness, max_staleness: max },
+      data: { rank, from, round: open, staleness, max_staleness: max },
     }),
   );
   await onStale();
-  throw conflict('stale_update', message, { staleness, max_staleness: max, version: open });
+  throw conflict('stale_update', message, { staleness, max_staleness: max, round: open });
 }

@@ -228,8 +228,8 @@ function Versions({ rounds }: { rounds: Round[] }) {
               );
               const top = Math.max(...counts);
               return (
-                <tr key={r.round} data-testid={`version-${r.round + 1}`}>
-                  <td>{r.round + 1}</td>
+                <tr key={r.round} data-testid={`version-${r.round}`}>
+                  <td>{r.round}</td>
                   <td>{r.staleness.length}</td>
                   <td>
                     <span
