@@ -166,6 +166,38 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     await farm.server.stop('SIGTERM');
   });
 
+  it('async: a server killed mid-buffer loses no update and counts none twice', async () => {
+    const farm = await killableFarm(['aw0', 'aw1', 'aw2']);
+    const { admin, token } = farm;
+    const taskId = await farm.createTraining(3, 2, { mode: 'async', buffer_size: 2, staleness: 'constant' });
+    let leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
+    const byRank = (r: number) => leases.findIndex((l) => l.rank === r);
+    const put = (r: number, from: number, x: number, samples: number) =>
+      farm.put(taskId, byRank(r), leases[byRank(r)], from, x, samples);
+
+    // Version 2 from ranks 0 and 1; rank 2's update from version 1 goes into version 2's buffer.
+    expect((await put(0, 1, 1, 100)).status).toBe(201);
+    expect((await put(1, 1, 3, 100)).status).toBe(201);
+    await farm.clients[byRank(0)]!.next((m) => m.type === 'round_start' && m.round === 2, 15_000);
+    expect((await put(2, 1, 10, 300)).status).toBe(201);
+
+    // Killed with one of the buffer's two updates in.
+    await farm.kill();
+    await farm.restart();
+    leases = await Promise.all(farm.clients.map((c) => taskMessage(c, taskId)));
+    expect(leases[0].training).toMatchObject({ round: 2 });
+    // The retry of the acknowledged update is a duplicate, not a second one.
+    expect(await put(2, 1, 10, 300)).toMatchObject({ status: 200, body: { duplicate: true } });
+    expect((await put(0, 2, 2, 100)).status).toBe(201);
+    await Promise.all(farm.clients.map((c) => c.type('training_complete', 15_000)));
+    // (10*300 + 2*100) / 400 = 8: rank 2's update once, from the journal.
+    const final = await download(farm.server.url, `/api/tasks/${taskId}/model`, token);
+    expectClose((await values(final.bytes)).a, [8, 8, 8, 8]);
+    const rounds = await request(farm.server.url, 'GET', `/api/tasks/${taskId}/rounds`, undefined, admin);
+    expect((rounds.body.items as { num_updates: number }[]).map((r) => r.num_updates)).toEqual([2, 2]);
+    await farm.server.stop('SIGTERM');
+  });
+
   it('resumes from the last checkpoint when MODEL_CACHE_DIR lost the open round', async () => {
     const farm = await killableFarm(['cw0', 'cw1'], { CHECKPOINT_FREQUENCY: '1' });
     const { admin, token } = farm;

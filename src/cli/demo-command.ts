@@ -4,7 +4,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { RunningServer } from '../main.js';
 import { ApiClient } from '../api/api-client.js';
@@ -42,11 +42,12 @@ interface DemoFlags {
   slowdown: number;
   target: number;
   json?: boolean;
+  mode: 'sync' | 'async';
 }
 
 /** What `--json` prints as the last line (docs/benchmarks.md compares runs by it). */
 interface DemoSummary {
-  mode: 'sync';
+  mode: 'sync' | 'async';
   status: string;
   task_id: number | null;
   workers: number;
@@ -106,6 +107,11 @@ export function demoCommand(program: Command, setExit: (code: number) => void): 
       '--json',
       'end with one line of JSON: mode, accuracy, seconds, time_to_target_s, ... (implies --exit)',
     )
+    .addOption(
+      new Option('--mode <mode>', 'sync rounds, or async versions (FedBuff, buffer_size ceil(workers/2))')
+        .choices(['sync', 'async'])
+        .default('sync'),
+    )
     .option('--no-progress', 'plain lines even on a terminal')
     .action(async (flags: DemoFlags) => {
       if (flags.stragglers > flags.workers) {
@@ -119,7 +125,7 @@ export function demoCommand(program: Command, setExit: (code: number) => void): 
 async function runDemo(flags: DemoFlags): Promise<number> {
   const t0 = Date.now();
   const summary: DemoSummary = {
-    mode: 'sync',
+    mode: flags.mode,
     status: 'not started',
     task_id: null,
     workers: flags.workers,
@@ -219,7 +225,7 @@ async function demo(flags: DemoFlags, summary: DemoSummary): Promise<number> {
 
     const task = await api.tasks.create({
       type: 'train_mnist',
-      name: `demo: MNIST digits, ${flags.workers} ranks, FedAvg${flags.stragglers > 0 ? `, ${flags.stragglers} straggler(s) x${flags.slowdown}` : ''}`,
+      name: `demo: MNIST digits, ${flags.workers} ranks, FedAvg${flags.mode === 'async' ? ' async' : ''}${flags.stragglers > 0 ? `, ${flags.stragglers} straggler(s) x${flags.slowdown}` : ''}`,
       world_size: flags.workers,
       requirements: {},
       config: {
@@ -228,6 +234,7 @@ async function demo(flags: DemoFlags, summary: DemoSummary): Promise<number> {
         batch_size: flags.batchSize,
         aggregation: { strategy: 'fedavg' },
         seed: 1,
+        ...(flags.mode === 'async' ? { mode: 'async', buffer_size: Math.ceil(flags.workers / 2) } : {}),
       },
     });
     summary.task_id = task.id;

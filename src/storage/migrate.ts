@@ -10,6 +10,7 @@ import * as m007 from './migrations/007-task-owner.js';
 import * as m008 from './migrations/008-exact-client-ids.js';
 import * as m009 from './migrations/009-code-registry.js';
 import * as m011 from './migrations/011-resumable-uploads.js';
+import * as m012 from './migrations/012-async-versions.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -26,6 +27,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '008-exact-client-ids': m008,
   '009-code-registry': m009,
   '011-resumable-uploads': m011,
+  '012-async-versions': m012,
 };
 
 /**

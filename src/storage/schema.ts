@@ -195,6 +195,8 @@ export interface RoundUpdatesTable {
   bytes: number;
   metrics: NullableJson;
   accepted_at: Time;
+  /** The round whose aggregate the update went into: `round` in sync mode; async, the round open when it was accepted. */
+  buffer_round: number | null;
 }
 
 export interface TaskLogsTable {

@@ -92,17 +92,22 @@ export async function insertUpdate(db: Db, u: NewUpdate): Promise<void> {
   await db.insertInto('round_updates').values(u).execute();
 }
 
-/** Forgets a round's journal (its files are gone). */
+/** Forgets the updates of a round's aggregate (their files are gone). */
 export async function deleteUpdates(db: Db, taskId: number, round: number): Promise<void> {
-  await db.deleteFrom('round_updates').where('task_id', '=', taskId).where('round', '=', round).execute();
+  await db
+    .deleteFrom('round_updates')
+    .where('task_id', '=', taskId)
+    .where('buffer_round', '=', round)
+    .execute();
 }
 
+/** The updates folded into `round`'s aggregate (async: its buffer), in acceptance order. */
 export async function listUpdates(db: Db, taskId: number, round: number): Promise<UpdateRow[]> {
   return db
     .selectFrom('round_updates')
     .selectAll()
     .where('task_id', '=', taskId)
-    .where('round', '=', round)
+    .where('buffer_round', '=', round)
     .orderBy('id', 'asc')
     .execute();
 }
@@ -163,16 +168,17 @@ export async function recordRoundOnTask(
 }
 
 /**
- * Journals an accepted update only while its round is open, counting it in the round's row.
+ * Journals an accepted update only while the round it goes into (`buffer_round`) is open,
+ * counting it in that round's row.
  * False when the round is no longer open (closed meanwhile, perhaps by another instance).
  */
-export async function journalUpdate(trx: Db, u: NewUpdate): Promise<boolean> {
+export async function journalUpdate(trx: Db, u: NewUpdate & { buffer_round: number }): Promise<boolean> {
   // The row lock taken here orders this insert against a concurrent close of the round.
   const res = await trx
     .updateTable('training_rounds')
     .set({ num_updates: sql<number>`num_updates + 1` })
     .where('task_id', '=', u.task_id)
-    .where('round', '=', u.round)
+    .where('round', '=', u.buffer_round)
     .where('state', '=', 'open')
     .executeTakeFirst();
   if (Number(res.numUpdatedRows) === 0) return false;
@@ -204,4 +210,15 @@ export async function liveRanks(
     .where('status', 'in', LIVE_ASSIGNMENT as AssignmentStatus[])
     .execute();
   return rows.map((r) => ({ client_id: r.client_id, rank: Number(r.rank), attempt: Number(r.attempt) }));
+}
+
+/** How many events of `kind` a task has (e.g. the async updates refused as too stale). */
+export async function countTaskEvents(db: Db, taskId: number, kind: string): Promise<number> {
+  const row = await db
+    .selectFrom('task_events')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('task_id', '=', taskId)
+    .where('kind', '=', kind)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
 }

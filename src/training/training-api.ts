@@ -26,6 +26,10 @@ export const CurrentRoundView = Type.Composite([
     accepted_ranks: Type.Array(Type.Integer()),
     quorum: Type.Integer(),
     world_size: Type.Integer(),
+    mode: Type.Union([Type.Literal('sync'), Type.Literal('async')]),
+    refused_stale: Type.Integer({
+      description: 'Async: updates refused so far as staler than max_staleness (409 stale_update).',
+    }),
   }),
 ]);
 export type CurrentRoundView = Static<typeof CurrentRoundView>;

@@ -48,9 +48,34 @@ export const TrainingConfigSchema = Type.Object(
     ),
     seed: Type.Optional(Type.Integer()),
     n_clients: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    mode: Type.Optional(
+      Type.Union([Type.Literal('sync'), Type.Literal('async')], { description: 'Default sync.' }),
+    ),
+    buffer_size: Type.Optional(Type.Integer({ minimum: 1, description: 'Async: updates per version.' })),
+    max_staleness: Type.Optional(Type.Integer({ minimum: 0, description: 'Async: default 10.' })),
+    staleness: Type.Optional(
+      Type.Union([Type.Literal('constant'), Type.Literal('polynomial'), Type.Literal('hinge')], {
+        description: 'Async: default polynomial.',
+      }),
+    ),
+    a: Type.Optional(Type.Number({ minimum: 0, description: 'Async: staleness exponent/slope.' })),
+    b: Type.Optional(Type.Number({ minimum: 0, description: 'Async: hinge staleness.' })),
+    server_lr: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Default 1.' })),
   },
   { additionalProperties: true },
 );
+
+/** The settings of asynchronous buffered aggregation (docs/training.md, "Asynchronous mode"). */
+export interface AsyncSettings {
+  buffer_size: number;
+  max_staleness: number;
+  staleness: 'constant' | 'polynomial' | 'hinge';
+  a: number;
+  b: number;
+  server_lr: number;
+}
+
+const ASYNC_KEYS = ['buffer_size', 'max_staleness', 'staleness', 'a', 'b', 'server_lr'] as const;
 
 /** A validated training config with every default filled in (what tasks.config stores). */
 export interface TrainingConfig extends Record<string, unknown> {
@@ -62,7 +87,17 @@ export interface TrainingConfig extends Record<string, unknown> {
   round_deadline_s: number;
   shards: 'even' | [number, number][];
   seed: number;
+  /** Absent (older tasks) means sync. */
+  mode?: 'sync' | 'async';
+  /** Async only: filled with its defaults. */
+  async?: AsyncSettings;
 }
+
+/** Async defaults: versions an update may lag behind, and the staleness weighting's parameters. */
+export const DEFAULT_MAX_STALENESS = 10;
+export const DEFAULT_POLYNOMIAL_A = 0.5;
+export const DEFAULT_HINGE_A = 10;
+export const DEFAULT_HINGE_B = 4;
 
 /** Seconds a round waits for every rank when the config names no deadline. */
 export const DEFAULT_ROUND_DEADLINE_S = 600;
@@ -158,7 +193,48 @@ export function prepareTrainingConfig(
     default:
       break;
   }
-  const { n_clients: _alias, ...rest } = copy;
+  const mode = copy.mode ?? 'sync';
+  let asyncSettings: AsyncSettings | undefined;
+  if (mode === 'sync') {
+    const extra = ASYNC_KEYS.find((k) => copy[k] !== undefined);
+    if (extra) return bad(extra, 'applies only with mode "async"');
+  } else {
+    if (a.strategy !== 'fedavg' && a.strategy !== 'fedprox') {
+      return bad(
+        'aggregation/strategy',
+        `(${a.strategy}) cannot be used with mode "async": async folds each update into a running weighted sum as it arrives, while ${a.strategy} needs every update of a round at once (use fedavg or fedprox, or mode "sync")`,
+      );
+    }
+    const k = copy.buffer_size ?? Math.ceil(worldSize / 2);
+    if (k > worldSize) {
+      return bad(
+        'buffer_size',
+        `(${k}) must be at most world_size (${worldSize}): a rank uploads once per round it starts in, so a larger buffer might never fill`,
+      );
+    }
+    const kind = copy.staleness ?? 'polynomial';
+    if (kind === 'constant' && (copy.a !== undefined || copy.b !== undefined))
+      return bad(copy.a !== undefined ? 'a' : 'b', 'is not used by staleness "constant"');
+    if (kind === 'polynomial' && copy.b !== undefined) return bad('b', 'is used only by staleness "hinge"');
+    asyncSettings = {
+      buffer_size: k,
+      max_staleness: copy.max_staleness ?? DEFAULT_MAX_STALENESS,
+      staleness: kind,
+      a: copy.a ?? (kind === 'hinge' ? DEFAULT_HINGE_A : DEFAULT_POLYNOMIAL_A),
+      b: copy.b ?? DEFAULT_HINGE_B,
+      server_lr: copy.server_lr ?? 1,
+    };
+  }
+  const {
+    n_clients: _alias,
+    buffer_size: _k,
+    max_staleness: _m,
+    staleness: _s,
+    a: _a,
+    b: _b,
+    server_lr: _lr,
+    ...rest
+  } = copy;
   const config: TrainingConfig = {
     ...rest,
     rounds: copy.rounds,
@@ -169,6 +245,8 @@ export function prepareTrainingConfig(
     round_deadline_s: copy.round_deadline_s ?? DEFAULT_ROUND_DEADLINE_S,
     shards,
     seed: copy.seed ?? 0,
+    mode,
+    ...(asyncSettings ? { async: asyncSettings } : {}),
   };
   return { ok: true, config, worldSize };
 }

@@ -8,7 +8,14 @@ import { AppError, notFound } from '../errors.js';
 import { everAssignedToToken } from '../storage/assignment-repo.js';
 import type { Executor } from '../storage/executor.js';
 import { findTask, type TaskRow } from '../storage/task-repo.js';
-import { findRound, listRounds, listUpdates, type RoundRow } from '../storage/training-repo.js';
+import {
+  countTaskEvents,
+  findRound,
+  listRounds,
+  listUpdates,
+  type RoundRow,
+} from '../storage/training-repo.js';
+import { STALE_EVENT } from './coordinator/version-check.js';
 import { fromDbTime, parseJson } from '../storage/values.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { StoredModel } from './model-store/serve-file.js';
@@ -58,7 +65,8 @@ export class TrainingService {
     const open = rows.find((r) => r.state === 'open') ?? rows.at(-1);
     if (!open) throw new AppError('no_round', `task ${taskId} has no round yet`, 404);
     const updates = await listUpdates(this.d.db, taskId, Number(open.round));
-    const config = parseJson<{ rounds?: number; quorum?: number }>(task.config) ?? {};
+    const config =
+      parseJson<{ rounds?: number; quorum?: number; mode?: 'sync' | 'async' }>(task.config) ?? {};
     return {
       ...presentRound(open),
       num_updates: open.state === 'open' ? updates.length : Number(open.num_updates),
@@ -66,6 +74,8 @@ export class TrainingService {
       accepted_ranks: updates.map((u) => Number(u.rank)).sort((a, b) => a - b),
       quorum: Number(config.quorum ?? task.world_size),
       world_size: Number(task.world_size),
+      mode: config.mode ?? 'sync',
+      refused_stale: await countTaskEvents(this.d.db, taskId, STALE_EVENT),
     };
   }
 

@@ -21,6 +21,7 @@ import type { TrainingOwnership } from './ownership.js';
 import type { TrainingPaths } from './paths.js';
 import { capWeightShares, checkFiniteModel } from './aggregate-guard.js';
 import type { RoundSum } from './round-sum.js';
+import { serverMix, updateWeight } from './staleness.js';
 import { weightedMetrics, type AcceptedUpdate, type RoundView } from './run.js';
 import { runThread } from '../../threads.js';
 
@@ -66,8 +67,33 @@ async function aggregateRound(
   outPath: string,
 ): Promise<{ ok: true; digest: string } | { ok: false; message: string }> {
   const metadata = { format: 'pt', producer: 'ai-farm', task: String(run.taskId), round: String(run.number) };
-  // The sum added the reported counts: it is only right when the cap lowered none of them.
-  const uncapped = weights.every((w, i) => w === updates[i]!.numSamples);
+  const lr = run.config.async?.server_lr ?? 1;
+  const mix = serverMix(lr, run.globalPath, `${outPath}.mean`);
+  if (!mix) return aggregateUpdates(run, updates, weights, outPath, metadata);
+  // Async with server_lr < 1: the buffer's mean, then old + server_lr (mean - old).
+  const mean = await aggregateUpdates(run, updates, weights, mix[1]!.path, metadata);
+  if (!mean.ok || !run.reference) return mean.ok ? { ok: false, message: 'no update to aggregate' } : mean;
+  const r = await aggregate({
+    strategy: 'fedavg',
+    inputs: mix,
+    globalHeader: run.reference,
+    outPath,
+    metadata,
+  });
+  await unlink(mix[1]!.path).catch(() => undefined);
+  return r.ok ? { ok: true, digest: r.digest } : { ok: false, message: `${r.code}: ${r.message}` };
+}
+
+/** The weighted mean of the updates (the running sum's, or one pass over the files). */
+async function aggregateUpdates(
+  run: ClosingRound,
+  updates: readonly AcceptedUpdate[],
+  weights: readonly number[],
+  outPath: string,
+  metadata: Record<string, string>,
+): Promise<{ ok: true; digest: string } | { ok: false; message: string }> {
+  // The sum added the uncapped weights: it is only right when the cap lowered none of them.
+  const uncapped = weights.every((w, i) => w === updateWeight(run.config, run.number, updates[i]!));
   if (uncapped) {
     const fin = await run.sum.finish(updates.length, outPath, metadata);
     if (fin.ok && (await checkFiniteModel(outPath)).ok) return { ok: true, digest: fin.digest };
@@ -115,9 +141,9 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
   const t0 = Date.now();
   const last = run.number >= run.config.rounds;
   const outPath = d.paths.global(run.taskId, run.number + 1);
-  const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank);
+  const updates = [...run.accepted.values()].sort((a, b) => a.rank - b.rank || a.round - b.round);
   const weights = capWeightShares(
-    updates.map((u) => u.numSamples),
+    updates.map((u) => updateWeight(run.config, run.number, u)),
     run.config.aggregation.max_weight_share ?? 1,
   );
   const agg = await aggregateRound(run, updates, weights, outPath);
@@ -137,6 +163,8 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
   const at = toDbTime(now, true);
   const { taskId, number: round } = run;
   const progress = Math.min(100, (100 * round) / run.config.rounds);
+  // Async: the staleness of each update that made the version (the panel's histogram).
+  const staleness = run.config.async ? { staleness: updates.map((u) => round - u.round) } : {};
   const committed = await d.writes.run(async (trx) => {
     if (d.ownership && !(await d.ownership.holds(trx, taskId))) return false;
     // Only while open and counting exactly the updates aggregated: an update journaled since
@@ -146,7 +174,7 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
       round,
       numUpdates: updates.length,
       at,
-      metrics: JSON.stringify(metrics),
+      metrics: JSON.stringify({ ...metrics, ...staleness }),
     });
     if (!closed) return false;
     if (!last) {
@@ -185,7 +213,7 @@ export async function closeRound(d: CloseDeps, run: ClosingRound): Promise<Close
       at,
       kind: last ? 'completed' : 'round_closed',
       message: `round ${round}/${run.config.rounds} closed with ${updates.length} update(s)${last ? '; training complete' : ''}`,
-      data: { round, metrics, digest: agg.digest },
+      data: { round, metrics, digest: agg.digest, ...staleness },
     });
     return true;
   });

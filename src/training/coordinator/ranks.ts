@@ -55,6 +55,17 @@ export class Ranks {
     await this.pushRemote(taskId, remote, message);
   }
 
+  /** Sends the task's ranks in `only` (all when null), local and remote, their message. */
+  async tellSome(
+    taskId: number,
+    only: ReadonlySet<number> | null,
+    message: (rank: number, attempt: number) => ServerMessage,
+  ): Promise<void> {
+    const mine = (r: { rank: number }) => only === null || only.has(r.rank);
+    const remote = (await this.remote(taskId)).filter(mine);
+    await this.tell(taskId, this.local(taskId).filter(mine), remote, message);
+  }
+
   /** Training is over: every rank is told, and the local ones give their lease up. */
   async complete(
     taskId: number,
@@ -73,7 +84,7 @@ export class Ranks {
   }
 
   /** Gives up the ranks without an update in `accepted` (they go to other clients). */
-  async releaseLate(taskId: number, accepted: ReadonlyMap<number, unknown>, why: (rank: number) => string) {
+  async releaseLate(taskId: number, accepted: ReadonlySet<number>, why: (rank: number) => string) {
     const release = this.d.release();
     for (const l of this.local(taskId).filter((l) => !accepted.has(l.rank))) {
       await release?.(l, why(l.rank)).catch((err: unknown) =>

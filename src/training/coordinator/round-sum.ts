@@ -28,8 +28,11 @@ export class RoundSum {
     return s === 'fedavg' || s === 'fedprox';
   }
 
-  /** Adds an accepted update (`reference`: the layout every update has; none yet, no sum). */
-  add(u: AcceptedUpdate, reference: SafetensorsHeader | null): void {
+  /**
+   * Adds an accepted update with its FedAvg `weight` (staleness.ts updateWeight); `reference`:
+   * the layout every update has (none yet, no sum).
+   */
+  add(u: AcceptedUpdate, weight: number, reference: SafetensorsHeader | null): void {
     if (!this.incremental || !this.sound || !reference) return;
     if (!this.session) {
       const mu = this.config.aggregation.mu;
@@ -45,7 +48,7 @@ export class RoundSum {
     }
     this.adds.push(
       // Uploads are scanned for NaN/Inf on arrival, before they are journaled.
-      this.session.add(u.path, u.numSamples, { verified: true }).then(
+      this.session.add(u.path, weight, { verified: true }).then(
         (r) => {
           if (r.ok) return;
           this.sound = false;

@@ -5,6 +5,7 @@ import type { Kysely } from 'kysely';
 import type { Bus } from '../../bus/bus.js';
 import type { Database } from '../../storage/schema.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
+import type { TrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import type { Ranks } from './ranks.js';
 import type { AcceptedUpdate } from './run.js';
@@ -29,6 +30,21 @@ export type RoundPhase =
   | { kind: 'closing'; paused: boolean }
   /** Finished, failed, cancelled or dropped: late events are ignored. */
   | { kind: 'ended' };
+
+/** What a round starts from (a row of the journal, read by load-round.ts). */
+export interface RoundStart {
+  taskId: number;
+  type: string;
+  config: TrainingConfig;
+  worldSize: number;
+  number: number;
+  deadlineAt: Date;
+  extensions: number;
+  globalPath: string | null;
+  globalDigest: string | null;
+  reference: SafetensorsHeader | null;
+  following: boolean;
+}
 
 /** An update on its way into a round. */
 export interface Incoming {

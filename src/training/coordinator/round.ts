@@ -20,31 +20,30 @@ import type { TrainingConfig } from '../training-config.js';
 import { closeRound, failTask } from './close-round.js';
 import { journalUpdate, repairCount } from './ownership.js';
 import { RoundSum } from './round-sum.js';
-import { MAX_EXTENSIONS, type Incoming, type RoundDeps, type RoundPhase } from './round-types.js';
-import { dbDate, trainingData, updateOf, type AcceptedUpdate } from './run.js';
+import {
+  MAX_EXTENSIONS,
+  type Incoming,
+  type RoundDeps,
+  type RoundPhase,
+  type RoundStart,
+} from './round-types.js';
+import { dbDate, ranksOf, slotKey, trainingData, updateOf, type AcceptedUpdate } from './run.js';
+import { updateWeight } from './staleness.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
+import { checkVersion } from './version-check.js';
 
-/** What a round starts from (a row of the journal, read by load-round.ts). */
-export type RoundStart = Pick<
-  Round,
-  | 'taskId'
-  | 'type'
-  | 'config'
-  | 'worldSize'
-  | 'number'
-  | 'deadlineAt'
-  | 'extensions'
-  | 'globalPath'
-  | 'globalDigest'
-  | 'reference'
-> & { following: boolean };
+export type { RoundStart } from './round-types.js';
 
 export class Round {
   readonly taskId: number;
   readonly type: string;
   readonly config: TrainingConfig;
   readonly worldSize: number;
-  readonly accepted = new Map<number, AcceptedUpdate>();
+  /** Updates that close the round: every rank's, or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
+  readonly fill: number;
+  private readonly quorum: number;
+  /** This round's updates (async: its buffer), by slotKey. */
+  readonly accepted = new Map<string, AcceptedUpdate>();
   #number: number;
   #deadlineAt: Date;
   #extensions: number;
@@ -94,6 +93,8 @@ export class Round {
     this.type = start.type;
     this.config = start.config;
     this.worldSize = start.worldSize;
+    this.fill = start.config.async?.buffer_size ?? start.worldSize;
+    this.quorum = start.config.async?.buffer_size ?? start.config.quorum;
     this.#number = start.number;
     this.#deadlineAt = start.deadlineAt;
     this.#extensions = start.extensions;
@@ -108,6 +109,11 @@ export class Round {
   get accepting(): boolean {
     const k = this.#phase.kind;
     return k === 'open' || k === 'paused' || k === 'following';
+  }
+
+  /** Refuses (409) an update that started from round `from` unless this round may fold it. */
+  checkVersion(from: number, rank: number): Promise<void> {
+    return checkVersion(this.d, this, from, rank, () => this.tellNewest(new Set([rank])));
   }
 
   /** The `training` object of a rank's task message. */
@@ -127,7 +133,7 @@ export class Round {
   begin(pausedLeftMs: number | null): void {
     if (pausedLeftMs !== null) this.#phase = { kind: 'paused', leftMs: pausedLeftMs };
     else this.arm();
-    if (this.accepted.size >= this.worldSize) void this.close();
+    if (this.accepted.size >= this.fill) void this.close();
   }
 
   /**
@@ -137,10 +143,10 @@ export class Round {
    */
   async accept(u: Incoming): Promise<void> {
     await this.lock(async () => {
-      if (!this.accepting || this.#number !== u.round)
-        throw conflict('round_closed', `round ${u.round} closed during the upload`);
+      if (!this.accepting) throw conflict('round_closed', `round ${u.round} closed during the upload`);
+      await this.checkVersion(u.round, u.rank);
       await u.check();
-      if (this.accepted.has(u.rank))
+      if (this.accepted.has(slotKey(u.round, u.rank)))
         throw conflict('update_exists', `rank ${u.rank} of round ${u.round} already has an accepted update`);
       if (this.#reference) {
         const c = compatible(this.#reference, u.header);
@@ -206,8 +212,9 @@ export class Round {
   }
 
   private add(u: AcceptedUpdate): void {
-    this.accepted.set(u.rank, u);
-    if (this.#phase.kind !== 'following') this.#sum.add(u, this.#reference);
+    this.accepted.set(slotKey(u.round, u.rank), u);
+    if (this.#phase.kind !== 'following')
+      this.#sum.add(u, updateWeight(this.config, this.#number, u), this.#reference);
   }
 
   /** Journals an accepted update (its file already in place) and adds it to the sum. */
@@ -215,7 +222,8 @@ export class Round {
     const journaled = await this.d.writes.run((trx) =>
       journalUpdate(trx, {
         task_id: this.taskId,
-        round: this.#number,
+        round: u.round,
+        buffer_round: this.#number,
         rank: u.rank,
         attempt: u.attempt,
         client_id: u.clientId,
@@ -231,29 +239,42 @@ export class Round {
       await unlink(u.path).catch(() => undefined);
       throw conflict('round_closed', `round ${this.#number} closed during the upload`);
     }
+    // Async: a stale update's rank trains from the newest version at once.
+    if (u.round < this.#number) await this.tellNewest(new Set([u.rank]));
     if (this.#phase.kind === 'following') {
       // The owner adds it to its sum from the file (it may also find it in the journal itself).
-      this.accepted.set(u.rank, u);
+      this.accepted.set(slotKey(u.round, u.rank), u);
       await this.d.bus.publish('training.update', { task_id: this.taskId, round: this.#number });
       return;
     }
     this.#reference ??= header;
     this.add(u);
-    if (this.accepted.size >= this.worldSize) void this.close();
+    if (this.accepted.size >= this.fill) void this.close();
+  }
+
+  /** Sends `ranks` (all when null) a round_start for this round. */
+  private tellNewest(ranks: ReadonlySet<number> | null): Promise<void> {
+    return this.d.ranks.tellSome(this.taskId, ranks, (rank, attempt) => ({
+      type: 'round_start',
+      task_id: this.taskId,
+      attempt,
+      rank,
+      ...this.data(rank, attempt),
+    }));
   }
 
   private async syncLocked(): Promise<void> {
     if (!this.accepting || this.#phase.kind === 'following') return;
     const updates = await journal.listUpdates(this.d.db, this.taskId, this.#number);
     for (const u of updates) {
-      if (this.accepted.has(Number(u.rank))) continue;
+      if (this.accepted.has(slotKey(Number(u.round), Number(u.rank)))) continue;
       if (!this.#reference) {
         const h = await readHeaderFile(u.path);
         if (h.ok) this.#reference = h.header;
       }
       this.add(updateOf(u));
     }
-    if (this.accepted.size >= this.worldSize) void this.close();
+    if (this.accepted.size >= this.fill) void this.close();
   }
 
   /** Open (or paused again, when `paused`), with the deadline's timer armed. */
@@ -298,13 +319,14 @@ export class Round {
     if (this.d.ownership) await this.sync();
     // The phase may have changed while it waited.
     if (!this.is('open')) return;
-    if (this.accepted.size >= this.config.quorum) return void this.close();
+    if (this.accepted.size >= this.quorum) return void this.close();
     await this.lock(() => this.extendLocked());
-    if (this.is('ended')) return;
+    // Async ranks keep working at their own pace: a slow one is not given up.
+    if (this.is('ended') || this.config.async) return;
     // The missing ranks go to other clients (their next attempt starts from the global model).
     await this.d.ranks.releaseLate(
       this.taskId,
-      this.accepted,
+      ranksOf(this.accepted),
       (rank) => `rank ${rank} missed the deadline of round ${this.#number}`,
     );
   }
@@ -313,7 +335,7 @@ export class Round {
   private async extendLocked(): Promise<void> {
     this.#extensions++;
     if (this.#extensions > MAX_EXTENSIONS) {
-      const q = `${this.accepted.size}/${this.config.quorum}`;
+      const q = `${this.accepted.size}/${this.quorum}`;
       return this.fail(`round ${this.#number} missed its quorum (${q}) ${MAX_EXTENSIONS + 1} times`);
     }
     const now = this.d.clock.now();
@@ -327,7 +349,7 @@ export class Round {
         task_id: this.taskId,
         at: toDbTime(now, true),
         kind: 'round_extended',
-        message: `round ${this.#number} below quorum at its deadline (${this.accepted.size}/${this.config.quorum}); waiting until ${this.#deadlineAt.toISOString()}`,
+        message: `round ${this.#number} below quorum at its deadline (${this.accepted.size}/${this.quorum}); waiting until ${this.#deadlineAt.toISOString()}`,
       });
     });
     if (this.#phase.kind === 'open') this.arm();
@@ -362,14 +384,12 @@ export class Round {
       }
       return;
     }
+    // Async: only the ranks waiting on this version (the others are training from older ones).
+    const waiting = this.config.async
+      ? new Set([...this.accepted.values()].filter((u) => u.round === this.#number).map((u) => u.rank))
+      : null;
     await this.advance(out.outPath, out.digest);
-    await this.d.ranks.tell(this.taskId, local, remote, (rank, attempt) => ({
-      type: 'round_start',
-      task_id: this.taskId,
-      attempt,
-      rank,
-      ...this.data(rank, attempt),
-    }));
+    await this.tellNewest(waiting);
     await this.d.bus.publish('task.changed', { task_id: this.taskId, status: 'running' });
   }
 
@@ -414,8 +434,9 @@ export class Round {
       await repairCount(this.d.db, this.taskId, this.#number, updates.length);
     // The sum was used up by the failed close: the next close reads the journal's files.
     this.reopen();
-    for (const u of updates) if (!this.accepted.has(Number(u.rank))) this.add(updateOf(u));
-    if (this.accepted.size >= this.worldSize) void this.close();
+    for (const u of updates)
+      if (!this.accepted.has(slotKey(Number(u.round), Number(u.rank)))) this.add(updateOf(u));
+    if (this.accepted.size >= this.fill) void this.close();
   }
 
   private async fail(why: string): Promise<void> {

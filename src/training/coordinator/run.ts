@@ -9,6 +9,8 @@ import type { TrainingConfig } from '../training-config.js';
 
 /** An update recorded in the journal for the open round. */
 export interface AcceptedUpdate {
+  /** The round (async: the version) the update started from: its upload URL's. */
+  round: number;
   rank: number;
   attempt: number;
   clientId: string;
@@ -26,12 +28,27 @@ export interface RoundView {
   config: TrainingConfig;
   deadlineAt: Date;
   globalPath: string | null;
-  accepted: ReadonlyMap<number, AcceptedUpdate>;
+  /** By slotKey (the version an update started from, and its rank). */
+  accepted: ReadonlyMap<string, AcceptedUpdate>;
+}
+
+/**
+ * An update's place among a round's accepted ones: its rank and the round it started from (in
+ * async mode a rank may fold a stale update and then a fresh one into the same version).
+ */
+export function slotKey(round: number, rank: number): string {
+  return `${round}:${rank}`;
+}
+
+/** The ranks with an update in `accepted`. */
+export function ranksOf(accepted: ReadonlyMap<string, AcceptedUpdate>): Set<number> {
+  return new Set([...accepted.values()].map((u) => u.rank));
 }
 
 /** An update as the journal records it. */
 export function updateOf(u: UpdateRow): AcceptedUpdate {
   return {
+    round: Number(u.round),
     rank: Number(u.rank),
     attempt: Number(u.attempt),
     clientId: u.client_id,
@@ -52,7 +69,7 @@ export function trainingData(run: RoundView, rank: number, attempt: number): Tra
     global_model_url: run.globalPath ? `${base}/model` : null,
     upload_url: `${base}/updates/${rank}?attempt=${attempt}`,
     deadline_at: run.deadlineAt.toISOString(),
-    ...(run.accepted.has(rank) ? { accepted: true } : {}),
+    ...(run.accepted.has(slotKey(run.number, rank)) ? { accepted: true } : {}),
   };
 }
 

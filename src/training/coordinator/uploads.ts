@@ -89,14 +89,9 @@ export class UploadService {
     }
     await this.checkLease(q);
     const open = await this.d.coordinator.round(taskId);
-    if (!open || open.number !== round || !open.accepting) {
-      throw conflict(
-        'round_closed',
-        open
-          ? `round ${round} is not open (the open round is ${open.number})`
-          : `task ${taskId} has no open round`,
-      );
-    }
+    if (!open || !open.accepting) throw conflict('round_closed', `task ${taskId} has no open round`);
+    // Sync: the open round only; async: a published version not staler than max_staleness.
+    await open.checkVersion(round, rank);
     return { round: open };
   }
 
@@ -167,6 +162,7 @@ export class UploadService {
           const path = this.d.paths.update(taskId, q.round, rank, attempt);
           await got.file.commit(path);
           return {
+            round: q.round,
             rank,
             attempt,
             clientId: q.clientId,

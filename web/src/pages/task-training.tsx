@@ -194,8 +194,66 @@ export function TrainingChart(props: {
               : 'This task has reported no loss or accuracy.'}
         </p>
       )}
+      {obj(task.config).mode === 'async' ? <Versions rounds={rounds} /> : null}
       {rounds.length ? <RoundsTable rounds={rounds} /> : null}
     </>
+  );
+}
+
+/** Async tasks: each version published, with a histogram of its updates' staleness. */
+function Versions({ rounds }: { rounds: Round[] }) {
+  const rows = rounds
+    .map((r) => ({ round: r.round, staleness: obj(r.metrics).staleness }))
+    .filter((r): r is { round: number; staleness: number[] } => Array.isArray(r.staleness))
+    .sort((a, b) => b.round - a.round);
+  if (!rows.length) return <p class="muted">No version published yet.</p>;
+  const widest = Math.max(...rows.flatMap((r) => r.staleness));
+  return (
+    <details class="versions" open data-testid="async-versions">
+      <summary>Versions published ({rows.length}): staleness of the updates that made each</summary>
+      <div class="table-wrap">
+        <table class="table">
+          <thead>
+            <tr>
+              <th scope="col">Version</th>
+              <th scope="col">Updates</th>
+              <th scope="col">Staleness (τ = 0 … {widest})</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((r) => {
+              const counts = Array.from(
+                { length: widest + 1 },
+                (_, t) => r.staleness.filter((s) => s === t).length,
+              );
+              const top = Math.max(...counts);
+              return (
+                <tr key={r.round} data-testid={`version-${r.round}`}>
+                  <td>{r.round}</td>
+                  <td>{r.staleness.length}</td>
+                  <td>
+                    <span
+                      class="histogram"
+                      role="img"
+                      aria-label={counts.map((c, t) => `τ=${t}: ${c}`).join(', ')}
+                    >
+                      {counts.map((c, t) => (
+                        <span
+                          key={t}
+                          class="bar"
+                          title={`τ=${t}: ${c}`}
+                          style={{ height: `${top ? (100 * c) / top : 0}%` }}
+                        />
+                      ))}
+                    </span>
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+    </details>
   );
 }
 
