@@ -1,13 +1,5 @@
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ensurePanelBuilt,
-  launchBrowser,
-  logIn,
-  screenshot,
-  watchErrors,
-  WIDTHS,
-} from './helpers/browser.js';
+import { describe, expect, it } from 'vitest';
+import { browserForSuite, logIn, screenshot, watchErrors, WIDTHS } from './helpers/browser.js';
 import { model } from './helpers/safetensors.js';
 import { farmPerTest, startTraining } from './helpers/training.js';
 
@@ -16,12 +8,7 @@ const trainingFarm = farmPerTest();
 
 /** The task page of an async training task: its versions, with their updates' staleness. */
 describe('admin panel: async task page', () => {
-  let browser: Browser;
-  beforeAll(async () => {
-    ensurePanelBuilt();
-    browser = await launchBrowser();
-  });
-  afterAll(async () => browser?.close());
+  const browser = browserForSuite();
 
   it('shows each published version with a staleness histogram', async () => {
     const farm = await trainingFarm('sqlite', 3, { ADMIN_PASSWORD: PASSWORD });
@@ -30,7 +17,7 @@ describe('admin panel: async task page', () => {
       const res = await t.put(rank, model([1, 1, 1, 1], [1, 0, 0, -1]), { round: from, numSamples: 10 });
       expect(res.status, JSON.stringify(res.body)).toBe(201);
     };
-    // Version 2 from two fresh updates; version 3 from one fresh and one of staleness 1.
+    // Version 1 from two fresh updates; version 2 from one fresh and one of staleness 1.
     await put(0, 1);
     await put(1, 1);
     await t.rank(0).client.next((m) => m.type === 'round_start' && m.round === 2, 20_000);
@@ -38,7 +25,7 @@ describe('admin panel: async task page', () => {
     await put(0, 2);
     await t.rank(0).client.next((m) => m.type === 'round_start' && m.round === 3, 20_000);
 
-    const context = await browser.newContext({ viewport: WIDTHS.desktop });
+    const context = await browser().newContext({ viewport: WIDTHS.desktop });
     const page = await context.newPage();
     await logIn(page, farm.ts.url, 'admin', PASSWORD);
     // Watched after the login (the page's session probe before it is a 401 by design).

@@ -266,25 +266,17 @@ function codeDigest(code: unknown): string | undefined {
   return typeof d === 'string' && DIGEST.test(d) ? d : undefined;
 }
 
-function presentModel(r: repo.ModelVersionRow): ModelVersion {
-  return {
-    name: r.name,
-    version: r.version,
-    digest: r.digest,
-    kind: r.kind,
-    size: r.size,
-    file_name: r.file_name,
-    created_by: r.created_by,
-    created_at: fromDbTime(r.created_at) as string,
-  };
+/** The API's view of a stored row: the listed fields as they are, created_at as an ISO time. */
+function present<R extends { created_at: string }, K extends keyof R>(
+  r: R,
+  keys: readonly K[],
+): Pick<R, K> & { created_at: string } {
+  const out = {} as Pick<R, K>;
+  for (const k of keys) out[k] = r[k];
+  return { ...out, created_at: fromDbTime(r.created_at) as string };
 }
 
-function presentBundle(r: repo.CodeBundleRow): CodeBundle {
-  return {
-    digest: r.digest,
-    kind: r.kind,
-    size: r.size,
-    entries: r.entries,
-    created_at: fromDbTime(r.created_at) as string,
-  };
-}
+const MODEL_FIELDS = ['name', 'version', 'digest', 'kind', 'size', 'file_name', 'created_by'] as const;
+const presentModel = (r: repo.ModelVersionRow): ModelVersion => present(r, MODEL_FIELDS);
+const presentBundle = (r: repo.CodeBundleRow): CodeBundle =>
+  present(r, ['digest', 'kind', 'size', 'entries'] as const);

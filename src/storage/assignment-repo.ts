@@ -3,6 +3,7 @@ import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
 import { keepNewestOfTask, newestOfTask } from './task-history.js';
 import type { AssignmentStatus, TaskAssignmentsTable } from './schema.js';
+import { updatedAny } from './values.js';
 
 type Db = Executor;
 export type AssignmentRow = Selectable<TaskAssignmentsTable>;
@@ -73,13 +74,13 @@ export async function updateAssignmentIf(
   from: readonly AssignmentStatus[],
   changes: Updateable<TaskAssignmentsTable>,
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('task_assignments')
-    .set(changes)
-    .where('id', '=', id)
-    .where('status', 'in', from as AssignmentStatus[])
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('task_assignments')
+      .set(changes)
+      .where('id', '=', id)
+      .where('status', 'in', from as AssignmentStatus[]),
+  );
 }
 
 /** Names the checkpoint every live assignment of a task can resume from. */

@@ -2,6 +2,7 @@ import { sql, type Insertable, type Selectable, type Updateable } from 'kysely';
 import type { Executor } from './executor.js';
 import type { ClientsTable } from './schema.js';
 import { pageOf } from './page.js';
+import { updatedAny } from './values.js';
 
 export type ClientRow = Selectable<ClientsTable>;
 
@@ -58,8 +59,7 @@ export async function updateClient(
   id: string,
   changes: Updateable<ClientsTable>,
 ): Promise<boolean> {
-  const res = await db.updateTable('clients').set(changes).where('id', '=', id).executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(db.updateTable('clients').set(changes).where('id', '=', id));
 }
 
 /** What a client was last heard saying: its row's last_seen and utilization. */

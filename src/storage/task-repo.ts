@@ -3,6 +3,7 @@ import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
 import { pageOf } from './page.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
+import { updatedAny } from './values.js';
 
 type Db = Executor;
 export type TaskRow = Selectable<TasksTable>;
@@ -136,13 +137,13 @@ export async function updateTaskIf(
   from: readonly TaskStatus[],
   changes: UpdateObject<Database, 'tasks'>,
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('tasks')
-    .set(changes)
-    .where('id', '=', id)
-    .where('status', 'in', from as TaskStatus[])
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('tasks')
+      .set(changes)
+      .where('id', '=', id)
+      .where('status', 'in', from as TaskStatus[]),
+  );
 }
 
 /** A running or paused task's progress and latest metrics (no status change). */

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { ApiTokensTable, Database, Role } from './schema.js';
+import { updatedAny } from './values.js';
 
 export type TokenRow = Selectable<ApiTokensTable>;
 
@@ -32,13 +33,9 @@ export async function listTokens(db: Kysely<Database>, includeRevoked: boolean):
 }
 
 export async function revokeToken(db: Kysely<Database>, id: string, at: string): Promise<boolean> {
-  const res = await db
-    .updateTable('api_tokens')
-    .set({ revoked_at: at })
-    .where('id', '=', id)
-    .where('revoked_at', 'is', null)
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db.updateTable('api_tokens').set({ revoked_at: at }).where('id', '=', id).where('revoked_at', 'is', null),
+  );
 }
 
 /** Which of `ids` name tokens that exist and are not revoked. */

@@ -2,6 +2,7 @@ import { sql, type Selectable, type Updateable } from 'kysely';
 import type { Executor } from './executor.js';
 import { LIVE_ASSIGNMENT } from './assignment-repo.js';
 import type { AssignmentStatus, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
+import { updatedAny } from './values.js';
 
 type Db = Executor;
 export type RoundRow = Selectable<TrainingRoundsTable>;
@@ -66,14 +67,14 @@ export async function updateOpenRound(
   round: number,
   changes: Updateable<TrainingRoundsTable>,
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('training_rounds')
-    .set(changes)
-    .where('task_id', '=', taskId)
-    .where('round', '=', round)
-    .where('state', '=', 'open')
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('training_rounds')
+      .set(changes)
+      .where('task_id', '=', taskId)
+      .where('round', '=', round)
+      .where('state', '=', 'open'),
+  );
 }
 
 /** Running tasks with an open round: what a restart resumes. */
@@ -135,15 +136,15 @@ export async function closeOpenRound(
   db: Db,
   c: { taskId: number; round: number; numUpdates: number; at: string; metrics: string },
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('training_rounds')
-    .set({ state: 'closed', closed_at: c.at, num_updates: c.numUpdates, metrics: c.metrics })
-    .where('task_id', '=', c.taskId)
-    .where('round', '=', c.round)
-    .where('state', '=', 'open')
-    .where('num_updates', '=', c.numUpdates)
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('training_rounds')
+      .set({ state: 'closed', closed_at: c.at, num_updates: c.numUpdates, metrics: c.metrics })
+      .where('task_id', '=', c.taskId)
+      .where('round', '=', c.round)
+      .where('state', '=', 'open')
+      .where('num_updates', '=', c.numUpdates),
+  );
 }
 
 /**

@@ -2,6 +2,7 @@
 import type { Insertable, Selectable } from 'kysely';
 import type { Executor } from './executor.js';
 import type { UpdateUploadsTable } from './schema.js';
+import { updatedAny } from './values.js';
 
 type Db = Executor;
 export type UploadRow = Selectable<UpdateUploadsTable>;
@@ -42,13 +43,9 @@ export async function advanceUpload(
   from: number,
   to: { received: number; piece_digests: Buffer; expires_at: number },
 ): Promise<boolean> {
-  const r = await db
-    .updateTable('update_uploads')
-    .set(to)
-    .where('id', '=', id)
-    .where('received', '=', from)
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return updatedAny(
+    db.updateTable('update_uploads').set(to).where('id', '=', id).where('received', '=', from),
+  );
 }
 
 export async function deleteUpload(db: Db, id: string): Promise<void> {

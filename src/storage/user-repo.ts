@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, UsersTable } from './schema.js';
+import { updatedAny } from './values.js';
 
 export type UserRow = Selectable<UsersTable>;
 
@@ -46,12 +47,9 @@ export async function setPassword(
   passwordHash: string,
   at: string,
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('users')
-    .set({ password_hash: passwordHash, updated_at: at })
-    .where('id', '=', id)
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db.updateTable('users').set({ password_hash: passwordHash, updated_at: at }).where('id', '=', id),
+  );
 }
 
 export async function deleteUser(db: Kysely<Database>, id: number): Promise<boolean> {

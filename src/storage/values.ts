@@ -37,3 +37,10 @@ export function parseJson<T = unknown>(v: unknown): T | null {
 export function toJson(v: unknown): string {
   return JSON.stringify(v ?? null);
 }
+
+/** Runs a conditional UPDATE; true when it changed a row (the condition held: this writer won). */
+export async function updatedAny(q: {
+  executeTakeFirst(): Promise<{ numUpdatedRows: bigint }>;
+}): Promise<boolean> {
+  return Number((await q.executeTakeFirst()).numUpdatedRows) > 0;
+}

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 
 const ROOT = join(import.meta.dirname, '../..');
 /** Screenshots of the panel, kept by CI as artifacts (gitignored). */
@@ -79,6 +80,17 @@ export async function launchBrowser(): Promise<Browser> {
       '--no-first-run',
     ],
   });
+}
+
+/** A browser for the calling suite: the panel built and chromium started before its tests, closed after them. */
+export function browserForSuite(): () => Browser {
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    ensurePanelBuilt();
+    browser = await launchBrowser();
+  });
+  afterAll(async () => browser?.close());
+  return () => browser!;
 }
 
 /** Saves a full-page screenshot as test-artifacts/panel/<name>-<width>.png. */

@@ -24,6 +24,7 @@ import {
 import { receivePart, type ChecksumAlgorithm } from '../model-store/receive-part.js';
 import type { TrainingPaths } from './paths.js';
 import type { UploadAnswer, UploadMeta, UploadService } from './uploads.js';
+import { refusal, touchEverySecond } from './uploads.js';
 
 /** Where an upload is: its update's slot (the URL's task, round and rank) and its id. */
 export interface UploadAddress {
@@ -159,29 +160,18 @@ export class ResumableUploads {
         );
       }
       held = true;
-      let lastTouch = 0;
       const got = await receivePart(
         q.body,
         { path: row.path, length: row.length, received: row.received, pieceDigests: row.piece_digests },
         {
           reference: admitted.round.reference,
           checksum: q.checksum,
-          onBytes: () => {
-            const now = Date.now();
-            if (now - lastTouch < 1000) return;
-            lastTouch = now;
-            this.d.touch(row.client_id);
-          },
+          onBytes: touchEverySecond(this.d.touch, row.client_id),
         },
       );
       if (!got.ok) {
         if (got.fatal) await this.remove(row);
-        throw new AppError(
-          got.code,
-          got.message,
-          got.status,
-          got.tensor ? { tensor: got.tensor } : undefined,
-        );
+        throw refusal(got);
       }
       this.d.touch(row.client_id);
       const expiresAt = this.d.now() + this.d.expiryMs;

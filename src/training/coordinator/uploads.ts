@@ -117,28 +117,15 @@ export class UploadService {
         `an upload for rank ${q.rank} of round ${q.round} is still streaming`,
       );
     }
-    let lastTouch = 0;
     try {
       const got = await receiveUpload(q.body, {
         contentLength: q.contentLength,
         maxBytes: this.d.maxUploadBytes,
         reference: round.reference,
         dir: this.d.paths.incoming(q.taskId),
-        onBytes: () => {
-          const now = Date.now();
-          if (now - lastTouch < 1000) return;
-          lastTouch = now;
-          this.d.touch(q.clientId);
-        },
+        onBytes: touchEverySecond(this.d.touch, q.clientId),
       });
-      if (!got.ok) {
-        throw new AppError(
-          got.code,
-          got.message,
-          got.status,
-          got.tensor ? { tensor: got.tensor } : undefined,
-        );
-      }
+      if (!got.ok) throw refusal(got);
       this.d.touch(q.clientId);
       return await this.accept(q, round, got);
     } finally {
@@ -213,4 +200,20 @@ export class UploadService {
       );
     }
   }
+}
+
+/** A callback for received bytes that touches the client at most once a second: a long upload keeps its lease alive. */
+export function touchEverySecond(touch: (clientId: string) => void, clientId: string): () => void {
+  let last = 0;
+  return () => {
+    const now = Date.now();
+    if (now - last < 1000) return;
+    last = now;
+    touch(clientId);
+  };
+}
+
+/** The AppError answering an upload whose bytes were refused (naming the tensor when there is one). */
+export function refusal(got: { code: string; message: string; status: number; tensor?: string }): AppError {
+  return new AppError(got.code, got.message, got.status, got.tensor ? { tensor: got.tensor } : undefined);
 }
