@@ -6,7 +6,7 @@ import { InProcessPresence, type LocalClients, type Presence } from './bus/prese
 import { Cluster } from './cluster/cluster.js';
 import { createInstanceId } from './cluster/instance-id.js';
 import { HeartbeatWriter } from './clients/heartbeat-writer.js';
-import { recoverRegistry, rememberHardware } from './clients/recovery.js';
+import { recoverRegistry, rememberClient, rememberHardware } from './clients/recovery.js';
 import { Registration } from './clients/registration.js';
 import { ClientRegistry, type FarmClient } from './clients/registry.js';
 import { parseRate } from './config/rate.js';
@@ -19,7 +19,9 @@ import { findClient } from './storage/client-repo.js';
 import type { Executor } from './storage/executor.js';
 import { countTasksByStatus, listPendingIds } from './storage/task-repo.js';
 import type { Clock } from './storage/values.js';
+import type { TaskStatus } from './storage/schema.js';
 import { WriteQueue } from './storage/write-queue.js';
+import { LIVE_STATUSES } from './tasks/task-state.js';
 import { LeaseService } from './tasks/lease-service.js';
 import { strandedSweepMs, sweepStrandedLeases } from './tasks/stranded-leases.js';
 import { RoundCoordinator } from './training/coordinator/coordinator.js';
@@ -97,6 +99,7 @@ export function createFarm(d: {
     metrics,
     maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
     training,
+    ...(cluster ? { farm: cluster } : {}),
   });
   const leases = new LeaseService({ ...base, dispatcher, training });
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
@@ -167,6 +170,8 @@ export function createFarm(d: {
         d.bus.subscribe('task.changed', (m) => {
           if (m.status === 'pending') void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
           else dispatcher.drop(m.task_id);
+          // A task that left its clients (on any instance) freed their slots.
+          if (!LIVE_STATUSES.has(m.status as TaskStatus)) dispatcher.farmChanged();
         }),
         d.bus.subscribe('client.changed', (m) => {
           const c = registry.get(m.client_id);
@@ -180,6 +185,12 @@ export function createFarm(d: {
         }),
         d.bus.subscribe('client.changed', (m) => {
           if (m.connected !== undefined) void presence.changed(m.client_id);
+          // A client of another instance: its hardware counts in unschedulable notes, and a
+          // task with several ranks may now be placed across instances.
+          if (!cluster || registry.get(m.client_id)?.send) return;
+          void rememberClient(d.db, registry, m.client_id)
+            .then(() => dispatcher.farmChanged())
+            .catch(fail('client refresh failed'));
         }),
         d.bus.subscribe('token.revoked', (m) => {
           gateway.revokeToken(m.token_id);
@@ -193,10 +204,11 @@ export function createFarm(d: {
       heartbeats.start(fail('client last_seen flush failed'));
       // Safety net for wake-ups the bus may have lost (Redis away, another instance's
       // message missed): pending tasks this dispatcher does not know are read again.
-      pendingSweep = setInterval(
-        () => void sweepPending(d.db, dispatcher).catch(fail('pending sweep failed')),
-        PENDING_SWEEP_MS,
-      );
+      pendingSweep = setInterval(() => {
+        void sweepPending(d.db, dispatcher).catch(fail('pending sweep failed'));
+        // Safety net for news of the other instances' clients lost the same way.
+        if (cluster) dispatcher.farmChanged();
+      }, PENDING_SWEEP_MS);
       // Safety net for leases no registry holds (a claim that committed as its client left):
       // ended once their client has been connected nowhere for CONNECTION_TIMEOUT.
       let sweeping = false;

@@ -1,6 +1,6 @@
 import type { SystemInfo } from '../api/protocol.js';
 import { listLiveAssignments, type AssignmentRow } from '../storage/assignment-repo.js';
-import { listAllClients, markAllDisconnected, type ClientRow } from '../storage/client-repo.js';
+import { findClient, listAllClients, markAllDisconnected, type ClientRow } from '../storage/client-repo.js';
 import type { Executor } from '../storage/executor.js';
 import { parseJson, toDbTime, type Clock } from '../storage/values.js';
 import { capacityFromSystemInfo, type ClientRegistry, type FarmClient, type Lease } from './registry.js';
@@ -40,18 +40,34 @@ export async function rememberHardware(db: Executor, registry: ClientRegistry): 
   return rows;
 }
 
-function hardwareOf(r: ClientRow): FarmClient['hardware'] | null {
+/** A client's hardware (and the task types it declared) from its row; null when unreadable. */
+export function hardwareOf(r: ClientRow): FarmClient['hardware'] | null {
   const info = {
     cpu: parseJson(r.cpu_info),
     ram: parseJson(r.ram_info),
     gpu: parseJson(r.gpu_info),
   } as SystemInfo;
   try {
-    return capacityFromSystemInfo(info);
+    const types = sessionOf(r).task_types;
+    const hardware = capacityFromSystemInfo(info);
+    return Array.isArray(types) ? { ...hardware, taskTypes: types as string[] } : hardware;
   } catch {
     // A row with unreadable hardware still exists; it just cannot inform scheduling.
     return null;
   }
+}
+
+/** What a client's row keeps of its registration besides hardware (registration.ts writes it). */
+export function sessionOf(r: ClientRow): { task_types?: unknown; max_tasks?: unknown } {
+  const s = parseJson(r.session_info);
+  return s !== null && typeof s === 'object' ? (s as Record<string, unknown>) : {};
+}
+
+/** Reads one client's hardware into the registry (a client registered through another instance). */
+export async function rememberClient(db: Executor, registry: ClientRegistry, id: string): Promise<void> {
+  const row = await findClient(db, id);
+  const h = row && hardwareOf(row);
+  if (h) registry.remember(id, h);
 }
 
 /**

@@ -97,10 +97,12 @@ export class Registration {
     client.send = null;
     client.owner = link;
     registry.add(client);
+    // Other instances place ranks on it from this row (src/cluster): its task types and slots.
     const session = {
       ...(msg.session ?? {}),
       platform: msg.platform ?? null,
       task_types: msg.task_types ?? null,
+      max_tasks: client.maxTasks,
     };
     await this.d.writes
       .run((trx) =>

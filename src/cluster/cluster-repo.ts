@@ -6,6 +6,7 @@
  */
 import type { Executor } from '../storage/executor.js';
 import { LIVE_ASSIGNMENT, type AssignmentRow } from '../storage/assignment-repo.js';
+import type { ClientRow } from '../storage/client-repo.js';
 import type { AssignmentStatus } from '../storage/schema.js';
 
 type Db = Executor;
@@ -107,6 +108,37 @@ export async function holdClient(db: Db, clientId: string, me: string): Promise<
     .executeTakeFirst();
   await db.updateTable('clients').set({ instance_id: me }).where('id', '=', clientId).execute();
   return row?.instance_id ?? null;
+}
+
+/** A connected client whose socket another instance holds, with its live assignments. */
+export interface RemoteClientRow {
+  row: ClientRow;
+  busy: number;
+}
+
+/** Clients connected through the `others` instances, each with its number of live assignments. */
+export async function remoteClients(db: Db, others: string[]): Promise<RemoteClientRow[]> {
+  if (others.length === 0) return [];
+  const rows = await db
+    .selectFrom('clients')
+    .selectAll()
+    .where('connected', '=', 1)
+    .where('instance_id', 'in', others)
+    .execute();
+  if (rows.length === 0) return [];
+  const counts = await db
+    .selectFrom('task_assignments')
+    .select(['client_id', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('status', 'in', LIVE)
+    .where(
+      'client_id',
+      'in',
+      rows.map((r) => r.id),
+    )
+    .groupBy('client_id')
+    .execute();
+  const busy = new Map(counts.map((c) => [c.client_id, Number(c.n)]));
+  return rows.map((row) => ({ row, busy: busy.get(row.id) ?? 0 }));
 }
 
 export async function liveAssignmentsOf(db: Db, clientId: string): Promise<AssignmentRow[]> {

@@ -12,15 +12,17 @@
  */
 import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
-import { CLOSE_CODES } from '../api/protocol.js';
+import { CLOSE_CODES, type ServerMessage } from '../api/protocol.js';
 import type { Bus } from '../bus/bus.js';
-import { holdLease } from '../clients/recovery.js';
-import type { ClientRegistry, FarmClient, Lease } from '../clients/registry.js';
+import { hardwareOf, holdLease, leaseFromRow, sessionOf } from '../clients/recovery.js';
+import { busySlots, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
+import type { FarmView, RemoteClient } from '../scheduling/across.js';
 import type { Dispatcher } from '../scheduling/dispatcher.js';
 import { findClient } from '../storage/client-repo.js';
 import type { Executor } from '../storage/executor.js';
 import type { Database } from '../storage/schema.js';
+import { liveRanks } from '../storage/training-repo.js';
 import { toDbTime, type Clock } from '../storage/values.js';
 import type { LeaseService } from '../tasks/lease-service.js';
 import type {
@@ -54,7 +56,7 @@ export function heartbeatMs(connectionTimeout: number): number {
   return Math.max(250, Math.min(10_000, (connectionTimeout * 1000) / 4));
 }
 
-export class Cluster implements TrainingOwnership {
+export class Cluster implements TrainingOwnership, FarmView {
   readonly id: string;
   private parts: ClusterParts | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -92,6 +94,12 @@ export class Cluster implements TrainingOwnership {
       }),
       this.d.bus.subscribe('cluster.push', (m) => {
         const { client, lease } = this.holder(m.client_id, m.task_id, m.attempt);
+        if (m.message.type === 'task' && !lease) {
+          void this.placedHere(m.client_id, m.task_id, m.attempt, m.message).catch((err: unknown) =>
+            this.d.logger.error({ err, taskId: m.task_id }, 'delivering a rank placed elsewhere failed'),
+          );
+          return;
+        }
         if (!client || !lease) return;
         if (m.message.type === 'training_complete') {
           client.leases.delete(m.task_id);
@@ -228,6 +236,56 @@ export class Cluster implements TrainingOwnership {
       const lease = holdLease(this.d.registry, a, row, now, this.d.maxTasksPerClient);
       if (lease) await this.p.leases.resend({ ...client, leases: new Map([[a.task_id, lease]]) });
     }
+  }
+
+  /**
+   * Another instance placed a rank on a client whose socket this instance holds: its lease is
+   * read from the database and held here, and the `task` frame goes out. When a placement of
+   * this instance took the client's last slot meanwhile, the rank is given up (it is placed
+   * again elsewhere). A client no longer here gets it where it reconnects (adopt).
+   */
+  private async placedHere(clientId: string, taskId: number, attempt: number, message: ServerMessage) {
+    const client = this.d.registry.get(clientId);
+    if (!client?.send) return;
+    const row = (await repo.liveAssignmentsOf(this.d.db, clientId)).find(
+      (a) => a.task_id === taskId && Number(a.attempt) === attempt,
+    );
+    if (!row || client.leases.has(taskId)) return;
+    if (busySlots(client) >= Math.min(this.d.maxTasksPerClient, client.maxTasks)) {
+      const why = `client ${clientId} had no slot left for rank ${row.rank} of task ${taskId} when it arrived`;
+      this.d.logger.info({ taskId, client: clientId }, 'rank placed by another instance given up');
+      return this.p.leases.releaseDetached(leaseFromRow(row), why);
+    }
+    const lease = leaseFromRow(row);
+    if (message.type === 'task') lease.worldSize = message.data.world_size;
+    client.leases.set(taskId, lease);
+    client.send(message);
+  }
+
+  /** FarmView: clients connected through the other live instances, with their free slots. */
+  async remoteClients(): Promise<RemoteClient[]> {
+    const others = (await repo.liveInstances(this.d.db, this.cutoff())).filter((i) => i !== this.id);
+    const out: RemoteClient[] = [];
+    for (const { row, busy } of await repo.remoteClients(this.d.db, others)) {
+      const hardware = hardwareOf(row);
+      if (!hardware || !row.instance_id || this.d.registry.get(row.id)?.send) continue;
+      const wanted = Number(sessionOf(row).max_tasks) || this.d.maxTasksPerClient;
+      const maxTasks = Math.min(this.d.maxTasksPerClient, wanted);
+      out.push({
+        id: row.id,
+        ...hardware,
+        instanceId: row.instance_id,
+        maxTasks,
+        freeSlots: Math.max(0, maxTasks - busy),
+        cordoned: Number(row.cordoned) === 1,
+      });
+    }
+    return out;
+  }
+
+  /** FarmView: clients holding a live rank of the task, whichever instance holds them. */
+  async clientsOf(taskId: number): Promise<string[]> {
+    return (await liveRanks(this.d.db, taskId)).map((r) => r.client_id);
   }
 
   private holder(clientId: string, taskId: number, attempt: number): { client?: FarmClient; lease?: Lease } {

@@ -14,6 +14,7 @@ import {
 import { parseJson, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { claimRanks } from '../tasks/lifecycle.js';
+import { placeAcross, type FarmView, type RemoteClient } from './across.js';
 import { claimTasks } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
 import {
@@ -68,6 +69,8 @@ export class Dispatcher {
   private changes = 0;
   /** What the last pass that placed nothing saw; a pass that would see the same is skipped. */
   private idleSignature: string | null = null;
+  /** Bumped when the other instances' clients may have changed (connected, freed a slot). */
+  private farmVersion = 0;
   private closed = false;
   /** Ends a lease committed for a client that left meanwhile (LeaseService, wired by the farm). */
   private releaseLeftBehind: ((lease: Lease, reason: string) => Promise<void>) | null = null;
@@ -83,6 +86,8 @@ export class Dispatcher {
       metrics: FarmMetrics;
       maxTasksPerClient: number;
       training?: TrainingHook;
+      /** The clients of the other instances (src/cluster), for tasks with several ranks. */
+      farm?: FarmView;
     },
   ) {}
 
@@ -216,6 +221,15 @@ export class Dispatcher {
     return next;
   }
 
+  /**
+   * The rest of the farm may have changed (a client of another instance connected or left, a
+   * task ended there): a pass runs when a task with several ranks waits for it.
+   */
+  farmChanged(): void {
+    this.farmVersion++;
+    for (const t of this.queue.values()) if (t.worldSize > 1) return this.schedule();
+  }
+
   close(): void {
     this.closed = true;
   }
@@ -286,24 +300,40 @@ export class Dispatcher {
       // Placements depend only on the queue and the clients' free slots, cordons and hardware:
       // when none of them changed since a pass that placed nothing, neither would this one.
       // That costs the number of clients, not the length of the queue.
-      let signature = `${this.changes}/${registry.hardwareVersion}`;
+      let signature = `${this.changes}/${registry.hardwareVersion}/${this.farmVersion}`;
       for (const c of capacities) signature += `/${c.id}:${c.freeSlots}:${c.cordoned ? 1 : 0}`;
       if (signature === this.idleSignature) {
         this.deps.metrics.dispatchPasses.inc({ outcome: 'skipped' });
         return;
       }
       const placements = placeTasks(tasks(this.queue), capacities);
-      this.idleSignature = placements.length === 0 ? signature : null;
-      this.deps.metrics.dispatchPasses.inc({ outcome: placements.length === 0 ? 'idle' : 'placed' });
       if (placements.length > 0) await this.claim(placements);
-      if (this.queue.size > 0 && placements.length === 0) await this.reviewUnschedulable();
+      const placed = placements.length + (await this.placeAcross(new Set(placements.map((p) => p.taskId))));
+      this.idleSignature = placed === 0 ? signature : null;
+      this.deps.metrics.dispatchPasses.inc({ outcome: placed === 0 ? 'idle' : 'placed' });
+      if (this.queue.size > 0 && placed === 0) await this.reviewUnschedulable();
     } catch (err) {
       if (!this.closed) this.deps.logger.error({ err }, 'dispatch pass failed');
     }
   }
 
-  /** Claims placed tasks in one group transaction, then sends them. */
-  private async claim(placements: Placement[]): Promise<void> {
+  /** Places the tasks with several ranks left waiting on local and remote clients together. */
+  private async placeAcross(placedHere: ReadonlySet<number>): Promise<number> {
+    const farm = this.deps.farm;
+    if (!farm) return 0;
+    const waiting = [...this.queue.ordered()].filter((t) => t.worldSize > 1 && !placedHere.has(t.id));
+    if (waiting.length === 0) return 0;
+    const local = this.deps.registry.capacities(this.deps.maxTasksPerClient);
+    const { placements, remote } = await placeAcross(waiting, local, farm);
+    if (placements.length > 0) await this.claim(placements, remote);
+    return placements.length;
+  }
+
+  /**
+   * Claims placed tasks in one group transaction, then sends them: to a client of another
+   * instance (`remote`) through the bus, to be sent by the instance holding its socket.
+   */
+  private async claim(placements: Placement[], remote = new Map<string, RemoteClient>()): Promise<void> {
     const { registry, writes, clock } = this.deps;
     const byTask = new Map<number, Placement[]>();
     for (const p of placements) byTask.set(p.taskId, [...(byTask.get(p.taskId) ?? []), p]);
@@ -317,18 +347,23 @@ export class Dispatcher {
         return;
       }
       // Reserve the slots now so a concurrent pass cannot place on them too.
-      const provisional = ps.map((p) => this.reserve(p));
+      const provisional = ps.map((p) => (remote.has(p.clientId) ? null : this.reserve(p)));
+      const ranks = ps.map((p) => {
+        const r = remote.get(p.clientId);
+        return r ? { ...p, via: { instanceId: r.instanceId, maxTasks: r.maxTasks } } : p;
+      });
       const now = clock.now();
       const claimed = await (
         task.partial
-          ? writes.run((trx) => claimRanks(trx, taskId, ps, now))
-          : writes.submit(claimTasks, { taskId, placements: ps, attempts: task.attempts, now })
+          ? writes.run((trx) => claimRanks(trx, taskId, ranks, now))
+          : writes.submit(claimTasks, { taskId, placements: ranks, attempts: task.attempts, now })
       ).catch((err: unknown) => {
         this.deps.logger.error({ err, taskId }, 'claim failed');
         return null;
       });
+      const reserved = provisional.filter((l): l is Lease => l !== null);
       if (!claimed) {
-        for (const l of provisional) {
+        for (const l of reserved) {
           const leases = registry.get(l.clientId)?.leases;
           if (leases?.get(taskId) === l) leases.delete(taskId);
         }
@@ -339,34 +374,27 @@ export class Dispatcher {
       // Every lease is complete before the first await below, so a client leaving from now on
       // finds real leases and its release ends them (releaseClient skips provisional ones).
       for (const [i, lease] of provisional.entries()) {
+        if (!lease) continue;
         lease.attempt = claimed.attempts[i] as number;
         lease.assignmentId = claimed.ids[i] as number;
         lease.worldSize = task.worldSize;
       }
       // A client that left while the claim was committing (a goodbye right after its last
       // ack) has had its leases released already, without this one: it is ended below.
-      const leftBehind = provisional.filter((l) => registry.get(l.clientId)?.leases.get(taskId) !== l);
+      const leftBehind = reserved.filter((l) => registry.get(l.clientId)?.leases.get(taskId) !== l);
       for (const [i, p] of ps.entries()) {
-        const lease = provisional[i] as Lease;
-        if (leftBehind.includes(lease)) continue;
-        const data: TaskData = taskFrameData({
-          id: taskId,
-          type: task.type,
-          name: task.name,
-          config: task.config,
-          requirements: task.requirements as Record<string, unknown>,
-          attempt: lease.attempt,
-          rank: p.rank,
-          worldSize: task.worldSize,
-        });
-        const training = await this.deps.training?.describeTraining(
-          taskId,
-          task.config,
-          p.rank,
-          lease.attempt,
-        );
-        if (training) data.training = training;
-        registry.get(p.clientId)?.send?.({ type: 'task', data });
+        const lease = provisional[i];
+        if (lease && leftBehind.includes(lease)) continue;
+        const attempt = claimed.attempts[i] as number;
+        const message = { type: 'task' as const, data: await this.frame(task, p.rank, attempt) };
+        if (lease) registry.get(p.clientId)?.send?.(message);
+        else
+          await this.deps.bus.publish('cluster.push', {
+            client_id: p.clientId,
+            task_id: taskId,
+            attempt,
+            message,
+          });
       }
       this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
       await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
@@ -381,6 +409,23 @@ export class Dispatcher {
       }
     });
     await Promise.all(claims);
+  }
+
+  /** The `task` frame of one rank, with its round when it trains. */
+  private async frame(task: QueuedTask, rank: number, attempt: number): Promise<TaskData> {
+    const data: TaskData = taskFrameData({
+      id: task.id,
+      type: task.type,
+      name: task.name,
+      config: task.config,
+      requirements: task.requirements as Record<string, unknown>,
+      attempt,
+      rank,
+      worldSize: task.worldSize,
+    });
+    const training = await this.deps.training?.describeTraining(task.id, task.config, rank, attempt);
+    if (training) data.training = training;
+    return data;
   }
 
   private reserve(p: Placement): Lease {

@@ -104,6 +104,47 @@ export async function claimTasks(
   );
 }
 
+/** A slot claimed on a client whose socket another instance holds. */
+export interface RemoteSlot {
+  clientId: string;
+  /** The instance holding its socket, as placement read it. */
+  instanceId: string;
+  /** Its max_tasks: the claim takes a slot only while it has fewer live assignments. */
+  maxTasks: number;
+}
+
+/**
+ * claim a slot of a remote client: true only while the client is still connected through the
+ * instance placement read and has fewer than `maxTasks` assignments in `live`. The statement
+ * writes its row (the holder it already has), so the row stays locked until the claim commits:
+ * two instances claiming the same client go one after the other, and the second counts the
+ * first one's assignment (InnoDB reads the subquery of an UPDATE with a lock, not a snapshot).
+ */
+export async function takeRemoteSlot(
+  db: Executor,
+  slot: RemoteSlot,
+  live: readonly AssignmentStatus[],
+): Promise<boolean> {
+  const res = await db
+    .updateTable('clients')
+    .set({ instance_id: slot.instanceId })
+    .where('id', '=', slot.clientId)
+    .where('connected', '=', 1)
+    .where('instance_id', '=', slot.instanceId)
+    .where(
+      (eb) =>
+        eb
+          .selectFrom('task_assignments')
+          .select(eb.fn.countAll<number>().as('n'))
+          .where('client_id', '=', slot.clientId)
+          .where('status', 'in', [...live]),
+      '<',
+      slot.maxTasks,
+    )
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
 /** The status of one task, or undefined when it is gone. */
 export async function taskStatus(db: Executor, id: number): Promise<TaskStatus | undefined> {
   const row = await db.selectFrom('tasks').select(['status']).where('id', '=', id).executeTakeFirst();

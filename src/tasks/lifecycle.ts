@@ -45,6 +45,17 @@ const FINISH_TRAINING_FROM: readonly TaskStatus[] = [...COMPLETE_FROM, 'complete
 export interface RankPlacement {
   rank: number;
   clientId: string;
+  /** Set when another instance holds the client's socket: the claim takes one of its slots. */
+  via?: Omit<store.RemoteSlot, 'clientId'> | undefined;
+}
+
+/** Takes a slot on each remote client of `ps`; false when one has none left (or moved). */
+async function takeRemoteSlots(db: Executor, ps: readonly RankPlacement[]): Promise<boolean> {
+  for (const p of ps) {
+    if (p.via && !(await store.takeRemoteSlot(db, { clientId: p.clientId, ...p.via }, LIVE_ASSIGNMENT)))
+      return false;
+  }
+  return true;
 }
 
 /** A pending task placed on its clients (one placement per rank). */
@@ -65,10 +76,19 @@ export interface Claimed {
 /**
  * claim: pending tasks start running on their clients, with one assignment per placement.
  * One conditional statement for all: a task changes only while pending with the attempts the
- * dispatcher read, so two claimers cannot both win. Null, and nothing written beyond that
- * statement, when not every task changed (the caller rolls back and claims one by one).
+ * dispatcher read, so two claimers cannot both win. A rank placed on a client of another
+ * instance first takes one of that client's slots (takeRemoteSlot). Null, and nothing written
+ * beyond those statements, when not every task changed or a remote client had no slot left (the
+ * caller rolls back and claims one by one).
  */
 export async function claimTasks(db: Executor, claims: readonly Claim[]): Promise<Claimed[] | null> {
+  if (
+    !(await takeRemoteSlots(
+      db,
+      claims.flatMap((c) => c.placements),
+    ))
+  )
+    return null;
   const at = toDbTime((claims[0] as Claim).now);
   const changed = await store.claimTasks(
     db,
@@ -102,7 +122,8 @@ export async function claimTasks(db: Executor, claims: readonly Claim[]): Promis
 
 /**
  * re-place ranks: ranks of a running task start on new clients, each with its next attempt
- * (attempts count per rank). Null when the task no longer runs.
+ * (attempts count per rank). Null when the task no longer runs or a remote client has no
+ * slot left.
  */
 export async function claimRanks(
   db: Executor,
@@ -111,6 +132,7 @@ export async function claimRanks(
   now: Date,
 ): Promise<Claimed | null> {
   if ((await store.taskStatus(db, taskId)) !== 'running') return null;
+  if (!(await takeRemoteSlots(db, ps))) return null;
   const attempts: number[] = [];
   const ids: number[] = [];
   for (const p of ps) {

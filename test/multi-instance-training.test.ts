@@ -1,0 +1,154 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateToken } from '../src/auth/token-service.js';
+import { CliProcess } from './clients/processes.js';
+import { serverEnv, startCliServer, type CliServer } from './helpers/cli.js';
+import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { request } from './helpers/server.js';
+import { waitFor } from './helpers/wait.js';
+
+const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+type Task = { id: number; status: string; error_log: string | null; unschedulable_reason: string | null };
+
+/**
+ * A training task whose ranks span instances (issue 14, point 4): two `ai-farm server`
+ * processes on one MariaDB database and one Redis, one real `ai-farm worker` connected to each.
+ * Neither instance alone has the two clients a 2-rank task needs; the farm has.
+ */
+describe('a training task across two instances', () => {
+  let db: TestDatabase;
+  let dir: string;
+  const admin = generateToken();
+  const servers: CliServer[] = [];
+  const workers: CliProcess[] = [];
+  const clientIds: string[] = [];
+
+  const api = (server: CliServer, method: string, path: string, body?: unknown) =>
+    request(server.url, method, path, body, admin);
+  const task = async (id: number, via = servers[0] as CliServer): Promise<Task> =>
+    (await api(via, 'GET', `/api/tasks/${id}`)).body as Task;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('mysql');
+    dir = mkdtempSync(join(tmpdir(), 'aifarm-span-'));
+    for (const name of ['a', 'b']) {
+      const env = serverEnv(db, admin, {
+        DATA_DIR: join(db.dir, `data-${name}`),
+        LOG_DIR: join(db.dir, `logs-${name}`),
+        REDIS_URL,
+        REDIS_KEY_PREFIX: `aifarm-test-${db.url.split('/').pop()}:`,
+        CONNECTION_TIMEOUT: '5',
+      });
+      servers.push(await startCliServer([], env, { timeoutMs: 60_000 }));
+    }
+    const tok = await api(servers[0] as CliServer, 'POST', '/api/tokens', { name: 'span', role: 'worker' });
+    expect(tok.status).toBe(201);
+    // One worker on each instance, each reaching it directly (no balancer to choose).
+    for (const [i, server] of servers.entries()) {
+      const name = `span-${i}`;
+      const proc = new CliProcess(
+        [
+          'worker',
+          '--server',
+          server.url,
+          '--id-file',
+          join(dir, `${name}.id`),
+          '--name',
+          name,
+          '--max-tasks',
+          '1',
+        ],
+        { AI_FARM_TOKEN: tok.body.token as string, TMPDIR: dir },
+      );
+      workers.push(proc);
+      clientIds.push((await proc.waitFor(/registered as (\S+)/, 60_000))[1] as string);
+    }
+    // Each instance has recorded the socket it holds.
+    await waitFor(
+      'both clients held',
+      async () => {
+        const clients = (await api(servers[0] as CliServer, 'GET', '/api/clients?limit=10')).body.items as {
+          id: string;
+          connected: boolean;
+        }[];
+        return clientIds.every((id) => clients.some((c) => c.id === id && c.connected));
+      },
+      30_000,
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.stop()));
+    for (const s of servers) await s.stop('SIGKILL');
+    await db?.drop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const create = async (name: string, worldSize: number, config: Record<string, unknown>) => {
+    const res = await api(servers[0] as CliServer, 'POST', '/api/tasks', {
+      type: 'train_mnist',
+      name,
+      world_size: worldSize,
+      requirements: {},
+      config: { batch_size: 32, seed: 1, ...config },
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    return res.body.id as number;
+  };
+
+  it('unschedulable_reason counts the clients of every instance', async () => {
+    const id = await create('span-too-wide', 3, { rounds: 1, epochs: 1 });
+    // Either instance may write the note; both must count the whole farm: 2 of the 3 clients.
+    const t = await waitFor(
+      'the note',
+      async () => {
+        const t = await task(id);
+        return t.unschedulable_reason?.includes('2 known client(s) qualify') && t;
+      },
+      30_000,
+      { state: async () => JSON.stringify(await task(id)) },
+    );
+    expect(t.status).toBe('pending');
+    expect(t.unschedulable_reason).toMatch(/^needs 3 clients with/);
+    expect(
+      (await api(servers[0] as CliServer, 'PUT', `/api/tasks/${id}/status`, { status: 'cancelled' })).status,
+    ).toBe(200);
+  }, 60_000);
+
+  it('a 2-rank train_mnist task with one worker on each instance runs to completion', async () => {
+    const id = await create('span', 2, {
+      rounds: 2,
+      epochs: 1,
+      shards: [
+        [0, 0.1],
+        [0.1, 0.2],
+      ],
+    });
+    const done = await waitFor(
+      'the task to finish',
+      async () => {
+        const t = await task(id, servers[1]);
+        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
+      },
+      120_000,
+      {
+        state: async () =>
+          `${JSON.stringify(await task(id))}\n${workers.map((w) => w.output).join('\n----\n')}`,
+      },
+    );
+    expect(done.status, done.error_log ?? '').toBe('completed');
+    const rounds = (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/rounds`)).body.items as {
+      num_updates: number;
+    }[];
+    expect(rounds.map((r) => r.num_updates)).toEqual([2, 2]);
+    // One rank on each worker, so one through each instance.
+    const assignments = (await api(servers[0] as CliServer, 'GET', `/api/tasks/${id}/assignments`)).body
+      .items as { client_id: string; rank: number; status: string }[];
+    expect(new Set(assignments.map((a) => a.client_id))).toEqual(new Set(clientIds));
+    expect(assignments.every((a) => a.status === 'completed')).toBe(true);
+    for (const w of workers) await w.waitFor(new RegExp(`task ${id}: completed`), 30_000);
+  }, 180_000);
+});
