@@ -8,6 +8,7 @@ import type { Executor } from '../storage/executor.js';
 import { LIVE_ASSIGNMENT, type AssignmentRow } from '../storage/assignment-repo.js';
 import type { ClientRow } from '../storage/client-repo.js';
 import type { AssignmentStatus } from '../storage/schema.js';
+import { updatedAny } from '../storage/values.js';
 
 type Db = Executor;
 const LIVE = LIVE_ASSIGNMENT as AssignmentStatus[];
@@ -24,12 +25,7 @@ export async function registerInstance(
 
 /** Renews this instance's heartbeat; false when its row is gone (the others declared it dead). */
 export async function heartbeat(db: Db, id: string, at: string): Promise<boolean> {
-  const res = await db
-    .updateTable('server_instances')
-    .set({ heartbeat_at: at })
-    .where('id', '=', id)
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(db.updateTable('server_instances').set({ heartbeat_at: at }).where('id', '=', id));
 }
 
 export async function removeInstance(db: Db, id: string): Promise<void> {
@@ -88,15 +84,15 @@ export async function orphanClients(db: Db, live: string[]): Promise<OrphanClien
  * instances are live. False when another instance got it first (or it reconnected).
  */
 export async function claimClient(db: Db, orphan: OrphanClient, me: string): Promise<boolean> {
-  const res = await db
-    .updateTable('clients')
-    .set({ instance_id: me, connected: 0, status: 'inactive' })
-    .where('id', '=', orphan.clientId)
-    .where((eb) =>
-      orphan.heldBy === null ? eb('instance_id', 'is', null) : eb('instance_id', '=', orphan.heldBy),
-    )
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('clients')
+      .set({ instance_id: me, connected: 0, status: 'inactive' })
+      .where('id', '=', orphan.clientId)
+      .where((eb) =>
+        orphan.heldBy === null ? eb('instance_id', 'is', null) : eb('instance_id', '=', orphan.heldBy),
+      ),
+  );
 }
 
 /** Records that `me` holds the client's socket now; returns the instance that held it before. */
@@ -196,13 +192,13 @@ export async function takeOwner(
   me: string,
   at: string,
 ): Promise<boolean> {
-  const res = await db
-    .updateTable('training_owners')
-    .set({ instance_id: me, acquired_at: at })
-    .where('task_id', '=', taskId)
-    .where('instance_id', '=', from)
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) > 0;
+  return updatedAny(
+    db
+      .updateTable('training_owners')
+      .set({ instance_id: me, acquired_at: at })
+      .where('task_id', '=', taskId)
+      .where('instance_id', '=', from),
+  );
 }
 
 /** Running training tasks with an open round whose owner is not live. */

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { DIALECTS, openMigratedTestDatabase, taskRow } from '../../test/helpers/db.js';
 import { silentLogger } from '../observability/logger.js';
 import { listAssignments } from '../storage/assignment-repo.js';
 import type { DatabaseHandle } from '../storage/db.js';
@@ -22,17 +22,7 @@ describe.each(DIALECTS)('set-based claims on %s', (dialect) => {
     await db?.close();
   });
 
-  const row = (name: string) => ({
-    type: 'noop',
-    name,
-    requirements: '{}',
-    config: null,
-    priority: 0,
-    max_attempts: 3,
-    world_size: 1,
-    created_by: 'alice',
-    now: '2030-01-02 03:04:05',
-  });
+  const row = (name: string) => taskRow({ name });
 
   it('claims many tasks in one commit; one no longer pending loses alone, the others win', async () => {
     const ids = await insertTasks(h.db, ['a', 'b', 'c', 'd'].map(row));

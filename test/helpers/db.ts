@@ -11,6 +11,7 @@ import {
 } from '../../src/storage/db.js';
 import { migrateToLatest } from '../../src/storage/migrate.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import type { NewTaskRow } from '../../src/storage/task-repo.js';
 import { WriteQueue } from '../../src/storage/write-queue.js';
 
 /** The MariaDB server tests use; CI starts it (scripts/ensure-services.sh). */
@@ -94,3 +95,17 @@ export async function openTestDatabaseWithWrites(
     },
   };
 }
+
+/** A task row for insertTasks in storage-level tests: a one-rank `noop` by alice, with `over` on top. */
+export const taskRow = (over: Partial<NewTaskRow> = {}): NewTaskRow => ({
+  type: 'noop',
+  name: null,
+  requirements: '{}',
+  config: null,
+  priority: 0,
+  max_attempts: 3,
+  world_size: 1,
+  created_by: 'alice',
+  now: '2030-01-02 03:04:05',
+  ...over,
+});

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase } from '../../../test/helpers/db.js';
+import { DIALECTS, openMigratedTestDatabase, taskRow } from '../../../test/helpers/db.js';
 import { InProcessBus } from '../../bus/bus.js';
 import { ClientRegistry } from '../../clients/registry.js';
 import { silentLogger } from '../../observability/logger.js';
@@ -69,17 +69,7 @@ describe.each(DIALECTS)('the round coordinator and its rounds on %s', (dialect) 
       seed: 1,
     };
     const [id] = await insertTasks(db.h.db, [
-      {
-        type: 'command',
-        name: 'training',
-        requirements: '{}',
-        config: JSON.stringify(config),
-        priority: 0,
-        max_attempts: 3,
-        world_size: 2,
-        created_by: 'alice',
-        now: '2030-01-02 03:04:05',
-      },
+      taskRow({ type: 'command', name: 'training', config: JSON.stringify(config), world_size: 2 }),
     ]);
     await updateTaskIf(db.h.db, id!, ['pending'], { status: 'running' });
     return id!;
@@ -146,19 +136,7 @@ describe.each(DIALECTS)('the round coordinator and its rounds on %s', (dialect) 
 
   it('leaves a task that is not a running training task without a round', async () => {
     await setUp();
-    const [plain] = await insertTasks(db.h.db, [
-      {
-        type: 'noop',
-        name: 'plain',
-        requirements: '{}',
-        config: null,
-        priority: 0,
-        max_attempts: 3,
-        world_size: 1,
-        created_by: 'alice',
-        now: '2030-01-02 03:04:05',
-      },
-    ]);
+    const [plain] = await insertTasks(db.h.db, [taskRow({ name: 'plain' })]);
     expect(await coordinator.round(plain!)).toBeUndefined();
     expect(await latestRound(db.h.db, plain!)).toBeUndefined();
   });
