@@ -11,7 +11,13 @@ import { waitFor } from './helpers/wait.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-type Task = { id: number; status: string; error_log: string | null; unschedulable_reason: string | null };
+type Task = {
+  id: number;
+  status: string;
+  progress: number;
+  error_log: string | null;
+  unschedulable_reason: string | null;
+};
 
 /**
  * A training task whose ranks span instances (issue 14, point 4): two `ai-farm server`
@@ -25,6 +31,28 @@ describe('a training task across two instances', () => {
   const servers: CliServer[] = [];
   const workers: CliProcess[] = [];
   const clientIds: string[] = [];
+  let token = '';
+
+  /** Starts a real `ai-farm worker` connected to `server`; returns its client id. */
+  async function startWorker(name: string, server: CliServer): Promise<string> {
+    const proc = new CliProcess(
+      [
+        'worker',
+        '--server',
+        server.url,
+        '--id-file',
+        join(dir, `${name}.id`),
+        '--name',
+        name,
+        '--max-tasks',
+        '1',
+        '-v',
+      ],
+      { AI_FARM_TOKEN: token, TMPDIR: dir },
+    );
+    workers.push(proc);
+    return (await proc.waitFor(/registered as (\S+)/, 60_000))[1] as string;
+  }
 
   const api = (server: CliServer, method: string, path: string, body?: unknown) =>
     request(server.url, method, path, body, admin);
@@ -46,26 +74,9 @@ describe('a training task across two instances', () => {
     }
     const tok = await api(servers[0] as CliServer, 'POST', '/api/tokens', { name: 'span', role: 'worker' });
     expect(tok.status).toBe(201);
+    token = tok.body.token as string;
     // One worker on each instance, each reaching it directly (no balancer to choose).
-    for (const [i, server] of servers.entries()) {
-      const name = `span-${i}`;
-      const proc = new CliProcess(
-        [
-          'worker',
-          '--server',
-          server.url,
-          '--id-file',
-          join(dir, `${name}.id`),
-          '--name',
-          name,
-          '--max-tasks',
-          '1',
-        ],
-        { AI_FARM_TOKEN: tok.body.token as string, TMPDIR: dir },
-      );
-      workers.push(proc);
-      clientIds.push((await proc.waitFor(/registered as (\S+)/, 60_000))[1] as string);
-    }
+    for (const [i, server] of servers.entries()) clientIds.push(await startWorker(`span-${i}`, server));
     // Each instance has recorded the socket it holds.
     await waitFor(
       'both clients held',
@@ -151,4 +162,47 @@ describe('a training task across two instances', () => {
     expect(assignments.every((a) => a.status === 'completed')).toBe(true);
     for (const w of workers) await w.waitFor(new RegExp(`task ${id}: completed`), 30_000);
   }, 180_000);
+
+  it('a rank lost with its worker on one instance is placed again on a worker of the other', async () => {
+    const id = await create('span-lost', 2, {
+      rounds: 3,
+      epochs: 2,
+      shards: [
+        [0, 0.1],
+        [0.1, 0.2],
+      ],
+    });
+    // Round 2 (33-67%) under way on the two workers, one through each instance.
+    await waitFor('round 2 under way', async () => (await task(id)).progress >= 40, 90_000);
+    // A spare worker on B; then A's worker dies. A releases its rank after CONNECTION_TIMEOUT and,
+    // with no worker of its own left, places it on B's spare (not on B's rank holder).
+    const spare = await startWorker('span-spare', servers[1] as CliServer);
+    workers[0]!.child.kill('SIGKILL');
+    await workers[2]!.waitFor(
+      new RegExp(`task ${id} span-lost \\(train_mnist, attempt 2\\): started`),
+      60_000,
+    );
+    const done = await waitFor(
+      'the task to finish',
+      async () => {
+        const t = await task(id, servers[1]);
+        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
+      },
+      120_000,
+    );
+    expect(done.status, done.error_log ?? '').toBe('completed');
+    const rounds = (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/rounds`)).body.items as {
+      num_updates: number;
+    }[];
+    expect(rounds.map((r) => r.num_updates)).toEqual([2, 2, 2]);
+    const assignments = (await api(servers[0] as CliServer, 'GET', `/api/tasks/${id}/assignments`)).body
+      .items as { client_id: string; status: string }[];
+    expect(assignments.find((a) => a.client_id === clientIds[0])?.status).toBe('lost');
+    expect(
+      assignments
+        .filter((a) => a.status === 'completed')
+        .map((a) => a.client_id)
+        .sort(),
+    ).toEqual([clientIds[1], spare].sort());
+  }, 240_000);
 });
