@@ -7,6 +7,7 @@ import { CliProcess } from './clients/processes.js';
 import { serverEnv, startCliServer, type CliServer } from './helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
+import { ENDED, mnistTaskBody, workerArgs } from './helpers/training.js';
 import { waitFor } from './helpers/wait.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -35,21 +36,7 @@ describe('a training task across two instances', () => {
 
   /** Starts a real `ai-farm worker` connected to `server`; returns its client id. */
   async function startWorker(name: string, server: CliServer): Promise<string> {
-    const proc = new CliProcess(
-      [
-        'worker',
-        '--server',
-        server.url,
-        '--id-file',
-        join(dir, `${name}.id`),
-        '--name',
-        name,
-        '--max-tasks',
-        '1',
-        '-v',
-      ],
-      { AI_FARM_TOKEN: token, TMPDIR: dir },
-    );
+    const proc = new CliProcess(workerArgs(server.url, dir, name), { AI_FARM_TOKEN: token, TMPDIR: dir });
     workers.push(proc);
     return (await proc.waitFor(/registered as (\S+)/, 60_000))[1] as string;
   }
@@ -98,17 +85,44 @@ describe('a training task across two instances', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
+  /** A tenth of MNIST per rank: rounds short enough for a test. */
+  const TWO_SHARDS = [
+    [0, 0.1],
+    [0.1, 0.2],
+  ];
   const create = async (name: string, worldSize: number, config: Record<string, unknown>) => {
-    const res = await api(servers[0] as CliServer, 'POST', '/api/tasks', {
-      type: 'train_mnist',
-      name,
-      world_size: worldSize,
-      requirements: {},
-      config: { batch_size: 32, seed: 1, ...config },
-    });
+    const res = await api(
+      servers[0] as CliServer,
+      'POST',
+      '/api/tasks',
+      mnistTaskBody(name, worldSize, config),
+    );
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     return res.body.id as number;
   };
+
+  /** Waits for the task to end (read through instance B) and expects it completed. */
+  const completes = async (id: number) => {
+    const done = await waitFor(
+      'the task to finish',
+      async () => {
+        const t = await task(id, servers[1]);
+        return ENDED.includes(t.status) && t;
+      },
+      120_000,
+      {
+        state: async () =>
+          `${JSON.stringify(await task(id))}\n${workers.map((w) => w.output).join('\n----\n')}`,
+      },
+    );
+    expect(done.status, done.error_log ?? '').toBe('completed');
+  };
+  const updatesPerRound = async (id: number) =>
+    (
+      (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/rounds`)).body.items as {
+        num_updates: number;
+      }[]
+    ).map((r) => r.num_updates);
 
   it('unschedulable_reason counts the clients of every instance', async () => {
     const id = await create('span-too-wide', 3, { rounds: 1, epochs: 1 });
@@ -130,31 +144,9 @@ describe('a training task across two instances', () => {
   }, 60_000);
 
   it('a 2-rank train_mnist task with one worker on each instance runs to completion', async () => {
-    const id = await create('span', 2, {
-      rounds: 2,
-      epochs: 1,
-      shards: [
-        [0, 0.1],
-        [0.1, 0.2],
-      ],
-    });
-    const done = await waitFor(
-      'the task to finish',
-      async () => {
-        const t = await task(id, servers[1]);
-        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
-      },
-      120_000,
-      {
-        state: async () =>
-          `${JSON.stringify(await task(id))}\n${workers.map((w) => w.output).join('\n----\n')}`,
-      },
-    );
-    expect(done.status, done.error_log ?? '').toBe('completed');
-    const rounds = (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/rounds`)).body.items as {
-      num_updates: number;
-    }[];
-    expect(rounds.map((r) => r.num_updates)).toEqual([2, 2]);
+    const id = await create('span', 2, { rounds: 2, epochs: 1, shards: TWO_SHARDS });
+    await completes(id);
+    expect(await updatesPerRound(id)).toEqual([2, 2]);
     // One rank on each worker, so one through each instance.
     const assignments = (await api(servers[0] as CliServer, 'GET', `/api/tasks/${id}/assignments`)).body
       .items as { client_id: string; rank: number; status: string }[];
@@ -164,14 +156,7 @@ describe('a training task across two instances', () => {
   }, 180_000);
 
   it('a rank lost with its worker on one instance is placed again on a worker of the other', async () => {
-    const id = await create('span-lost', 2, {
-      rounds: 3,
-      epochs: 2,
-      shards: [
-        [0, 0.1],
-        [0.1, 0.2],
-      ],
-    });
+    const id = await create('span-lost', 2, { rounds: 3, epochs: 2, shards: TWO_SHARDS });
     // Round 2 (33-67%) under way on the two workers, one through each instance.
     await waitFor('round 2 under way', async () => (await task(id)).progress >= 40, 90_000);
     // A spare worker on B; then A's worker dies. A releases its rank after CONNECTION_TIMEOUT and,
@@ -182,19 +167,8 @@ describe('a training task across two instances', () => {
       new RegExp(`task ${id} span-lost \\(train_mnist, attempt 2\\): started`),
       60_000,
     );
-    const done = await waitFor(
-      'the task to finish',
-      async () => {
-        const t = await task(id, servers[1]);
-        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
-      },
-      120_000,
-    );
-    expect(done.status, done.error_log ?? '').toBe('completed');
-    const rounds = (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/rounds`)).body.items as {
-      num_updates: number;
-    }[];
-    expect(rounds.map((r) => r.num_updates)).toEqual([2, 2, 2]);
+    await completes(id);
+    expect(await updatesPerRound(id)).toEqual([2, 2, 2]);
     const assignments = (await api(servers[0] as CliServer, 'GET', `/api/tasks/${id}/assignments`)).body
       .items as { client_id: string; status: string }[];
     expect(assignments.find((a) => a.client_id === clientIds[0])?.status).toBe('lost');

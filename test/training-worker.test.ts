@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { CliProcess } from './clients/processes.js';
+import { ENDED, mnistTaskBody, workerArgs } from './helpers/training.js';
 import { holdsStill, sleep, waitFor } from './helpers/wait.js';
 
 // The worker side of training tasks (src/worker/executors/training-loop.ts, train-mnist.ts),
@@ -52,22 +53,10 @@ async function startWorker(
 ): Promise<{ proc: CliProcess; tmp: string }> {
   const tmp = join(dir, `${name}-tmp`);
   mkdirSync(tmp, { recursive: true });
-  const proc = new CliProcess(
-    [
-      'worker',
-      '--server',
-      server,
-      '--id-file',
-      join(dir, `${name}.id`),
-      '--name',
-      name,
-      '--max-tasks',
-      '1',
-      '-v',
-      ...more,
-    ],
-    { AI_FARM_TOKEN: workerToken, TMPDIR: tmp },
-  );
+  const proc = new CliProcess(workerArgs(server, dir, name, more), {
+    AI_FARM_TOKEN: workerToken,
+    TMPDIR: tmp,
+  });
   procs.push(proc);
   await proc.waitFor(/registered as/);
   return { proc, tmp };
@@ -79,13 +68,7 @@ async function createTask(
   worldSize = 2,
   server = ts,
 ): Promise<number> {
-  const res = await server.api('POST', '/api/tasks', {
-    type: 'train_mnist',
-    name,
-    world_size: worldSize,
-    requirements: {},
-    config: { batch_size: 32, seed: 1, ...config },
-  });
+  const res = await server.api('POST', '/api/tasks', mnistTaskBody(name, worldSize, config));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body.id;
 }
@@ -98,7 +81,7 @@ async function finished(id: number, ms = 60_000, server = ts) {
       `task ${id} to finish`,
       async () => {
         const t = await getTask(id, server);
-        return ['completed', 'failed', 'error', 'cancelled'].includes(t.status) && t;
+        return ENDED.includes(t.status) && t;
       },
       ms,
     );

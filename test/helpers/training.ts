@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { afterEach, expect } from 'vitest';
 import type { Dialect } from '../../src/storage/db.js';
 import { startTestServer, type TestServer } from './server.js';
@@ -193,3 +194,34 @@ export async function startTraining(
       }),
   };
 }
+
+/** `ai-farm worker` arguments for one named worker of a test, its id kept in `dir`; `more` appended. */
+export function workerArgs(server: string, dir: string, name: string, more: string[] = []): string[] {
+  return [
+    'worker',
+    '--server',
+    server,
+    '--id-file',
+    join(dir, `${name}.id`),
+    '--name',
+    name,
+    '--max-tasks',
+    '1',
+    '-v',
+    ...more,
+  ];
+}
+
+/** The POST /api/tasks body of a `train_mnist` task (batch 32, seed 1 unless `config` says otherwise). */
+export function mnistTaskBody(name: string, worldSize: number, config: Record<string, unknown>) {
+  return {
+    type: 'train_mnist',
+    name,
+    world_size: worldSize,
+    requirements: {},
+    config: { batch_size: 32, seed: 1, ...config },
+  };
+}
+
+/** Statuses a task does not leave. */
+export const ENDED = ['completed', 'failed', 'error', 'cancelled'];
