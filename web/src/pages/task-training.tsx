@@ -1,3 +1,4 @@
+import type { ComponentChildren } from 'preact';
 import { useMemo } from 'preact/hooks';
 import type { Task, TaskMetricsView } from '../../../src/api/tasks.js';
 import type { CurrentRoundView } from '../../../src/training/training-api.js';
@@ -209,95 +210,102 @@ function Versions({ rounds }: { rounds: Round[] }) {
   if (!rows.length) return <p class="muted">No version published yet.</p>;
   const widest = Math.max(...rows.flatMap((r) => r.staleness));
   return (
-    <details class="versions" open data-testid="async-versions">
-      <summary>Versions published ({rows.length}): staleness of the updates that made each</summary>
-      <div class="table-wrap">
-        <table class="table">
-          <thead>
-            <tr>
-              <th scope="col">Version</th>
-              <th scope="col">Updates</th>
-              <th scope="col">Staleness (τ = 0 … {widest})</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((r) => {
-              const counts = Array.from(
-                { length: widest + 1 },
-                (_, t) => r.staleness.filter((s) => s === t).length,
-              );
-              const top = Math.max(...counts);
-              return (
-                <tr key={r.round} data-testid={`version-${r.round}`}>
-                  <td>{r.round}</td>
-                  <td>{r.staleness.length}</td>
-                  <td>
-                    <span
-                      class="histogram"
-                      role="img"
-                      aria-label={counts.map((c, t) => `τ=${t}: ${c}`).join(', ')}
-                    >
-                      {counts.map((c, t) => (
-                        <span
-                          key={t}
-                          class="bar"
-                          title={`τ=${t}: ${c}`}
-                          style={{ height: `${top ? (100 * c) / top : 0}%` }}
-                        />
-                      ))}
-                    </span>
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      </div>
-    </details>
+    <FoldedTable
+      class="versions"
+      open
+      testId="async-versions"
+      summary={`Versions published (${rows.length}): staleness of the updates that made each`}
+      head={['Version', 'Updates', `Staleness (τ = 0 … ${widest})`]}
+    >
+      {rows.map((r) => {
+        const counts = Array.from(
+          { length: widest + 1 },
+          (_, t) => r.staleness.filter((s) => s === t).length,
+        );
+        const top = Math.max(...counts);
+        return (
+          <tr key={r.round} data-testid={`version-${r.round}`}>
+            <td>{r.round}</td>
+            <td>{r.staleness.length}</td>
+            <td>
+              <span class="histogram" role="img" aria-label={counts.map((c, t) => `τ=${t}: ${c}`).join(', ')}>
+                {counts.map((c, t) => (
+                  <span
+                    key={t}
+                    class="bar"
+                    title={`τ=${t}: ${c}`}
+                    style={{ height: `${top ? (100 * c) / top : 0}%` }}
+                  />
+                ))}
+              </span>
+            </td>
+          </tr>
+        );
+      })}
+    </FoldedTable>
   );
 }
 
 function RoundsTable({ rounds }: { rounds: Round[] }) {
   const rows = [...rounds].sort((a, b) => b.round - a.round);
   return (
-    <details class="rounds" open={rows.length <= 10}>
-      <summary>Rounds ({rows.length})</summary>
+    <FoldedTable
+      class="rounds"
+      open={rows.length <= 10}
+      responsive
+      summary={`Rounds (${rows.length})`}
+      head={['Round', 'State', 'Updates', 'Loss', 'Accuracy', 'Held-out accuracy', 'Closed']}
+    >
+      {rows.map((r) => {
+        const m = obj(r.metrics);
+        const loss = pick(m, LOSS_KEYS);
+        const acc = pick(m, ACC_KEYS);
+        const held = num(m.heldout_accuracy);
+        return (
+          <tr key={r.round}>
+            <td data-label="Round">{r.round}</td>
+            <td data-label="State">
+              <StatusBadge status={r.state} />
+            </td>
+            <td data-label="Updates">{r.num_updates}</td>
+            <td data-label="Loss">{loss === null ? '—' : loss.toFixed(4)}</td>
+            <td data-label="Accuracy">{acc === null ? '—' : pct(acc)}</td>
+            <td data-label="Held-out accuracy">{held === null ? '—' : pct(held)}</td>
+            <td data-label="Closed" title={dateTime(r.closed_at)}>
+              {r.closed_at ? ago(r.closed_at) : '—'}
+            </td>
+          </tr>
+        );
+      })}
+    </FoldedTable>
+  );
+}
+
+/** A table under a summary line that folds it away; `responsive`: cards on narrow screens. */
+function FoldedTable(props: {
+  class: string;
+  open: boolean;
+  testId?: string;
+  responsive?: boolean;
+  summary: string;
+  head: string[];
+  children: ComponentChildren;
+}) {
+  return (
+    <details class={props.class} open={props.open} data-testid={props.testId}>
+      <summary>{props.summary}</summary>
       <div class="table-wrap">
-        <table class="table responsive">
+        <table class={props.responsive ? 'table responsive' : 'table'}>
           <thead>
             <tr>
-              <th scope="col">Round</th>
-              <th scope="col">State</th>
-              <th scope="col">Updates</th>
-              <th scope="col">Loss</th>
-              <th scope="col">Accuracy</th>
-              <th scope="col">Held-out accuracy</th>
-              <th scope="col">Closed</th>
+              {props.head.map((h) => (
+                <th key={h} scope="col">
+                  {h}
+                </th>
+              ))}
             </tr>
           </thead>
-          <tbody>
-            {rows.map((r) => {
-              const m = obj(r.metrics);
-              const loss = pick(m, LOSS_KEYS);
-              const acc = pick(m, ACC_KEYS);
-              const held = num(m.heldout_accuracy);
-              return (
-                <tr key={r.round}>
-                  <td data-label="Round">{r.round}</td>
-                  <td data-label="State">
-                    <StatusBadge status={r.state} />
-                  </td>
-                  <td data-label="Updates">{r.num_updates}</td>
-                  <td data-label="Loss">{loss === null ? '—' : loss.toFixed(4)}</td>
-                  <td data-label="Accuracy">{acc === null ? '—' : pct(acc)}</td>
-                  <td data-label="Held-out accuracy">{held === null ? '—' : pct(held)}</td>
-                  <td data-label="Closed" title={dateTime(r.closed_at)}>
-                    {r.closed_at ? ago(r.closed_at) : '—'}
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
+          <tbody>{props.children}</tbody>
         </table>
       </div>
     </details>
