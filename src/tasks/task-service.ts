@@ -9,7 +9,7 @@ import type {
   TaskLogLine,
 } from '../api/tasks.js';
 import { isAdmin, ownerOf, type Principal } from '../auth/principal.js';
-import type { Bus, TaskIntent } from '../bus/bus.js';
+import { announceStatus, type Bus, type TaskIntent } from '../bus/bus.js';
 import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import { inTransaction, type Executor } from '../storage/executor.js';
@@ -195,10 +195,9 @@ export class TaskService {
     };
   }
 
-  /** Wakes the schedulers (every instance) and tells the panel. */
+  /** Announces a new pending task: the dispatchers (every instance) read it; the panel shows it. */
   private async announce(id: number): Promise<void> {
-    await this.bus.publish('work.available', { task_id: id });
-    await this.bus.publish('task.changed', { task_id: id, status: 'pending' });
+    await announceStatus(this.bus, id, 'pending');
   }
 
   async get(principal: Principal, id: number): Promise<Task> {
@@ -245,8 +244,7 @@ export class TaskService {
     // Only a task under way has clients to tell or a round to pause or end.
     const intent = live > 0 || from === 'running' || from === 'paused' ? INTENT_FOR[target] : undefined;
     if (intent) await this.bus.publish('task.control', { task_id: id, action: intent });
-    if (target === 'pending') await this.bus.publish('work.available', { task_id: id });
-    await this.bus.publish('task.changed', { task_id: id, status: target });
+    await announceStatus(this.bus, id, target);
     return this.present(await this.mustFind(id));
   }
 
@@ -258,7 +256,7 @@ export class TaskService {
     }
     await repo.deleteTask(this.db, id);
     await this.bus.publish('task.control', { task_id: id, action: 'delete' });
-    await this.bus.publish('task.changed', { task_id: id, status: 'deleted' });
+    await announceStatus(this.bus, id, 'deleted');
   }
 
   async events(principal: Principal, id: number, limit = 200): Promise<TaskEvent[]> {
