@@ -18,6 +18,7 @@ import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
 import { countLiveAssignments, listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { listRounds } from '../storage/training-repo.js';
+import { trainedByRound } from '../training/round-clients.js';
 import { insertTaskCode } from '../storage/code-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
 import {
@@ -276,6 +277,7 @@ export class TaskService {
     const row = await this.visible(principal, id);
     const samples = await listMetricSamples(this.db, id, limit);
     const rounds = await listRounds(this.db, id);
+    const trained = rounds.length > 0 ? await trainedByRound(this.db, id) : undefined;
     return {
       ...(rounds.length > 0
         ? {
@@ -285,6 +287,7 @@ export class TaskService {
               closed_at: fromDbTime(r.closed_at),
               num_updates: Number(r.num_updates),
               metrics: parseJson<Record<string, unknown>>(r.metrics),
+              trained: trained?.get(Number(r.round)) ?? [],
             })),
           }
         : {}),
