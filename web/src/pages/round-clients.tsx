@@ -2,11 +2,14 @@ import type { RoundUpdateView, TaskEvent } from '../../../src/api/tasks.js';
 import { Link } from '../components/ui.js';
 import { num, obj } from '../format.js';
 
-/** One client of a round: trained (its update accepted), or sampled and then late or missing. */
+/**
+ * One client of a round: trained (its update accepted), or sampled and not (yet) delivering:
+ * waiting while the round is open, late (reported so) or missing once it closed.
+ */
 export interface RoundClient {
   client_id: string;
   rank: number | null;
-  state: 'trained' | 'late' | 'missing';
+  state: 'trained' | 'waiting' | 'late' | 'missing';
 }
 
 /** What a task's events say of one round's sampling (`round_sampled`, `update_late`). */
@@ -39,9 +42,13 @@ export function samplingByRound(events: readonly TaskEvent[]): Map<number, Sampl
 
 /**
  * Who trained in a round: without sampling, the clients whose updates were accepted; with it,
- * every client sampled (trained, late or missing), then any other whose update was accepted.
+ * every client sampled (trained, waiting, late or missing), then any other whose update was accepted.
  */
-export function roundClients(trained: readonly RoundUpdateView[], sampling?: Sampling): RoundClient[] {
+export function roundClients(
+  trained: readonly RoundUpdateView[],
+  open: boolean,
+  sampling?: Sampling,
+): RoundClient[] {
   const accepted: RoundClient[] = trained.map((u) => ({
     client_id: u.client_id,
     rank: u.rank,
@@ -53,7 +60,13 @@ export function roundClients(trained: readonly RoundUpdateView[], sampling?: Sam
   return [
     ...sampling.sampled.map((c): RoundClient => ({
       ...c,
-      state: took.has(c.client_id) ? 'trained' : sampling.late.has(c.client_id) ? 'late' : 'missing',
+      state: took.has(c.client_id)
+        ? 'trained'
+        : sampling.late.has(c.client_id)
+          ? 'late'
+          : open
+            ? 'waiting'
+            : 'missing',
     })),
     ...accepted.filter((c) => !sampled.has(c.client_id)),
   ];

@@ -273,7 +273,9 @@ function RoundsTable({ rounds, events }: { rounds: Round[]; events: readonly Tas
             </td>
             <td data-label="Updates">{r.num_updates}</td>
             <td data-label="Trained by">
-              <RoundClients clients={roundClients(r.trained ?? [], sampling.get(r.round))} />
+              <RoundClients
+                clients={roundClients(r.trained ?? [], r.state === 'open', sampling.get(r.round))}
+              />
             </td>
             <td data-label="Loss">{loss === null ? '—' : loss.toFixed(4)}</td>
             <td data-label="Accuracy">{acc === null ? '—' : pct(acc)}</td>
