@@ -168,13 +168,11 @@ export const AssignmentView = Type.Object({
 });
 export type AssignmentView = Static<typeof AssignmentView>;
 
-/** A client whose update a round accepted. */
-export const RoundUpdateView = Type.Object({
-  rank: Type.Integer(),
-  client_id: Type.String(),
-  attempt: Type.Integer({ description: 'The lease attempt the update was sent under.' }),
-  accepted_at: Timestamp,
-});
+/** A client whose update a round accepted: the assignment (rank, client, attempt) it came under. */
+export const RoundUpdateView = Type.Composite([
+  Type.Pick(AssignmentView, ['rank', 'client_id', 'attempt']),
+  Type.Object({ accepted_at: Timestamp }),
+]);
 export type RoundUpdateView = Static<typeof RoundUpdateView>;
 
 /** A round's `trained` field (GET /api/tasks/{id}/rounds and /metrics). */
