@@ -15,13 +15,12 @@ import type { Logger } from './observability/logger.js';
 import { createMetrics, type FarmMetrics } from './observability/metrics.js';
 import { MonitoringService } from './observability/monitoring.js';
 import { Dispatcher } from './scheduling/dispatcher.js';
+import { followTaskStatus } from './scheduling/follow-status.js';
 import { findClient } from './storage/client-repo.js';
 import type { Executor } from './storage/executor.js';
 import { countTasksByStatus, listPendingIds } from './storage/task-repo.js';
 import type { Clock } from './storage/values.js';
-import type { TaskStatus } from './storage/schema.js';
 import { WriteQueue } from './storage/write-queue.js';
-import { LIVE_STATUSES } from './tasks/task-state.js';
 import { LeaseService } from './tasks/lease-service.js';
 import { strandedSweepMs, sweepStrandedLeases } from './tasks/stranded-leases.js';
 import { RoundCoordinator } from './training/coordinator/coordinator.js';
@@ -167,12 +166,7 @@ export function createFarm(d: {
           if (m.task_id > 0) void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
           else dispatcher.schedule();
         }),
-        d.bus.subscribe('task.changed', (m) => {
-          if (m.status === 'pending') void dispatcher.refresh(m.task_id).catch(fail('refresh failed'));
-          else dispatcher.drop(m.task_id);
-          // A task that left its clients (on any instance) freed their slots.
-          if (!LIVE_STATUSES.has(m.status as TaskStatus)) dispatcher.farmChanged();
-        }),
+        followTaskStatus(d.bus, dispatcher, fail('refresh failed')),
         d.bus.subscribe('client.changed', (m) => {
           const c = registry.get(m.client_id);
           if (!c || m.status === undefined) return;

@@ -25,6 +25,8 @@ describe('admin panel following a real worker', () => {
   let worker: CliProcess;
   let dir: string;
   let token: string;
+  /** The client ids the workers registered as. */
+  const workerIds: string[] = [];
   /** The reference worker, named `name`, keeping its id in `idFile`. */
   const startWorker = (name: string, idFile: string) =>
     new CliProcess([
@@ -50,7 +52,7 @@ describe('admin panel following a real worker', () => {
     page = await (await browser.newContext({ viewport: WIDTHS.desktop })).newPage();
     await logIn(page, t.url, 'admin', PASSWORD);
     worker = startWorker('panel-worker', 'worker.id');
-    await worker.waitFor(/registered as (\S+)/);
+    workerIds.push((await worker.waitFor(/registered as (\S+)/))[1] as string);
   });
   afterAll(async () => {
     await Promise.all([worker, ...more].map((w) => w?.stop()));
@@ -140,7 +142,7 @@ describe('admin panel following a real worker', () => {
   it('follows a two-rank training task round by round, with its chart and model', async () => {
     const second = startWorker('panel-worker-2', 'worker-2.id');
     more.push(second);
-    await second.waitFor(/registered as (\S+)/);
+    workerIds.push((await second.waitFor(/registered as (\S+)/))[1] as string);
 
     await nav('Tasks').click();
     await page.getByRole('link', { name: 'New task' }).click();
@@ -167,6 +169,20 @@ describe('admin panel following a real worker', () => {
       .poll(() => summary.textContent(), { timeout: 10_000 })
       .toMatch(/^2 of 2 rounds · loss \d\.\d{4} · accuracy \d+\.\d% · held-out accuracy \d+\.\d%$/);
     expect(await page.locator('details.rounds tbody tr').count()).toBe(2);
+    // Who trained in each round: both workers, each linked to its client page.
+    for (const round of [1, 2]) {
+      const trained = page.getByTestId(`round-${round}`).locator('.round-client');
+      await expect.poll(() => trained.count(), { timeout: 10_000 }).toBe(2);
+      expect((await trained.locator('a').allTextContents()).sort()).toEqual([...workerIds].sort());
+      for (const id of workerIds)
+        expect(await trained.getByRole('link', { name: id }).getAttribute('href')).toBe(
+          `/clients/${encodeURIComponent(id)}`,
+        );
+      expect(await trained.evaluateAll((els) => els.map((e) => e.getAttribute('data-state')))).toEqual([
+        'trained',
+        'trained',
+      ]);
+    }
     expect(await page.locator('section[aria-labelledby="training"] canvas').count()).toBeGreaterThan(0);
     const download = page.getByRole('link', { name: 'Download model' });
     await download.waitFor();

@@ -92,8 +92,14 @@ describe.each(DIALECTS)('FedAvg training end to end (%s)', (dialect) => {
     expect(rounds.body.items).toHaveLength(2);
     expect(rounds.body.items[0]).toMatchObject({ round: 1, state: 'closed', num_updates: 3 });
     expect(rounds.body.items[0].metrics.loss).toBeCloseTo(1400 / 600, 6);
+    // Who trained in each round: every rank's client, in acceptance order (rank order here).
+    const trainedBy = (items: { trained: { rank: number; client_id: string; attempt: number }[] }[]) =>
+      items.map((r) => r.trained.map((u) => `${u.rank}:${u.client_id}:${u.attempt}`));
+    const expected = t.ranks.map((r) => `${r.rank}:${r.clientId}:${r.attempt}`).sort();
+    expect(trainedBy(rounds.body.items)).toEqual([expected, expected]);
     const metrics = await ts.api('GET', `/api/tasks/${taskId}/metrics`);
     expect(metrics.body.rounds).toHaveLength(2);
+    expect(trainedBy(metrics.body.rounds)).toEqual([expected, expected]);
     const assignments = await ts.api('GET', `/api/tasks/${taskId}/assignments`);
     for (const a of assignments.body.items) {
       expect(a.status).toBe('completed');

@@ -90,6 +90,10 @@ describe.each(DIALECTS)('update uploads (%s)', (dialect) => {
     expect(current.body).toMatchObject({ round: 1, state: 'open', accepted_ranks: [0], num_updates: 1 });
     const listed = await farm.ts.api('GET', `/api/tasks/${taskId}/rounds`);
     expect(listed.body.items).toMatchObject([{ round: 1, state: 'open', num_updates: 1 }]);
+    expect(listed.body.items[0].trained).toMatchObject([
+      { rank: 0, client_id: t.rank(0).clientId, attempt: t.rank(0).attempt },
+    ]);
+    expect(current.body.trained).toEqual(listed.body.items[0].trained);
 
     const second = await put(1, model([3, 3, 3, 3], [5, 5, 5, 5]));
     expect(second.status, JSON.stringify(second.body)).toBe(201);

@@ -168,6 +168,19 @@ export const AssignmentView = Type.Object({
 });
 export type AssignmentView = Static<typeof AssignmentView>;
 
+/** A client whose update a round accepted: the assignment (rank, client, attempt) it came under. */
+export const RoundUpdateView = Type.Composite([
+  Type.Pick(AssignmentView, ['rank', 'client_id', 'attempt']),
+  Type.Object({ accepted_at: Timestamp }),
+]);
+export type RoundUpdateView = Static<typeof RoundUpdateView>;
+
+/** A round's `trained` field (GET /api/tasks/{id}/rounds and /metrics). */
+export const RoundTrained = Type.Array(RoundUpdateView, {
+  description:
+    "The clients whose updates this round accepted into its aggregate (async: the version's buffer), in acceptance order.",
+});
+
 export const TaskMetricsView = Type.Object({
   task_id: Type.Integer(),
   progress: Type.Number(),
@@ -191,6 +204,7 @@ export const TaskMetricsView = Type.Object({
         closed_at: NullableTimestamp,
         num_updates: Type.Integer(),
         metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+        trained: RoundTrained,
       }),
       {
         description:

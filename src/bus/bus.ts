@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { ServerMessage } from '../api/protocol.js';
+import type { TaskStatus } from '../api/tasks.js';
 
 /**
  * What travels between the parts of a server, and between server instances when Redis
@@ -15,6 +16,13 @@ export interface BusTopics {
    * coordinator stops, restarts or drops the task's round. See TaskIntent.
    */
   'task.control': { task_id: number; action: TaskIntent };
+  /**
+   * A task's status, announced by the use case that wrote it (a claim, a user's change, a
+   * task settled, completed or failed; `deleted` once its row is gone): every instance's
+   * dispatcher acts on it (src/scheduling/follow-status.ts). Never coalesced; announcing a
+   * status that did not change is harmless. Publish it with `announceStatus`.
+   */
+  'task.status': { task_id: number; status: AnnouncedStatus };
   /**
    * News only: a task changed (status, progress). The admin panel shows it; nothing decides
    * on it. Progress news is coalesced per task (src/bus/task-news.ts).
@@ -52,12 +60,16 @@ export function clientOrder(intent: TaskIntent): ClientOrder | undefined {
   return intent === 'pause' || intent === 'resume' || intent === 'stop' ? intent : undefined;
 }
 
+/** A task's status as `task.status` announces it: `deleted` is the row gone. */
+export type AnnouncedStatus = TaskStatus | 'deleted';
+
 export type Topic = keyof BusTopics;
 
 /** Every topic (the compiler checks none is missing), for buses that listen to all (Redis). */
 const EVERY_TOPIC: Record<Topic, true> = {
   'work.available': true,
   'task.control': true,
+  'task.status': true,
   'task.changed': true,
   'client.changed': true,
   'cluster.client': true,
@@ -67,6 +79,24 @@ const EVERY_TOPIC: Record<Topic, true> = {
   'token.revoked': true,
 };
 export const TOPICS = Object.keys(EVERY_TOPIC) as readonly Topic[];
+
+/**
+ * A task's new status: first to the dispatchers (`task.status`), then as news for the panel
+ * (`task.changed`, with the progress when known).
+ */
+export async function announceStatus(
+  bus: Bus,
+  taskId: number,
+  status: AnnouncedStatus,
+  progress?: number,
+): Promise<void> {
+  await bus.publish('task.status', { task_id: taskId, status });
+  await bus.publish('task.changed', {
+    task_id: taskId,
+    status,
+    ...(progress === undefined ? {} : { progress }),
+  });
+}
 
 /** Publish/subscribe between components; in-process by default, Redis when configured. */
 export interface Bus {

@@ -1,5 +1,5 @@
 import type { TaskData, TrainingData } from '../api/protocol.js';
-import type { Bus } from '../bus/bus.js';
+import { announceStatus, type Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { FarmMetrics } from '../observability/metrics.js';
@@ -397,7 +397,7 @@ export class Dispatcher {
           });
       }
       this.deps.metrics.dispatchLatency.observe((clock.now().getTime() - task.queuedAt) / 1000);
-      await this.deps.bus.publish('task.changed', { task_id: taskId, status: 'running' });
+      await announceStatus(this.deps.bus, taskId, 'running');
       // After the `running` news, so the news of the release (pending again) comes last.
       for (const lease of leftBehind) {
         const reason = `client ${lease.clientId} left before attempt ${lease.attempt} of task ${taskId} reached it`;

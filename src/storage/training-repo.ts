@@ -113,6 +113,16 @@ export async function listUpdates(db: Db, taskId: number, round: number): Promis
     .execute();
 }
 
+/** Who trained in each of a task's rounds: every update journaled, oldest first. */
+export async function listTaskUpdates(db: Db, taskId: number) {
+  return db
+    .selectFrom('round_updates')
+    .select(['round', 'buffer_round', 'rank', 'attempt', 'client_id', 'accepted_at'])
+    .where('task_id', '=', taskId)
+    .orderBy('id', 'asc')
+    .execute();
+}
+
 export async function findUpdate(
   db: Db,
   taskId: number,

@@ -1,4 +1,5 @@
 import type { Lease } from '../clients/registry.js';
+import type { TaskStatus } from '../storage/schema.js';
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
 import type { EndInfo, Outcome, Settlement } from './lifecycle-decisions.js';
@@ -15,7 +16,7 @@ export interface FinishItem {
 export interface Finished {
   settlement: Settlement;
   /** The task's status and progress after the commit when known without reading it again. */
-  after: { status: string; progress: number } | null;
+  after: { status: TaskStatus; progress: number } | null;
 }
 
 const NONE: Finished = { settlement: { kind: 'none' }, after: null };

@@ -1,5 +1,5 @@
 import type { TaskData, TaskProgressMessage, TaskResultMessage } from '../api/protocol.js';
-import type { Bus } from '../bus/bus.js';
+import { announceStatus, type Bus } from '../bus/bus.js';
 import { rememberFinished, type ClientRegistry, type FarmClient, type Lease } from '../clients/registry.js';
 import { taskFrameData } from '../compat/task-frame.js';
 import { AppError } from '../errors.js';
@@ -213,12 +213,7 @@ export class LeaseService {
     }
     this.deps.dispatcher.schedule();
     const state = after ?? (await findTask(this.deps.db, lease.taskId));
-    if (state)
-      await this.deps.bus.publish('task.changed', {
-        task_id: lease.taskId,
-        status: state.status,
-        progress: Number(state.progress),
-      });
+    if (state) await announceStatus(this.deps.bus, lease.taskId, state.status, Number(state.progress));
   }
 
   /** Carries a pause, resume or stop to the clients of a task that this instance holds. */

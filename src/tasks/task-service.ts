@@ -9,7 +9,7 @@ import type {
   TaskLogLine,
 } from '../api/tasks.js';
 import { isAdmin, ownerOf, type Principal } from '../auth/principal.js';
-import type { Bus, TaskIntent } from '../bus/bus.js';
+import { announceStatus, type Bus, type TaskIntent } from '../bus/bus.js';
 import { normalizeRequirements } from '../compat/requirements.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import { inTransaction, type Executor } from '../storage/executor.js';
@@ -18,6 +18,7 @@ import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
 import { countLiveAssignments, listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
 import { listRounds } from '../storage/training-repo.js';
+import { trainedByRound } from '../training/round-clients.js';
 import { insertTaskCode } from '../storage/code-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
 import {
@@ -195,10 +196,9 @@ export class TaskService {
     };
   }
 
-  /** Wakes the schedulers (every instance) and tells the panel. */
+  /** Announces a new pending task: the dispatchers (every instance) read it; the panel shows it. */
   private async announce(id: number): Promise<void> {
-    await this.bus.publish('work.available', { task_id: id });
-    await this.bus.publish('task.changed', { task_id: id, status: 'pending' });
+    await announceStatus(this.bus, id, 'pending');
   }
 
   async get(principal: Principal, id: number): Promise<Task> {
@@ -245,8 +245,7 @@ export class TaskService {
     // Only a task under way has clients to tell or a round to pause or end.
     const intent = live > 0 || from === 'running' || from === 'paused' ? INTENT_FOR[target] : undefined;
     if (intent) await this.bus.publish('task.control', { task_id: id, action: intent });
-    if (target === 'pending') await this.bus.publish('work.available', { task_id: id });
-    await this.bus.publish('task.changed', { task_id: id, status: target });
+    await announceStatus(this.bus, id, target);
     return this.present(await this.mustFind(id));
   }
 
@@ -258,7 +257,7 @@ export class TaskService {
     }
     await repo.deleteTask(this.db, id);
     await this.bus.publish('task.control', { task_id: id, action: 'delete' });
-    await this.bus.publish('task.changed', { task_id: id, status: 'deleted' });
+    await announceStatus(this.bus, id, 'deleted');
   }
 
   async events(principal: Principal, id: number, limit = 200): Promise<TaskEvent[]> {
@@ -278,6 +277,7 @@ export class TaskService {
     const row = await this.visible(principal, id);
     const samples = await listMetricSamples(this.db, id, limit);
     const rounds = await listRounds(this.db, id);
+    const trained = rounds.length > 0 ? await trainedByRound(this.db, id) : undefined;
     return {
       ...(rounds.length > 0
         ? {
@@ -287,6 +287,7 @@ export class TaskService {
               closed_at: fromDbTime(r.closed_at),
               num_updates: Number(r.num_updates),
               metrics: parseJson<Record<string, unknown>>(r.metrics),
+              trained: trained?.get(Number(r.round)) ?? [],
             })),
           }
         : {}),

@@ -1,6 +1,7 @@
 /** HTTP views of the round journal (docs/training.md, "Round state for workers and users"). */
 import { Type, type Static } from '@sinclair/typebox';
 import { NullableTimestamp, Timestamp } from '../api/common.js';
+import { RoundTrained } from '../api/tasks.js';
 
 export const RoundView = Type.Object({
   round: Type.Integer(),
@@ -16,6 +17,7 @@ export const RoundView = Type.Object({
   metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
     description: "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist.",
   }),
+  trained: RoundTrained,
 });
 export type RoundView = Static<typeof RoundView>;
 

@@ -2,6 +2,7 @@
  * Reading training state for users and workers: the round journal as views, the model files,
  * and who may see them (users: their own tasks, admins: all, workers: tasks their clients hold).
  */
+import type { RoundUpdateView } from '../api/tasks.js';
 import type { Principal } from '../auth/principal.js';
 import type { ClientRegistry } from '../clients/registry.js';
 import { AppError, notFound } from '../errors.js';
@@ -19,9 +20,11 @@ import { STALE_EVENT } from './coordinator/version-check.js';
 import { fromDbTime, parseJson } from '../storage/values.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { StoredModel } from './model-store/serve-file.js';
+import { presentUpdate, trainedByRound } from './round-clients.js';
 import type { CurrentRoundView, RoundView } from './training-api.js';
 
-export function presentRound(r: RoundRow): RoundView {
+/** A round as the API shows it, with the clients whose updates it accepted. */
+export function presentRound(r: RoundRow, trained: RoundUpdateView[]): RoundView {
   return {
     round: Number(r.round),
     state: r.state,
@@ -31,6 +34,7 @@ export function presentRound(r: RoundRow): RoundView {
     num_updates: Number(r.num_updates),
     global_digest: r.global_digest,
     metrics: parseJson(r.metrics),
+    trained,
   };
 }
 
@@ -51,11 +55,10 @@ export class TrainingService {
   async rounds(principal: Principal, taskId: number): Promise<RoundView[]> {
     await this.visible(principal, taskId);
     const rows = await listRounds(this.d.db, taskId);
-    const views = rows.map(presentRound);
+    const trained = await trainedByRound(this.d.db, taskId);
+    const views = rows.map((r) => presentRound(r, trained.get(Number(r.round)) ?? []));
     // An open round's count is only written when it closes: count its journal instead.
-    for (const v of views) {
-      if (v.state === 'open') v.num_updates = (await listUpdates(this.d.db, taskId, v.round)).length;
-    }
+    for (const v of views) if (v.state === 'open') v.num_updates = v.trained.length;
     return views;
   }
 
@@ -68,7 +71,7 @@ export class TrainingService {
     const config =
       parseJson<{ rounds?: number; quorum?: number; mode?: 'sync' | 'async' }>(task.config) ?? {};
     return {
-      ...presentRound(open),
+      ...presentRound(open, updates.map(presentUpdate)),
       num_updates: open.state === 'open' ? updates.length : Number(open.num_updates),
       rounds: Number(config.rounds ?? 0),
       accepted_ranks: updates.map((u) => Number(u.rank)).sort((a, b) => a - b),

@@ -7,7 +7,7 @@
 import { unlink } from 'node:fs/promises';
 import type { Logger } from '../../observability/logger.js';
 import { setLiveCheckpoint } from '../../storage/assignment-repo.js';
-import type { Bus } from '../../bus/bus.js';
+import { announceStatus, type Bus } from '../../bus/bus.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
 import { closeOpenRound, insertRound, recordRoundOnTask } from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
@@ -228,5 +228,5 @@ export async function failTask(d: CloseDeps & { bus: Bus }, taskId: number, why:
   const now = d.clock.now();
   await d.writes.run((trx) => failTaskForGood(trx, taskId, why, now));
   await d.bus.publish('task.control', { task_id: taskId, action: 'stop' });
-  await d.bus.publish('task.changed', { task_id: taskId, status: 'failed' });
+  await announceStatus(d.bus, taskId, 'failed');
 }

@@ -10,6 +10,7 @@
  */
 import { unlink } from 'node:fs/promises';
 import type { ServerMessage, TrainingData } from '../../api/protocol.js';
+import { announceStatus } from '../../bus/bus.js';
 import { AppError, conflict } from '../../errors.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
@@ -373,7 +374,7 @@ export class Round {
         model_digest: out.digest,
       };
       await this.d.ranks.complete(this.taskId, local, remote, complete, () => this.end());
-      await this.d.bus.publish('task.changed', { task_id: this.taskId, status: 'completed', progress: 100 });
+      await announceStatus(this.d.bus, this.taskId, 'completed', 100);
       await this.d.bus.publish('work.available', { task_id: 0 });
       if (this.d.onComplete && out.checkpoint) {
         void this.d

@@ -7,7 +7,13 @@
  */
 import { isAbsolute, join, relative } from 'node:path';
 import type { TaskCodeRef } from '../../api/code.js';
-import type { Execution, ExecutionContext, ExecutionOutcome, TrainingEvent } from '../executors/types.js';
+import {
+  PauseRelay,
+  type Execution,
+  type ExecutionContext,
+  type ExecutionOutcome,
+  type TrainingEvent,
+} from '../executors/types.js';
 import type { CodeCache, PreparedCode } from './code-cache.js';
 
 /** config.code as the server writes it; a string is the problem. */
@@ -52,8 +58,8 @@ export function startWithCode(
 
 class CodeExecution implements Execution {
   readonly done: Promise<ExecutionOutcome>;
-  private inner: Execution | undefined;
-  private paused = false;
+  /** The task's executor, once the code is in place. */
+  private readonly inner = new PauseRelay();
   private stopRequested = false;
   private readonly aborter = new AbortController();
   /** Training events that came while the code was being fetched, replayed in order. */
@@ -86,8 +92,7 @@ class CodeExecution implements Execution {
       const config = configIn(task.config, prepared.dir);
       if (typeof config === 'string') return { status: 'error', error_log: config };
       const inner = this.start({ ...this.ctx, task: { ...task, config } });
-      this.inner = inner;
-      if (this.paused) inner.pause();
+      this.inner.current = inner;
       for (const e of this.early.splice(0)) inner.deliver?.(e);
       return await inner.done;
     } finally {
@@ -96,24 +101,24 @@ class CodeExecution implements Execution {
   }
 
   pause(): void {
-    this.paused = true;
-    this.inner?.pause();
+    this.inner.pause();
   }
 
   resume(): void {
-    this.paused = false;
-    this.inner?.resume();
+    this.inner.resume();
   }
 
   stop(graceMs?: number): Promise<ExecutionOutcome> {
     this.stopRequested = true;
-    if (this.inner) void this.inner.stop(graceMs);
+    const inner = this.inner.current;
+    if (inner) void inner.stop(graceMs);
     else this.aborter.abort();
     return this.done;
   }
 
   deliver(event: TrainingEvent): void {
-    if (this.inner) this.inner.deliver?.(event);
+    const inner = this.inner.current;
+    if (inner) inner.deliver?.(event);
     else this.early.push(event);
   }
 }

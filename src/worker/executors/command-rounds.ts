@@ -21,7 +21,13 @@ import {
   type RoundTrainer,
   type RoundWork,
 } from './training-loop.js';
-import { finishedExecution, type Execution, type ExecutionContext, type Metrics } from './types.js';
+import {
+  finishedExecution,
+  PauseRelay,
+  type Execution,
+  type ExecutionContext,
+  type Metrics,
+} from './types.js';
 
 /** Starts one run of the task's command with extra environment (CommandExecutor.start). */
 export interface CommandStarter {
@@ -44,8 +50,8 @@ export function startCommandRounds(ctx: ExecutionContext, starter: CommandStarte
 }
 
 class CommandRoundTrainer implements RoundTrainer {
-  private current: Execution | undefined;
-  private paused = false;
+  /** The round's command while it runs. */
+  private readonly command = new PauseRelay();
 
   constructor(
     private readonly ctx: ExecutionContext,
@@ -72,8 +78,7 @@ class CommandRoundTrainer implements RoundTrainer {
       },
       roundEnv,
     );
-    this.current = run;
-    if (this.paused) run.pause();
+    this.command.current = run;
     const onAbort = () => void run.stop();
     work.signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -107,25 +112,23 @@ class CommandRoundTrainer implements RoundTrainer {
       return { ok: true, numSamples: n, metrics: { ...metrics, ...(outcome.metrics ?? {}), ...fromResult } };
     } finally {
       work.signal.removeEventListener('abort', onAbort);
-      this.current = undefined;
+      this.command.current = undefined;
     }
   }
 
   pause(): void {
-    this.paused = true;
-    this.current?.pause();
+    this.command.pause();
   }
 
   resume(): void {
-    this.paused = false;
-    this.current?.resume();
+    this.command.resume();
   }
 
   stop(graceMs?: number): void {
-    void this.current?.stop(graceMs);
+    void this.command.current?.stop(graceMs);
   }
 
   async close(): Promise<void> {
-    await this.current?.stop();
+    await this.command.current?.stop();
   }
 }

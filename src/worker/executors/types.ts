@@ -63,6 +63,36 @@ export interface Execution {
 }
 
 /**
+ * Pause and resume for work that runs an inner execution which may not have started yet, or
+ * one after another (a round's command, code still being fetched): the pause outlives each
+ * inner execution, and the next one starts paused while it holds.
+ */
+export class PauseRelay {
+  private paused = false;
+  private inner: Execution | undefined;
+
+  /** The inner execution now running (undefined: none); it is paused at once if a pause holds. */
+  set current(inner: Execution | undefined) {
+    this.inner = inner;
+    if (inner && this.paused) inner.pause();
+  }
+
+  get current(): Execution | undefined {
+    return this.inner;
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.inner?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.inner?.resume();
+  }
+}
+
+/**
  * Runs tasks of one type. The extension point of the worker: register an executor for a
  * task type in an ExecutorRegistry and workers built with it advertise that type.
  */

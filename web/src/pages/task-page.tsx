@@ -271,6 +271,7 @@ export function TaskPage({ id }: { id: number }) {
             task={t}
             metrics={metrics.data?.data}
             current={current.data}
+            events={events.data?.items}
             missing={!!metrics.data?.missing}
           />
         </Section>

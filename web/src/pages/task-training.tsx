@@ -1,10 +1,11 @@
 import type { ComponentChildren } from 'preact';
 import { useMemo } from 'preact/hooks';
-import type { Task, TaskMetricsView } from '../../../src/api/tasks.js';
+import type { Task, TaskEvent, TaskMetricsView } from '../../../src/api/tasks.js';
 import type { CurrentRoundView } from '../../../src/training/training-api.js';
 import { LineChart, type ChartSeries } from '../components/chart.js';
 import { Pending, StatusBadge } from '../components/ui.js';
 import { ago, dateTime, duration, num, obj } from '../format.js';
+import { RoundClients, roundClients, samplingByRound } from './round-clients.js';
 
 type Sample = TaskMetricsView['items'][number];
 type Round = NonNullable<TaskMetricsView['rounds']>[number];
@@ -119,6 +120,8 @@ export function TrainingChart(props: {
   task: Task;
   metrics: TaskMetricsView | undefined;
   current: CurrentRoundView | undefined;
+  /** The task's events: the sampling of its rounds, when it samples. */
+  events: readonly TaskEvent[] | undefined;
   missing: boolean;
 }) {
   const { task, metrics, current } = props;
@@ -196,7 +199,7 @@ export function TrainingChart(props: {
         </p>
       )}
       {obj(task.config).mode === 'async' ? <Versions rounds={rounds} /> : null}
-      {rounds.length ? <RoundsTable rounds={rounds} /> : null}
+      {rounds.length ? <RoundsTable rounds={rounds} events={props.events ?? []} /> : null}
     </>
   );
 }
@@ -246,15 +249,16 @@ function Versions({ rounds }: { rounds: Round[] }) {
   );
 }
 
-function RoundsTable({ rounds }: { rounds: Round[] }) {
+function RoundsTable({ rounds, events }: { rounds: Round[]; events: readonly TaskEvent[] }) {
   const rows = [...rounds].sort((a, b) => b.round - a.round);
+  const sampling = useMemo(() => samplingByRound(events), [events]);
   return (
     <FoldedTable
       class="rounds"
       open={rows.length <= 10}
       responsive
       summary={`Rounds (${rows.length})`}
-      head={['Round', 'State', 'Updates', 'Loss', 'Accuracy', 'Held-out accuracy', 'Closed']}
+      head={['Round', 'State', 'Updates', 'Trained by', 'Loss', 'Accuracy', 'Held-out accuracy', 'Closed']}
     >
       {rows.map((r) => {
         const m = obj(r.metrics);
@@ -262,12 +266,17 @@ function RoundsTable({ rounds }: { rounds: Round[] }) {
         const acc = pick(m, ACC_KEYS);
         const held = num(m.heldout_accuracy);
         return (
-          <tr key={r.round}>
+          <tr key={r.round} data-testid={`round-${r.round}`}>
             <td data-label="Round">{r.round}</td>
             <td data-label="State">
               <StatusBadge status={r.state} />
             </td>
             <td data-label="Updates">{r.num_updates}</td>
+            <td data-label="Trained by">
+              <RoundClients
+                clients={roundClients(r.trained ?? [], r.state === 'open', sampling.get(r.round))}
+              />
+            </td>
             <td data-label="Loss">{loss === null ? '—' : loss.toFixed(4)}</td>
             <td data-label="Accuracy">{acc === null ? '—' : pct(acc)}</td>
             <td data-label="Held-out accuracy">{held === null ? '—' : pct(held)}</td>
