@@ -128,12 +128,20 @@ export async function openRobustSlice(setup: RobustSliceSetup): Promise<RobustSl
       };
       const cols = req.members.map(column);
       if (req.kind === 'distances') {
-        scan();
-        const bad = new Set(nonFinite.map((x) => x.member));
-        const members = req.members.filter((m) => !bad.has(m)).sort((a, b) => a - b);
-        for (const [k, i] of members.entries())
-          for (const j of members.slice(k + 1))
-            dist[i * n + j]! += kernels.squaredDistance(column(i), column(j), count);
+        // A distance is finite exactly when both columns are (a squared float32 difference
+        // cannot overflow float64): the columns are scanned only when one is not, or when a
+        // lone member has no distance to tell.
+        const pairs = (members: number[]) =>
+          members.flatMap((i, k) => members.slice(k + 1).map((j) => [i, j] as const));
+        let members = [...req.members].sort((a, b) => a - b);
+        let found = pairs(members).map(([i, j]) => kernels.squaredDistance(column(i), column(j), count));
+        if (members.length < 2 || !found.every(Number.isFinite)) {
+          scan();
+          const bad = new Set(nonFinite.map((x) => x.member));
+          members = members.filter((m) => !bad.has(m));
+          found = pairs(members).map(([i, j]) => kernels.squaredDistance(column(i), column(j), count));
+        }
+        for (const [k, [i, j]] of pairs(members).entries()) dist[i * n + j]! += found[k]!;
         return { bytesRead, nonFinite };
       }
       // Median and trimmed mean see on the way whether every value was finite; only when one was
