@@ -41,6 +41,20 @@ export interface PendingTask {
    * one of them finds no place in a call, the rest are skipped without looking at clients.
    */
   classKey?: string | undefined;
+  /**
+   * A sampled training task (docs/training.md, "Clients sampled per round"): `choose` picks its
+   * clients among every eligible one (ranks 0, 1, ... in its order), or answers null when too
+   * few are eligible (fewer than min_available).
+   */
+  sample?: { choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null } | undefined;
+}
+
+/** A client a sampled task's round chose, and why (recorded in the round_sampled event). */
+export interface SampledPlacement {
+  clientId: string;
+  reason: string;
+  method: string;
+  eligible: number;
 }
 
 /** The classKey of a task that excludes no client. */
@@ -56,6 +70,8 @@ export interface Placement {
   taskId: number;
   rank: number;
   clientId: string;
+  /** Set for a sampled task's round: why this client. */
+  sampled?: SampledPlacement | undefined;
 }
 
 /** Whether a client's hardware meets a task's requirements (ignoring load and cordon). */
@@ -94,8 +110,8 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   const open = clients.filter((c) => !c.cordoned && c.freeSlots > 0).sort((a, b) => a.id.localeCompare(b.id));
   for (const c of open) free.set(c.id, c.freeSlots);
   const placements: Placement[] = [];
-  const take = (taskId: number, rank: number, c: ClientCapacity) => {
-    placements.push({ taskId, rank, clientId: c.id });
+  const take = (taskId: number, rank: number, c: Pick<ClientCapacity, 'id'>, sampled?: SampledPlacement) => {
+    placements.push({ taskId, rank, clientId: c.id, ...(sampled ? { sampled } : {}) });
     const left = (free.get(c.id) ?? 0) - 1;
     if (left > 0) free.set(c.id, left);
     else free.delete(c.id);
@@ -106,7 +122,7 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   const full = new Set<string>();
   for (const task of tasks) {
     if (free.size === 0) break;
-    const key = task.excludeClients?.size ? undefined : task.classKey;
+    const key = task.excludeClients?.size || task.sample ? undefined : task.classKey;
     if (key !== undefined && full.has(key)) continue;
     const ranks = task.ranks ?? Array.from({ length: task.worldSize }, (_, i) => i);
     if (ranks.length === 0) continue;
@@ -117,6 +133,11 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   return placements;
 
   function placeOne(task: PendingTask, ranks: readonly number[]): void {
+    if (task.sample) {
+      const picks = task.sample.choose(open.filter((c) => eligible(task, c)))?.slice(0, ranks.length);
+      picks?.forEach((p, i) => take(task.id, ranks[i] as number, { id: p.clientId }, p));
+      return;
+    }
     if (ranks.length === 1) {
       // One rank: the least loaded eligible client, found in one scan (no sort per task).
       let best: ClientCapacity | undefined;
