@@ -55,7 +55,10 @@ export interface SpeedWeight {
  * round times; a client without history gets the highest weight (explore); no weight is
  * below `floor` x the highest, so no client starves.
  */
-export function speedWeights(candidates: readonly SampleCandidate[], floor: number): Map<string, SpeedWeight> {
+export function speedWeights(
+  candidates: readonly SampleCandidate[],
+  floor: number,
+): Map<string, SpeedWeight> {
   const raw = new Map<string, SpeedWeight>();
   let top = 0;
   for (const c of candidates) {

@@ -23,7 +23,8 @@ export const SamplingKeys = {
     Type.Integer({
       minimum: 1,
       maximum: 100_000,
-      description: 'Eligible connected clients a round needs to start; default clients_per_round (1 with fraction).',
+      description:
+        'Eligible connected clients a round needs to start; default clients_per_round (1 with fraction).',
     }),
   ),
   sampling: Type.Optional(
@@ -38,7 +39,13 @@ export const SamplingKeys = {
   ),
 };
 
-export const SAMPLING_KEYS = ['clients_per_round', 'fraction', 'min_available', 'sampling', 'speed_floor'] as const;
+export const SAMPLING_KEYS = [
+  'clients_per_round',
+  'fraction',
+  'min_available',
+  'sampling',
+  'speed_floor',
+] as const;
 
 /** Default of `speed_floor`. */
 export const DEFAULT_SPEED_FLOOR = 0.1;
@@ -86,7 +93,11 @@ export function checkSampling(
   }
   const { clients_per_round: k, fraction } = raw;
   if (k !== undefined && fraction !== undefined) {
-    return { ok: false, field: 'fraction', message: 'and body/config/clients_per_round cannot both be given' };
+    return {
+      ok: false,
+      field: 'fraction',
+      message: 'and body/config/clients_per_round cannot both be given',
+    };
   }
   if (k === undefined && fraction === undefined) {
     return {
@@ -178,7 +189,9 @@ export function sampleRound(
 export function firstRoundSample(
   config: Record<string, unknown>,
   worldSize: number,
-): { minAvailable: number; choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null } | undefined {
+):
+  | { minAvailable: number; choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null }
+  | undefined {
   const s = samplingOf(config as Partial<SamplingSettings>);
   if (!s) return undefined;
   const seed = typeof config.seed === 'number' ? config.seed : 0;

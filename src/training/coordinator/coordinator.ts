@@ -5,11 +5,14 @@ import type { Bus, TaskIntent } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import type { Database } from '../../storage/schema.js';
 import * as journal from '../../storage/training-repo.js';
+import type { FarmView } from '../../scheduling/across.js';
+import { samplingOf } from '../sampling-config.js';
 import { isTrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import { loadRound } from './load-round.js';
 import type { TrainingOwnership } from './ownership.js';
 import { Ranks } from './ranks.js';
+import { resampleRound, sampledAlready } from './resample.js';
 import { Round } from './round.js';
 import type { RoundDeps } from './round-types.js';
 
@@ -24,6 +27,10 @@ export interface CoordinatorDeps extends CloseDeps {
   onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
   /** Several instances share the database: who aggregates which task (src/cluster). */
   ownership?: TrainingOwnership;
+  /** The other instances' clients, sampled too by sampled tasks (src/cluster). */
+  farm?: FarmView;
+  /** MAX_TASKS_PER_CLIENT: a client's free slots, for sampled rounds. */
+  maxTasksPerClient?: number;
 }
 
 /**
@@ -42,7 +49,13 @@ export class RoundCoordinator {
 
   constructor(private readonly d: CoordinatorDeps) {
     const ranks = new Ranks({ ...d, release: () => this.release });
-    this.roundDeps = { ...d, ranks, stopping: () => this.stopped };
+    this.roundDeps = {
+      ...d,
+      ranks,
+      stopping: () => this.stopped,
+      resample: (round) =>
+        resampleRound({ ...d, ranks, farm: d.farm, maxTasksPerClient: d.maxTasksPerClient ?? 1 }, round),
+    };
   }
 
   /** How a rank that missed a deadline is given up (LeaseService.releaseLease; set by the farm). */
@@ -145,6 +158,10 @@ export class RoundCoordinator {
         'round resumed from the journal',
       );
     round.begin(loaded.pausedLeftMs);
+    // A sampled task: the open round's sample, written already or (a restart between a round's
+    // close and its sample) taken now.
+    if (samplingOf(round.config))
+      await round.sampleLocked(await sampledAlready(this.d.db, taskId, round.number));
     return round;
   }
 

@@ -8,6 +8,7 @@ import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { TrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import type { Ranks } from './ranks.js';
+import type { SampledRound } from './resample.js';
 import type { AcceptedUpdate } from './run.js';
 
 /** Deadlines passed below quorum before a round (and its task) fails. */
@@ -65,4 +66,9 @@ export interface RoundDeps extends CloseDeps {
   onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
   /** True once the coordinator stops (adds cut short by it are not worth an error). */
   stopping: () => boolean;
+  /**
+   * Samples a round's clients and hands the ranks over (resample.ts): the ranks to tell of the
+   * round and how many it sampled, or null when the task samples nothing.
+   */
+  resample?: (round: SampledRound) => Promise<{ tell: Set<number>; ranks: number } | null>;
 }

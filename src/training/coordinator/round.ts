@@ -40,8 +40,16 @@ export class Round {
   readonly config: TrainingConfig;
   readonly worldSize: number;
   /** Updates that close the round: every rank's, or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
-  readonly fill: number;
-  private readonly quorum: number;
+  get fill(): number {
+    return this.#sampledRanks ?? this.#fill;
+  }
+  private get quorum(): number {
+    return Math.min(this.#quorum, this.fill);
+  }
+  readonly #fill: number;
+  readonly #quorum: number;
+  /** A sampled task's round with fewer ranks than its world size (`fraction`): the ranks sampled. */
+  #sampledRanks: number | null = null;
   /** This round's updates (async: its buffer), by slotKey. */
   readonly accepted = new Map<string, AcceptedUpdate>();
   #number: number;
@@ -93,8 +101,8 @@ export class Round {
     this.type = start.type;
     this.config = start.config;
     this.worldSize = start.worldSize;
-    this.fill = start.config.async?.buffer_size ?? start.worldSize;
-    this.quorum = start.config.async?.buffer_size ?? start.config.quorum;
+    this.#fill = start.config.async?.buffer_size ?? start.worldSize;
+    this.#quorum = start.config.async?.buffer_size ?? start.config.quorum;
     this.#number = start.number;
     this.#deadlineAt = start.deadlineAt;
     this.#extensions = start.extensions;
@@ -119,6 +127,29 @@ export class Round {
   /** The `training` object of a rank's task message. */
   data(rank: number, attempt: number): TrainingData {
     return trainingData(this, rank, attempt);
+  }
+
+  /**
+   * A sampled task (docs/training.md): samples this round's clients and tells the ranks kept
+   * (the others got their `task` or `stop`). Runs under the lock. `written`: the sample's size
+   * when the journal has it already (a restart), so nothing is sampled again. False when the
+   * task samples nothing (or sampling failed): the caller tells every rank.
+   */
+  async sampleLocked(written: number | null = null): Promise<boolean> {
+    this.#sampledRanks = null;
+    let out: { tell: Set<number>; ranks: number } | null = null;
+    if (written === null) {
+      out = await (this.d.resample?.(this) ?? Promise.resolve(null)).catch((err: unknown) => {
+        this.d.logger.error({ err, taskId: this.taskId, round: this.#number }, 'sampling a round failed');
+        return null;
+      });
+    }
+    const k = written ?? out?.ranks ?? null;
+    // `fraction`: a round may sample fewer clients than the task has ranks; it closes on theirs.
+    if (this.config.fraction !== undefined && k !== null && k > 0 && k < this.worldSize)
+      this.#sampledRanks = k;
+    if (out) await this.tellNewest(out.tell);
+    return out !== null;
   }
 
   /** Adds updates the journal holds (at load: each once, in acceptance order). */
@@ -389,7 +420,7 @@ export class Round {
       ? new Set([...this.accepted.values()].filter((u) => u.round === this.#number).map((u) => u.rank))
       : null;
     await this.advance(out.outPath, out.digest);
-    await this.tellNewest(waiting);
+    if (!(await this.sampleLocked())) await this.tellNewest(waiting);
     await this.d.bus.publish('task.changed', { task_id: this.taskId, status: 'running' });
   }
 
