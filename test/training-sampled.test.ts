@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import { DIALECTS } from './helpers/db.js';
+import { model } from './helpers/safetensors.js';
+import { farmPerTest, startTraining, upload, type TrainingFarm } from './helpers/training.js';
+import { waitFor } from './helpers/wait.js';
+import { registeredClient } from './helpers/ws-client.js';
+
+const trainingFarm = farmPerTest();
+
+interface SampledEvent {
+  round: number;
+  method: string;
+  eligible: number;
+  sampled: { client_id: string; rank: number; reason: string }[];
+}
+
+/** The round_sampled event of round `r`, once it is written. */
+async function sampledRound(farm: TrainingFarm, taskId: number, r: number): Promise<SampledEvent> {
+  return waitFor(`the sample of round ${r} of task ${taskId}`, async () => {
+    const items = (await farm.ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as {
+      kind: string;
+      data: SampledEvent;
+    }[];
+    return items.find((e) => e.kind === 'round_sampled' && e.data.round === r)?.data;
+  });
+}
+
+/** Clients sampled per round (config clients_per_round, min_available), through real sockets and uploads. */
+describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
+  it('trains each round on clients_per_round sampled clients, handing ranks over between rounds', async () => {
+    const farm = await trainingFarm(dialect, 4);
+    const { ts, token, ids, clients } = farm;
+    // Seed 7 samples {w0, w2}, then {w1, w2}, then {w0, w2} of the four (src/scheduling/sampling.ts):
+    // w2 keeps its rank throughout, w0 and w1 change places. A seed that kept the same two
+    // clients every round (11 does) fails the "more than 2 clients" check below.
+    const t = await startTraining(farm, { rounds: 3, clients_per_round: 2, seed: 7 }, { worldSize: 2 });
+    const { taskId } = t;
+    expect(t.created.world_size).toBe(2);
+    expect(t.created.config).toMatchObject({ clients_per_round: 2, min_available: 2, sampling: 'uniform' });
+    const trained = new Set<string>();
+    let previous = new Set<string>();
+    for (let r = 1; r <= 3; r++) {
+      const ev = await sampledRound(farm, taskId, r);
+      expect(ev).toMatchObject({ round: r, method: 'uniform', eligible: 4 });
+      expect(ev.sampled).toHaveLength(2);
+      const who = new Set(ev.sampled.map((s) => s.client_id));
+      expect(who.size).toBe(2);
+      expect(new Set(ev.sampled.map((s) => s.rank))).toEqual(new Set([0, 1]));
+      for (const s of ev.sampled) expect(s.reason).toBe('uniform: 2 of 4 eligible');
+      // The clients not sampled again gave their rank up.
+      for (const gone of [...previous].filter((c) => !who.has(c))) {
+        const stop = await clients[ids.indexOf(gone)]!.next(
+          (m) => m.type === 'stop' && m.task_id === taskId,
+          20_000,
+        );
+        expect(String(stop.reason)).toBe(`not sampled for round ${r}`);
+      }
+      for (const s of ev.sampled) {
+        const c = clients[ids.indexOf(s.client_id)]!;
+        // Round 1's task messages were read by startTraining. Later, a client sampled again
+        // hears of the round (round_start); a new one gets the task.
+        const m =
+          r === 1
+            ? { type: 'task', data: t.rank(s.rank).message }
+            : await c.next(
+                (x) =>
+                  (x.type === 'round_start' && x.task_id === taskId && x.round === r) ||
+                  (x.type === 'task' &&
+                    (x.data as { id: number }).id === taskId &&
+                    (x.data as { training: { round: number } }).training.round === r),
+                20_000,
+              );
+        const lease = (m.type === 'task' ? m.data : m) as { rank: number; attempt: number };
+        if (r === 1) expect(t.rank(s.rank).clientId).toBe(s.client_id);
+        else expect(m.type).toBe(previous.has(s.client_id) ? 'round_start' : 'task');
+        expect(lease.rank).toBe(s.rank);
+        const res = await upload({
+          base: ts.url,
+          token,
+          clientId: s.client_id,
+          taskId,
+          round: r,
+          rank: s.rank,
+          attempt: lease.attempt,
+          numSamples: 10,
+          body: model([r, r, r, r], [r, 0, 0, -r]),
+        });
+        expect(res.status, JSON.stringify(res.body)).toBe(201);
+        trained.add(s.client_id);
+      }
+      previous = who;
+    }
+    expect(trained.size).toBeGreaterThan(2);
+    await waitFor('the task completed', async () => {
+      const task = await ts.api('GET', `/api/tasks/${taskId}`);
+      return task.body.status === 'completed';
+    });
+    const rounds = (await ts.api('GET', `/api/tasks/${taskId}/rounds`)).body.items as {
+      num_updates: number;
+    }[];
+    expect(rounds.map((x) => x.num_updates)).toEqual([2, 2, 2]);
+    // Handing a rank over is no failure: nothing was retried, no attempt counted.
+    const task = (await ts.api('GET', `/api/tasks/${taskId}`)).body;
+    expect(task.attempts).toBe(1);
+    const events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as { kind: string }[];
+    expect(events.filter((e) => e.kind === 'rank_retry')).toEqual([]);
+  });
+
+  it('waits for min_available eligible clients before round 1', async () => {
+    const farm = await trainingFarm(dialect, 2);
+    const { ts } = farm;
+    const created = await ts.api('POST', '/api/tasks', {
+      type: 'command',
+      requirements: {},
+      config: { rounds: 1, clients_per_round: 2, min_available: 3, seed: 1 },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const taskId = created.body.id as number;
+    // The dispatcher looked at it and says why it waits; nothing was placed.
+    const waiting = await waitFor('the task explained as waiting', async () => {
+      const task = (await ts.api('GET', `/api/tasks/${taskId}`)).body;
+      return task.unschedulable_reason ? task : null;
+    });
+    expect(waiting.status).toBe('pending');
+    expect(waiting.unschedulable_reason).toMatch(/needs 3 clients/);
+    expect((await ts.api('GET', `/api/tasks/${taskId}/assignments`)).body.items).toEqual([]);
+    const third = await registeredClient(ts.server.wsUrl, farm.token, `w2-${Date.now()}`, { max_tasks: 1 });
+    try {
+      const ev = await sampledRound(farm, taskId, 1);
+      expect(ev).toMatchObject({ round: 1, method: 'uniform', eligible: 3 });
+      expect(ev.sampled).toHaveLength(2);
+      const task = (await ts.api('GET', `/api/tasks/${taskId}`)).body;
+      expect(task.status).toBe('running');
+    } finally {
+      third.close();
+    }
+  });
+});
