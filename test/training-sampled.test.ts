@@ -25,11 +25,69 @@ async function sampledRound(farm: TrainingFarm, taskId: number, r: number): Prom
   });
 }
 
+/**
+ * Checks round `ev.round`'s sample (`k` distinct clients; those of the round before that were
+ * not sampled again got `stop`), then uploads an update from each sampled client with the
+ * lease its message gave: round_start for a client sampled again, a task for a new one (or
+ * `given`, task messages already read). Returns the round's clients.
+ */
+async function trainRound(
+  farm: TrainingFarm,
+  taskId: number,
+  ev: SampledEvent,
+  k: number,
+  previous: ReadonlySet<string>,
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- task messages' JSON
+  given?: Map<string, any>,
+): Promise<Set<string>> {
+  const { ts, token, ids, clients } = farm;
+  const r = ev.round;
+  expect(ev.sampled).toHaveLength(k);
+  const who = new Set(ev.sampled.map((s) => s.client_id));
+  expect(who.size).toBe(k);
+  for (const gone of [...previous].filter((c) => !who.has(c))) {
+    const stop = await clients[ids.indexOf(gone)]!.next(
+      (m) => m.type === 'stop' && m.task_id === taskId,
+      20_000,
+    );
+    expect(String(stop.reason)).toBe(`not sampled for round ${r}`);
+  }
+  for (const s of ev.sampled) {
+    const c = clients[ids.indexOf(s.client_id)]!;
+    const m = given
+      ? { type: 'task', data: given.get(s.client_id) }
+      : await c.next(
+          (x) =>
+            (x.type === 'round_start' && x.task_id === taskId && x.round === r) ||
+            (x.type === 'task' &&
+              (x.data as { id: number }).id === taskId &&
+              (x.data as { training: { round: number } }).training.round === r),
+          20_000,
+        );
+    if (!given) expect(m.type).toBe(previous.has(s.client_id) ? 'round_start' : 'task');
+    const lease = (m.type === 'task' ? m.data : m) as { rank: number; attempt: number };
+    expect(lease.rank).toBe(s.rank);
+    const res = await upload({
+      base: ts.url,
+      token,
+      clientId: s.client_id,
+      taskId,
+      round: r,
+      rank: s.rank,
+      attempt: lease.attempt,
+      numSamples: 10,
+      body: model([r, r, r, r], [r, 0, 0, -r]),
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+  }
+  return who;
+}
+
 /** Clients sampled per round (config clients_per_round, min_available), through real sockets and uploads. */
 describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
   it('trains each round on clients_per_round sampled clients, handing ranks over between rounds', async () => {
     const farm = await trainingFarm(dialect, 4);
-    const { ts, token, ids, clients } = farm;
+    const { ts } = farm;
     // Seed 7 samples {w0, w2}, then {w1, w2}, then {w0, w2} of the four (src/scheduling/sampling.ts):
     // w2 keeps its rank throughout, w0 and w1 change places. A seed that kept the same two
     // clients every round (11 does) fails the "more than 2 clients" check below.
@@ -42,53 +100,12 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
     for (let r = 1; r <= 3; r++) {
       const ev = await sampledRound(farm, taskId, r);
       expect(ev).toMatchObject({ round: r, method: 'uniform', eligible: 4 });
-      expect(ev.sampled).toHaveLength(2);
-      const who = new Set(ev.sampled.map((s) => s.client_id));
-      expect(who.size).toBe(2);
       expect(new Set(ev.sampled.map((s) => s.rank))).toEqual(new Set([0, 1]));
       for (const s of ev.sampled) expect(s.reason).toBe('uniform: 2 of 4 eligible');
-      // The clients not sampled again gave their rank up.
-      for (const gone of [...previous].filter((c) => !who.has(c))) {
-        const stop = await clients[ids.indexOf(gone)]!.next(
-          (m) => m.type === 'stop' && m.task_id === taskId,
-          20_000,
-        );
-        expect(String(stop.reason)).toBe(`not sampled for round ${r}`);
-      }
-      for (const s of ev.sampled) {
-        const c = clients[ids.indexOf(s.client_id)]!;
-        // Round 1's task messages were read by startTraining. Later, a client sampled again
-        // hears of the round (round_start); a new one gets the task.
-        const m =
-          r === 1
-            ? { type: 'task', data: t.rank(s.rank).message }
-            : await c.next(
-                (x) =>
-                  (x.type === 'round_start' && x.task_id === taskId && x.round === r) ||
-                  (x.type === 'task' &&
-                    (x.data as { id: number }).id === taskId &&
-                    (x.data as { training: { round: number } }).training.round === r),
-                20_000,
-              );
-        const lease = (m.type === 'task' ? m.data : m) as { rank: number; attempt: number };
-        if (r === 1) expect(t.rank(s.rank).clientId).toBe(s.client_id);
-        else expect(m.type).toBe(previous.has(s.client_id) ? 'round_start' : 'task');
-        expect(lease.rank).toBe(s.rank);
-        const res = await upload({
-          base: ts.url,
-          token,
-          clientId: s.client_id,
-          taskId,
-          round: r,
-          rank: s.rank,
-          attempt: lease.attempt,
-          numSamples: 10,
-          body: model([r, r, r, r], [r, 0, 0, -r]),
-        });
-        expect(res.status, JSON.stringify(res.body)).toBe(201);
-        trained.add(s.client_id);
-      }
-      previous = who;
+      // Round 1's task messages were read by startTraining.
+      const given = r === 1 ? new Map(t.ranks.map((x) => [x.clientId, x.message])) : undefined;
+      previous = await trainRound(farm, taskId, ev, 2, previous, given);
+      for (const c of previous) trained.add(c);
     }
     expect(trained.size).toBeGreaterThan(2);
     await waitFor('the task completed', async () => {
@@ -134,5 +151,41 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
     } finally {
       third.close();
     }
+  });
+
+  it('fraction with speed sampling: rounds of ceil(fraction x eligible) clients, weighted by their round times', async () => {
+    const farm = await trainingFarm(dialect, 4);
+    const { ts } = farm;
+    const created = await ts.api('POST', '/api/tasks', {
+      type: 'command',
+      requirements: {},
+      world_size: 4,
+      config: { rounds: 2, fraction: 0.5, sampling: 'speed', seed: 3 },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.config).toMatchObject({ fraction: 0.5, min_available: 1, speed_floor: 0.1 });
+    const taskId = created.body.id as number;
+    const first = await sampledRound(farm, taskId, 1);
+    expect(first).toMatchObject({ method: 'speed', eligible: 4 });
+    for (const s of first.sampled) expect(s.reason).toBe('speed: weight 1 (no history: explore; 4 eligible)');
+    const one = await trainRound(farm, taskId, first, 2, new Set());
+    const second = await sampledRound(farm, taskId, 2);
+    expect(second).toMatchObject({ method: 'speed', eligible: 4 });
+    // Round 1's clients have one round time; the others none (the highest weight: explore).
+    for (const s of second.sampled) {
+      if (one.has(s.client_id))
+        expect(s.reason).toMatch(/^speed: weight [\d.]+ \(median [\d.]+ s over 1 round; 4 eligible\)$/);
+      else expect(s.reason).toBe('speed: weight 1 (no history: explore; 4 eligible)');
+    }
+    await trainRound(farm, taskId, second, 2, one);
+    await waitFor('the task completed', async () => {
+      const task = await ts.api('GET', `/api/tasks/${taskId}`);
+      return task.body.status === 'completed';
+    });
+    // Each round closed on its 2 sampled ranks' updates, not the task's 4 ranks.
+    const rounds = (await ts.api('GET', `/api/tasks/${taskId}/rounds`)).body.items as {
+      num_updates: number;
+    }[];
+    expect(rounds.map((x) => x.num_updates)).toEqual([2, 2]);
   });
 });
