@@ -25,7 +25,7 @@ import {
   type Placement,
 } from './policy.js';
 import { taskFrameData } from '../compat/task-frame.js';
-import { firstRoundSample } from '../training/sampling-config.js';
+import { queuedConfig } from '../training/sampling-config.js';
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
 export interface TrainingHook {
@@ -48,8 +48,6 @@ interface QueuedTask extends PendingTask {
   unschedulable: string | null;
   /** registry.hardwareVersion when the unschedulable note was last checked. */
   reviewedVersion: number;
-  /** A sampled training task's min_available (it starts only with that many eligible clients). */
-  minAvailable?: number | undefined;
 }
 
 /**
@@ -247,8 +245,7 @@ export class Dispatcher {
       if (t.reviewedVersion === version) continue;
       t.reviewedVersion = version;
       known ??= this.deps.registry.knownHardware();
-      // A sampled task waits for min_available clients, not just for its ranks.
-      const reason = unschedulableReason({ ...t, worldSize: t.minAvailable ?? t.worldSize }, known);
+      const reason = unschedulableReason(t, known);
       if (reason === t.unschedulable) continue;
       t.unschedulable = reason;
       const ids = changes.get(reason);
@@ -271,9 +268,6 @@ export class Dispatcher {
     this.changes++;
     const requirements = (parseJson(r.requirements) ?? {}) as PendingTask['requirements'];
     const worldSize = Number(r.world_size);
-    const config = (parseJson(r.config) ?? {}) as Record<string, unknown>;
-    // A sampled training task's first round: its clients are sampled (a lost rank is re-placed as any).
-    const sample = ranks === undefined ? firstRoundSample(config, worldSize) : undefined;
     this.queue.set({
       id: r.id,
       partial: ranks !== undefined,
@@ -286,10 +280,9 @@ export class Dispatcher {
       queuedAt: existing?.queuedAt ?? this.deps.clock.now().getTime(),
       attempts: Number(r.attempts),
       name: r.name,
-      config,
+      ...queuedConfig(parseJson(r.config), worldSize, ranks !== undefined),
       unschedulable: r.unschedulable_reason,
       reviewedVersion: -1,
-      ...(sample ? { sample, minAvailable: sample.minAvailable } : {}),
     });
   }
 

@@ -46,7 +46,9 @@ export interface PendingTask {
    * clients among every eligible one (ranks 0, 1, ... in its order), or answers null when too
    * few are eligible (fewer than min_available).
    */
-  sample?: { choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null } | undefined;
+  sample?:
+    | { minAvailable: number; choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null }
+    | undefined;
 }
 
 /** A client a sampled task's round chose, and why (recorded in the round_sampled event). */
@@ -166,13 +168,15 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
  * instead of leaving the task silently pending.
  */
 export function unschedulableReason(
-  task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type'>,
+  task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type' | 'sample'>,
   known: readonly Omit<ClientCapacity, 'freeSlots' | 'cordoned'>[],
 ): string | null {
+  // A sampled task waits for min_available clients, not just for its ranks.
+  const needed = task.sample?.minAvailable ?? task.worldSize;
   // Most tasks fit: stop counting once enough clients qualify (this runs for every queued task).
   let able = 0;
   for (const c of known) {
-    if (fits(task.requirements, c, task.type) && ++able >= task.worldSize) return null;
+    if (fits(task.requirements, c, task.type) && ++able >= needed) return null;
   }
   const r = task.requirements;
   const needs: string[] = [];
@@ -183,7 +187,7 @@ export function unschedulableReason(
       `${r.gpu_count ?? 1} GPU(s)${r.min_gpu_memory_gb ? ` with ${r.min_gpu_memory_gb} GiB each` : ''}`,
     );
   }
-  const wants = task.worldSize > 1 ? `${task.worldSize} clients with ` : 'a client with ';
+  const wants = needed > 1 ? `${needed} clients with ` : 'a client with ';
   const best = known.length
     ? `; known clients have at most ${Math.max(...known.map((c) => c.cpuCores))} cores, ` +
       `${Math.max(...known.map((c) => c.ramGb)).toFixed(1)} GiB RAM, ` +

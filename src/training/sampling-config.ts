@@ -185,6 +185,20 @@ export function sampleRound(
   return picks.map((p) => ({ ...p, method: s.sampling, eligible: eligible.length }));
 }
 
+/**
+ * A queued task's config and, for a sampled training task's first round (not a lost rank
+ * re-placed: `partial`), its placement hook (policy.ts).
+ */
+export function queuedConfig(
+  parsed: unknown,
+  worldSize: number,
+  partial: boolean,
+): { config: Record<string, unknown>; sample?: ReturnType<typeof firstRoundSample> } {
+  const config = (parsed ?? {}) as Record<string, unknown>;
+  const sample = partial ? undefined : firstRoundSample(config, worldSize);
+  return sample ? { config, sample } : { config };
+}
+
 /** The placement hook of a sampled task's first round (policy.ts), or undefined when it samples nothing. */
 export function firstRoundSample(
   config: Record<string, unknown>,

@@ -6,13 +6,12 @@ import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import type { Database } from '../../storage/schema.js';
 import * as journal from '../../storage/training-repo.js';
 import type { FarmView } from '../../scheduling/across.js';
-import { samplingOf } from '../sampling-config.js';
 import { isTrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import { loadRound } from './load-round.js';
 import type { TrainingOwnership } from './ownership.js';
 import { Ranks } from './ranks.js';
-import { resampleRound, sampledAlready } from './resample.js';
+import { openSampledRound, resumeSample, type ResampleDeps } from './resample.js';
 import { Round } from './round.js';
 import type { RoundDeps } from './round-types.js';
 
@@ -54,8 +53,15 @@ export class RoundCoordinator {
       ranks,
       stopping: () => this.stopped,
       resample: (round) =>
-        resampleRound({ ...d, ranks, farm: d.farm, maxTasksPerClient: d.maxTasksPerClient ?? 1 }, round),
+        openSampledRound(this.sampleDeps(ranks), round).catch((err: unknown) => {
+          d.logger.error({ err, taskId: round.taskId, round: round.number }, 'sampling a round failed');
+          return false;
+        }),
     };
+  }
+
+  private sampleDeps(ranks: Ranks): ResampleDeps {
+    return { ...this.d, ranks, farm: this.d.farm, maxTasksPerClient: this.d.maxTasksPerClient ?? 1 };
   }
 
   /** How a rank that missed a deadline is given up (LeaseService.releaseLease; set by the farm). */
@@ -158,10 +164,10 @@ export class RoundCoordinator {
         'round resumed from the journal',
       );
     round.begin(loaded.pausedLeftMs);
-    // A sampled task: the open round's sample, written already or (a restart between a round's
-    // close and its sample) taken now.
-    if (samplingOf(round.config))
-      await round.sampleLocked(await sampledAlready(this.d.db, taskId, round.number));
+    // A sampled task's open round: its sample as written, or taken now (resample.ts).
+    await resumeSample(this.sampleDeps(this.roundDeps.ranks), round).catch((err: unknown) =>
+      this.d.logger.error({ err, taskId }, 'resuming a sampled round failed'),
+    );
     return round;
   }
 

@@ -46,6 +46,8 @@ export interface SampledRound {
   worldSize: number;
   /** The `training` object of a rank's task message. */
   data(rank: number, attempt: number): TrainingData;
+  /** A `fraction` round sampled fewer clients than the task has ranks: it closes on theirs. */
+  resize(k: number): void;
 }
 
 /** A rank's holder: a lease here, or a client of another instance. */
@@ -70,16 +72,25 @@ export async function sampledAlready(
 }
 
 /**
- * Samples the open round's clients and hands the ranks over. Answers the ranks whose clients
- * kept them (to be told of the round as usual: round_start) and the number of ranks sampled,
- * or null when the task samples nothing (every rank is told).
+ * A sampled task's round loaded from the journal (a restart, or round 1 just placed): its
+ * sample when written already, else (the server stopped between the round's close and its
+ * sample) sampled now.
  */
-export async function resampleRound(
-  d: ResampleDeps,
-  round: SampledRound,
-): Promise<{ tell: Set<number>; ranks: number } | null> {
+export async function resumeSample(d: ResampleDeps, round: SampledRound): Promise<void> {
+  if (!samplingOf(round.config)) return;
+  const written = await sampledAlready(d.db, round.taskId, round.number);
+  if (written === null) await openSampledRound(d, round);
+  else if (round.config.fraction !== undefined && written > 0) round.resize(written);
+}
+
+/**
+ * Samples the open round's clients, hands the ranks over and tells them: `stop` to the clients
+ * leaving, a `task` to those joining, round_start to those kept. False when the task samples
+ * nothing (the caller tells every rank).
+ */
+export async function openSampledRound(d: ResampleDeps, round: SampledRound): Promise<boolean> {
   const s = samplingOf(round.config);
-  if (!s) return null;
+  if (!s) return false;
   const { taskId, number: n } = round;
   const holders: Holder[] = [
     ...d.ranks
@@ -92,7 +103,7 @@ export async function resampleRound(
     })),
   ];
   const task = await findTask(d.db, taskId);
-  if (!task) return null;
+  if (!task) return false;
   const requirements = (parseJson(task.requirements) ?? {}) as TaskRequirements;
   const holding = new Set(holders.map((h) => h.clientId));
   const remote = d.farm ? await d.farm.remoteClients() : [];
@@ -123,7 +134,7 @@ export async function resampleRound(
         },
       }),
     );
-    return { tell: new Set(holders.map((h) => h.rank)), ranks: holders.length };
+    return tellKept(d, round, new Set(holders.map((h) => h.rank)));
   }
   const k = picks.length;
   const picked = new Set(picks.map((p) => p.clientId));
@@ -160,8 +171,9 @@ export async function resampleRound(
       { taskId, round: n },
       'sampled clients could not take their ranks; the round keeps its clients',
     );
-    return { tell: new Set(holders.map((h) => h.rank)), ranks: holders.length };
+    return tellKept(d, round, new Set(holders.map((h) => h.rank)));
   }
+  if (round.config.fraction !== undefined) round.resize(k);
   await tellLeaving(d, taskId, leaving, why);
   const frame = (rank: number, attempt: number): ServerMessage => ({
     type: 'task',
@@ -195,7 +207,19 @@ export async function resampleRound(
     }
   }
   if (leaving.length > 0) await d.bus.publish('work.available', { task_id: 0 });
-  return { tell: new Set(keep.map((h) => h.rank)), ranks: k };
+  return tellKept(d, round, new Set(keep.map((h) => h.rank)));
+}
+
+/** The clients keeping their rank hear of the round as usual (round_start). */
+async function tellKept(d: ResampleDeps, round: SampledRound, ranks: ReadonlySet<number>): Promise<true> {
+  await d.ranks.tellSome(round.taskId, ranks, (rank, attempt) => ({
+    type: 'round_start',
+    task_id: round.taskId,
+    attempt,
+    rank,
+    ...round.data(rank, attempt),
+  }));
+  return true;
 }
 
 /** The clients not sampled give their rank up: `stop`, here or through the instance holding them. */

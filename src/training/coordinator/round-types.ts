@@ -67,8 +67,8 @@ export interface RoundDeps extends CloseDeps {
   /** True once the coordinator stops (adds cut short by it are not worth an error). */
   stopping: () => boolean;
   /**
-   * Samples a round's clients and hands the ranks over (resample.ts): the ranks to tell of the
-   * round and how many it sampled, or null when the task samples nothing.
+   * A sampled task's round opens (resample.ts): samples its clients, hands the ranks over and
+   * tells them; false when the task samples nothing (the round tells every rank). Never throws.
    */
-  resample?: (round: SampledRound) => Promise<{ tell: Set<number>; ranks: number } | null>;
+  resample?: (round: SampledRound) => Promise<boolean>;
 }

@@ -32,24 +32,14 @@ import { updateWeight } from './staleness.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
 import { checkVersion } from './version-check.js';
 
-export type { RoundStart } from './round-types.js';
-
 export class Round {
   readonly taskId: number;
   readonly type: string;
   readonly config: TrainingConfig;
   readonly worldSize: number;
   /** Updates that close the round: every rank's, or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
-  get fill(): number {
-    return this.#sampledRanks ?? this.#fill;
-  }
-  private get quorum(): number {
-    return Math.min(this.#quorum, this.fill);
-  }
-  readonly #fill: number;
-  readonly #quorum: number;
-  /** A sampled task's round with fewer ranks than its world size (`fraction`): the ranks sampled. */
-  #sampledRanks: number | null = null;
+  fill: number;
+  private quorum: number;
   /** This round's updates (async: its buffer), by slotKey. */
   readonly accepted = new Map<string, AcceptedUpdate>();
   #number: number;
@@ -101,8 +91,8 @@ export class Round {
     this.type = start.type;
     this.config = start.config;
     this.worldSize = start.worldSize;
-    this.#fill = start.config.async?.buffer_size ?? start.worldSize;
-    this.#quorum = start.config.async?.buffer_size ?? start.config.quorum;
+    this.fill = start.config.async?.buffer_size ?? start.worldSize;
+    this.quorum = start.config.async?.buffer_size ?? start.config.quorum;
     this.#number = start.number;
     this.#deadlineAt = start.deadlineAt;
     this.#extensions = start.extensions;
@@ -129,27 +119,9 @@ export class Round {
     return trainingData(this, rank, attempt);
   }
 
-  /**
-   * A sampled task (docs/training.md): samples this round's clients and tells the ranks kept
-   * (the others got their `task` or `stop`). Runs under the lock. `written`: the sample's size
-   * when the journal has it already (a restart), so nothing is sampled again. False when the
-   * task samples nothing (or sampling failed): the caller tells every rank.
-   */
-  async sampleLocked(written: number | null = null): Promise<boolean> {
-    this.#sampledRanks = null;
-    let out: { tell: Set<number>; ranks: number } | null = null;
-    if (written === null) {
-      out = await (this.d.resample?.(this) ?? Promise.resolve(null)).catch((err: unknown) => {
-        this.d.logger.error({ err, taskId: this.taskId, round: this.#number }, 'sampling a round failed');
-        return null;
-      });
-    }
-    const k = written ?? out?.ranks ?? null;
-    // `fraction`: a round may sample fewer clients than the task has ranks; it closes on theirs.
-    if (this.config.fraction !== undefined && k !== null && k > 0 && k < this.worldSize)
-      this.#sampledRanks = k;
-    if (out) await this.tellNewest(out.tell);
-    return out !== null;
+  /** A `fraction` round that sampled `k` clients (resample.ts) closes on their updates. */
+  resize(k: number): void {
+    [this.fill, this.quorum] = [k, Math.min(k, this.config.quorum)];
   }
 
   /** Adds updates the journal holds (at load: each once, in acceptance order). */
@@ -420,7 +392,7 @@ export class Round {
       ? new Set([...this.accepted.values()].filter((u) => u.round === this.#number).map((u) => u.rank))
       : null;
     await this.advance(out.outPath, out.digest);
-    if (!(await this.sampleLocked())) await this.tellNewest(waiting);
+    if (!(await this.d.resample?.(this))) await this.tellNewest(waiting);
     await this.d.bus.publish('task.changed', { task_id: this.taskId, status: 'running' });
   }
 
