@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { model } from './helpers/safetensors.js';
-import { farmPerTest, startTraining, upload, type TrainingFarm } from './helpers/training.js';
+import { farmPerTest, startTraining, taskMessage, upload, type TrainingFarm } from './helpers/training.js';
 import { waitFor } from './helpers/wait.js';
 import { registeredClient } from './helpers/ws-client.js';
 
@@ -187,5 +187,30 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
       num_updates: number;
     }[];
     expect(rounds.map((x) => x.num_updates)).toEqual([2, 2]);
+  });
+
+  it('re-places a sampled client lost mid-round on another eligible client', async () => {
+    const farm = await trainingFarm(dialect, 3, { CONNECTION_TIMEOUT: 1.5 });
+    const { ts, ids, clients } = farm;
+    const t = await startTraining(farm, { rounds: 1, clients_per_round: 2, seed: 7 }, { worldSize: 2 });
+    const { taskId } = t;
+    const ev = await sampledRound(farm, taskId, 1);
+    const spare = ids.find((id) => !ev.sampled.some((s) => s.client_id === id))!;
+    const lost = t.rank(1);
+    lost.client.close();
+    const replaced = await taskMessage(clients[ids.indexOf(spare)]!, taskId);
+    expect(replaced).toMatchObject({ rank: 1, attempt: 2, training: { round: 1 } });
+    expect((await t.put(0, model([1, 1, 1, 1], [1, 0, 0, -1]))).status).toBe(201);
+    const res = await t.put(1, model([3, 3, 3, 3], [3, 0, 0, -3]), { clientId: spare, attempt: 2 });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    await waitFor('the task completed', async () => {
+      const task = await ts.api('GET', `/api/tasks/${taskId}`);
+      return task.body.status === 'completed';
+    });
+    const events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items as {
+      kind: string;
+      message: string;
+    }[];
+    expect(events.find((e) => e.kind === 'rank_retry')?.message).toMatch(/\(1\/\d+ attempts used\)/);
   });
 });
