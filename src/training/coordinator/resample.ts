@@ -137,28 +137,13 @@ export async function openSampledRound(d: ResampleDeps, round: SampledRound): Pr
     return tellKept(d, round, new Set(holders.map((h) => h.rank)));
   }
   const k = picks.length;
-  const picked = new Set(picks.map((p) => p.clientId));
-  const keep = holders.filter((h) => picked.has(h.clientId) && h.rank < k);
-  const kept = new Set(keep.map((h) => h.clientId));
-  const leaving = holders.filter((h) => !kept.has(h.clientId));
-  const free = Array.from({ length: k }, (_, r) => r).filter((r) => !keep.some((h) => h.rank === r));
+  const plan = planHandOver(holders, picks);
   const remoteById = new Map(remote.map((c) => [c.id, c]));
-  const joining: RankPlacement[] = picks
-    .filter((p) => !kept.has(p.clientId))
-    .map((p, i) => {
-      const r = remoteById.get(p.clientId);
-      return {
-        rank: free[i] as number,
-        clientId: p.clientId,
-        ...(r ? { via: { instanceId: r.instanceId, maxTasks: r.maxTasks } } : {}),
-      };
-    });
-  const rankOf = new Map([...keep, ...joining].map((h) => [h.clientId, h.rank]));
-  const sampled: SampledRank[] = picks.map((p) => ({
-    client_id: p.clientId,
-    rank: rankOf.get(p.clientId) as number,
-    reason: p.reason,
-  }));
+  const joining: RankPlacement[] = plan.joining.map((p) => {
+    const r = remoteById.get(p.clientId);
+    return { ...p, ...(r ? { via: { instanceId: r.instanceId, maxTasks: r.maxTasks } } : {}) };
+  });
+  const { leaving, keep, sampled } = plan;
   const why = `not sampled for round ${n}`;
   const claimed = await d.writes.run(async (trx) => {
     const out = await handOverRanks(trx, taskId, { leaving, joining, why }, now);
@@ -220,6 +205,36 @@ async function tellKept(d: ResampleDeps, round: SampledRound, ranks: ReadonlySet
     ...round.data(rank, attempt),
   }));
   return true;
+}
+
+/**
+ * Who keeps, gives up and takes which rank when a round's `picks` replace the `holders`: a
+ * holder sampled again keeps its rank (when it is below the number sampled); the others leave;
+ * each new client takes the lowest free rank. Pure.
+ */
+export function planHandOver<H extends { clientId: string; rank: number }>(
+  holders: readonly H[],
+  picks: readonly { clientId: string; reason: string }[],
+): { keep: H[]; leaving: H[]; joining: { clientId: string; rank: number }[]; sampled: SampledRank[] } {
+  const k = picks.length;
+  const picked = new Set(picks.map((p) => p.clientId));
+  const keep = holders.filter((h) => picked.has(h.clientId) && h.rank < k);
+  const kept = new Set(keep.map((h) => h.clientId));
+  const free = Array.from({ length: k }, (_, r) => r).filter((r) => !keep.some((h) => h.rank === r));
+  const joining = picks
+    .filter((p) => !kept.has(p.clientId))
+    .map((p, i) => ({ clientId: p.clientId, rank: free[i] as number }));
+  const rankOf = new Map([...keep, ...joining].map((h) => [h.clientId, h.rank]));
+  return {
+    keep,
+    leaving: holders.filter((h) => !kept.has(h.clientId)),
+    joining,
+    sampled: picks.map((p) => ({
+      client_id: p.clientId,
+      rank: rankOf.get(p.clientId) as number,
+      reason: p.reason,
+    })),
+  };
 }
 
 /** The clients not sampled give their rank up: `stop`, here or through the instance holding them. */
