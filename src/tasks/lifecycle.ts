@@ -180,7 +180,15 @@ export async function handOverRanks(
   now: Date,
 ): Promise<Claimed | null> {
   if ((await store.taskStatus(db, taskId)) !== 'running') return null;
-  if (!(await takeRemoteSlots(db, h.joining))) return null;
+  // A client leaving one rank for another (a `fraction` round of fewer ranks) frees its own slot.
+  const leaving = new Set(h.leaving.map((l) => l.clientId));
+  if (
+    !(await takeRemoteSlots(
+      db,
+      h.joining.filter((p) => !leaving.has(p.clientId)),
+    ))
+  )
+    return null;
   const at = toDbTime(now);
   for (const l of h.leaving) {
     await store.endRankAssignment(db, { taskId, ...l }, LIVE_ASSIGNMENT, {
