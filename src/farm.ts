@@ -87,7 +87,8 @@ export function createFarm(d: {
     : null;
   const training = new RoundCoordinator({
     ...base,
-    ...(cluster ? { ownership: cluster } : {}),
+    ...(cluster ? { ownership: cluster, farm: cluster } : {}),
+    maxTasksPerClient: d.config.MAX_TASKS_PER_CLIENT,
     logger: logger.child({ component: 'training' }),
     paths: trainingPaths,
     checkpointFrequency: d.config.CHECKPOINT_FREQUENCY,

@@ -9,6 +9,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { request } from './helpers/server.js';
 import { ENDED, mnistTaskBody, workerArgs } from './helpers/training.js';
 import { waitFor } from './helpers/wait.js';
+import { sampleRound } from '../src/training/sampling-config.js';
 
 const REDIS_URL = process.env.AI_FARM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -153,5 +154,56 @@ describe('a training task across two instances', () => {
     expect(new Set(assignments.map((a) => a.client_id))).toEqual(new Set(clientIds));
     expect(assignments.every((a) => a.status === 'completed')).toBe(true);
     for (const w of workers) await w.waitFor(new RegExp(`task ${id}: completed`), 30_000);
+  }, 180_000);
+
+  it('a sampled task samples the clients of both instances and hands ranks over between them', async () => {
+    // A third worker, on instance A: each round samples 2 of the 3 (min_available 3 makes even
+    // round 1 wait for the whole farm). The samples are seeded, so the test picks a seed whose
+    // rounds move instance B's client in or out (a task frame or a stop through cluster.push).
+    clientIds.push(await startWorker('span-2', servers[0] as CliServer));
+    const b = clientIds[1] as string;
+    const settings = {
+      clients_per_round: 2,
+      min_available: 3,
+      sampling: 'uniform' as const,
+      speed_floor: 0.1,
+    };
+    const predict = (seed: number) =>
+      [1, 2, 3].map(
+        (r) =>
+          new Set(
+            sampleRound(
+              settings,
+              seed,
+              r,
+              clientIds.map((id) => ({ id })),
+              2,
+            )!.map((p) => p.clientId),
+          ),
+      );
+    const seed = Array.from({ length: 50 }, (_, i) => i + 1).find((s) => {
+      const rounds = predict(s);
+      return rounds.some((r, i) => i > 0 && r.has(b) !== rounds[i - 1]!.has(b));
+    })!;
+    expect(seed).toBeGreaterThan(0);
+    const id = await create('span-sampled', 2, {
+      rounds: 3,
+      epochs: 1,
+      seed,
+      clients_per_round: 2,
+      min_available: 3,
+      shards: TWO_SHARDS,
+    });
+    await completes(id);
+    expect(await updatesPerRound(id)).toEqual([2, 2, 2]);
+    const events = (await api(servers[1] as CliServer, 'GET', `/api/tasks/${id}/events`)).body.items as {
+      kind: string;
+      data: { round: number; eligible: number; sampled: { client_id: string }[] };
+    }[];
+    const sampled = events
+      .filter((e) => e.kind === 'round_sampled')
+      .sort((x, y) => x.data.round - y.data.round);
+    expect(sampled.map((e) => e.data.eligible)).toEqual([3, 3, 3]);
+    expect(sampled.map((e) => new Set(e.data.sampled.map((c) => c.client_id)))).toEqual(predict(seed));
   }, 180_000);
 });

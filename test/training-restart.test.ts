@@ -9,7 +9,7 @@ import { request } from './helpers/server.js';
 import { model, values } from './helpers/safetensors.js';
 import { download, expectClose, taskMessage, upload } from './helpers/training.js';
 import { registeredClient, type RawClient } from './helpers/ws-client.js';
-import { sleep } from './helpers/wait.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * A server killed with SIGKILL mid-round (`ai-farm server` as a child process) and started
@@ -278,6 +278,50 @@ describe.each(DIALECTS)('training survives kill -9 (%s)', (dialect) => {
     // The time left at the pause, counted from the resume (the test's clock reads add ~0.5 s).
     expect(Math.abs(after - (resumedAt + left))).toBeLessThan(1500);
     expect((await events()).map((e) => e.kind)).not.toContain('round_extended');
+    await farm.server.stop('SIGTERM');
+  });
+  it('a sampled round is not sampled again by the restarted server', async () => {
+    const farm = await killableFarm(['sw0', 'sw1', 'sw2', 'sw3']);
+    const { admin } = farm;
+    const taskId = await farm.createTraining(2, 2, { clients_per_round: 2, seed: 7 });
+    type Sampled = { round: number; sampled: { client_id: string; rank: number }[] };
+    const samples = async () =>
+      (
+        (await request(farm.server.url, 'GET', `/api/tasks/${taskId}/events`, undefined, admin)).body
+          .items as { kind: string; data: Sampled }[]
+      )
+        .filter((e) => e.kind === 'round_sampled')
+        .map((e) => e.data);
+    /** Round r's sampled clients upload, each with the lease of its latest task message. */
+    const train = async (r: number) => {
+      const ev = await waitFor(`round ${r} sampled`, async () =>
+        (await samples()).find((e) => e.round === r),
+      );
+      for (const s of ev.sampled) {
+        const i = farm.ids.indexOf(s.client_id);
+        const m = await farm.clients[i]!.next(
+          (x) =>
+            x.type === 'task' &&
+            (x.data as { id: number; training: { round: number } }).id === taskId &&
+            (x.data as { training: { round: number } }).training.round === r,
+          15_000,
+        );
+        const lease = m.data as { rank: number; attempt: number };
+        expect((await farm.put(taskId, i, lease, r, r, 1)).status).toBe(201);
+      }
+      return ev;
+    };
+    await train(1);
+    const second = await waitFor('round 2 sampled', async () => (await samples()).find((e) => e.round === 2));
+    await farm.kill();
+    await farm.restart();
+    // The clients of round 2 get their task again on reconnecting; nobody is sampled anew.
+    expect(await train(2)).toEqual(second);
+    expect((await samples()).map((e) => e.round).sort()).toEqual([1, 2]);
+    await waitFor('the task completed', async () => {
+      const t = await request(farm.server.url, 'GET', `/api/tasks/${taskId}`, undefined, admin);
+      return t.body.status === 'completed';
+    });
     await farm.server.stop('SIGTERM');
   });
 });

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -223,5 +223,42 @@ describe('training workers', () => {
     // Both are free again: a one-rank task runs at once.
     const next = await createTask('after-stop', { rounds: 1, epochs: 1 }, 1);
     expect((await finished(next)).status).toBe('completed');
+  }, 180_000);
+
+  it('clients sampled per round: a worker stopped when not sampled trains again when sampled later', async () => {
+    // Ids in a known order (the sample is seeded by the config's seed and the round): with seed 2
+    // rounds 1-3 sample {a, b}, {b, c}, {a, c}: a gives its rank up in round 2 and takes one again
+    // in round 3 (src/scheduling/sampling.ts).
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const names = ['sa', 'sb', 'sc'];
+    for (const n of names) writeFileSync(join(dir, `${n}.id`), `${n}-${suffix}\n`);
+    for (const n of names) await startWorker(n);
+    const id = await createTask('sampled', {
+      rounds: 3,
+      epochs: 1,
+      seed: 2,
+      clients_per_round: 2,
+      shards: [
+        [0, 0.1],
+        [0.1, 0.2],
+      ],
+    });
+    expect((await finished(id, 120_000)).status).toBe('completed');
+    const events = (await ts.api('GET', `/api/tasks/${id}/events`)).body.items as {
+      kind: string;
+      data: { round: number; sampled: { client_id: string }[] };
+    }[];
+    const sampled = events
+      .filter((e) => e.kind === 'round_sampled')
+      .sort((x, y) => x.data.round - y.data.round)
+      .map((e) =>
+        e.data.sampled
+          .map((c) => c.client_id.slice(0, 2))
+          .sort()
+          .join(','),
+      );
+    expect(sampled).toEqual(['sa,sb', 'sb,sc', 'sa,sc']);
+    const rounds = (await ts.api('GET', `/api/tasks/${id}/rounds`)).body.items as { num_updates: number }[];
+    expect(rounds.map((r) => r.num_updates)).toEqual([2, 2, 2]);
   }, 180_000);
 });

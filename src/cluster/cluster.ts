@@ -101,7 +101,8 @@ export class Cluster implements TrainingOwnership, FarmView {
           return;
         }
         if (!client || !lease) return;
-        if (m.message.type === 'training_complete') {
+        // The rank ends here: training is over, or a sampled round gave it to another client.
+        if (m.message.type === 'training_complete' || m.message.type === 'stop') {
           client.leases.delete(m.task_id);
           this.p.dispatcher.schedule();
         }

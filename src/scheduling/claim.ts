@@ -1,6 +1,7 @@
 import { claimTasks as claim, type Claim, type Claimed as ClaimedRanks } from '../tasks/lifecycle.js';
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
+import { roundSampledEvent } from '../training/sampling-config.js';
 import type { Placement } from './policy.js';
 
 /** One pending task placed on its clients (one placement per rank). */
@@ -46,6 +47,19 @@ export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
         };
       }),
     );
+    for (const i of claims) {
+      const first = i.placements[0]?.sampled;
+      if (!first) continue;
+      // A sampled task's first round: who it sampled, in the claim's commit (docs/training.md).
+      const sampled = i.placements.map((p) => ({
+        client_id: p.clientId,
+        rank: p.rank,
+        reason: p.sampled?.reason ?? '',
+      }));
+      commit.events.push(
+        roundSampledEvent(i.taskId, toDbTime(i.now, true), 1, first.method, first.eligible, sampled),
+      );
+    }
     const out = new Map(claims.map((c, i) => [c, claimed[i] as ClaimedRanks]));
     return items.map((i) => out.get(i) ?? null);
   },

@@ -25,6 +25,7 @@ import {
   type Placement,
 } from './policy.js';
 import { taskFrameData } from '../compat/task-frame.js';
+import { queuedConfig } from '../training/sampling-config.js';
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
 export interface TrainingHook {
@@ -279,7 +280,7 @@ export class Dispatcher {
       queuedAt: existing?.queuedAt ?? this.deps.clock.now().getTime(),
       attempts: Number(r.attempts),
       name: r.name,
-      config: (parseJson(r.config) ?? {}) as Record<string, unknown>,
+      ...queuedConfig(parseJson(r.config), worldSize, ranks !== undefined),
       unschedulable: r.unschedulable_reason,
       reviewedVersion: -1,
     });

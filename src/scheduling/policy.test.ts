@@ -8,6 +8,7 @@ import {
   type ClientCapacity,
   type PendingTask,
 } from './policy.js';
+import { firstRoundSample } from '../training/sampling-config.js';
 
 const client = (id: string, over: Partial<ClientCapacity> = {}): ClientCapacity => ({
   id,
@@ -145,5 +146,42 @@ describe('placeTasks with requirement classes', () => {
     );
     expect(placeTasks(hopeless, counting)).toEqual([]);
     expect(looked).toBe(1);
+  });
+});
+
+describe('sampled tasks', () => {
+  const sampled = firstRoundSample({ clients_per_round: 2, min_available: 3, seed: 5 }, 2);
+
+  it('are placed only with min_available eligible clients, on the clients the sampler picks', () => {
+    const t = task(1, { worldSize: 2, sample: sampled });
+    const busy = client('c', { freeSlots: 0 });
+    expect(placeTasks([t], [client('a'), client('b'), busy])).toEqual([]);
+    const four = [client('a'), client('b'), client('c'), client('d', { cordoned: true }), client('e')];
+    const placed = placeTasks([t], four);
+    expect(placed.map((p) => p.rank)).toEqual([0, 1]);
+    const picked = placed.map((p) => p.clientId);
+    // Exactly what the sampler picks among the eligible (d is cordoned).
+    const expected = sampled!.choose([client('a'), client('b'), client('c'), client('e')])!;
+    expect(picked).toEqual(expected.map((p) => p.clientId));
+    expect(placed[0]!.sampled).toMatchObject({
+      method: 'uniform',
+      eligible: 4,
+      reason: 'uniform: 2 of 4 eligible',
+    });
+  });
+
+  it('are explained as waiting for min_available clients', () => {
+    const why = unschedulableReason({ ...task(1, { worldSize: 2, sample: sampled }) }, [
+      client('a'),
+      client('b'),
+    ]);
+    expect(why).toMatch(/^needs 3 clients with task type command; 2 known client\(s\) qualify/);
+    expect(
+      unschedulableReason(task(1, { worldSize: 2, sample: sampled }), [
+        client('a'),
+        client('b'),
+        client('c'),
+      ]),
+    ).toBeNull();
   });
 });

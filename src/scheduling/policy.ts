@@ -41,6 +41,22 @@ export interface PendingTask {
    * one of them finds no place in a call, the rest are skipped without looking at clients.
    */
   classKey?: string | undefined;
+  /**
+   * A sampled training task (docs/training.md, "Clients sampled per round"): `choose` picks its
+   * clients among every eligible one (ranks 0, 1, ... in its order), or answers null when too
+   * few are eligible (fewer than min_available).
+   */
+  sample?:
+    | { minAvailable: number; choose(eligible: readonly ClientCapacity[]): SampledPlacement[] | null }
+    | undefined;
+}
+
+/** A client a sampled task's round chose, and why (recorded in the round_sampled event). */
+export interface SampledPlacement {
+  clientId: string;
+  reason: string;
+  method: string;
+  eligible: number;
 }
 
 /** The classKey of a task that excludes no client. */
@@ -56,6 +72,8 @@ export interface Placement {
   taskId: number;
   rank: number;
   clientId: string;
+  /** Set for a sampled task's round: why this client. */
+  sampled?: SampledPlacement | undefined;
 }
 
 /** Whether a client's hardware meets a task's requirements (ignoring load and cordon). */
@@ -94,8 +112,8 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   const open = clients.filter((c) => !c.cordoned && c.freeSlots > 0).sort((a, b) => a.id.localeCompare(b.id));
   for (const c of open) free.set(c.id, c.freeSlots);
   const placements: Placement[] = [];
-  const take = (taskId: number, rank: number, c: ClientCapacity) => {
-    placements.push({ taskId, rank, clientId: c.id });
+  const take = (taskId: number, rank: number, c: Pick<ClientCapacity, 'id'>, sampled?: SampledPlacement) => {
+    placements.push({ taskId, rank, clientId: c.id, ...(sampled ? { sampled } : {}) });
     const left = (free.get(c.id) ?? 0) - 1;
     if (left > 0) free.set(c.id, left);
     else free.delete(c.id);
@@ -106,7 +124,7 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   const full = new Set<string>();
   for (const task of tasks) {
     if (free.size === 0) break;
-    const key = task.excludeClients?.size ? undefined : task.classKey;
+    const key = task.excludeClients?.size || task.sample ? undefined : task.classKey;
     if (key !== undefined && full.has(key)) continue;
     const ranks = task.ranks ?? Array.from({ length: task.worldSize }, (_, i) => i);
     if (ranks.length === 0) continue;
@@ -117,6 +135,11 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
   return placements;
 
   function placeOne(task: PendingTask, ranks: readonly number[]): void {
+    if (task.sample) {
+      const picks = task.sample.choose(open.filter((c) => eligible(task, c)))?.slice(0, ranks.length);
+      picks?.forEach((p, i) => take(task.id, ranks[i] as number, { id: p.clientId }, p));
+      return;
+    }
     if (ranks.length === 1) {
       // One rank: the least loaded eligible client, found in one scan (no sort per task).
       let best: ClientCapacity | undefined;
@@ -145,13 +168,15 @@ export function placeTasks(tasks: Iterable<PendingTask>, clients: readonly Clien
  * instead of leaving the task silently pending.
  */
 export function unschedulableReason(
-  task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type'>,
+  task: Pick<PendingTask, 'requirements' | 'worldSize' | 'type' | 'sample'>,
   known: readonly Omit<ClientCapacity, 'freeSlots' | 'cordoned'>[],
 ): string | null {
+  // A sampled task waits for min_available clients, not just for its ranks.
+  const needed = task.sample?.minAvailable ?? task.worldSize;
   // Most tasks fit: stop counting once enough clients qualify (this runs for every queued task).
   let able = 0;
   for (const c of known) {
-    if (fits(task.requirements, c, task.type) && ++able >= task.worldSize) return null;
+    if (fits(task.requirements, c, task.type) && ++able >= needed) return null;
   }
   const r = task.requirements;
   const needs: string[] = [];
@@ -162,7 +187,7 @@ export function unschedulableReason(
       `${r.gpu_count ?? 1} GPU(s)${r.min_gpu_memory_gb ? ` with ${r.min_gpu_memory_gb} GiB each` : ''}`,
     );
   }
-  const wants = task.worldSize > 1 ? `${task.worldSize} clients with ` : 'a client with ';
+  const wants = needed > 1 ? `${needed} clients with ` : 'a client with ';
   const best = known.length
     ? `; known clients have at most ${Math.max(...known.map((c) => c.cpuCores))} cores, ` +
       `${Math.max(...known.map((c) => c.ramGb)).toFixed(1)} GiB RAM, ` +

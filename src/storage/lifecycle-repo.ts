@@ -162,6 +162,39 @@ export async function nextRankAttempt(db: Executor, taskId: number, rank: number
   return Number(prev?.a ?? 0) + 1;
 }
 
+/**
+ * Ends the live assignment of one rank attempt on one client (a sampled rank handed over, see
+ * lifecycle's handOverRanks), whichever instance holds the client. False when it was not live.
+ */
+export async function endRankAssignment(
+  db: Executor,
+  a: { taskId: number; clientId: string; attempt: number },
+  from: readonly AssignmentStatus[],
+  end: { status: AssignmentStatus; error: string; at: string },
+): Promise<boolean> {
+  const res = await db
+    .updateTable('task_assignments')
+    .set({ status: end.status, error: end.error, updated_at: end.at, finished_at: end.at })
+    .where('task_id', '=', a.taskId)
+    .where('client_id', '=', a.clientId)
+    .where('attempt', '=', a.attempt)
+    .where('status', 'in', [...from])
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
+}
+
+/** How many times a rank of a live task was handed over to another client (ended `cancelled`). */
+export async function countHandedOver(db: Executor, taskId: number, rank: number): Promise<number> {
+  const row = await db
+    .selectFrom('task_assignments')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('task_id', '=', taskId)
+    .where('rank', '=', rank)
+    .where('status', '=', 'cancelled')
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
 /** Re-placed ranks of a running task count `n` more attempts (the status stays). */
 export async function countRankAttempts(db: Executor, taskId: number, n: number, at: string): Promise<void> {
   await db

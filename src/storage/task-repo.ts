@@ -3,7 +3,7 @@ import type { Executor } from './executor.js';
 import { chunks, consecutiveIds, idsOfInserts, insertRows } from './bulk.js';
 import { pageOf } from './page.js';
 import type { Database, TaskStatus, TasksTable } from './schema.js';
-import { updatedAny } from './values.js';
+import { parseJson, updatedAny } from './values.js';
 
 type Db = Executor;
 export type TaskRow = Selectable<TasksTable>;
@@ -259,6 +259,19 @@ export async function latestEventAt(db: Db, taskId: number, kind: string): Promi
     .limit(1)
     .executeTakeFirst();
   return row ? String(row.at) : null;
+}
+
+/** The data of the task's newest event of `kind` (parsed JSON), or null. */
+export async function latestEventData(db: Db, taskId: number, kind: string): Promise<unknown> {
+  const row = await db
+    .selectFrom('task_events')
+    .select('data')
+    .where('task_id', '=', taskId)
+    .where('kind', '=', kind)
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row ? parseJson(row.data) : null;
 }
 
 export async function listTaskEvents(db: Db, taskId: number, limit: number) {

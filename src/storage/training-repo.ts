@@ -233,3 +233,30 @@ export async function countTaskEvents(db: Db, taskId: number, kind: string): Pro
     .executeTakeFirst();
   return Number(row?.n ?? 0);
 }
+
+/**
+ * When each client's accepted updates of a task's rounds since `fromRound` came, with their
+ * round's opening (the speed of sampled rounds: docs/training.md).
+ */
+export async function roundTimes(
+  db: Db,
+  taskId: number,
+  fromRound: number,
+): Promise<{ client_id: string; round: number; accepted_at: string; opened_at: string }[]> {
+  const rows = await db
+    .selectFrom('round_updates as u')
+    .innerJoin('training_rounds as r', (j) =>
+      j.onRef('r.task_id', '=', 'u.task_id').onRef('r.round', '=', 'u.round'),
+    )
+    .select(['u.client_id', 'u.round', 'u.accepted_at', 'r.opened_at'])
+    .where('u.task_id', '=', taskId)
+    .where('u.round', '>=', fromRound)
+    .orderBy('u.round', 'asc')
+    .execute();
+  return rows.map((r) => ({
+    client_id: r.client_id,
+    round: Number(r.round),
+    accepted_at: String(r.accepted_at),
+    opened_at: String(r.opened_at),
+  }));
+}

@@ -54,6 +54,15 @@ describe('the retry-or-fail decision', () => {
     });
   });
 
+  it('does not count the attempts of a rank that a sampled round handed to another client', () => {
+    const many = fate({ world_size: 4 });
+    // Attempt 3, after two hand-overs: the first failure of the rank.
+    const d = decideAfterFailure({ ...lease, attempt: 3 }, 'lost', null, many, 2);
+    expect(d).toMatchObject({ kind: 'replace_rank', errorLog: 'attempt 3 on c1 (rank 0): client lost' });
+    expect(d.event.message).toMatch(/\(1\/3 attempts used\)$/);
+    expect(decideAfterFailure({ ...lease, attempt: 5 }, 'lost', null, many, 2).kind).toBe('fail');
+  });
+
   it('fails a paused multi-rank task rather than re-place a rank nothing would place', () => {
     const d = decideAfterFailure(lease, 'lost', null, fate({ world_size: 2, status: 'paused' }));
     expect(d.kind).toBe('fail');

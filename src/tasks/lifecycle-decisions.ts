@@ -60,13 +60,16 @@ export type FailureDecision = {
  * it has attempts left (`attempts` counts the task's claims). A multi-rank task's attempts
  * count per rank (the lease's attempt), so one flaky machine does not use up the task: the
  * rank alone is re-placed while the task runs; a paused one fails instead (nothing would
- * place the rank).
+ * place the rank). Attempts of a rank that a sampled round handed to another client are not
+ * counted (`handedOver`).
  */
 export function decideAfterFailure(
   lease: Pick<Lease, 'attempt' | 'clientId' | 'rank'>,
   outcome: Exclude<Outcome, 'completed'>,
   error: string | null,
   task: TaskFate,
+  /** Times this rank changed client because its task samples clients per round (not failures). */
+  handedOver = 0,
 ): FailureDecision {
   const worldSize = Number(task.world_size);
   const why =
@@ -74,7 +77,7 @@ export function decideAfterFailure(
   const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;
   const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
   const maxAttempts = Number(task.max_attempts);
-  const used = worldSize > 1 ? lease.attempt : Number(task.attempts);
+  const used = worldSize > 1 ? lease.attempt - handedOver : Number(task.attempts);
   const retry = used < maxAttempts && !(worldSize > 1 && task.status === 'paused');
   const data = { attempt: lease.attempt, client_id: lease.clientId, outcome };
   if (retry && worldSize > 1) {

@@ -158,6 +158,57 @@ export async function claimRanks(
   return { attempts, ids };
 }
 
+/** A rank that changes client when a sampled round opens. */
+export interface HandOver {
+  /** The clients giving their rank up (not sampled this round), with the attempt they held. */
+  leaving: readonly { clientId: string; attempt: number }[];
+  /** The sampled clients that get a rank. */
+  joining: readonly RankPlacement[];
+  why: string;
+}
+
+/**
+ * hand over ranks (a sampled round opens, docs/training.md): the leaving clients' assignments
+ * end `cancelled` (no failure: the task's attempts do not grow, and the rank's retries do not
+ * count them, see endLease), and each joining client gets its rank's next attempt. Null, with
+ * nothing written, when the task no longer runs or a remote client has no slot left.
+ */
+export async function handOverRanks(
+  db: Executor,
+  taskId: number,
+  h: HandOver,
+  now: Date,
+): Promise<Claimed | null> {
+  if ((await store.taskStatus(db, taskId)) !== 'running') return null;
+  // A client leaving one rank for another (a `fraction` round of fewer ranks) frees its own slot.
+  const leaving = new Set(h.leaving.map((l) => l.clientId));
+  if (
+    !(await takeRemoteSlots(
+      db,
+      h.joining.filter((p) => !leaving.has(p.clientId)),
+    ))
+  )
+    return null;
+  const at = toDbTime(now);
+  for (const l of h.leaving) {
+    await store.endRankAssignment(db, { taskId, ...l }, LIVE_ASSIGNMENT, {
+      status: 'cancelled',
+      error: h.why,
+      at,
+    });
+  }
+  const attempts: number[] = [];
+  const ids: number[] = [];
+  for (const p of h.joining) {
+    const attempt = await store.nextRankAttempt(db, taskId, p.rank);
+    attempts.push(attempt);
+    ids.push(
+      await insertAssignment(db, { task_id: taskId, client_id: p.clientId, rank: p.rank, attempt, at }),
+    );
+  }
+  return { attempts, ids };
+}
+
 /** A task's completion from the end of its (last) lease. */
 function completion(taskId: number, info: EndInfo): store.TaskCompletion {
   return {
@@ -220,7 +271,9 @@ export async function endLease(
     });
     return { kind: 'none' };
   }
-  const d = decideAfterFailure(lease, outcome, info.error_log, task);
+  // A sampled task's rank changes client between rounds: those hand-overs are not attempts used.
+  const handedOver = worldSize > 1 ? await store.countHandedOver(db, lease.taskId, lease.rank) : 0;
+  const d = decideAfterFailure(lease, outcome, info.error_log, task, handedOver);
   const attempt = { id: lease.taskId, errorLog: d.errorLog, at: nowDb };
   if (d.kind === 'replace_rank') await store.noteRankRetry(db, attempt, REPLACE_RANK_FROM);
   else if (d.kind === 'retry') await store.retryTask(db, attempt, RETRY_FROM);

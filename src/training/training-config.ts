@@ -7,6 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
 import { badRequest, type AppError } from '../errors.js';
 import type { StrategySpec } from './aggregation/types.js';
+import { checkSampling, SamplingKeys, type SamplingSettings } from './sampling-config.js';
 
 const STRATEGIES = ['fedavg', 'fedprox', 'median', 'trimmed_mean', 'krum', 'multi_krum'] as const;
 export type StrategyName = (typeof STRATEGIES)[number];
@@ -61,6 +62,7 @@ export const TrainingConfigSchema = Type.Object(
     a: Type.Optional(Type.Number({ minimum: 0, description: 'Async: staleness exponent/slope.' })),
     b: Type.Optional(Type.Number({ minimum: 0, description: 'Async: hinge staleness.' })),
     server_lr: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Default 1.' })),
+    ...SamplingKeys,
   },
   { additionalProperties: true },
 );
@@ -78,7 +80,7 @@ export interface AsyncSettings {
 const ASYNC_KEYS = ['buffer_size', 'max_staleness', 'staleness', 'a', 'b', 'server_lr'] as const;
 
 /** A validated training config with every default filled in (what tasks.config stores). */
-export interface TrainingConfig extends Record<string, unknown> {
+export interface TrainingConfig extends Record<string, unknown>, Partial<SamplingSettings> {
   rounds: number;
   epochs: number;
   batch_size: number;
@@ -148,7 +150,9 @@ export function prepareTrainingConfig(
   if (nClients !== undefined && explicit !== undefined && nClients !== explicit) {
     return bad('n_clients', `(${nClients}) contradicts body/world_size (${explicit})`);
   }
-  const worldSize = nClients ?? bodyWorldSize ?? 1;
+  const sampled = checkSampling(copy, explicit ?? nClients, copy.mode ?? 'sync');
+  if (!sampled.ok) return bad(sampled.field, sampled.message);
+  const worldSize = sampled.worldSize ?? nClients ?? bodyWorldSize ?? 1;
   const aggregation = copy.aggregation ?? { strategy: 'fedavg' as const };
   const quorum = copy.quorum ?? worldSize;
   if (quorum > worldSize) return bad('quorum', `(${quorum}) must be at most world_size (${worldSize})`);
@@ -235,6 +239,7 @@ export function prepareTrainingConfig(
     server_lr: _lr,
     ...rest
   } = copy;
+
   const config: TrainingConfig = {
     ...rest,
     rounds: copy.rounds,
@@ -247,6 +252,7 @@ export function prepareTrainingConfig(
     seed: copy.seed ?? 0,
     mode,
     ...(asyncSettings ? { async: asyncSettings } : {}),
+    ...(sampled.settings ?? {}),
   };
   return { ok: true, config, worldSize };
 }

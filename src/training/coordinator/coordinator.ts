@@ -5,11 +5,13 @@ import type { Bus, TaskIntent } from '../../bus/bus.js';
 import type { ClientRegistry, Lease } from '../../clients/registry.js';
 import type { Database } from '../../storage/schema.js';
 import * as journal from '../../storage/training-repo.js';
+import type { FarmView } from '../../scheduling/across.js';
 import { isTrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import { loadRound } from './load-round.js';
 import type { TrainingOwnership } from './ownership.js';
 import { Ranks } from './ranks.js';
+import { openSampledRound, resumeSample, type ResampleDeps } from './resample.js';
 import { Round } from './round.js';
 import type { RoundDeps } from './round-types.js';
 
@@ -24,6 +26,10 @@ export interface CoordinatorDeps extends CloseDeps {
   onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
   /** Several instances share the database: who aggregates which task (src/cluster). */
   ownership?: TrainingOwnership;
+  /** The other instances' clients, sampled too by sampled tasks (src/cluster). */
+  farm?: FarmView;
+  /** MAX_TASKS_PER_CLIENT: a client's free slots, for sampled rounds. */
+  maxTasksPerClient?: number;
 }
 
 /**
@@ -42,7 +48,20 @@ export class RoundCoordinator {
 
   constructor(private readonly d: CoordinatorDeps) {
     const ranks = new Ranks({ ...d, release: () => this.release });
-    this.roundDeps = { ...d, ranks, stopping: () => this.stopped };
+    this.roundDeps = {
+      ...d,
+      ranks,
+      stopping: () => this.stopped,
+      resample: (round) =>
+        openSampledRound(this.sampleDeps(ranks), round).catch((err: unknown) => {
+          d.logger.error({ err, taskId: round.taskId, round: round.number }, 'sampling a round failed');
+          return false;
+        }),
+    };
+  }
+
+  private sampleDeps(ranks: Ranks): ResampleDeps {
+    return { ...this.d, ranks, farm: this.d.farm, maxTasksPerClient: this.d.maxTasksPerClient ?? 1 };
   }
 
   /** How a rank that missed a deadline is given up (LeaseService.releaseLease; set by the farm). */
@@ -145,6 +164,10 @@ export class RoundCoordinator {
         'round resumed from the journal',
       );
     round.begin(loaded.pausedLeftMs);
+    // A sampled task's open round: its sample as written, or taken now (resample.ts).
+    await resumeSample(this.sampleDeps(this.roundDeps.ranks), round).catch((err: unknown) =>
+      this.d.logger.error({ err, taskId }, 'resuming a sampled round failed'),
+    );
     return round;
   }
 

@@ -13,7 +13,7 @@ import { readHeaderFile } from '../safetensors/read.js';
 import { isTrainingConfig, type TrainingConfig } from '../training-config.js';
 import { repairCount, type TrainingOwnership } from './ownership.js';
 import { missingFiles, rewindToCheckpoint, type RewindDeps } from './rewind.js';
-import type { RoundStart } from './round.js';
+import type { RoundStart } from './round-types.js';
 import { dbDate } from './run.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
 

@@ -8,6 +8,7 @@ import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { TrainingConfig } from '../training-config.js';
 import type { CloseDeps } from './close-round.js';
 import type { Ranks } from './ranks.js';
+import type { SampledRound } from './resample.js';
 import type { AcceptedUpdate } from './run.js';
 
 /** Deadlines passed below quorum before a round (and its task) fails. */
@@ -65,4 +66,9 @@ export interface RoundDeps extends CloseDeps {
   onComplete?: (taskId: number, modelPath: string, digest: string) => Promise<void>;
   /** True once the coordinator stops (adds cut short by it are not worth an error). */
   stopping: () => boolean;
+  /**
+   * A sampled task's round opens (resample.ts): samples its clients, hands the ranks over and
+   * tells them; false when the task samples nothing (the round tells every rank). Never throws.
+   */
+  resample?: (round: SampledRound) => Promise<boolean>;
 }

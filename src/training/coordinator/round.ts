@@ -33,16 +33,14 @@ import { updateWeight } from './staleness.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
 import { checkVersion } from './version-check.js';
 
-export type { RoundStart } from './round-types.js';
-
 export class Round {
   readonly taskId: number;
   readonly type: string;
   readonly config: TrainingConfig;
   readonly worldSize: number;
   /** Updates that close the round: every rank's, or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
-  readonly fill: number;
-  private readonly quorum: number;
+  fill: number;
+  private quorum: number;
   /** This round's updates (async: its buffer), by slotKey. */
   readonly accepted = new Map<string, AcceptedUpdate>();
   #number: number;
@@ -120,6 +118,11 @@ export class Round {
   /** The `training` object of a rank's task message. */
   data(rank: number, attempt: number): TrainingData {
     return trainingData(this, rank, attempt);
+  }
+
+  /** A `fraction` round that sampled `k` clients (resample.ts) closes on their updates. */
+  resize(k: number): void {
+    [this.fill, this.quorum] = [k, Math.min(k, this.config.quorum)];
   }
 
   /** Adds updates the journal holds (at load: each once, in acceptance order). */
@@ -390,7 +393,7 @@ export class Round {
       ? new Set([...this.accepted.values()].filter((u) => u.round === this.#number).map((u) => u.rank))
       : null;
     await this.advance(out.outPath, out.digest);
-    await this.tellNewest(waiting);
+    if (!(await this.d.resample?.(this))) await this.tellNewest(waiting);
     await this.d.bus.publish('task.changed', { task_id: this.taskId, status: 'running' });
   }
 
