@@ -61,6 +61,13 @@ export const TrainingConfigSchema = Type.Object(
     a: Type.Optional(Type.Number({ minimum: 0, description: 'Async: staleness exponent/slope.' })),
     b: Type.Optional(Type.Number({ minimum: 0, description: 'Async: hinge staleness.' })),
     server_lr: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Default 1.' })),
+    over_select: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        description:
+          'Sync: extra ranks beyond the K updates that close a round (an integer >= 1, or 0 < x < 1: ceil(x K)). Default none.',
+      }),
+    ),
   },
   { additionalProperties: true },
 );
@@ -91,6 +98,28 @@ export interface TrainingConfig extends Record<string, unknown> {
   mode?: 'sync' | 'async';
   /** Async only: filled with its defaults. */
   async?: AsyncSettings;
+  /** Sync only, as given: extra ranks per round (see overSelectExtra); absent means none. */
+  over_select?: number;
+}
+
+/**
+ * The extra ranks `over_select` adds to K, the updates that close a round (docs/training.md,
+ * "Stragglers: over-selection"): an integer O >= 1 is O ranks, a fraction 0 < x < 1 is ceil(x K).
+ */
+export function overSelectExtra(overSelect: number | undefined, k: number): number {
+  if (overSelect === undefined) return 0;
+  return overSelect >= 1 ? overSelect : Math.ceil(overSelect * k);
+}
+
+/**
+ * The updates that close a sync round run on `ranks` ranks: K, the largest k >= 1 with
+ * k + overSelectExtra(k) <= ranks (the ranks beyond K are the round's over-selection);
+ * 0 when even one update leaves no room for the extras.
+ */
+export function syncFill(overSelect: number | undefined, ranks: number): number {
+  let k = ranks;
+  while (k >= 1 && k + overSelectExtra(overSelect, k) > ranks) k--;
+  return k;
 }
 
 /** Async defaults: versions an update may lag behind, and the staleness weighting's parameters. */
@@ -150,8 +179,17 @@ export function prepareTrainingConfig(
   }
   const worldSize = nClients ?? bodyWorldSize ?? 1;
   const aggregation = copy.aggregation ?? { strategy: 'fedavg' as const };
-  const quorum = copy.quorum ?? worldSize;
-  if (quorum > worldSize) return bad('quorum', `(${quorum}) must be at most world_size (${worldSize})`);
+  const over = checkOverSelect(copy.over_select, copy.mode ?? 'sync', worldSize);
+  if (!over.ok) return bad('over_select', over.message);
+  const quorum = copy.quorum ?? over.k;
+  if (quorum > over.k) {
+    return bad(
+      'quorum',
+      over.k === worldSize
+        ? `(${quorum}) must be at most world_size (${worldSize})`
+        : `(${quorum}) must be at most the ${over.k} updates that close a round (world_size ${worldSize} less over_select)`,
+    );
+  }
   const shards = copy.shards ?? 'even';
   if (shards !== 'even') {
     if (shards.length !== worldSize) {
@@ -249,6 +287,32 @@ export function prepareTrainingConfig(
     ...(asyncSettings ? { async: asyncSettings } : {}),
   };
   return { ok: true, config, worldSize };
+}
+
+/** Checks `over_select` against the mode and world size; answers K (world_size without it). */
+function checkOverSelect(
+  o: number | undefined,
+  mode: 'sync' | 'async',
+  worldSize: number,
+): { ok: true; k: number } | { ok: false; message: string } {
+  if (o === undefined) return { ok: true, k: worldSize };
+  if (mode === 'async') {
+    return {
+      ok: false,
+      message:
+        'applies only with mode "sync": an async round already closes on its first buffer_size updates, whichever ranks send them',
+    };
+  }
+  if (o >= 1 && !Number.isInteger(o))
+    return { ok: false, message: `(${o}) must be an integer >= 1 (extra ranks) or a fraction 0 < x < 1` };
+  const k = syncFill(o, worldSize);
+  if (k < 1) {
+    return {
+      ok: false,
+      message: `(${o}) leaves no update to close a round: world_size ${worldSize} must exceed the extra ranks`,
+    };
+  }
+  return { ok: true, k };
 }
 
 /** The aggregation job spec of a validated config. */

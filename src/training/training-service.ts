@@ -13,6 +13,8 @@ import {
   findRound,
   listRounds,
   listUpdates,
+  overSelects,
+  roundMetrics,
   type RoundRow,
 } from '../storage/training-repo.js';
 import { STALE_EVENT } from './coordinator/version-check.js';
@@ -21,7 +23,7 @@ import type { TaskService } from '../tasks/task-service.js';
 import type { StoredModel } from './model-store/serve-file.js';
 import type { CurrentRoundView, RoundView } from './training-api.js';
 
-export function presentRound(r: RoundRow): RoundView {
+export function presentRound(r: RoundRow, overSelect = false): RoundView {
   return {
     round: Number(r.round),
     state: r.state,
@@ -30,7 +32,7 @@ export function presentRound(r: RoundRow): RoundView {
     closed_at: fromDbTime(r.closed_at),
     num_updates: Number(r.num_updates),
     global_digest: r.global_digest,
-    metrics: parseJson(r.metrics),
+    metrics: roundMetrics(r, overSelect),
   };
 }
 
@@ -49,9 +51,9 @@ export class TrainingService {
   }
 
   async rounds(principal: Principal, taskId: number): Promise<RoundView[]> {
-    await this.visible(principal, taskId);
+    const task = await this.visible(principal, taskId);
     const rows = await listRounds(this.d.db, taskId);
-    const views = rows.map(presentRound);
+    const views = rows.map((r) => presentRound(r, overSelects(task.config)));
     // An open round's count is only written when it closes: count its journal instead.
     for (const v of views) {
       if (v.state === 'open') v.num_updates = (await listUpdates(this.d.db, taskId, v.round)).length;
@@ -68,7 +70,7 @@ export class TrainingService {
     const config =
       parseJson<{ rounds?: number; quorum?: number; mode?: 'sync' | 'async' }>(task.config) ?? {};
     return {
-      ...presentRound(open),
+      ...presentRound(open, overSelects(task.config)),
       num_updates: open.state === 'open' ? updates.length : Number(open.num_updates),
       rounds: Number(config.rounds ?? 0),
       accepted_ranks: updates.map((u) => Number(u.rank)).sort((a, b) => a - b),
