@@ -82,6 +82,10 @@ describe.each(DIALECTS)('over-selection (%s)', (dialect) => {
       expect(res.status, JSON.stringify(res.body)).toBe(201);
     }
     await Promise.all(t.ranks.map((r) => r.client.type('training_complete', 20_000)));
+    // After the last round the task is complete: the late rank's upload has no lease left.
+    const afterEnd = await t.put(1, model([9, 9, 9, 9], [9, 9, 9, 9]), { round: 2, numSamples: 10 });
+    expect(afterEnd.status).toBe(409);
+    expect(afterEnd.body.error.code).toBe('stale_attempt');
     const task = (await ts.api('GET', `/api/tasks/${taskId}`)).body;
     expect(task.status).toBe('completed');
     const final = await values((await download(ts.url, `/api/tasks/${taskId}/model`, token)).bytes);
