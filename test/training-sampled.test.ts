@@ -123,6 +123,65 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
     expect(events.filter((e) => e.kind === 'rank_retry')).toEqual([]);
   });
 
+  it('with over_select, samples K + extras clients and closes each round on its first K updates', async () => {
+    const farm = await trainingFarm(dialect, 4);
+    const { ts, token, clients, ids } = farm;
+    const t = await startTraining(
+      farm,
+      { rounds: 2, clients_per_round: 2, over_select: 1, seed: 7 },
+      { worldSize: 3 },
+    );
+    const { taskId } = t;
+    expect(t.created.world_size).toBe(3);
+    expect(t.created.config).toMatchObject({ clients_per_round: 2, over_select: 1, min_available: 3 });
+    const put = (clientId: string, round: number, lease: { rank: number; attempt: number }) =>
+      upload({
+        base: ts.url,
+        token,
+        clientId,
+        taskId,
+        round,
+        rank: lease.rank,
+        attempt: lease.attempt,
+        numSamples: 10,
+        body: model([round, round, round, round], [round, 0, 0, -round]),
+      });
+    // Round 1: three clients sampled; the first two updates close it, the third is late.
+    const first = await sampledRound(farm, taskId, 1);
+    expect(first.sampled).toHaveLength(3);
+    expect(new Set(first.sampled.map((x) => x.client_id)).size).toBe(3);
+    const leaseOf = (c: string) => t.ranks.find((x) => x.clientId === c)!;
+    const [a, b, late] = first.sampled.map((x) => x.client_id) as [string, string, string];
+    for (const c of [a, b]) expect((await put(c, 1, leaseOf(c))).status).toBe(201);
+    const second = await sampledRound(farm, taskId, 2);
+    const refused = await put(late, 1, leaseOf(late));
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('round_closed');
+    expect(second.sampled).toHaveLength(3);
+    // Round 2: again the first two of its three close it, and the task completes.
+    for (const s of second.sampled.slice(0, 2)) {
+      const c = clients[ids.indexOf(s.client_id)]!;
+      const m = await c.next(
+        (x) =>
+          (x.type === 'round_start' && x.task_id === taskId && x.round === 2) ||
+          (x.type === 'task' && (x.data as { id: number }).id === taskId),
+        20_000,
+      );
+      const lease = (m.type === 'task' ? m.data : m) as { rank: number; attempt: number };
+      expect((await put(s.client_id, 2, lease)).status).toBe(201);
+    }
+    await waitFor('the task completed', async () => {
+      const task = await ts.api('GET', `/api/tasks/${taskId}`);
+      return task.body.status === 'completed';
+    });
+    const rounds = (await ts.api('GET', `/api/tasks/${taskId}/rounds`)).body.items as {
+      num_updates: number;
+      metrics: { refused_late?: number };
+    }[];
+    expect(rounds.map((x) => x.num_updates)).toEqual([2, 2]);
+    expect(rounds[0]!.metrics.refused_late).toBe(1);
+  });
+
   it('waits for min_available eligible clients before round 1', async () => {
     const farm = await trainingFarm(dialect, 2);
     const { ts } = farm;

@@ -9,6 +9,9 @@ import { openDatabase, resolveDatabaseTarget, type DatabaseHandle } from '../sto
 import { migrateToLatest } from '../storage/migrate.js';
 import { insertTask } from '../storage/task-repo.js';
 import { toDbTime, type Clock } from '../storage/values.js';
+import { waitFor } from '../../test/helpers/wait.js';
+import type { ServerMessage } from '../api/protocol.js';
+import { provisionalLease } from '../scheduling/claim.js';
 import { claimClient, orphanClients } from './cluster-repo.js';
 import { Cluster } from './cluster.js';
 
@@ -72,12 +75,12 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
       utilization: null,
       instance_id: instance,
     });
-  function instance(id: string, clock: Clock) {
+  function instance(id: string, clock: Clock, bus = new InProcessBus()) {
     const registry = new ClientRegistry();
     const cluster = new Cluster({
       db: h.db,
       registry,
-      bus: new InProcessBus(),
+      bus,
       clock,
       logger: silentLogger(),
       instanceId: id,
@@ -156,5 +159,39 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     ]);
     expect(won.filter(Boolean)).toHaveLength(1);
     expect((await findClient(h.db, 'cw2'))?.instance_id).toBe(won[0] ? 'inst-x' : 'inst-y');
+  });
+
+  it('delivers a rank another instance claimed to a client whose own claim of the task is still in flight', async () => {
+    const bus = new InProcessBus();
+    const a = instance('inst-p', manualClock(T0), bus);
+    await a.cluster.start();
+    const taskId = await commandTask(2);
+    await connectedClient('cw3', 'tok-3', 'inst-p');
+    const got: ServerMessage[] = [];
+    a.registry.add({
+      id: 'cw3',
+      tokenId: 'tok-3',
+      hardware: { cpuCores: 4, ramGb: 16, gpuMemoryGb: [] },
+      maxTasks: 1,
+      cordoned: false,
+      send: (m) => got.push(m),
+      owner: null,
+      lastSeen: T0,
+      leases: new Map(),
+      utilization: null,
+    });
+    // This instance's own pass placed the task on cw3 too: its provisional lease (assignment 0)
+    // waits for a claim that will fail, as the other instance's claim committed first.
+    const provisional = provisionalLease({ taskId, rank: 0, clientId: 'cw3' });
+    a.registry.get('cw3')!.leases.set(taskId, provisional);
+    const id = await insertAssignment(h.db, { task_id: taskId, client_id: 'cw3', rank: 1, attempt: 1, at });
+    const message = { type: 'task', data: { id: taskId } } as unknown as ServerMessage;
+    await bus.publish('cluster.push', { client_id: 'cw3', task_id: taskId, attempt: 1, message });
+    // The rank replaces the provisional lease and its task frame goes out (it used to be
+    // dropped: the client then waited CONNECTION_TIMEOUT for the stranded-lease sweep).
+    await waitFor('the task frame', () => got.length === 1, 10_000, { everyMs: 10 });
+    expect(got[0]).toBe(message);
+    const lease = a.registry.get('cw3')!.leases.get(taskId);
+    expect(lease).toMatchObject({ assignmentId: id, rank: 1, attempt: 1 });
   });
 });

@@ -251,8 +251,14 @@ export class Cluster implements TrainingOwnership, FarmView {
     const row = (await repo.liveAssignmentsOf(this.d.db, clientId)).find(
       (a) => a.task_id === taskId && Number(a.attempt) === attempt,
     );
-    if (!row || client.leases.has(taskId)) return;
-    if (busySlots(client) >= Math.min(this.d.maxTasksPerClient, client.maxTasks)) {
+    const held = client.leases.get(taskId);
+    // A provisional lease (assignment 0) is this instance's own claim of the task, still in
+    // flight: the other instance's claim committed first, so ours cannot (a task is claimed
+    // once), and this rank takes its place; our failed claim then leaves it alone. Dropping
+    // this rank instead left the client without its task until the stranded-lease sweep ended
+    // it, CONNECTION_TIMEOUT later, as lost.
+    if (!row || (held && held.assignmentId !== 0)) return;
+    if (busySlots(client) - (held ? 1 : 0) >= Math.min(this.d.maxTasksPerClient, client.maxTasks)) {
       const why = `client ${clientId} had no slot left for rank ${row.rank} of task ${taskId} when it arrived`;
       this.d.logger.info({ taskId, client: clientId }, 'rank placed by another instance given up');
       return this.p.leases.releaseDetached(leaseFromRow(row), why);

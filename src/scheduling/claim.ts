@@ -2,6 +2,7 @@ import { claimTasks as claim, type Claim, type Claimed as ClaimedRanks } from '.
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
 import { roundSampledEvent } from '../training/sampling-config.js';
+import type { Lease } from '../clients/registry.js';
 import type { Placement } from './policy.js';
 
 /** One pending task placed on its clients (one placement per rank). */
@@ -64,3 +65,21 @@ export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
     return items.map((i) => out.get(i) ?? null);
   },
 };
+
+/** The lease a placement reserves on its client until its claim commits (attempt and assignment 0). */
+export function provisionalLease(p: Placement): Lease {
+  return {
+    taskId: p.taskId,
+    rank: p.rank,
+    attempt: 0,
+    assignmentId: 0,
+    clientId: p.clientId,
+    status: 'assigned',
+    progress: 0,
+    metrics: null,
+    round: null,
+    lastWrite: 0,
+    lastSample: 0,
+    dirty: false,
+  };
+}

@@ -11,11 +11,12 @@ import {
   setUnschedulableReason,
   type TaskRow,
 } from '../storage/task-repo.js';
+import { liveRanks } from '../storage/training-repo.js';
 import { parseJson, type Clock } from '../storage/values.js';
 import type { WriteQueue } from '../storage/write-queue.js';
 import { claimRanks } from '../tasks/lifecycle.js';
 import { placeAcross, type FarmView, type RemoteClient } from './across.js';
-import { claimTasks } from './claim.js';
+import { claimTasks, provisionalLease } from './claim.js';
 import { PendingQueue } from './pending-queue.js';
 import {
   placeTasks,
@@ -26,6 +27,9 @@ import {
 } from './policy.js';
 import { taskFrameData } from '../compat/task-frame.js';
 import { queuedConfig } from '../training/sampling-config.js';
+
+/** Lost ranks whose claim failed (a remote slot taken meanwhile, a deadlock) wait this long for a pass: no spinning. */
+const CLAIM_RETRY_MS = 1000;
 
 /** Adds a training task's round state to its `task` messages (src/training implements it; never throws). */
 export interface TrainingHook {
@@ -178,15 +182,19 @@ export class Dispatcher {
 
   /** Queues one rank of a running multi-rank task for a new client; the other ranks go on. */
   async requeueRank(taskId: number, rank: number): Promise<void> {
+    if (await this.queueRanks(taskId, [rank])) this.schedule();
+  }
+
+  /** Queues ranks of a running task that have no live assignment; false when none is queued. */
+  private async queueRanks(taskId: number, ranks: readonly number[]): Promise<boolean> {
     const row = await findTask(this.deps.db, taskId);
-    if (!row || row.status !== 'running') return;
-    const ranks = new Set(this.queue.get(taskId)?.ranks ?? []);
-    ranks.add(rank);
-    this.enqueueRow(
-      row,
-      [...ranks].sort((a, b) => a - b),
-    );
-    this.schedule();
+    if (!row || row.status !== 'running') return false;
+    const live = new Set((await liveRanks(this.deps.db, taskId)).map((r) => r.rank));
+    const queued = new Set(this.queue.get(taskId)?.ranks ?? []);
+    for (const r of ranks) if (!live.has(r)) queued.add(r);
+    const sorted = [...queued].sort((a, b) => a - b);
+    if (sorted.length > 0) this.enqueueRow(row, sorted);
+    return sorted.length > 0;
   }
 
   has(taskId: number): boolean {
@@ -368,8 +376,11 @@ export class Dispatcher {
           const leases = registry.get(l.clientId)?.leases;
           if (leases?.get(taskId) === l) leases.delete(taskId);
         }
-        // Someone else (another instance, a cancel) changed it: re-read the truth.
-        await this.refresh(taskId);
+        // Someone else (another instance, a cancel) changed it: re-read the truth. Lost ranks
+        // (a re-read would drop them: their task runs) are queued again for a pass a moment later.
+        if (!task.partial) await this.refresh(taskId);
+        else if (await this.queueRanks(taskId, task.ranks ?? []))
+          setTimeout(() => this.schedule(), CLAIM_RETRY_MS).unref();
         return;
       }
       // Every lease is complete before the first await below, so a client leaving from now on
@@ -430,20 +441,7 @@ export class Dispatcher {
   }
 
   private reserve(p: Placement): Lease {
-    const lease: Lease = {
-      taskId: p.taskId,
-      rank: p.rank,
-      attempt: 0,
-      assignmentId: 0,
-      clientId: p.clientId,
-      status: 'assigned',
-      progress: 0,
-      metrics: null,
-      round: null,
-      lastWrite: 0,
-      lastSample: 0,
-      dirty: false,
-    };
+    const lease = provisionalLease(p);
     this.deps.registry.get(p.clientId)?.leases.set(p.taskId, lease);
     return lease;
   }

@@ -11,6 +11,7 @@ import * as m008 from './migrations/008-exact-client-ids.js';
 import * as m009 from './migrations/009-code-registry.js';
 import * as m011 from './migrations/011-resumable-uploads.js';
 import * as m012 from './migrations/012-async-versions.js';
+import * as m013 from './migrations/013-refused-late.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -28,6 +29,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '009-code-registry': m009,
   '011-resumable-uploads': m011,
   '012-async-versions': m012,
+  '013-refused-late': m013,
 };
 
 /**

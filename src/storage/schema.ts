@@ -179,6 +179,8 @@ export interface TrainingRoundsTable {
   /** Deadlines passed below quorum. */
   extensions: ColumnType<number, number | undefined, number>;
   metrics: NullableJson;
+  /** Over-selection: updates refused because the round had closed on its first K (migration 013). */
+  refused_late: ColumnType<number, number | undefined, number>;
 }
 
 /** An update accepted into a round: at most one per (task, round, rank). */

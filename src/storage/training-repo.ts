@@ -2,7 +2,7 @@ import { sql, type Selectable, type Updateable } from 'kysely';
 import type { Executor } from './executor.js';
 import { LIVE_ASSIGNMENT } from './assignment-repo.js';
 import type { AssignmentStatus, RoundUpdatesTable, TrainingRoundsTable } from './schema.js';
-import { updatedAny } from './values.js';
+import { parseJson, updatedAny } from './values.js';
 
 type Db = Executor;
 export type RoundRow = Selectable<TrainingRoundsTable>;
@@ -46,6 +46,22 @@ export async function openFirstRound(
 /** Every round of a task, as a query to narrow and order. */
 const roundsOf = (db: Db, taskId: number) =>
   db.selectFrom('training_rounds').selectAll().where('task_id', '=', taskId);
+
+/**
+ * A round's metrics as shown: the close's, with `refused_late` (the row's count) when any
+ * update came late or `overSelect` says the task over-selects.
+ */
+export function roundMetrics(r: RoundRow, overSelect: boolean): Record<string, unknown> | null {
+  const metrics = parseJson<Record<string, unknown>>(r.metrics);
+  const late = Number(r.refused_late ?? 0);
+  if (late === 0 && !(overSelect && metrics)) return metrics;
+  return { ...metrics, refused_late: late };
+}
+
+/** True when a task's stored config (JSON) over-selects (config.over_select). */
+export function overSelects(config: unknown): boolean {
+  return parseJson<{ over_select?: number }>(config)?.over_select !== undefined;
+}
 
 export async function findRound(db: Db, taskId: number, round: number): Promise<RoundRow | undefined> {
   return roundsOf(db, taskId).where('round', '=', round).executeTakeFirst();
@@ -179,22 +195,38 @@ export async function recordRoundOnTask(
 }
 
 /**
- * Journals an accepted update only while the round it goes into (`buffer_round`) is open,
- * counting it in that round's row.
- * False when the round is no longer open (closed meanwhile, perhaps by another instance).
+ * Journals an accepted update only while the round it goes into (`buffer_round`) is open and,
+ * given a `limit`, has fewer updates than it (over-selection: the first K close it), counting
+ * it in that round's row.
+ * False when the round is no longer open (closed meanwhile, perhaps by another instance) or full.
  */
-export async function journalUpdate(trx: Db, u: NewUpdate & { buffer_round: number }): Promise<boolean> {
+export async function journalUpdate(
+  trx: Db,
+  u: NewUpdate & { buffer_round: number },
+  limit?: number,
+): Promise<boolean> {
   // The row lock taken here orders this insert against a concurrent close of the round.
-  const res = await trx
+  let q = trx
     .updateTable('training_rounds')
     .set({ num_updates: sql<number>`num_updates + 1` })
     .where('task_id', '=', u.task_id)
     .where('round', '=', u.buffer_round)
-    .where('state', '=', 'open')
-    .executeTakeFirst();
+    .where('state', '=', 'open');
+  if (limit !== undefined) q = q.where('num_updates', '<', limit);
+  const res = await q.executeTakeFirst();
   if (Number(res.numUpdatedRows) === 0) return false;
   await insertUpdate(trx, u);
   return true;
+}
+
+/** Counts one more late update refused by round `round` (open or closed). */
+export async function countLateUpdate(db: Db, taskId: number, round: number): Promise<void> {
+  await db
+    .updateTable('training_rounds')
+    .set({ refused_late: sql<number>`refused_late + 1` })
+    .where('task_id', '=', taskId)
+    .where('round', '=', round)
+    .execute();
 }
 
 /** Makes an open round's counter agree with its journal (rounds opened before migration 006). */

@@ -17,7 +17,7 @@ import type { TaskStatus } from '../storage/schema.js';
 import * as repo from '../storage/task-repo.js';
 import { listLogLines } from '../storage/log-repo.js';
 import { countLiveAssignments, listAssignments, listMetricSamples } from '../storage/assignment-repo.js';
-import { listRounds } from '../storage/training-repo.js';
+import { listRounds, overSelects, roundMetrics } from '../storage/training-repo.js';
 import { trainedByRound } from '../training/round-clients.js';
 import { insertTaskCode } from '../storage/code-repo.js';
 import { fromDbTime, parseJson, toDbTime, type Clock } from '../storage/values.js';
@@ -286,7 +286,7 @@ export class TaskService {
               state: r.state,
               closed_at: fromDbTime(r.closed_at),
               num_updates: Number(r.num_updates),
-              metrics: parseJson<Record<string, unknown>>(r.metrics),
+              metrics: roundMetrics(r, overSelects(row.config)),
               trained: trained?.get(Number(r.round)) ?? [],
             })),
           }

@@ -35,6 +35,25 @@ describe('sampling config', () => {
     expect(clientsForRound({ ...s, min_available: 4 }, 10, 8)).toBe(4);
   });
 
+  it('with over_select, a round samples K plus the extras and closes on K updates', () => {
+    const out = prepare({ clients_per_round: 4, over_select: 2 });
+    expect(out.ok && out.worldSize).toBe(6);
+    expect(out.ok && out.config).toMatchObject({ min_available: 6, quorum: 4 });
+    const s = samplingOf(out.ok ? out.config : null)!;
+    expect(clientsForRound(s, 50, 6)).toBe(6);
+    // A fraction of over-selection: ceil(0.5 x 4) = 2 extra.
+    const half = prepare({ clients_per_round: 4, over_select: 0.5 });
+    expect(half.ok && half.worldSize).toBe(6);
+    expect(refusal({ clients_per_round: 4, over_select: 1 }, 4)).toMatch(
+      /clients_per_round \(4\) contradicts body\/world_size \(4\).*plus over_select's 1 \(5\)/,
+    );
+    expect(refusal({ clients_per_round: 4, over_select: 1, min_available: 4 })).toMatch(/min_available/);
+    // fraction: 0.1 x 60 = 6 clients, plus ceil(0.5 x 6) = 3, at most world_size 8.
+    const f = samplingOf({ fraction: 0.1, over_select: 0.5, min_available: 1 })!;
+    expect(clientsForRound(f, 60, 20)).toBe(9);
+    expect(clientsForRound(f, 60, 8)).toBe(8);
+  });
+
   it('refuses contradictions and bad values with a 400 naming the field', () => {
     expect(refusal({ clients_per_round: 2, fraction: 0.5 }, 4)).toMatch(
       /body\/config\/fraction and body\/config\/clients_per_round cannot both be given/,

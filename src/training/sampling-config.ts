@@ -6,6 +6,7 @@
 import { Type } from '@sinclair/typebox';
 import type { ClientCapacity, SampledPlacement } from '../scheduling/policy.js';
 import { sampleClients, seededRandom, type SampleCandidate } from '../scheduling/sampling.js';
+import { overSelectExtra } from './over-select.js';
 
 /** The schema of the sampling keys (spread into TrainingConfigSchema). */
 export const SamplingKeys = {
@@ -58,6 +59,8 @@ export interface SamplingSettings {
   min_available: number;
   sampling: 'uniform' | 'speed';
   speed_floor: number;
+  /** over_select, when the task has it: each round samples its extra clients too. */
+  over_select?: number;
 }
 
 interface RawSampling {
@@ -66,6 +69,7 @@ interface RawSampling {
   min_available?: number | undefined;
   sampling?: 'uniform' | 'speed' | undefined;
   speed_floor?: number | undefined;
+  over_select?: number | undefined;
 }
 
 /**
@@ -112,22 +116,26 @@ export function checkSampling(
   }
   const common = { sampling, speed_floor: raw.speed_floor ?? DEFAULT_SPEED_FLOOR };
   if (k !== undefined) {
-    if (worldSize !== undefined && worldSize !== k) {
+    // With over_select a round samples its extra clients too: K + extras ranks.
+    const extra = overSelectExtra(raw.over_select, k);
+    const ranks = k + extra;
+    const what = extra > 0 ? `clients per round plus over_select's ${extra}` : 'clients per round';
+    if (worldSize !== undefined && worldSize !== ranks) {
       return {
         ok: false,
         field: 'clients_per_round',
-        message: `(${k}) contradicts body/world_size (${worldSize}): a sampled task's world_size is its clients per round`,
+        message: `(${k}) contradicts body/world_size (${worldSize}): a sampled task's world_size is its ${what} (${ranks})`,
       };
     }
-    const min = raw.min_available ?? k;
-    if (min < k) {
+    const min = raw.min_available ?? ranks;
+    if (min < ranks) {
       return {
         ok: false,
         field: 'min_available',
-        message: `(${min}) must be at least clients_per_round (${k}): every rank of a round trains on its own client`,
+        message: `(${min}) must be at least the ${what} (${ranks}): every rank of a round trains on its own client`,
       };
     }
-    return { ok: true, worldSize: k, settings: { clients_per_round: k, min_available: min, ...common } };
+    return { ok: true, worldSize: ranks, settings: { clients_per_round: k, min_available: min, ...common } };
   }
   if (worldSize === undefined) {
     return {
@@ -148,12 +156,12 @@ export function checkSampling(
 }
 
 /**
- * Clients one round samples: clients_per_round, or with fraction max(min_available,
- * ceil(fraction x eligible)) capped at the task's world size.
+ * Clients one round samples: K = clients_per_round, or with fraction max(min_available,
+ * ceil(fraction x eligible)); plus over_select's extras for K; at most the task's world size.
  */
 export function clientsForRound(s: SamplingSettings, eligible: number, worldSize: number): number {
-  if (s.clients_per_round !== undefined) return s.clients_per_round;
-  return Math.min(worldSize, Math.max(s.min_available, Math.ceil((s.fraction ?? 1) * eligible)));
+  const k = s.clients_per_round ?? Math.max(s.min_available, Math.ceil((s.fraction ?? 1) * eligible));
+  return Math.min(worldSize, k + overSelectExtra(s.over_select, k));
 }
 
 /** The sampling settings of a stored config, or null when the task samples nothing. */
@@ -165,6 +173,7 @@ export function samplingOf(config: Partial<SamplingSettings> | null | undefined)
     min_available: config.min_available ?? config.clients_per_round ?? 1,
     sampling: config.sampling ?? 'uniform',
     speed_floor: config.speed_floor ?? DEFAULT_SPEED_FLOOR,
+    ...(config.over_select !== undefined ? { over_select: config.over_select } : {}),
   };
 }
 

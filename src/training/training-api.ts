@@ -15,7 +15,8 @@ export const RoundView = Type.Object({
       'Digest of the global model this round starts from (sha256 over 4 MiB pieces, docs/protocol.md; null in round 1).',
   }),
   metrics: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
-    description: "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist.",
+    description:
+      "Closed rounds: the ranks' metrics weighted by samples, plus heldout_* for train_mnist and refused_late (late updates refused) for tasks with over_select.",
   }),
   trained: RoundTrained,
 });

@@ -7,6 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
 import { badRequest, type AppError } from '../errors.js';
 import type { StrategySpec } from './aggregation/types.js';
+import { checkOverSelect } from './over-select.js';
 import { checkSampling, SamplingKeys, type SamplingSettings } from './sampling-config.js';
 
 const STRATEGIES = ['fedavg', 'fedprox', 'median', 'trimmed_mean', 'krum', 'multi_krum'] as const;
@@ -63,6 +64,13 @@ export const TrainingConfigSchema = Type.Object(
     b: Type.Optional(Type.Number({ minimum: 0, description: 'Async: hinge staleness.' })),
     server_lr: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Default 1.' })),
     ...SamplingKeys,
+    over_select: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        description:
+          'Sync: extra ranks beyond the K updates that close a round (an integer >= 1, or 0 < x < 1: ceil(x K)). Default none.',
+      }),
+    ),
   },
   { additionalProperties: true },
 );
@@ -93,6 +101,8 @@ export interface TrainingConfig extends Record<string, unknown>, Partial<Samplin
   mode?: 'sync' | 'async';
   /** Async only: filled with its defaults. */
   async?: AsyncSettings;
+  /** Sync only, as given: extra ranks per round (see overSelectExtra); absent means none. */
+  over_select?: number;
 }
 
 /** Async defaults: versions an update may lag behind, and the staleness weighting's parameters. */
@@ -154,8 +164,17 @@ export function prepareTrainingConfig(
   if (!sampled.ok) return bad(sampled.field, sampled.message);
   const worldSize = sampled.worldSize ?? nClients ?? bodyWorldSize ?? 1;
   const aggregation = copy.aggregation ?? { strategy: 'fedavg' as const };
-  const quorum = copy.quorum ?? worldSize;
-  if (quorum > worldSize) return bad('quorum', `(${quorum}) must be at most world_size (${worldSize})`);
+  const over = checkOverSelect(copy.over_select, copy.mode ?? 'sync', worldSize);
+  if (!over.ok) return bad('over_select', over.message);
+  const quorum = copy.quorum ?? over.k;
+  if (quorum > over.k) {
+    return bad(
+      'quorum',
+      over.k === worldSize
+        ? `(${quorum}) must be at most world_size (${worldSize})`
+        : `(${quorum}) must be at most the ${over.k} updates that close a round (world_size ${worldSize} less over_select)`,
+    );
+  }
   const shards = copy.shards ?? 'even';
   if (shards !== 'even') {
     if (shards.length !== worldSize) {

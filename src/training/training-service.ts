@@ -14,6 +14,8 @@ import {
   findRound,
   listRounds,
   listUpdates,
+  overSelects,
+  roundMetrics,
   type RoundRow,
 } from '../storage/training-repo.js';
 import { STALE_EVENT } from './coordinator/version-check.js';
@@ -24,7 +26,7 @@ import { presentUpdate, trainedByRound } from './round-clients.js';
 import type { CurrentRoundView, RoundView } from './training-api.js';
 
 /** A round as the API shows it, with the clients whose updates it accepted. */
-export function presentRound(r: RoundRow, trained: RoundUpdateView[]): RoundView {
+export function presentRound(r: RoundRow, trained: RoundUpdateView[], overSelect = false): RoundView {
   return {
     round: Number(r.round),
     state: r.state,
@@ -33,7 +35,7 @@ export function presentRound(r: RoundRow, trained: RoundUpdateView[]): RoundView
     closed_at: fromDbTime(r.closed_at),
     num_updates: Number(r.num_updates),
     global_digest: r.global_digest,
-    metrics: parseJson(r.metrics),
+    metrics: roundMetrics(r, overSelect),
     trained,
   };
 }
@@ -53,10 +55,11 @@ export class TrainingService {
   }
 
   async rounds(principal: Principal, taskId: number): Promise<RoundView[]> {
-    await this.visible(principal, taskId);
+    const task = await this.visible(principal, taskId);
     const rows = await listRounds(this.d.db, taskId);
     const trained = await trainedByRound(this.d.db, taskId);
-    const views = rows.map((r) => presentRound(r, trained.get(Number(r.round)) ?? []));
+    const overSelect = overSelects(task.config);
+    const views = rows.map((r) => presentRound(r, trained.get(Number(r.round)) ?? [], overSelect));
     // An open round's count is only written when it closes: count its journal instead.
     for (const v of views) if (v.state === 'open') v.num_updates = v.trained.length;
     return views;
@@ -71,7 +74,7 @@ export class TrainingService {
     const config =
       parseJson<{ rounds?: number; quorum?: number; mode?: 'sync' | 'async' }>(task.config) ?? {};
     return {
-      ...presentRound(open, updates.map(presentUpdate)),
+      ...presentRound(open, updates.map(presentUpdate), overSelects(task.config)),
       num_updates: open.state === 'open' ? updates.length : Number(open.num_updates),
       rounds: Number(config.rounds ?? 0),
       accepted_ranks: updates.map((u) => Number(u.rank)).sort((a, b) => a - b),

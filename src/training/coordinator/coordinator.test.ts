@@ -124,6 +124,7 @@ describe.each(DIALECTS)('the round coordinator and its rounds on %s', (dialect) 
     const incoming = (n: number) => ({
       round: n,
       rank: 0,
+      clientId: 'c0',
       header: { tensors: [], metadata: {}, dataOffset: 0 } as never,
       check: async () => void checked++,
       place: () => Promise.reject(new Error('not reached')),

@@ -51,6 +51,7 @@ export interface RoundStart {
 export interface Incoming {
   round: number;
   rank: number;
+  clientId: string;
   header: SafetensorsHeader;
   /** Checks what the round cannot know (the client still holds the lease); throws to refuse. */
   check(): Promise<void>;

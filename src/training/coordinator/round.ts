@@ -17,6 +17,7 @@ import * as journal from '../../storage/training-repo.js';
 import { toDbTime } from '../../storage/values.js';
 import { compatible, type SafetensorsHeader } from '../safetensors/header.js';
 import { readHeaderFile } from '../safetensors/read.js';
+import { syncFill } from '../over-select.js';
 import type { TrainingConfig } from '../training-config.js';
 import { closeRound, failTask } from './close-round.js';
 import { journalUpdate, repairCount } from './ownership.js';
@@ -28,7 +29,7 @@ import {
   type RoundPhase,
   type RoundStart,
 } from './round-types.js';
-import { dbDate, ranksOf, slotKey, trainingData, updateOf, type AcceptedUpdate } from './run.js';
+import { dbDate, journalRow, ranksOf, slotKey, trainingData, updateOf, type AcceptedUpdate } from './run.js';
 import { updateWeight } from './staleness.js';
 import { removeStale, STALE_UPLOAD_MS } from './stale-files.js';
 import { checkVersion } from './version-check.js';
@@ -38,7 +39,7 @@ export class Round {
   readonly type: string;
   readonly config: TrainingConfig;
   readonly worldSize: number;
-  /** Updates that close the round: every rank's, or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
+  /** Updates that close the round: every rank's, K (the ranks less over_select), or (async) buffer_size. Needed at the deadline: quorum, or buffer_size. */
   fill: number;
   private quorum: number;
   /** This round's updates (async: its buffer), by slotKey. */
@@ -92,7 +93,7 @@ export class Round {
     this.type = start.type;
     this.config = start.config;
     this.worldSize = start.worldSize;
-    this.fill = start.config.async?.buffer_size ?? start.worldSize;
+    this.fill = start.config.async?.buffer_size ?? syncFill(start.config.over_select, start.worldSize);
     this.quorum = start.config.async?.buffer_size ?? start.config.quorum;
     this.#number = start.number;
     this.#deadlineAt = start.deadlineAt;
@@ -110,9 +111,11 @@ export class Round {
     return k === 'open' || k === 'paused' || k === 'following';
   }
 
-  /** Refuses (409) an update that started from round `from` unless this round may fold it. */
-  checkVersion(from: number, rank: number): Promise<void> {
-    return checkVersion(this.d, this, from, rank, () => this.tellNewest(new Set([rank])));
+  /** Refuses (409) an update from round `from` unless this round may fold it now (`closed`: the journal said closed); counts a late or stale one. */
+  checkVersion(from: number, rank: number, clientId: string, closed = false): Promise<void> {
+    return checkVersion(this.d, this, { from, rank, clientId, closed }, () =>
+      this.tellNewest(new Set([rank])),
+    );
   }
 
   /** The `training` object of a rank's task message. */
@@ -120,8 +123,9 @@ export class Round {
     return trainingData(this, rank, attempt);
   }
 
-  /** A `fraction` round that sampled `k` clients (resample.ts) closes on their updates. */
-  resize(k: number): void {
+  /** A `fraction` round that sampled `ranks` clients (resample.ts) closes on their updates, less over_select's. */
+  resize(ranks: number): void {
+    const k = syncFill(this.config.over_select, ranks);
     [this.fill, this.quorum] = [k, Math.min(k, this.config.quorum)];
   }
 
@@ -147,8 +151,7 @@ export class Round {
    */
   async accept(u: Incoming): Promise<void> {
     await this.lock(async () => {
-      if (!this.accepting) throw conflict('round_closed', `round ${u.round} closed during the upload`);
-      await this.checkVersion(u.round, u.rank);
+      await this.checkVersion(u.round, u.rank, u.clientId);
       await u.check();
       if (this.accepted.has(slotKey(u.round, u.rank)))
         throw conflict('update_exists', `rank ${u.rank} of round ${u.round} already has an accepted update`);
@@ -223,25 +226,14 @@ export class Round {
 
   /** Journals an accepted update (its file already in place) and adds it to the sum. */
   private async recordLocked(u: AcceptedUpdate, header: SafetensorsHeader): Promise<void> {
-    const journaled = await this.d.writes.run((trx) =>
-      journalUpdate(trx, {
-        task_id: this.taskId,
-        round: u.round,
-        buffer_round: this.#number,
-        rank: u.rank,
-        attempt: u.attempt,
-        client_id: u.clientId,
-        num_samples: u.numSamples,
-        path: u.path,
-        digest: u.digest,
-        bytes: u.bytes,
-        metrics: u.metrics ? JSON.stringify(u.metrics) : null,
-        accepted_at: toDbTime(this.d.clock.now(), true),
-      }),
-    );
+    const row = journalRow(this.taskId, this.#number, u, toDbTime(this.d.clock.now(), true));
+    // Sync: at most `fill` updates, whichever instance journals them (over-selection's first K).
+    const limit = this.config.async ? undefined : this.fill;
+    const journaled = await this.d.writes.run((trx) => journalUpdate(trx, row, limit));
     if (!journaled) {
       await unlink(u.path).catch(() => undefined);
-      throw conflict('round_closed', `round ${this.#number} closed during the upload`);
+      await this.checkVersion(u.round, u.rank, u.clientId, true); // throws: the journal said closed
+      return;
     }
     // Async: a stale update's rank trains from the newest version at once.
     if (u.round < this.#number) await this.tellNewest(new Set([u.rank]));

@@ -3,7 +3,7 @@
  * functions over them (the round itself is round.ts).
  */
 import type { TrainingData } from '../../api/protocol.js';
-import type { UpdateRow } from '../../storage/training-repo.js';
+import type { NewUpdate, UpdateRow } from '../../storage/training-repo.js';
 import { fromDbTime, parseJson } from '../../storage/values.js';
 import type { TrainingConfig } from '../training-config.js';
 
@@ -46,6 +46,29 @@ export function ranksOf(accepted: ReadonlyMap<string, AcceptedUpdate>): Set<numb
 }
 
 /** An update as the journal records it. */
+/** The journal row of an update accepted into round `bufferRound` (async: its buffer) at `at`. */
+export function journalRow(
+  taskId: number,
+  bufferRound: number,
+  u: AcceptedUpdate,
+  at: string,
+): NewUpdate & { buffer_round: number } {
+  return {
+    task_id: taskId,
+    round: u.round,
+    buffer_round: bufferRound,
+    rank: u.rank,
+    attempt: u.attempt,
+    client_id: u.clientId,
+    num_samples: u.numSamples,
+    path: u.path,
+    digest: u.digest,
+    bytes: u.bytes,
+    metrics: u.metrics ? JSON.stringify(u.metrics) : null,
+    accepted_at: at,
+  };
+}
+
 export function updateOf(u: UpdateRow): AcceptedUpdate {
   return {
     round: Number(u.round),

@@ -89,9 +89,9 @@ export class UploadService {
     }
     await this.checkLease(q);
     const open = await this.d.coordinator.round(taskId);
-    if (!open || !open.accepting) throw conflict('round_closed', `task ${taskId} has no open round`);
-    // Sync: the open round only; async: a published version not staler than max_staleness.
-    await open.checkVersion(round, rank);
+    if (!open) throw conflict('round_closed', `task ${taskId} has no open round`);
+    // Sync: the open round only (a late one counted); async: a version not staler than max_staleness.
+    await open.checkVersion(round, rank, q.clientId);
     return { round: open };
   }
 
@@ -143,6 +143,7 @@ export class UploadService {
       await round.accept({
         round: q.round,
         rank,
+        clientId: q.clientId,
         header: got.header,
         check: () => this.checkLease(q),
         place: async () => {

@@ -334,9 +334,14 @@ class TrainingRun implements Execution {
       await rm(outPath, { force: true });
       return undefined;
     } catch (err) {
-      // Aborted: stopped (the loop notices) or overtaken by a newer round (it starts that one).
-      if (signal.aborted) return undefined;
-      throw err;
+      // Aborted: stopped (the loop notices) or overtaken by a newer round (it starts that one):
+      // e.g. an over-selected round closed on the first K updates without this one.
+      if (!signal.aborted) throw err;
+      if (!this.stopped) {
+        const why = this.complete ? 'training complete' : `round ${this.announced?.round ?? '?'} started`;
+        this.ctx.onOutput?.(`round ${state.round} abandoned: ${why}`, 'stderr');
+      }
+      return undefined;
     }
   }
 
