@@ -21,6 +21,22 @@ export interface Lease {
   worldSize?: number;
 }
 
+/** A lease just placed: assigned, no progress, nothing written yet. */
+export function assignedLease(
+  at: Pick<Lease, 'taskId' | 'rank' | 'attempt' | 'assignmentId' | 'clientId' | 'worldSize'>,
+): Lease {
+  return {
+    ...at,
+    status: 'assigned',
+    progress: 0,
+    metrics: null,
+    round: null,
+    lastWrite: 0,
+    lastSample: 0,
+    dirty: false,
+  };
+}
+
 /** A client this server instance knows to be connected, or in its grace period after a drop. */
 export interface FarmClient {
   id: string;

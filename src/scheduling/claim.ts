@@ -2,7 +2,7 @@ import { claimTasks as claim, type Claim, type Claimed as ClaimedRanks } from '.
 import { toDbTime } from '../storage/values.js';
 import { BatchConflict, type BatchWrite } from '../storage/write-queue.js';
 import { roundSampledEvent } from '../training/sampling-config.js';
-import type { Lease } from '../clients/registry.js';
+import { assignedLease, type Lease } from '../clients/registry.js';
 import type { Placement } from './policy.js';
 
 /** One pending task placed on its clients (one placement per rank). */
@@ -68,18 +68,5 @@ export const claimTasks: BatchWrite<ClaimItem, Claimed> = {
 
 /** The lease a placement reserves on its client until its claim commits (attempt and assignment 0). */
 export function provisionalLease(p: Placement): Lease {
-  return {
-    taskId: p.taskId,
-    rank: p.rank,
-    attempt: 0,
-    assignmentId: 0,
-    clientId: p.clientId,
-    status: 'assigned',
-    progress: 0,
-    metrics: null,
-    round: null,
-    lastWrite: 0,
-    lastSample: 0,
-    dirty: false,
-  };
+  return assignedLease({ taskId: p.taskId, rank: p.rank, attempt: 0, assignmentId: 0, clientId: p.clientId });
 }

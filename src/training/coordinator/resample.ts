@@ -8,7 +8,7 @@
 import type { Kysely } from 'kysely';
 import type { ServerMessage, TrainingData } from '../../api/protocol.js';
 import type { Bus } from '../../bus/bus.js';
-import { rememberFinished, type ClientRegistry, type Lease } from '../../clients/registry.js';
+import { assignedLease, rememberFinished, type ClientRegistry, type Lease } from '../../clients/registry.js';
 import { taskFrameData } from '../../compat/task-frame.js';
 import type { Logger } from '../../observability/logger.js';
 import type { FarmView } from '../../scheduling/across.js';
@@ -180,7 +180,17 @@ export async function openSampledRound(d: ResampleDeps, round: SampledRound): Pr
     const attempt = claimed.attempts[i] as number;
     const client = d.registry.get(p.clientId);
     if (!p.via && client) {
-      client.leases.set(taskId, newLease(taskId, p, attempt, claimed.ids[i] as number, round.worldSize));
+      client.leases.set(
+        taskId,
+        assignedLease({
+          taskId,
+          rank: p.rank,
+          attempt,
+          assignmentId: claimed.ids[i] as number,
+          clientId: p.clientId,
+          worldSize: round.worldSize,
+        }),
+      );
       client.send?.(frame(p.rank, attempt));
     } else {
       await d.bus.publish('cluster.push', {
@@ -272,28 +282,4 @@ async function withHistory(
     seconds.set(r.client_id, [...(seconds.get(r.client_id) ?? []), Math.max(0, s)]);
   }
   return eligible.map((c) => ({ id: c.id, seconds: seconds.get(c.id) ?? [] }));
-}
-
-function newLease(
-  taskId: number,
-  p: RankPlacement,
-  attempt: number,
-  assignmentId: number,
-  worldSize: number,
-): Lease {
-  return {
-    taskId,
-    rank: p.rank,
-    attempt,
-    assignmentId,
-    clientId: p.clientId,
-    status: 'assigned',
-    progress: 0,
-    metrics: null,
-    round: null,
-    lastWrite: 0,
-    lastSample: 0,
-    dirty: false,
-    worldSize,
-  };
 }
