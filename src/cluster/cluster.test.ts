@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../../test/helpers/db.js';
+import {
+  connectedClientRow,
+  createTestDatabase,
+  DIALECTS,
+  type TestDatabase,
+} from '../../test/helpers/db.js';
 import { InProcessBus } from '../bus/bus.js';
 import { ClientRegistry } from '../clients/registry.js';
 import { silentLogger } from '../observability/logger.js';
@@ -60,21 +65,14 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     });
   /** A client row connected through `instance` with a worker token. */
   const connectedClient = (id: string, tokenId: string, instance: string) =>
-    upsertClient(h.db, {
-      id,
-      cpu_info: JSON.stringify({ cores_logical: 4 }),
-      ram_info: JSON.stringify({ total: 2 ** 34 }),
-      gpu_info: null,
-      session_info: null,
-      hostname: null,
-      token_id: tokenId,
-      connected: 1,
-      status: 'active',
-      last_seen: at,
-      registered_at: at,
-      utilization: null,
-      instance_id: instance,
-    });
+    upsertClient(
+      h.db,
+      connectedClientRow(id, instance, at, {
+        cpu_info: JSON.stringify({ cores_logical: 4 }),
+        ram_info: JSON.stringify({ total: 2 ** 34 }),
+        token_id: tokenId,
+      }),
+    );
   function instance(id: string, clock: Clock, bus = new InProcessBus()) {
     const registry = new ClientRegistry();
     const cluster = new Cluster({

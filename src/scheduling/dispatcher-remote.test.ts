@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { connectedClientRow, DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { InProcessBus } from '../bus/bus.js';
 import { ClientRegistry } from '../clients/registry.js';
@@ -26,21 +26,7 @@ describe.each(DIALECTS)('re-placing a lost rank across instances on %s', (dialec
   afterAll(async () => close?.());
 
   const client = (id: string, instanceId: string) =>
-    upsertClient(h.db, {
-      id,
-      cpu_info: '{}',
-      ram_info: '{}',
-      gpu_info: null,
-      session_info: null,
-      hostname: null,
-      token_id: null,
-      connected: 1,
-      status: 'active',
-      last_seen: AT,
-      registered_at: AT,
-      utilization: null,
-      instance_id: instanceId,
-    });
+    upsertClient(h.db, connectedClientRow(id, instanceId, AT));
 
   it('keeps a rank whose remote claim failed queued, and places it once the client qualifies', async () => {
     const taskId = await insertTask(h.db, {

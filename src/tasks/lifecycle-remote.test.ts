@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { connectedClientRow, DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { listAssignments } from '../storage/assignment-repo.js';
 import { updateClient, upsertClient } from '../storage/client-repo.js';
@@ -21,23 +21,8 @@ describe.each(DIALECTS)('claims on remote clients on %s', (dialect) => {
   });
   afterAll(async () => close?.());
 
-  async function client(id: string, instanceId: string): Promise<void> {
-    await upsertClient(h.db, {
-      id,
-      cpu_info: '{}',
-      ram_info: '{}',
-      gpu_info: null,
-      session_info: null,
-      hostname: null,
-      token_id: null,
-      connected: 1,
-      status: 'active',
-      last_seen: AT,
-      registered_at: AT,
-      utilization: null,
-      instance_id: instanceId,
-    });
-  }
+  const client = (id: string, instanceId: string) =>
+    upsertClient(h.db, connectedClientRow(id, instanceId, AT));
 
   const pending = (worldSize = 2) =>
     insertTask(h.db, {

@@ -11,6 +11,8 @@ import {
 } from '../../src/storage/db.js';
 import { migrateToLatest } from '../../src/storage/migrate.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import type { Insertable } from 'kysely';
+import type { ClientsTable } from '../../src/storage/schema.js';
 import type { NewTaskRow } from '../../src/storage/task-repo.js';
 import { WriteQueue } from '../../src/storage/write-queue.js';
 
@@ -107,5 +109,31 @@ export const taskRow = (over: Partial<NewTaskRow> = {}): NewTaskRow => ({
   world_size: 1,
   created_by: 'alice',
   now: '2030-01-02 03:04:05',
+  ...over,
+});
+
+/**
+ * A client row for upsertClient in storage-level tests: connected and active through
+ * `instance_id`, seen at `at`, reporting nothing about itself, with `over` on top.
+ */
+export const connectedClientRow = (
+  id: string,
+  instance_id: string,
+  at: string,
+  over: Partial<Insertable<ClientsTable>> = {},
+): Insertable<ClientsTable> & { id: string } => ({
+  id,
+  cpu_info: '{}',
+  ram_info: '{}',
+  gpu_info: null,
+  session_info: null,
+  hostname: null,
+  token_id: null,
+  connected: 1,
+  status: 'active',
+  last_seen: at,
+  registered_at: at,
+  utilization: null,
+  instance_id,
   ...over,
 });
