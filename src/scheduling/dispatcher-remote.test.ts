@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectedClientRow, DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { connectedClientRow, DIALECTS, openMigratedTestDatabase, taskRow } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { InProcessBus } from '../bus/bus.js';
 import { ClientRegistry } from '../clients/registry.js';
@@ -29,17 +29,10 @@ describe.each(DIALECTS)('re-placing a lost rank across instances on %s', (dialec
     upsertClient(h.db, connectedClientRow(id, instanceId, AT));
 
   it('keeps a rank whose remote claim failed queued, and places it once the client qualifies', async () => {
-    const taskId = await insertTask(h.db, {
-      type: 'command',
-      name: null,
-      requirements: '{}',
-      config: null,
-      priority: 0,
-      max_attempts: 3,
-      world_size: 2,
-      created_by: null,
-      now: AT,
-    });
+    const taskId = await insertTask(
+      h.db,
+      taskRow({ type: 'command', world_size: 2, created_by: null, now: AT }),
+    );
     await updateTaskIf(h.db, taskId, ['pending'], { status: 'running', attempts: 1 });
     // Rank 1 runs on a client of instance B; rank 0 was lost and waits for a client.
     await client('holder', 'inst-b');

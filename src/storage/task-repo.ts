@@ -248,29 +248,27 @@ export async function insertTaskEvents(db: Db, events: readonly NewTaskEvent[]):
   );
 }
 
-/** When the task's newest event of `kind` happened (the `at` column), or null. */
-export async function latestEventAt(db: Db, taskId: number, kind: string): Promise<string | null> {
-  const row = await db
+/** The task's newest event of `kind`: its `at` column and raw data, or undefined. */
+async function latestEvent(db: Db, taskId: number, kind: string) {
+  return db
     .selectFrom('task_events')
-    .select('at')
+    .select(['at', 'data'])
     .where('task_id', '=', taskId)
     .where('kind', '=', kind)
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst();
+}
+
+/** When the task's newest event of `kind` happened (the `at` column), or null. */
+export async function latestEventAt(db: Db, taskId: number, kind: string): Promise<string | null> {
+  const row = await latestEvent(db, taskId, kind);
   return row ? String(row.at) : null;
 }
 
 /** The data of the task's newest event of `kind` (parsed JSON), or null. */
 export async function latestEventData(db: Db, taskId: number, kind: string): Promise<unknown> {
-  const row = await db
-    .selectFrom('task_events')
-    .select('data')
-    .where('task_id', '=', taskId)
-    .where('kind', '=', kind)
-    .orderBy('id', 'desc')
-    .limit(1)
-    .executeTakeFirst();
+  const row = await latestEvent(db, taskId, kind);
   return row ? parseJson(row.data) : null;
 }
 
