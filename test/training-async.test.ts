@@ -96,6 +96,24 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
     expect(items.filter((e) => e.kind === 'update_stale')).toHaveLength(1);
   });
 
+  it('takes an update that arrives while its version is made into the next one, never refusing it', async () => {
+    const farm = await trainingFarm(dialect, 3);
+    const t = await startTraining(farm, { rounds: 3, mode: 'async', buffer_size: 1 });
+    const m = (x: number) => model([x, x, x, x], [x, 0, 0, -x]);
+    // Three updates from round 1 at once: whichever closes version 1, the others find it
+    // closing (or closed) and go into the next buffers: all accepted, one per version.
+    const answers = await Promise.all([0, 1, 2].map((rank) => t.put(rank, m(rank + 1), { round: 1 })));
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
+    await t.rank(0).client.type('training_complete', 20_000);
+    const rounds = await farm.ts.api('GET', `/api/tasks/${t.taskId}/rounds`);
+    const items = (rounds.body.items ?? rounds.body) as { round: number; metrics: { staleness?: number[] } }[];
+    const staleness = items
+      .filter((r) => r.metrics?.staleness)
+      .sort((a, b) => a.round - b.round)
+      .map((r) => r.metrics.staleness);
+    expect(staleness).toEqual([[0], [1], [2]]);
+  });
+
   it('pauses, resumes and stops an async task as a sync one', async () => {
     const farm = await trainingFarm(dialect, 2);
     const t = await startTraining(farm, { rounds: 3, mode: 'async', buffer_size: 1 });

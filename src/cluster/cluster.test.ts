@@ -113,8 +113,15 @@ describe.each(DIALECTS)('cluster on %s', (dialect) => {
     expect(await b.cluster.remoteLease('cw1', taskId + 1)).toBeNull();
 
     // A stops beating; B and C go on past CONNECTION_TIMEOUT. A's client goes to exactly one of them.
-    clockB.advance(61_000);
-    clockC.advance(61_000);
+    // B and C beat half-way first, so that at the concurrent beat each sees the other live
+    // whichever heartbeat commits first (a jump of a whole timeout at once would let each
+    // judge the other dead by its start-up heartbeat, and take the client from it in turn).
+    clockB.advance(30_000);
+    clockC.advance(30_000);
+    await Promise.all([b.cluster.tick(), c.cluster.tick()]);
+    expect(b.registry.get('cw1') ?? c.registry.get('cw1')).toBeUndefined();
+    clockB.advance(31_000);
+    clockC.advance(31_000);
     await Promise.all([b.cluster.tick(), c.cluster.tick()]);
     const holders = [b, c].filter((x) => x.registry.get('cw1')?.leases.get(taskId)?.rank === 1);
     expect(holders).toHaveLength(1);

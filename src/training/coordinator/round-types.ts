@@ -55,7 +55,7 @@ export interface Incoming {
   header: SafetensorsHeader;
   /** Checks what the round cannot know (the client still holds the lease); throws to refuse. */
   check(): Promise<void>;
-  /** Puts the update's file in place; answers the update to journal. */
+  /** Puts the update's file in place; answers the update to journal (the same again when an async update is offered to the next buffer). */
   place(): Promise<AcceptedUpdate>;
 }
 

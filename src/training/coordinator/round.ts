@@ -147,10 +147,13 @@ export class Round {
   /**
    * Accepts an update, under the lock, after checking again what may have changed since the
    * upload was admitted (the round, the lease, another update of the rank, the first update's
-   * layout). Throws the refusal.
+   * layout). Throws the refusal. False (async only) when the update found its buffer full or
+   * closing: it goes into the next buffer, once the owner has opened it (UploadService retries).
    */
-  async accept(u: Incoming): Promise<void> {
-    await this.lock(async () => {
+  async accept(u: Incoming): Promise<boolean> {
+    return this.lock(async () => {
+      // Async: an update is never refused for arriving while a version is made.
+      if (this.config.async && this.#phase.kind === 'closing') return false;
       await this.checkVersion(u.round, u.rank, u.clientId);
       await u.check();
       if (this.accepted.has(slotKey(u.round, u.rank)))
@@ -160,7 +163,7 @@ export class Round {
         if (!c.ok)
           throw new AppError(c.code, `update does not match the round's first update: ${c.message}`, 400);
       }
-      await this.recordLocked(await u.place(), u.header);
+      return this.recordLocked(await u.place(), u.header);
     });
   }
 
@@ -224,16 +227,24 @@ export class Round {
       this.#sum.add(u, updateWeight(this.config, this.#number, u), this.#reference);
   }
 
-  /** Journals an accepted update (its file already in place) and adds it to the sum. */
-  private async recordLocked(u: AcceptedUpdate, header: SafetensorsHeader): Promise<void> {
+  /**
+   * Journals an accepted update (its file already in place) and adds it to the sum. False
+   * (async) when the journal holds a full buffer: another instance's updates filled it.
+   */
+  private async recordLocked(u: AcceptedUpdate, header: SafetensorsHeader): Promise<boolean> {
     const row = journalRow(this.taskId, this.#number, u, toDbTime(this.d.clock.now(), true));
-    // Sync: at most `fill` updates, whichever instance journals them (over-selection's first K).
-    const limit = this.config.async ? undefined : this.fill;
-    const journaled = await this.d.writes.run((trx) => journalUpdate(trx, row, limit));
+    // At most `fill` updates, whichever instance journals them: sync, over-selection's first K;
+    // async, buffer_size per version.
+    const journaled = await this.d.writes.run((trx) => journalUpdate(trx, row, this.fill));
+    if (!journaled && this.config.async) {
+      // The owner folds in what filled it and closes; a follower's caller reads the round again.
+      if (this.#phase.kind !== 'following') await this.syncLocked();
+      return false;
+    }
     if (!journaled) {
       await unlink(u.path).catch(() => undefined);
       await this.checkVersion(u.round, u.rank, u.clientId, true); // throws: the journal said closed
-      return;
+      throw conflict('round_closed', `round ${this.#number} closed during the upload`);
     }
     // Async: a stale update's rank trains from the newest version at once.
     if (u.round < this.#number) await this.tellNewest(new Set([u.rank]));
@@ -241,11 +252,12 @@ export class Round {
       // The owner adds it to its sum from the file (it may also find it in the journal itself).
       this.accepted.set(slotKey(u.round, u.rank), u);
       await this.d.bus.publish('training.update', { task_id: this.taskId, round: this.#number });
-      return;
+      return true;
     }
     this.#reference ??= header;
     this.add(u);
     if (this.accepted.size >= this.fill) void this.close();
+    return true;
   }
 
   /** Sends `ranks` (all when null) a round_start for this round. */

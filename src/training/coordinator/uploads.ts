@@ -3,7 +3,9 @@
  * and journaled exactly once. A retry of an accepted update (same rank and attempt) is answered
  * as a duplicate and changes nothing.
  */
+import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import type { Principal } from '../../auth/principal.js';
 import type { ClientRegistry } from '../../clients/registry.js';
@@ -15,6 +17,7 @@ import type { AtomicFile } from '../model-store/atomic-file.js';
 import type { SafetensorsHeader } from '../safetensors/header.js';
 import type { RemoteLease, RoundCoordinator } from './coordinator.js';
 import type { Round } from './round.js';
+import type { AcceptedUpdate } from './run.js';
 import type { TrainingPaths } from './paths.js';
 
 /** Who uploads what: the update's slot, lease and claims (a PUT's, or a resumable upload's). */
@@ -42,6 +45,12 @@ export interface ReceivedUpdate {
   digest: string;
   bytes: number;
 }
+
+/**
+ * How often an async update that found its buffer full is offered to the next one: waits of
+ * 20 ms doubling to 1 s, about a minute in all (a version of a large model takes a while).
+ */
+const REQUEUE_TRIES = 64;
 
 export type UploadAnswer =
   | { status: 201; body: { accepted: true; digest: string; bytes: number } }
@@ -135,36 +144,53 @@ export class UploadService {
 
   /**
    * Commits a received update into its round (which checks again, under its lock, what may have
-   * changed while it streamed); the file is removed if it is refused.
+   * changed while it streamed); the file is removed if it is refused. An async update that finds
+   * its buffer full or closing goes into the next one: the round is read again (the owner's has
+   * moved on; a follower reads the journal) until it is taken or refused.
    */
   async accept(q: UploadMeta, round: Round, got: ReceivedUpdate): Promise<UploadAnswer & { status: 201 }> {
     const { taskId, rank, attempt } = q;
-    try {
-      await round.accept({
+    let placed: AcceptedUpdate | undefined;
+    const place = async (): Promise<AcceptedUpdate> => {
+      if (placed) return placed;
+      const path = this.d.paths.update(taskId, q.round, rank, attempt);
+      await got.file.commit(path);
+      placed = {
         round: q.round,
         rank,
+        attempt,
         clientId: q.clientId,
-        header: got.header,
-        check: () => this.checkLease(q),
-        place: async () => {
-          const path = this.d.paths.update(taskId, q.round, rank, attempt);
-          await got.file.commit(path);
-          return {
-            round: q.round,
-            rank,
-            attempt,
-            clientId: q.clientId,
-            numSamples: q.numSamples,
-            path,
-            digest: got.digest,
-            bytes: got.bytes,
-            metrics: q.metrics,
-          };
-        },
-      });
+        numSamples: q.numSamples,
+        path,
+        digest: got.digest,
+        bytes: got.bytes,
+        metrics: q.metrics,
+      };
+      return placed;
+    };
+    let taken = false;
+    try {
+      let open: Round | undefined = round;
+      for (let tries = 0; !taken; tries++) {
+        if (!open) throw conflict('round_closed', `task ${taskId} has no open round`);
+        taken = await open.accept({
+          round: q.round,
+          rank,
+          clientId: q.clientId,
+          header: got.header,
+          check: () => this.checkLease(q),
+          place,
+        });
+        if (taken) break;
+        if (tries >= REQUEUE_TRIES)
+          throw conflict('round_closed', `round ${open.number} stayed full: the update was not taken`);
+        await delay(Math.min(1000, 20 * 2 ** tries));
+        open = await this.d.coordinator.round(taskId);
+      }
       return { status: 201, body: { accepted: true, digest: got.digest, bytes: got.bytes } };
     } finally {
       await got.file.abort();
+      if (placed && !taken) await unlink(placed.path).catch(() => undefined);
     }
   }
 

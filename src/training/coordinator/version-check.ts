@@ -4,6 +4,8 @@
  * round_closed) and counted, as an `update_late` event and in the round's `refused_late`.
  * Async: the open round folds an update that started in any round at most `max_staleness`
  * rounds before it; a staler one is refused (409 stale_update) and counted as an `update_stale` event.
+ * An async update that arrives while its round closes (or fills up on another instance) is not
+ * refused: it goes into the next round.
  */
 import { conflict } from '../../errors.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
@@ -64,7 +66,8 @@ export async function checkVersion(
         : `round ${from} is closed (the open round is ${open})`,
     );
   }
-  if (u.closed) throw conflict('round_closed', `round ${open} closed during the upload`);
+  // Async: a closing round's update goes into the next one (Round.accept); its staleness is
+  // checked again there.
   if (from > open || from < 1)
     throw conflict('round_closed', `round ${from} has not opened (the open round is ${open})`);
   const staleness = open - from;
