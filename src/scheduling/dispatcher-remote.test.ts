@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectedClientRow, DIALECTS, openMigratedTestDatabase, taskRow } from '../../test/helpers/db.js';
+import { describe, expect, it } from 'vitest';
+import { connectedClientRow, DIALECTS, migratedPerDescribe, taskRow } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { InProcessBus } from '../bus/bus.js';
 import { ClientRegistry } from '../clients/registry.js';
@@ -7,7 +7,6 @@ import { silentLogger } from '../observability/logger.js';
 import { createMetrics } from '../observability/metrics.js';
 import { insertAssignment, listAssignments } from '../storage/assignment-repo.js';
 import { updateClient, upsertClient } from '../storage/client-repo.js';
-import type { DatabaseHandle } from '../storage/db.js';
 import { insertTask, updateTaskIf } from '../storage/task-repo.js';
 import { WriteQueue } from '../storage/write-queue.js';
 import type { FarmView, RemoteClient } from './across.js';
@@ -16,14 +15,9 @@ import { Dispatcher } from './dispatcher.js';
 // A lost rank of a running task placed on a client of another instance (issue 14, point 4):
 // when its claim fails, the rank stays queued and is placed by a later pass.
 describe.each(DIALECTS)('re-placing a lost rank across instances on %s', (dialect) => {
-  let h: DatabaseHandle;
-  let close: () => Promise<void>;
+  const h = migratedPerDescribe(dialect);
   const AT = '2030-01-02 03:00:00';
 
-  beforeAll(async () => {
-    ({ h, close } = await openMigratedTestDatabase(dialect));
-  });
-  afterAll(async () => close?.());
 
   const client = (id: string, instanceId: string) =>
     upsertClient(h.db, connectedClientRow(id, instanceId, AT));

@@ -1,25 +1,19 @@
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectedClientRow, DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { describe, expect, it } from 'vitest';
+import { connectedClientRow, DIALECTS, migratedPerDescribe } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { listAssignments } from '../storage/assignment-repo.js';
 import { updateClient, upsertClient } from '../storage/client-repo.js';
-import type { DatabaseHandle } from '../storage/db.js';
 import { findTask, insertTask, updateTaskIf } from '../storage/task-repo.js';
 import { claimRanks, claimTasks, type RankPlacement } from './lifecycle.js';
 
 // Claims of ranks on clients whose socket another instance holds (issue 14, point 4): each takes
 // a slot of the client only while it is connected through that instance with a slot free.
 describe.each(DIALECTS)('claims on remote clients on %s', (dialect) => {
-  let h: DatabaseHandle;
-  let close: () => Promise<void>;
+  const h = migratedPerDescribe(dialect);
   const NOW = new Date('2030-01-02T03:04:05Z');
   const AT = '2030-01-02 03:00:00';
 
-  beforeAll(async () => {
-    ({ h, close } = await openMigratedTestDatabase(dialect));
-  });
-  afterAll(async () => close?.());
 
   const client = (id: string, instanceId: string) =>
     upsertClient(h.db, connectedClientRow(id, instanceId, AT));

@@ -1,8 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIALECTS, openMigratedTestDatabase } from '../../test/helpers/db.js';
+import { describe, expect, it } from 'vitest';
+import { DIALECTS, migratedPerDescribe } from '../../test/helpers/db.js';
 import type { Lease } from '../clients/registry.js';
 import { insertAssignment, listAssignments } from '../storage/assignment-repo.js';
-import type { DatabaseHandle } from '../storage/db.js';
 import { findTask, insertTask, listTaskEvents, updateTaskIf } from '../storage/task-repo.js';
 import { parseJson } from '../storage/values.js';
 import {
@@ -16,14 +15,9 @@ import {
 } from './lifecycle.js';
 
 describe.each(DIALECTS)('transitions on %s', (dialect) => {
-  let h: DatabaseHandle;
-  let close: () => Promise<void>;
+  const h = migratedPerDescribe(dialect);
   const NOW = new Date('2030-01-02T03:04:05Z');
 
-  beforeAll(async () => {
-    ({ h, close } = await openMigratedTestDatabase(dialect));
-  });
-  afterAll(async () => close?.());
 
   /** A running task with one live assignment per rank. */
   async function running(worldSize = 1, maxAttempts = 3): Promise<{ taskId: number; leases: Lease[] }> {

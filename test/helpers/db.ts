@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
+import { afterAll, beforeAll } from 'vitest';
 import {
   openDatabase,
   resolveDatabaseTarget,
@@ -75,6 +76,24 @@ export async function openMigratedTestDatabase(
     close: async () => {
       await h.close();
       await tdb.drop();
+    },
+  };
+}
+
+/**
+ * A migrated database for the tests of one describe block: opened before the first, closed
+ * after the last. Read `db` inside the tests (it exists once they run).
+ */
+export function migratedPerDescribe(dialect: Dialect): { readonly db: DatabaseHandle['db'] } {
+  let opened: Awaited<ReturnType<typeof openMigratedTestDatabase>> | undefined;
+  beforeAll(async () => {
+    opened = await openMigratedTestDatabase(dialect);
+  });
+  afterAll(async () => opened?.close());
+  return {
+    get db() {
+      if (!opened) throw new Error('the database opens before the first test');
+      return opened.h.db;
     },
   };
 }
