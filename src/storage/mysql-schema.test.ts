@@ -7,38 +7,38 @@ import { startTestServer, type TestServer } from '../../test/helpers/server.js';
  * The seed's three tables, column by column, as the seed wrote them (MySQL). AI Farm may
  * append columns and enum values; it may not change or drop what the seed has.
  */
-const SEED: Record<string, Record<string, { type: string; nullable: boolean; default?: string }>> = {
+const SEED: Record<string, Record<string, string>> = {
   tasks: {
-    id: { type: 'INT', nullable: false },
-    type: { type: 'VARCHAR(255)', nullable: false },
-    requirements: { type: 'JSON', nullable: false },
-    status: { type: "ENUM('pending','running','completed','failed','error')", nullable: false },
-    client_id: { type: 'VARCHAR(255)', nullable: true },
-    created_at: { type: 'DATETIME', nullable: false },
-    updated_at: { type: 'DATETIME', nullable: false },
-    result: { type: 'JSON', nullable: true },
-    error_log: { type: 'TEXT', nullable: true },
-    priority: { type: 'INT', nullable: true, default: '0' },
-    config: { type: 'JSON', nullable: true },
-    checkpoint_path: { type: 'VARCHAR(255)', nullable: true },
+    id: 'INT NOT NULL',
+    type: 'VARCHAR(255) NOT NULL',
+    requirements: 'JSON NOT NULL',
+    status: "ENUM('pending','running','completed','failed','error') NOT NULL",
+    client_id: 'VARCHAR(255)',
+    created_at: 'DATETIME NOT NULL',
+    updated_at: 'DATETIME NOT NULL',
+    result: 'JSON',
+    error_log: 'TEXT',
+    priority: 'INT DEFAULT 0',
+    config: 'JSON',
+    checkpoint_path: 'VARCHAR(255)',
   },
   task_assignments: {
-    id: { type: 'INT', nullable: false },
-    task_id: { type: 'INT', nullable: false },
-    client_id: { type: 'VARCHAR(255)', nullable: false },
-    assigned_at: { type: 'DATETIME', nullable: false },
-    status: { type: "ENUM('assigned','training','completed','failed')", nullable: false },
-    rank: { type: 'INT', nullable: false },
-    checkpoint_path: { type: 'VARCHAR(255)', nullable: true },
+    id: 'INT NOT NULL',
+    task_id: 'INT NOT NULL',
+    client_id: 'VARCHAR(255) NOT NULL',
+    assigned_at: 'DATETIME NOT NULL',
+    status: "ENUM('assigned','training','completed','failed') NOT NULL",
+    rank: 'INT NOT NULL',
+    checkpoint_path: 'VARCHAR(255)',
   },
   clients: {
-    id: { type: 'VARCHAR(255)', nullable: false },
-    cpu_info: { type: 'JSON', nullable: false },
-    ram_info: { type: 'JSON', nullable: false },
-    gpu_info: { type: 'JSON', nullable: true },
-    session_info: { type: 'JSON', nullable: true },
-    last_seen: { type: 'DATETIME', nullable: false },
-    status: { type: "ENUM('active','inactive')", nullable: false },
+    id: 'VARCHAR(255) NOT NULL',
+    cpu_info: 'JSON NOT NULL',
+    ram_info: 'JSON NOT NULL',
+    gpu_info: 'JSON',
+    session_info: 'JSON',
+    last_seen: 'DATETIME NOT NULL',
+    status: "ENUM('active','inactive') NOT NULL",
   },
 };
 
@@ -52,6 +52,17 @@ interface ColumnInfo {
   COLUMN_KEY: string;
   EXTRA: string;
   CHARACTER_SET_NAME: string | null;
+}
+
+/** A column definition as the seed wrote it ("INT NOT NULL DEFAULT 0") as type, nullable and default. */
+function columnSpec(def: string): { type: string; nullable: boolean; default?: string } {
+  const fallback = / DEFAULT (\S+)/.exec(def)?.[1];
+  const type = def.replace(/ NOT NULL| DEFAULT \S+/g, '');
+  return {
+    type,
+    nullable: !def.includes(' NOT NULL'),
+    ...(fallback === undefined ? {} : { default: fallback }),
+  };
 }
 
 /** 'enum('a','b')' -> ['a', 'b']. */
@@ -109,7 +120,7 @@ describe('MariaDB schema (seed compatibility)', () => {
   });
 
   const cases = Object.entries(SEED).flatMap(([table, cols]) =>
-    Object.entries(cols).map(([name, spec]) => [table, name, spec] as const),
+    Object.entries(cols).map(([name, def]) => [table, name, columnSpec(def)] as const),
   );
   it.each(cases)('%s.%s has the seed type', (table, name, spec) => {
     const c = column(table, name);
