@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { DIALECTS } from './helpers/db.js';
 import { model } from './helpers/safetensors.js';
-import { farmPerTest, startTraining, taskMessage, upload, type TrainingFarm } from './helpers/training.js';
+import {
+  createTrainingTask,
+  farmPerTest,
+  startTraining,
+  taskMessage,
+  upload,
+  type TrainingFarm,
+} from './helpers/training.js';
 import { waitFor } from './helpers/wait.js';
 import { registeredClient } from './helpers/ws-client.js';
 
@@ -185,12 +192,12 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
   it('waits for min_available eligible clients before round 1', async () => {
     const farm = await trainingFarm(dialect, 2);
     const { ts } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      config: { rounds: 1, clients_per_round: 2, min_available: 3, seed: 1 },
+    const created = await createTrainingTask(ts, {
+      rounds: 1,
+      clients_per_round: 2,
+      min_available: 3,
+      seed: 1,
     });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
     const taskId = created.body.id as number;
     // The dispatcher looked at it and says why it waits; nothing was placed.
     const waiting = await waitFor('the task explained as waiting', async () => {
@@ -215,13 +222,8 @@ describe.each(DIALECTS)('sampled training rounds (%s)', (dialect) => {
   it('fraction with speed sampling: rounds of ceil(fraction x eligible) clients, weighted by their round times', async () => {
     const farm = await trainingFarm(dialect, 4);
     const { ts } = farm;
-    const created = await ts.api('POST', '/api/tasks', {
-      type: 'command',
-      requirements: {},
-      world_size: 4,
-      config: { rounds: 2, fraction: 0.5, sampling: 'speed', seed: 3 },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const config = { rounds: 2, fraction: 0.5, sampling: 'speed', seed: 3 };
+    const created = await createTrainingTask(ts, config, { worldSize: 4 });
     expect(created.body.config).toMatchObject({ fraction: 0.5, min_available: 1, speed_floor: 0.1 });
     const taskId = created.body.id as number;
     const first = await sampledRound(farm, taskId, 1);

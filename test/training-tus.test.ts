@@ -94,6 +94,9 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
   let server: RunningServer;
   const adminToken = generateToken();
   let token: string;
+  /** A request with the admin token. */
+  const asAdmin = (method: string, path: string, body?: unknown) =>
+    request(server.httpUrl, method, path, body, adminToken);
   let taskId: number;
   const ids = ['t0', 't1', 't2'].map((p) => `${p}-${Math.random().toString(36).slice(2, 8)}`);
   let clients: RawClient[] = [];
@@ -153,22 +156,15 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
   beforeAll(async () => {
     db = await createTestDatabase(dialect);
     await start();
-    const made = await request(
-      server.httpUrl,
-      'POST',
-      '/api/tokens',
-      { name: 'tus-workers', role: 'worker' },
-      adminToken,
-    );
+    const made = await asAdmin('POST', '/api/tokens', { name: 'tus-workers', role: 'worker' });
     token = made.body.token;
     await connect();
-    const task = await request(
-      server.httpUrl,
-      'POST',
-      '/api/tasks',
-      { type: 'command', requirements: {}, world_size: 3, config: { rounds: 1 } },
-      adminToken,
-    );
+    const task = await asAdmin('POST', '/api/tasks', {
+      type: 'command',
+      requirements: {},
+      world_size: 3,
+      config: { rounds: 1 },
+    });
     taskId = task.body.id;
     const datas = await Promise.all(clients.map((c) => taskMessage(c, taskId)));
     datas.forEach((d, i) => (lease[d.rank] = { attempt: d.attempt, id: ids[i]! }));
@@ -218,13 +214,7 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     // Resumed, not started again: what was sent twice is what the cuts lost on the way.
     const again = proxy.forwarded() - bytes.length;
     expect(again).toBeLessThan(cuts.length * 16 * 1024 * 1024);
-    const current = await request(
-      server.httpUrl,
-      'GET',
-      `/api/tasks/${taskId}/rounds/current`,
-      undefined,
-      adminToken,
-    );
+    const current = await asAdmin('GET', `/api/tasks/${taskId}/rounds/current`);
     expect(current.body.accepted_ranks).toContain(0);
   });
 
@@ -266,13 +256,7 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     expect(res.headers.get('x-ai-farm-digest')).toBe(fileDigest(bytes));
     // Finished: the upload is gone, the update counts.
     expect((await head(location, 1)).status).toBe(404);
-    const rounds = await request(
-      server.httpUrl,
-      'GET',
-      `/api/tasks/${taskId}/rounds/current`,
-      undefined,
-      adminToken,
-    );
+    const rounds = await asAdmin('GET', `/api/tasks/${taskId}/rounds/current`);
     expect(rounds.body.accepted_ranks).toEqual(expect.arrayContaining([0, 1]));
   });
 
@@ -343,8 +327,7 @@ describe.each(DIALECTS)('resumable (tus) uploads (%s)', (dialect) => {
     // All three ranks are in: the task's final model, downloaded through cuts of the answer.
     let status = 0;
     for (let i = 0; i < 200 && status !== 200; i++) {
-      status = (await request(server.httpUrl, 'GET', `/api/tasks/${taskId}/model`, undefined, adminToken))
-        .status;
+      status = (await asAdmin('GET', `/api/tasks/${taskId}/model`)).status;
       if (status !== 200) await sleep(100);
     }
     expect(status).toBe(200);

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, expect } from 'vitest';
 import type { Dialect } from '../../src/storage/db.js';
-import { startTestServer, type TestServer } from './server.js';
+import { startTestServer, type ApiResponse, type TestServer } from './server.js';
 import { waitFor } from './wait.js';
 import { registeredClient, type RawClient } from './ws-client.js';
 
@@ -131,6 +131,23 @@ export interface Training {
   put(r: number, body: Uint8Array, over?: Partial<Upload>): ReturnType<typeof upload>;
 }
 
+/** POSTs a training task (`world_size` only when given) and expects it created: the 201 answer. */
+export async function createTrainingTask(
+  ts: TestServer,
+  config: Record<string, unknown>,
+  { worldSize, type = 'command' }: { worldSize?: number | undefined; type?: string } = {},
+): Promise<ApiResponse> {
+  const body = {
+    type,
+    requirements: {},
+    ...(worldSize === undefined ? {} : { world_size: worldSize }),
+    config,
+  };
+  const created = await ts.api('POST', '/api/tasks', body);
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  return created;
+}
+
 /**
  * Creates a training task of `worldSize` ranks (the farm's clients unless told) and waits
  * for the `task` message of each placed rank. With fewer ranks than clients, the clients
@@ -141,13 +158,7 @@ export async function startTraining(
   config: Record<string, unknown>,
   { worldSize = farm.clients.length, type = 'command' }: { worldSize?: number; type?: string } = {},
 ): Promise<Training> {
-  const created = await farm.ts.api('POST', '/api/tasks', {
-    type,
-    requirements: {},
-    world_size: worldSize,
-    config,
-  });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  const created = await createTrainingTask(farm.ts, config, { worldSize, type });
   const taskId = created.body.id as number;
   let holders = farm.ids;
   if (worldSize < farm.clients.length) {
