@@ -106,7 +106,10 @@ describe.each(DIALECTS)('async training (%s)', (dialect) => {
     expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
     await t.rank(0).client.type('training_complete', 20_000);
     const rounds = await farm.ts.api('GET', `/api/tasks/${t.taskId}/rounds`);
-    const items = (rounds.body.items ?? rounds.body) as { round: number; metrics: { staleness?: number[] } }[];
+    const items = (rounds.body.items ?? rounds.body) as {
+      round: number;
+      metrics: { staleness?: number[] };
+    }[];
     const staleness = items
       .filter((r) => r.metrics?.staleness)
       .sort((a, b) => a.round - b.round)

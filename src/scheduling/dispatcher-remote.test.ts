@@ -18,7 +18,6 @@ describe.each(DIALECTS)('re-placing a lost rank across instances on %s', (dialec
   const h = migratedPerDescribe(dialect);
   const AT = '2030-01-02 03:00:00';
 
-
   const client = (id: string, instanceId: string) =>
     upsertClient(h.db, connectedClientRow(id, instanceId, AT));
 

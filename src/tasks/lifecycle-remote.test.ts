@@ -14,7 +14,6 @@ describe.each(DIALECTS)('claims on remote clients on %s', (dialect) => {
   const NOW = new Date('2030-01-02T03:04:05Z');
   const AT = '2030-01-02 03:00:00';
 
-
   const client = (id: string, instanceId: string) =>
     upsertClient(h.db, connectedClientRow(id, instanceId, AT));
 

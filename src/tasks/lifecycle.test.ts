@@ -18,7 +18,6 @@ describe.each(DIALECTS)('transitions on %s', (dialect) => {
   const h = migratedPerDescribe(dialect);
   const NOW = new Date('2030-01-02T03:04:05Z');
 
-
   /** A running task with one live assignment per rank. */
   async function running(worldSize = 1, maxAttempts = 3): Promise<{ taskId: number; leases: Lease[] }> {
     const taskId = await insertTask(h.db, {

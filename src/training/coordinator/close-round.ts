@@ -9,7 +9,12 @@ import type { Logger } from '../../observability/logger.js';
 import { setLiveCheckpoint } from '../../storage/assignment-repo.js';
 import { announceStatus, type Bus } from '../../bus/bus.js';
 import { insertTaskEvent } from '../../storage/task-repo.js';
-import { closeOpenRound, insertRound, recordRoundOnTask } from '../../storage/training-repo.js';
+import {
+  closeOpenRound,
+  insertRound,
+  recordRoundOnTask,
+  updateOpenRound,
+} from '../../storage/training-repo.js';
 import { toDbTime, type Clock } from '../../storage/values.js';
 import type { WriteQueue } from '../../storage/write-queue.js';
 import { failTask as failTaskForGood, finishTraining } from '../../tasks/lifecycle.js';
@@ -229,4 +234,24 @@ export async function failTask(d: CloseDeps & { bus: Bus }, taskId: number, why:
   await d.writes.run((trx) => failTaskForGood(trx, taskId, why, now));
   await d.bus.publish('task.control', { task_id: taskId, action: 'stop' });
   await announceStatus(d.bus, taskId, 'failed');
+}
+
+/** Journals a round's new deadline (one more extension) with its `round_extended` event, `why` first. */
+export async function journalExtension(
+  d: Pick<CloseDeps, 'writes' | 'clock'>,
+  r: { taskId: number; number: number; deadlineAt: Date; extensions: number },
+  why: string,
+): Promise<void> {
+  await d.writes.run(async (trx) => {
+    await updateOpenRound(trx, r.taskId, r.number, {
+      deadline_at: toDbTime(r.deadlineAt, true),
+      extensions: r.extensions,
+    });
+    await insertTaskEvent(trx, {
+      task_id: r.taskId,
+      at: toDbTime(d.clock.now(), true),
+      kind: 'round_extended',
+      message: `${why}; waiting until ${r.deadlineAt.toISOString()}`,
+    });
+  });
 }

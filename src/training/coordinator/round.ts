@@ -12,14 +12,13 @@ import { unlink } from 'node:fs/promises';
 import type { ServerMessage, TrainingData } from '../../api/protocol.js';
 import { announceStatus } from '../../bus/bus.js';
 import { AppError, conflict } from '../../errors.js';
-import { insertTaskEvent } from '../../storage/task-repo.js';
 import * as journal from '../../storage/training-repo.js';
 import { toDbTime } from '../../storage/values.js';
 import { compatible, type SafetensorsHeader } from '../safetensors/header.js';
 import { readHeaderFile } from '../safetensors/read.js';
 import { syncFill } from '../over-select.js';
 import type { TrainingConfig } from '../training-config.js';
-import { closeRound, failTask } from './close-round.js';
+import { closeRound, failTask, journalExtension } from './close-round.js';
 import { journalUpdate, repairCount } from './ownership.js';
 import { RoundSum } from './round-sum.js';
 import {
@@ -346,20 +345,9 @@ export class Round {
       const q = `${this.accepted.size}/${this.quorum}`;
       return this.fail(`round ${this.#number} missed its quorum (${q}) ${MAX_EXTENSIONS + 1} times`);
     }
-    const now = this.d.clock.now();
-    this.#deadlineAt = new Date(now.getTime() + this.config.round_deadline_s * 1000);
-    await this.d.writes.run(async (trx) => {
-      await journal.updateOpenRound(trx, this.taskId, this.#number, {
-        deadline_at: toDbTime(this.#deadlineAt, true),
-        extensions: this.#extensions,
-      });
-      await insertTaskEvent(trx, {
-        task_id: this.taskId,
-        at: toDbTime(now, true),
-        kind: 'round_extended',
-        message: `round ${this.#number} below quorum at its deadline (${this.accepted.size}/${this.quorum}); waiting until ${this.#deadlineAt.toISOString()}`,
-      });
-    });
+    this.#deadlineAt = new Date(this.now() + this.config.round_deadline_s * 1000);
+    const below = `${this.accepted.size}/${this.quorum}`;
+    await journalExtension(this.d, this, `round ${this.#number} below quorum at its deadline (${below})`);
     if (this.#phase.kind === 'open') this.arm();
   }
 
