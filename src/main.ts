@@ -133,7 +133,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         clock,
         { defaultEpochs: config.DEFAULT_EPOCHS, defaultBatchSize: config.DEFAULT_BATCH_SIZE },
         farm.writes,
-        (rows) => farm.dispatcher.offer(rows),
+        farm.dispatcher,
         code,
       ),
       clients: new ClientService(database.db, bus, clock, farm.presence),

@@ -108,6 +108,38 @@ describe('rounds with missing ranks', () => {
     expectClose((await values(final.bytes)).b, [20, 20, 20, 20]);
     expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('completed');
   });
+
+  it('re-places a rank lost while its task is paused when the task resumes', async () => {
+    const farm = await trainingFarm('sqlite', 3, { CONNECTION_TIMEOUT: 1.5 });
+    const { ts, clients, ids } = farm;
+    const t = await startTraining(farm, { rounds: 1 }, { worldSize: 2 });
+    const { taskId } = t;
+    const spare = clients.find((c) => !t.ranks.some((r) => r.client === c))!;
+    const status = (s: string) => ts.api('PUT', `/api/tasks/${taskId}/status`, { status: s });
+    expect((await status('paused')).status).toBe(200);
+    // Rank 1's client dies while the task is paused: the task waits, paused, for its resume.
+    t.rank(1).client.close();
+    const retry = await waitFor(
+      'the rank_retry event',
+      async () => {
+        const events = (await ts.api('GET', `/api/tasks/${taskId}/events`)).body.items;
+        return events.find((e: { kind: string }) => e.kind === 'rank_retry');
+      },
+      10_000,
+      { everyMs: 50 },
+    );
+    expect(retry.message).toMatch(/re-placing rank 1 when the task resumes/);
+    expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('paused');
+    expect((await status('running')).status).toBe(200);
+    const replaced = await taskMessage(spare, taskId);
+    expect(replaced).toMatchObject({ rank: 1, attempt: 2 });
+    const spareLease = { clientId: ids[clients.indexOf(spare)]!, attempt: replaced.attempt as number };
+    expect((await t.put(0, uni(2))).status).toBe(201);
+    const res = await t.put(1, uni(4), spareLease);
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    await spare.type('training_complete', 10_000);
+    expect((await ts.api('GET', `/api/tasks/${taskId}`)).body.status).toBe('completed');
+  });
 });
 
 /** The kinds of a task's events, oldest first. */

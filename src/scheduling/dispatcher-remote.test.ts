@@ -65,7 +65,7 @@ describe.each(DIALECTS)('re-placing a lost rank across instances on %s', (dialec
       farm,
     });
     try {
-      await dispatcher.requeueRank(taskId, 0);
+      await dispatcher.requeueRanks(taskId, [0]);
       await dispatcher.passNow();
       // The claim failed (the slot is not B's to give): nothing assigned, nothing sent.
       expect((await listAssignments(h.db, taskId)).map((a) => a.rank)).toEqual([1]);

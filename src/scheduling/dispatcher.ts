@@ -180,9 +180,9 @@ export class Dispatcher {
     if (!this.queue.get(taskId)?.partial) this.queue.delete(taskId);
   }
 
-  /** Queues one rank of a running multi-rank task for a new client; the other ranks go on. */
-  async requeueRank(taskId: number, rank: number): Promise<void> {
-    if (await this.queueRanks(taskId, [rank])) this.schedule();
+  /** Queues ranks of a running multi-rank task for new clients; the other ranks go on. */
+  async requeueRanks(taskId: number, ranks: readonly number[]): Promise<void> {
+    if (await this.queueRanks(taskId, ranks)) this.schedule();
   }
 
   /** Queues ranks of a running task that have no live assignment; false when none is queued. */

@@ -204,7 +204,7 @@ export class LeaseService {
     const { settlement, after } = await this.deps.writes.submit(finishLeases, { lease, outcome, info, now });
     if (settlement.kind === 'requeue_task') await this.deps.dispatcher.refresh(lease.taskId);
     if (settlement.kind === 'requeue_rank')
-      await this.deps.dispatcher.requeueRank(lease.taskId, settlement.rank);
+      await this.deps.dispatcher.requeueRanks(lease.taskId, [settlement.rank]);
     if (settlement.kind === 'failed') await this.control(lease.taskId, 'stop');
     // Every instance: the task's other clients stop, its round (wherever it runs) ends.
     if (settlement.kind === 'failed' || settlement.kind === 'requeue_task') {

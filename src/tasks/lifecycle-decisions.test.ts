@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskFate } from '../storage/lifecycle-repo.js';
-import { decideAfterFailure, resultOf, systemFrom } from './lifecycle-decisions.js';
+import { decideAfterFailure, ranksToReplace, resultOf, systemFrom } from './lifecycle-decisions.js';
 
 const lease = { attempt: 2, clientId: 'c1', rank: 0 };
 const fate = (over: Partial<TaskFate> = {}): TaskFate => ({
@@ -63,9 +63,27 @@ describe('the retry-or-fail decision', () => {
     expect(decideAfterFailure({ ...lease, attempt: 5 }, 'lost', null, many, 2).kind).toBe('fail');
   });
 
-  it('fails a paused multi-rank task rather than re-place a rank nothing would place', () => {
-    const d = decideAfterFailure(lease, 'lost', null, fate({ world_size: 2, status: 'paused' }));
-    expect(d.kind).toBe('fail');
+  it('re-places the rank of a paused multi-rank task when it resumes, while it has attempts', () => {
+    const paused = fate({ world_size: 2, status: 'paused' });
+    const d = decideAfterFailure(lease, 'lost', null, paused);
+    expect(d.kind).toBe('replace_rank');
+    expect(d.event.message).toMatch(/re-placing rank 0 when the task resumes \(2\/3 attempts used\)$/);
+    expect(decideAfterFailure({ ...lease, attempt: 3 }, 'lost', null, paused).kind).toBe('fail');
+  });
+
+  it("names the ranks to re-place by each rank's newest assignment", () => {
+    const a = (rank: number, attempt: number, status: string) => ({ rank, attempt, status });
+    const rows = [
+      a(0, 1, 'lost'),
+      a(0, 2, 'paused'), // re-placed already and held
+      a(1, 1, 'lost'),
+      a(2, 1, 'failed'),
+      a(3, 1, 'training'),
+      a(3, 2, 'cancelled'), // handed over by a sampled round (attempt order, not row order)
+      a(4, 1, 'completed'),
+    ];
+    expect(ranksToReplace(rows)).toEqual([1, 2]);
+    expect(ranksToReplace([])).toEqual([]);
   });
 
   it('keeps only the end of a long error', () => {

@@ -43,6 +43,26 @@ export function systemFrom(from: readonly TaskStatus[], to: TaskStatus): readonl
   return from;
 }
 
+/**
+ * The ranks of a multi-rank task that need a new client: those whose newest assignment was lost
+ * or failed. A rank handed over by a sampled round (newest `cancelled`), completed, or still
+ * held is not among them. Used when a paused task resumes: the ranks it lost meanwhile.
+ */
+export function ranksToReplace(
+  assignments: readonly { rank: number | string; attempt: number | string; status: string }[],
+): number[] {
+  const newest = new Map<number, { attempt: number; status: string }>();
+  for (const a of assignments) {
+    const rank = Number(a.rank);
+    const attempt = Number(a.attempt);
+    if ((newest.get(rank)?.attempt ?? 0) < attempt) newest.set(rank, { attempt, status: a.status });
+  }
+  return [...newest.entries()]
+    .filter(([, a]) => a.status === 'lost' || a.status === 'failed')
+    .map(([rank]) => rank)
+    .sort((x, y) => x - y);
+}
+
 /** The `result` of a completed task: the reported result with its metrics. */
 export function resultOf(info: EndInfo): string {
   return JSON.stringify({ metrics: info.metrics ?? null, ...((info.result as object | null) ?? {}) });
@@ -59,8 +79,8 @@ export type FailureDecision = {
  * Retry, re-place the rank, or fail: pure. A single-rank task goes back to the queue while
  * it has attempts left (`attempts` counts the task's claims). A multi-rank task's attempts
  * count per rank (the lease's attempt), so one flaky machine does not use up the task: the
- * rank alone is re-placed while the task runs; a paused one fails instead (nothing would
- * place the rank). Attempts of a rank that a sampled round handed to another client are not
+ * rank alone is re-placed: at once while the task runs, when it resumes while it is paused
+ * (`ranksToReplace`). Attempts of a rank that a sampled round handed to another client are not
  * counted (`handedOver`).
  */
 export function decideAfterFailure(
@@ -78,7 +98,7 @@ export function decideAfterFailure(
   const errorLog = task.error_log ? `${task.error_log}\n${line}` : line;
   const maxAttempts = Number(task.max_attempts);
   const used = worldSize > 1 ? lease.attempt - handedOver : Number(task.attempts);
-  const retry = used < maxAttempts && !(worldSize > 1 && task.status === 'paused');
+  const retry = used < maxAttempts;
   const data = { attempt: lease.attempt, client_id: lease.clientId, outcome };
   if (retry && worldSize > 1) {
     return {
@@ -86,7 +106,7 @@ export function decideAfterFailure(
       errorLog,
       event: {
         kind: 'rank_retry',
-        message: `${line}; re-placing rank ${lease.rank} (${used}/${maxAttempts} attempts used)`,
+        message: `${line}; re-placing rank ${lease.rank}${task.status === 'paused' ? ' when the task resumes' : ''} (${used}/${maxAttempts} attempts used)`,
         data: { ...data, rank: lease.rank },
       },
     };

@@ -27,6 +27,7 @@ import {
   type TrainingDefaults,
 } from '../training/training-config.js';
 import { changeByUser } from './lifecycle.js';
+import { ranksToReplace } from './lifecycle-decisions.js';
 import { LIVE_STATUSES, USER_TRANSITIONS, resolveUserTarget, userMayChange } from './task-state.js';
 
 export interface TaskPage {
@@ -44,6 +45,14 @@ const INTENT_FOR: Partial<Record<TaskStatus, TaskIntent>> = {
   cancelled: 'stop',
   pending: 'requeue',
 };
+
+/** What the task use cases need of this process's dispatcher (src/scheduling/dispatcher.ts). */
+export interface TaskScheduler {
+  /** Tasks this process has just created (pending, never attempted): queued without a read. */
+  offer(rows: readonly repo.TaskRow[]): void;
+  /** Ranks of a running task that need a new client. */
+  requeueRanks(taskId: number, ranks: readonly number[]): Promise<void>;
+}
 
 /** Most tasks one `createMany` (POST /api/tasks/batch) takes. */
 export const MAX_BATCH = 1000;
@@ -105,8 +114,8 @@ export class TaskService {
     private readonly training: TrainingDefaults = { defaultEpochs: 10, defaultBatchSize: 32 },
     /** Group commit for creates (many creates, one transaction); a plain transaction without it. */
     private readonly writes?: WriteQueue,
-    /** This process's scheduler, handed the tasks just created (it then needs no read of them). */
-    private readonly onCreated?: (rows: readonly repo.TaskRow[]) => void,
+    /** This process's dispatcher: handed the tasks just created, and the ranks a resumed task lost. */
+    private readonly scheduler?: TaskScheduler,
     /** Resolves config.model and config.code; without it, tasks naming code are refused. */
     private readonly code?: TaskCodeResolver,
   ) {}
@@ -117,7 +126,7 @@ export class TaskService {
       ? [await this.writes.submit(createTasks, item)]
       : await inTransaction(this.db, (trx) => createAlone(trx, [item]));
     const row = repo.newTaskRow(id as number, item.row);
-    this.onCreated?.([row]);
+    this.scheduler?.offer([row]);
     await this.announce(row.id);
     return this.present(row);
   }
@@ -144,7 +153,7 @@ export class TaskService {
     const op = (trx: Executor) => createAlone(trx, items);
     // One operation of its own, so the batch is one transaction whatever the group commit's size.
     const ids = this.writes ? await this.writes.run(op) : await inTransaction(this.db, op);
-    this.onCreated?.(ids.map((id, i) => repo.newTaskRow(id, (items[i] as NewTask).row)));
+    this.scheduler?.offer(ids.map((id, i) => repo.newTaskRow(id, (items[i] as NewTask).row)));
     for (const id of ids) await this.announce(id);
     return ids;
   }
@@ -245,6 +254,12 @@ export class TaskService {
     // Only a task under way has clients to tell or a round to pause or end.
     const intent = live > 0 || from === 'running' || from === 'paused' ? INTENT_FOR[target] : undefined;
     if (intent) await this.bus.publish('task.control', { task_id: id, action: intent });
+    // Ranks lost while it was paused kept their attempts for now: placed here, by the one
+    // instance that resumed the task (every instance hears the intent).
+    if (from === 'paused' && target === 'running' && Number(row.world_size) > 1) {
+      const lost = ranksToReplace(await listAssignments(this.db, id));
+      if (lost.length > 0) await this.scheduler?.requeueRanks(id, lost);
+    }
     await announceStatus(this.bus, id, target);
     return this.present(await this.mustFind(id));
   }
