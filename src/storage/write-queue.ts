@@ -1,4 +1,4 @@
-import type { Executor } from './executor.js';
+import { inRetriedTransaction, type Executor } from './executor.js';
 import type { Logger } from '../observability/logger.js';
 import { insertTaskEvents, type NewTaskEvent } from './task-repo.js';
 
@@ -55,7 +55,9 @@ interface Pending {
  * same turn were concurrent, so none may depend on another's order).
  *
  * If a batch fails as a whole, its operations are retried one transaction each, so one
- * bad write cannot fail the others.
+ * bad write cannot fail the others. A transaction the database rolls back as a deadlock's
+ * victim runs again as it was (`inRetriedTransaction`): operations must have no effect
+ * outside their transaction.
  */
 export class WriteQueue {
   private queue: Pending[] = [];
@@ -110,7 +112,7 @@ export class WriteQueue {
       const groups = groupByKind(batch);
       const results = new Map<Pending, unknown>();
       try {
-        await this.db.transaction().execute(async (trx) => {
+        await inRetriedTransaction(this.db, async (trx) => {
           results.clear();
           const commit: GroupCommit = { events: [] };
           for (const g of groups) {
@@ -135,7 +137,7 @@ export class WriteQueue {
               await insertTaskEvents(trx, commit.events);
               return out;
             };
-            p.resolve(await this.db.transaction().execute(alone));
+            p.resolve(await inRetriedTransaction(this.db, alone));
           } catch (e) {
             p.reject(e);
           }
