@@ -31,6 +31,7 @@ import type { StrategySpec } from '../src/training/aggregation/types.js';
 import { buildHeader, type TensorSpec } from '../src/training/safetensors/encode.js';
 import { readTensorsF32 } from '../src/training/safetensors/read.js';
 import { numpy } from './aggregation-numpy.js';
+import { gb, mib, resultsTable, type Goal, type Row } from './aggregation-report.js';
 import { builtRunner, jsReadBandwidth, writeUpdate, type Runner } from './aggregation-setup.js';
 import { buildWasm } from '../scripts/build-wasm.js';
 
@@ -67,35 +68,10 @@ const tensors = (dtype: 'F32' | 'BF16'): TensorSpec[] => [
   { name: 'w2', dtype, shape: [rowsTotal - Math.ceil(rowsTotal * 0.8), COLS] },
 ];
 const elements = rowsTotal * COLS;
-const gb = (bytes: number) => bytes / 1e9;
-const mib = (bytes: number) => bytes / 2 ** 20;
 const load = () =>
   loadavg()
     .map((l) => l.toFixed(1))
     .join(' ');
-
-/** One measured contender. */
-interface Row {
-  n: number;
-  method: string;
-  /** Bytes of update files aggregated per second, output written (fsync, sha256) included. */
-  bytesPerSecond: number;
-  /** FedAvg: bytes of update files added to the sum per second (the adds alone, before the finish). */
-  foldBytesPerSecond?: number;
-  /** FedAvg: the session's start-up (threads, kernels, the sum's pages), before the timed part. */
-  startSeconds?: number;
-  seconds: number;
-  /**
-   * Bytes of update files aggregated per CPU-second (user + system time of every thread): what
-   * the work costs, much less sensitive than wall time to other load on the machine.
-   */
-  bytesPerCpuSecond: number;
-  peakBeyondBaseline: number;
-  /** Peak beyond baseline in sizes of the model as aggregated (F32 or BF16 bytes). */
-  peakModels: number;
-  loopP99Ms?: number;
-  check: string;
-}
 
 /** Samples RSS and the event loop while `fn` runs; `peak` is the RSS beyond the baseline. */
 async function measure<T>(
@@ -287,7 +263,7 @@ async function main(): Promise<void> {
       );
     };
     const failures: string[] = [];
-    const goals: { n: number; goal: string; met: boolean; value: number }[] = [];
+    const goals: Goal[] = [];
     for (const n of NS) {
       const weights = Array.from({ length: n }, (_, k) => k + 1);
       // Element 0 of update k is k + 1: the weighted mean is sum((k+1)^2) / sum(k+1).
@@ -390,39 +366,7 @@ async function main(): Promise<void> {
     jsBandwidth = jsReadBandwidth();
     say(`single-thread memory read bandwidth (scalar JS loop): ${gb(jsBandwidth).toFixed(2)} GB/s`);
     const loadEnd = load();
-    const head = [
-      'N',
-      'method',
-      'aggregated',
-      'folded (adds alone)',
-      'per CPU-second',
-      "of numpy's read bw",
-      'peak RSS beyond baseline',
-      'loop p99',
-      'time',
-      'start-up',
-      'result',
-    ];
-    const table = [
-      head,
-      head.map(() => '---'),
-      ...rows.map((r) => [
-        String(r.n),
-        r.method,
-        `${gb(r.bytesPerSecond).toFixed(2)} GB/s`,
-        r.foldBytesPerSecond === undefined ? '-' : `${gb(r.foldBytesPerSecond).toFixed(2)} GB/s`,
-        `${gb(r.bytesPerCpuSecond).toFixed(2)} GB`,
-        `${(r.bytesPerSecond / npBandwidth).toFixed(2)}x`,
-        `${mib(r.peakBeyondBaseline).toFixed(0)} MiB (${r.peakModels.toFixed(2)} models)`,
-        r.loopP99Ms === undefined ? '-' : `${r.loopP99Ms.toFixed(1)} ms`,
-        `${r.seconds.toFixed(2)} s`,
-        r.startSeconds === undefined ? '-' : `${r.startSeconds.toFixed(2)} s`,
-        r.check,
-      ]),
-    ]
-      .map((r) => `| ${r.join(' | ')} |`)
-      .join('\n');
-    say(`\n${table}\n`);
+    say(`\n${resultsTable(rows, npBandwidth)}\n`);
     for (const g of goals) say(`N=${g.n}: ${g.goal}: ${g.met ? 'met' : 'NOT met'} (${g.value.toFixed(2)})`);
     for (const f of failures) say(f);
     say(`load: ${loadStart} at the start, ${loadEnd} at the end`);

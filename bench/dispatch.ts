@@ -20,6 +20,15 @@ import * as prettier from 'prettier';
 import { runBullmq, type BullmqResult } from './bullmq-run.js';
 import { median, type CreateMode } from './common.js';
 import { summariseProfile, type ProfileSummary } from './cpuprofile.js';
+import {
+  describe,
+  printProfile,
+  summarise,
+  table,
+  type Group,
+  type RunResult,
+  type Summary,
+} from './dispatch-report.js';
 import { runFarm, type FarmResult } from './farm-run.js';
 
 const HELP = `Usage: npx tsx bench/dispatch.ts [options]
@@ -136,26 +145,8 @@ const stamp = new Date().toISOString().slice(0, 10);
 const OUT = args.out ?? join(here, 'results', `dispatch-${profileOnly ? 'profile-' : ''}${stamp}.json`);
 const PROFILE_DIR = join(here, 'results', 'profiles');
 
-type RunResult = FarmResult | BullmqResult;
-type Group = 'rounds' | 'paced' | CreateMode | 'profile';
-
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
-}
-
-function modeOf(r: RunResult): string {
-  if (r.system === 'bullmq') return r.rate ? `add @${r.rate}/s` : 'addBulk';
-  return r.rate ? `${r.mode} @${r.rate}/s` : r.mode;
-}
-
-function describe(r: RunResult): string {
-  const flag = r.ok ? 'ok' : `PROBLEMS: ${r.problems.join('; ')}`;
-  const drain =
-    r.system !== 'bullmq' && r.drainTasksPerSec ? ` drain ${r.drainTasksPerSec.toFixed(0)}/s` : '';
-  return (
-    `${r.system.padEnd(6)} ${modeOf(r).padEnd(14)} n=${r.n} ${r.tasksPerSec.toFixed(0).padStart(6)} tasks/s ` +
-    `p50 ${r.latencyMs.p50.toFixed(0)} ms p99 ${r.latencyMs.p99.toFixed(0)} ms (${r.seconds.toFixed(2)} s)${drain} ${flag}`
-  );
 }
 
 function errorText(err: unknown): string {
@@ -272,132 +263,6 @@ async function versions(): Promise<{ mariadb: string | null; redis: string | nul
     r.disconnect();
   }
   return { mariadb, redis };
-}
-
-interface Summary {
-  group: Group;
-  system: string;
-  mode: string;
-  n: number;
-  runs: number;
-  tasksPerSec: number;
-  tasksPerSecRange: [number, number];
-  ratioToBullmq: number | null;
-  p50: number;
-  p99: number;
-  createsPerSec: number | null;
-  drainTasksPerSec: number | null;
-  serverCpuMsPerTask: number | null;
-  dbCpuMsPerTask: number | null;
-  allOk: boolean;
-}
-
-const round2 = (x: number) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null);
-const whole = (x: number) => (Number.isFinite(x) ? Math.round(x) : null);
-const cpuMs = (c: { user: number; system: number } | null, n: number) =>
-  c ? ((c.user + c.system) * 1000) / n : Number.NaN;
-
-function summarise(group: Group, rs: RunResult[], bullmqTps: number | null): Summary | null {
-  const first = rs[0];
-  if (!first) return null;
-  const tps = rs.map((r) => r.tasksPerSec);
-  const t = median(tps);
-  const farmRuns = rs.filter((r): r is FarmResult => r.system !== 'bullmq');
-  const bullRuns = rs.filter((r): r is BullmqResult => r.system === 'bullmq');
-  const drains = farmRuns.map((r) => r.drainTasksPerSec ?? Number.NaN);
-  return {
-    group,
-    system: first.system,
-    mode: group === 'profile' ? `${modeOf(first)}, profiled` : modeOf(first),
-    n: first.n,
-    runs: rs.length,
-    tasksPerSec: whole(t) ?? Number.NaN,
-    tasksPerSecRange: [whole(Math.min(...tps)) ?? Number.NaN, whole(Math.max(...tps)) ?? Number.NaN],
-    ratioToBullmq: bullmqTps ? round2(t / bullmqTps) : null,
-    p50: whole(median(rs.map((r) => r.latencyMs.p50))) ?? Number.NaN,
-    p99: whole(median(rs.map((r) => r.latencyMs.p99))) ?? Number.NaN,
-    createsPerSec: farmRuns.length ? whole(median(farmRuns.map((r) => r.createsPerSec))) : null,
-    drainTasksPerSec: whole(median(drains)),
-    serverCpuMsPerTask: round2(
-      median([
-        ...farmRuns.map((r) => cpuMs(r.cpu.server, r.n)),
-        ...bullRuns.map((r) => cpuMs(r.cpu.driver, r.n)),
-      ]),
-    ),
-    dbCpuMsPerTask: round2(
-      median([
-        ...farmRuns.map((r) => cpuMs(r.cpu.database, r.n)),
-        ...bullRuns.map((r) => cpuMs(r.cpu.redis, r.n)),
-      ]),
-    ),
-    allOk: rs.every((r) => r.ok),
-  };
-}
-
-function table(rows: Summary[]): string {
-  const label: Record<string, string> = {
-    sqlite: 'AI Farm, SQLite',
-    mysql: 'AI Farm, MariaDB',
-    bullmq: 'BullMQ, Redis',
-  };
-  const head = [
-    'system',
-    'created by',
-    'N',
-    'runs',
-    'tasks/s (median)',
-    'min-max',
-    'x BullMQ',
-    'p50 ms',
-    'p99 ms',
-    'creates/s',
-    'drain/s',
-    'server CPU ms/task',
-    'DB CPU ms/task',
-    'checks',
-  ];
-  const dash = (v: number | null) => (v === null || Number.isNaN(v) ? '-' : String(v));
-  const body = rows.map((s) => [
-    label[s.system] ?? s.system,
-    s.mode,
-    String(s.n),
-    String(s.runs),
-    dash(s.tasksPerSec),
-    `${dash(s.tasksPerSecRange[0])}-${dash(s.tasksPerSecRange[1])}`,
-    s.group === 'paced' || s.group === 'profile' ? '-' : dash(s.ratioToBullmq),
-    dash(s.p50),
-    dash(s.p99),
-    dash(s.createsPerSec),
-    dash(s.drainTasksPerSec),
-    dash(s.serverCpuMsPerTask),
-    dash(s.dbCpuMsPerTask),
-    s.allOk ? 'ok' : 'FAILED',
-  ]);
-  return [head, head.map(() => '---'), ...body].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
-}
-
-function printProfile(p: FarmResult & { summary: ProfileSummary | null }): void {
-  const out = (s: string) => process.stdout.write(`${s}\n`);
-  out(`Profile of the server, AI Farm on ${p.system} (${relative(process.cwd(), p.profile ?? '')}):`);
-  if (p.summary) {
-    const areas = p.summary.areas.slice(0, 12).map((a) => `${a.area} ${a.pct}%`);
-    out(`  self time by area: ${areas.join(', ')}`);
-    out('  top self time:');
-    for (const f of p.summary.functions.slice(0, 20))
-      out(`    ${String(f.pct).padStart(5)}%  ${f.name}  ${f.where}`);
-    out('  AI Farm functions, inclusive:');
-    for (const f of p.summary.inclusive.slice(0, 20))
-      out(`    ${String(f.pct).padStart(5)}%  ${f.name}  ${f.where}`);
-  }
-  if (p.sql) {
-    const per = (x: number) => (x / p.n).toFixed(2);
-    out(`  SQL: ${per(p.sql.total)} statements and ${per(p.sql.transactions)} transactions per task`);
-    const us = (ms: number) => ((ms * 1000) / p.n).toFixed(1);
-    const byTime = [...p.sql.statements].sort((a, b) => b.ms - a.ms || b.count - a.count);
-    if (byTime[0]?.ms) out(`  (SQLite: by time executing, µs per task)`);
-    for (const s of byTime.slice(0, 16))
-      out(`    ${per(s.count).padStart(6)}/task ${s.ms ? `${us(s.ms).padStart(6)} µs` : ''}  ${s.sql}`);
-  }
 }
 
 async function main(): Promise<void> {

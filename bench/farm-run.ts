@@ -12,6 +12,7 @@ import {
   type SqlStats,
   type VerifyResult,
 } from './common.js';
+import { IpcChild } from './ipc-child.js';
 import { cpuDelta, cpuOf, pidsNamed, selfCpu } from './procs.js';
 import { SimWorkers } from './sim-workers.js';
 
@@ -63,74 +64,10 @@ export interface FarmResult {
   profile?: string | undefined;
 }
 
-type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
-
-/** The server child, with request/response over its IPC channel. */
-class Child {
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
-  readonly ready: Promise<Extract<ChildMessage, { type: 'ready' }>>;
-  private exited = false;
-
-  constructor(readonly proc: ChildProcess) {
-    this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('server child not ready within 60 s')), 60_000);
-      proc.on('message', (raw) => {
-        const m = raw as ChildMessage;
-        if (m.type === 'ready') {
-          clearTimeout(timer);
-          resolve(m);
-          return;
-        }
-        const w = this.waiting.get(m.id);
-        if (!w) return;
-        this.waiting.delete(m.id);
-        if (m.ok) w.resolve(m.value);
-        else w.reject(new Error(`server child: ${m.error}`));
-      });
-      proc.once('exit', (code) => {
-        this.exited = true;
-        clearTimeout(timer);
-        const err = new Error(`server child exited with code ${code}`);
-        reject(err);
-        for (const w of this.waiting.values()) w.reject(err);
-        this.waiting.clear();
-      });
-    });
-  }
-
-  request<T>(req: WithoutId<ChildRequest>, timeoutMs = 120_000): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`server child: ${req.cmd} timed out`));
-      }, timeoutMs);
-      this.waiting.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.proc.send({ ...req, id } as ChildRequest);
-    });
-  }
-
-  /** Stops the server (dropping its database); kills the child if it does not leave. */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    const gone = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
-    try {
-      await this.request({ cmd: 'stop' }, 30_000);
-    } catch {
-      // Killed below.
-    }
-    const left = await Promise.race([gone.then(() => true), sleep(10_000).then(() => false)]);
-    if (!left) this.proc.kill('SIGKILL');
+/** The server child (bench/farm-server.ts), with request/response over its IPC channel. */
+class Child extends IpcChild<ChildRequest, Extract<ChildMessage, { type: 'ready' }>> {
+  constructor(proc: ChildProcess) {
+    super(proc, { requestTimeoutMs: 120_000, stopTimeoutMs: 30_000 });
   }
 }
 
