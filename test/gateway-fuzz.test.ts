@@ -44,7 +44,7 @@ describe('gateway under random input', () => {
   let bystander: RawClient;
 
   beforeAll(async () => {
-    // The flood limit is tested on its own (gateway.test.ts); here it must not cut the fuzzer off.
+    // The flood limit is tested on its own (gateway-connections.test.ts); here it must not cut the fuzzer off.
     t = await startTestServer('sqlite', { MAX_MESSAGES_PER_SECOND: 1_000_000 });
     token = (await t.api('POST', '/api/tokens', { name: 'fuzz', role: 'worker' })).body.token;
     fuzz = await registeredClient(t.server.wsUrl, token, 'fuzz');
