@@ -133,6 +133,9 @@ describe.each(DIALECTS)('transitions on %s', (dialect) => {
       ['c1', 1, 'lost'],
       ['c9', 2, 'assigned'],
     ]);
+    // Held again: a second re-placement (another instance, a resume racing a loss) writes nothing.
+    expect(await claimRanks(h.db, taskId, [{ rank: 1, clientId: 'c7' }], NOW)).toBeNull();
+    expect(await listAssignments(h.db, taskId)).toHaveLength(3);
     await updateTaskIf(h.db, taskId, ['running'], { status: 'paused' });
     expect(await claimRanks(h.db, taskId, [{ rank: 1, clientId: 'c8' }], NOW)).toBeNull();
   });

@@ -15,6 +15,7 @@ import { insertAssignment, insertAssignments, LIVE_ASSIGNMENT } from '../storage
 import * as store from '../storage/lifecycle-repo.js';
 import type { AssignmentStatus, TaskStatus } from '../storage/schema.js';
 import { insertTaskEvent } from '../storage/task-repo.js';
+import { liveRanks } from '../storage/training-repo.js';
 import { toDbTime } from '../storage/values.js';
 import {
   decideAfterFailure,
@@ -122,8 +123,8 @@ export async function claimTasks(db: Executor, claims: readonly Claim[]): Promis
 
 /**
  * re-place ranks: ranks of a running task start on new clients, each with its next attempt
- * (attempts count per rank). Null when the task no longer runs or a remote client has no
- * slot left.
+ * (attempts count per rank). Null when the task no longer runs, a rank is held already, or
+ * a remote client has no slot left.
  */
 export async function claimRanks(
   db: Executor,
@@ -132,6 +133,9 @@ export async function claimRanks(
   now: Date,
 ): Promise<Claimed | null> {
   if ((await store.taskStatus(db, taskId)) !== 'running') return null;
+  // A rank is held by one client at a time: one re-placed already is not placed twice.
+  const held = new Set((await liveRanks(db, taskId)).map((r) => r.rank));
+  if (ps.some((p) => held.has(p.rank))) return null;
   if (!(await takeRemoteSlots(db, ps))) return null;
   const attempts: number[] = [];
   const ids: number[] = [];
