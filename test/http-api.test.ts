@@ -171,6 +171,26 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     ]);
   });
 
+  it("pages a task's events, newest first: limit, then before the last id", async () => {
+    const { body } = await t.api('POST', '/api/tasks', task(), userToken);
+    for (const status of ['paused', 'running', 'cancelled', 'pending'])
+      expect((await t.api('PUT', `/api/tasks/${body.id}/status`, { status }, userToken)).status).toBe(200);
+    const url = `/api/tasks/${body.id}/events`;
+    const all = (await t.api('GET', url, undefined, userToken)).body.items as { id: number; kind: string }[];
+    expect(all).toHaveLength(5);
+    const first = (await t.api('GET', `${url}?limit=2`, undefined, userToken)).body.items;
+    expect(first).toEqual(all.slice(0, 2));
+    const next = await t.api('GET', `${url}?limit=2&before=${first[1].id}`, undefined, userToken);
+    expect(next.body.items).toEqual(all.slice(2, 4));
+    const last = await t.api('GET', `${url}?before=${next.body.items[1].id}`, undefined, userToken);
+    expect(last.body.items.map((e: { kind: string }) => e.kind)).toEqual(['created']);
+    for (const bad of ['limit=0', 'limit=1001', 'before=0', 'before=x', 'after=3']) {
+      const res = await t.api('GET', `${url}?${bad}`, undefined, userToken);
+      expect(res.status, bad).toBe(400);
+      expect(res.body.error.message, bad).toMatch(/querystring/);
+    }
+  });
+
   it('deletes a task, then answers 404', async () => {
     const { body } = await t.api('POST', '/api/tasks', task(), userToken);
     expect((await t.api('DELETE', `/api/tasks/${body.id}`, undefined, userToken)).status).toBe(204);

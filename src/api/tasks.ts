@@ -152,6 +152,23 @@ export const TaskEvent = Type.Object({
 });
 export type TaskEvent = Static<typeof TaskEvent>;
 
+export const TaskEventsQuery = Type.Object(
+  {
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1000, default: 200, description: 'Newest events to return.' }),
+    ),
+    before: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description:
+          'Only events with an id below this one: the next page is `before` = the last id of this one.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type TaskEventsQuery = Static<typeof TaskEventsQuery>;
+
 export const AssignmentView = Type.Object({
   id: Type.Integer(),
   task_id: Type.Integer(),

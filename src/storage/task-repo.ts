@@ -272,12 +272,8 @@ export async function latestEventData(db: Db, taskId: number, kind: string): Pro
   return row ? parseJson(row.data) : null;
 }
 
-export async function listTaskEvents(db: Db, taskId: number, limit: number) {
-  return db
-    .selectFrom('task_events')
-    .selectAll()
-    .where('task_id', '=', taskId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
+export async function listTaskEvents(db: Db, taskId: number, limit: number, before?: number) {
+  let q = db.selectFrom('task_events').selectAll().where('task_id', '=', taskId);
+  if (before !== undefined) q = q.where('id', '<', before);
+  return q.orderBy('id', 'desc').limit(limit).execute();
 }

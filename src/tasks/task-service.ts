@@ -5,6 +5,7 @@ import type {
   ListTasksQuery,
   Task,
   TaskEvent,
+  TaskEventsQuery,
   TaskMetricsView,
   TaskLogLine,
 } from '../api/tasks.js';
@@ -275,9 +276,10 @@ export class TaskService {
     await announceStatus(this.bus, id, 'deleted');
   }
 
-  async events(principal: Principal, id: number, limit = 200): Promise<TaskEvent[]> {
+  /** A page of a task's events, newest first: `limit` of them, below the id `before` when given. */
+  async events(principal: Principal, id: number, page: TaskEventsQuery = {}): Promise<TaskEvent[]> {
     await this.visible(principal, id);
-    const rows = await repo.listTaskEvents(this.db, id, limit);
+    const rows = await repo.listTaskEvents(this.db, id, page.limit ?? 200, page.before);
     return rows.map((e) => ({
       id: Number(e.id),
       at: fromDbTime(e.at) as string,

@@ -11,6 +11,7 @@ import {
   ListTasksQuery,
   Task,
   TaskEvent,
+  TaskEventsQuery,
   TaskLogLine,
   TaskLogsQuery,
   TaskMetricsView,
@@ -146,8 +147,12 @@ export const taskRoutes =
     );
     app.get(
       '/api/tasks/:id/events',
-      aboutTask("A task's events, newest first", { 200: Type.Object({ items: Type.Array(TaskEvent) }) }),
-      async (req) => ({ items: await services.tasks.events(principalOf(req), req.params.id) }),
+      aboutTask(
+        "A task's events, newest first (a page: `limit`, then `before` the last id)",
+        { 200: Type.Object({ items: Type.Array(TaskEvent) }) },
+        { querystring: TaskEventsQuery },
+      ),
+      async (req) => ({ items: await services.tasks.events(principalOf(req), req.params.id, req.query) }),
     );
     app.get(
       '/api/tasks/:id/metrics',
