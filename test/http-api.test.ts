@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiClient } from '../src/api/api-client.js';
 import { DIALECTS } from './helpers/db.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -184,6 +185,9 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(next.body.items).toEqual(all.slice(2, 4));
     const last = await t.api('GET', `${url}?before=${next.body.items[1].id}`, undefined, userToken);
     expect(last.body.items.map((e: { kind: string }) => e.kind)).toEqual(['created']);
+    // The SDK asks the same way.
+    const sdk = new ApiClient({ baseUrl: t.url, token: userToken });
+    expect(await sdk.tasks.events(body.id, { limit: 2, before: first[1].id })).toEqual(all.slice(2, 4));
     for (const bad of ['limit=0', 'limit=1001', 'before=0', 'before=x', 'after=3']) {
       const res = await t.api('GET', `${url}?${bad}`, undefined, userToken);
       expect(res.status, bad).toBe(400);

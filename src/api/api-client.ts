@@ -3,6 +3,7 @@ import type {
   ListTasksQuery,
   Task,
   TaskEvent,
+  TaskEventsQuery,
   TaskMetricsView,
   TaskStatus,
 } from './tasks.js';
@@ -58,12 +59,8 @@ export class ApiClient {
   /** The task endpoints. */
   readonly tasks = {
     create: (body: CreateTaskBody): Promise<Task> => this.call<Task>('POST', '/api/tasks', body),
-    list: (query: ListTasksQuery = {}): Promise<TaskList> => {
-      const qs = new URLSearchParams();
-      for (const [k, v] of Object.entries(query)) if (v !== undefined) qs.set(k, String(v));
-      const s = qs.toString();
-      return this.call<TaskList>('GET', `/api/tasks${s ? `?${s}` : ''}`);
-    },
+    list: (query: ListTasksQuery = {}): Promise<TaskList> =>
+      this.call<TaskList>('GET', `/api/tasks${queryString(query)}`),
     get: (id: number): Promise<Task> => this.call<Task>('GET', `/api/tasks/${id}`),
     /** paused pauses, running resumes, cancelled cancels, pending retries. */
     changeStatus: (id: number, status: TaskStatus): Promise<Task> =>
@@ -74,8 +71,9 @@ export class ApiClient {
     /** The task's metrics history (GET /api/tasks/{id}/metrics). */
     metrics: (id: number): Promise<TaskMetricsView> =>
       this.call<TaskMetricsView>('GET', `/api/tasks/${id}/metrics`),
-    events: async (id: number): Promise<TaskEvent[]> =>
-      (await this.call<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`)).items,
+    /** A page of the task's events, newest first; the next page is `before` the last one's id. */
+    events: async (id: number, page: TaskEventsQuery = {}): Promise<TaskEvent[]> =>
+      (await this.call<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events${queryString(page)}`)).items,
   };
 
   /** Sends raw bytes (code, archives) with `contentType`; JSON back. Throws ApiError. */
@@ -142,4 +140,12 @@ function retryAfterMs(header: string | null): number | undefined {
   if (Number.isFinite(s)) return Math.max(0, s * 1000);
   const at = Date.parse(header);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** `?k=v&...` of the defined values of `query`, or nothing. */
+function queryString(query: object): string {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) qs.set(k, String(v));
+  const s = qs.toString();
+  return s ? `?${s}` : '';
 }
