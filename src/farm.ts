@@ -103,7 +103,7 @@ export function createFarm(d: {
   });
   const leases = new LeaseService({ ...base, dispatcher, training });
   training.releaseRanksWith((lease, reason) => leases.releaseLease(lease, reason));
-  dispatcher.releaseLeasesWith((lease, reason) => leases.releaseDetached(lease, reason));
+  dispatcher.releaseLeasesWith((lease, reason) => leases.releaseUndelivered(lease, reason));
   cluster?.attach({ leases, dispatcher, training });
   const registration = new Registration({
     ...base,

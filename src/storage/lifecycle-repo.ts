@@ -263,7 +263,7 @@ export function completeTask(
 /** A task's error log, grown by the attempt that failed. */
 export interface FailedAttempt {
   id: number;
-  errorLog: string;
+  errorLog: string | null;
   at: string;
 }
 
@@ -272,10 +272,18 @@ export function noteRankRetry(db: Executor, f: FailedAttempt, from: readonly Tas
   return moveTask(db, f.id, from, { error_log: f.errorLog, updated_at: f.at });
 }
 
-/** retry: the task goes back to the queue, its error log kept. */
-export function retryTask(db: Executor, f: FailedAttempt, from: readonly TaskStatus[]): Promise<boolean> {
+/**
+ * retry: the task goes back to the queue, its error log kept; `uncount` gives back the attempt
+ * its claim counted (the task never reached the client).
+ */
+export function retryTask(
+  db: Executor,
+  f: FailedAttempt & { uncount?: boolean | undefined },
+  from: readonly TaskStatus[],
+): Promise<boolean> {
   return moveTask(db, f.id, from, {
     status: 'pending',
+    ...(f.uncount ? { attempts: sql<number>`CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END` } : {}),
     error_log: f.errorLog,
     client_id: null,
     finished_at: null,

@@ -177,11 +177,19 @@ export class LeaseService {
   }
 
   /**
-   * Ends, as lost, a live lease that no client here holds: one committed for a client that
-   * had already gone, or one found stranded by the sweep. Ends it only if still live.
+   * Ends, as lost, a live lease that no client here holds: one found stranded by the sweep, or
+   * a dead instance's. Ends it only if still live.
    */
   async releaseDetached(lease: Lease, reason: string): Promise<void> {
     await this.finish(lease, 'lost', { error_log: reason });
+  }
+
+  /**
+   * Ends a lease whose claim committed after its client had left (the dispatcher sent it
+   * nothing): placed again without counting the attempt. Ends it only if still live.
+   */
+  async releaseUndelivered(lease: Lease, reason: string): Promise<void> {
+    await this.finish(lease, 'undelivered', { error_log: reason });
   }
 
   private async alreadyFinished(

@@ -86,10 +86,21 @@ describe('the retry-or-fail decision', () => {
     expect(ranksToReplace([])).toEqual([]);
   });
 
+  it('places again, uncounted, a task that never reached its client, whatever the attempts used', () => {
+    const spent = fate({ attempts: 3, max_attempts: 3, error_log: 'earlier' });
+    const one = decideAfterFailure(lease, 'undelivered', 'client c1 left', spent);
+    expect(one).toMatchObject({ kind: 'retry', uncount: true, errorLog: 'earlier' });
+    expect(one.event).toMatchObject({ kind: 'retry', data: { outcome: 'undelivered' } });
+    expect(one.event.message).toMatch(/never reached it \(client c1 left\); placing it again, not counted$/);
+    const many = decideAfterFailure(lease, 'undelivered', null, fate({ world_size: 2, attempts: 9 }));
+    expect(many).toMatchObject({ kind: 'replace_rank', event: { kind: 'rank_retry', data: { rank: 0 } } });
+    expect(many).not.toHaveProperty('uncount');
+  });
+
   it('keeps only the end of a long error', () => {
     const d = decideAfterFailure(lease, 'failed', `${'x'.repeat(5000)}END`, fate());
-    expect(d.errorLog.length).toBeLessThan(2100);
-    expect(d.errorLog.endsWith('END')).toBe(true);
+    expect(d.errorLog?.length).toBeLessThan(2100);
+    expect(d.errorLog?.endsWith('END')).toBe(true);
   });
 });
 

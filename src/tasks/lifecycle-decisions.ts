@@ -10,8 +10,11 @@ import type { TaskStatus } from '../storage/schema.js';
 import type { NewTaskEvent } from '../storage/task-repo.js';
 import { systemMayChange } from './task-state.js';
 
-/** How a lease ended. */
-export type Outcome = 'completed' | 'failed' | 'error' | 'lost';
+/**
+ * How a lease ended. `undelivered`: its claim committed after its client had left, so the
+ * client never got the task (docs/architecture.md, the goodbye race): not an attempt.
+ */
+export type Outcome = 'completed' | 'failed' | 'error' | 'lost' | 'undelivered';
 
 /** What a client reported with the end of its lease. */
 export interface EndInfo {
@@ -44,6 +47,29 @@ export function systemFrom(from: readonly TaskStatus[], to: TaskStatus): readonl
 }
 
 /**
+ * A lease whose task never reached its client: placed again whatever the attempts used, none
+ * counted (a multi-rank task's rank ends `cancelled`, which its attempts leave out, as for a
+ * hand-over), and the error log unchanged.
+ */
+function placeAgain(
+  lease: Pick<Lease, 'attempt' | 'clientId' | 'rank'>,
+  task: TaskFate,
+  error: string | null,
+): FailureDecision {
+  const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}) never reached it${error ? ` (${error})` : ''}; placing it again, not counted`;
+  const data = { attempt: lease.attempt, client_id: lease.clientId, outcome: 'undelivered' };
+  const errorLog = task.error_log;
+  if (Number(task.world_size) > 1) {
+    return {
+      kind: 'replace_rank',
+      errorLog,
+      event: { kind: 'rank_retry', message: line, data: { ...data, rank: lease.rank } },
+    };
+  }
+  return { kind: 'retry', uncount: true, errorLog, event: { kind: 'retry', message: line, data } };
+}
+
+/**
  * The ranks of a multi-rank task that need a new client: those whose newest assignment was lost
  * or failed. A rank handed over by a sampled round (newest `cancelled`), completed, or still
  * held is not among them. Used when a paused task resumes: the ranks it lost meanwhile.
@@ -70,10 +96,15 @@ export function resultOf(info: EndInfo): string {
 
 /** What happens to a task after one of its leases ended without completing. */
 export type FailureDecision = {
-  /** The task's error log with this attempt's line added. */
-  errorLog: string;
+  /** The task's error log with this attempt's line added (as it was, when the attempt is not counted). */
+  errorLog: string | null;
   event: Omit<NewTaskEvent, 'task_id' | 'at'>;
-} & ({ kind: 'replace_rank' } | { kind: 'retry' } | { kind: 'fail'; status: 'failed' | 'error' });
+} & (
+  | { kind: 'replace_rank' }
+  /** `uncount`: the claim's attempt is given back (the task never reached its client). */
+  | { kind: 'retry'; uncount?: true }
+  | { kind: 'fail'; status: 'failed' | 'error' }
+);
 
 /**
  * Retry, re-place the rank, or fail: pure. A single-rank task goes back to the queue while
@@ -92,6 +123,7 @@ export function decideAfterFailure(
   handedOver = 0,
 ): FailureDecision {
   const worldSize = Number(task.world_size);
+  if (outcome === 'undelivered') return placeAgain(lease, task, error);
   const why =
     outcome === 'lost' ? (error ?? 'client lost') : `${outcome}${error ? `: ${error.slice(-2000)}` : ''}`;
   const line = `attempt ${lease.attempt} on ${lease.clientId} (rank ${lease.rank}): ${why}`;

@@ -122,6 +122,15 @@ describe.each(DIALECTS)('transitions on %s', (dialect) => {
     expect((await listAssignments(h.db, taskId)).map((a) => a.status)).toEqual(['completed', 'completed']);
   });
 
+  it('gives back the attempt of a task that never reached its client', async () => {
+    const { taskId, leases } = await running(1, 1);
+    const out = await endLease(h.db, leases[0] as Lease, 'undelivered', { error_log: 'client c0 left' }, NOW);
+    expect(out).toEqual({ kind: 'requeue_task' });
+    expect(await findTask(h.db, taskId)).toMatchObject({ status: 'pending', error_log: null });
+    expect(Number((await findTask(h.db, taskId))?.attempts)).toBe(0);
+    expect((await listAssignments(h.db, taskId)).map((a) => a.status)).toEqual(['cancelled']);
+  });
+
   it('re-places a rank with its own next attempt, only while the task runs', async () => {
     const { taskId, leases } = await running(2);
     await endLease(h.db, leases[1] as Lease, 'lost', { error_log: null }, NOW);

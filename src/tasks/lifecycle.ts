@@ -225,6 +225,7 @@ function completion(taskId: number, info: EndInfo): store.TaskCompletion {
 
 /** The assignment status a lease ends with. */
 function endStatus(outcome: Outcome): AssignmentStatus {
+  if (outcome === 'undelivered') return 'cancelled';
   return outcome === 'completed' ? 'completed' : outcome === 'lost' ? 'lost' : 'failed';
 }
 
@@ -280,7 +281,7 @@ export async function endLease(
   const d = decideAfterFailure(lease, outcome, info.error_log, task, handedOver);
   const attempt = { id: lease.taskId, errorLog: d.errorLog, at: nowDb };
   if (d.kind === 'replace_rank') await store.noteRankRetry(db, attempt, REPLACE_RANK_FROM);
-  else if (d.kind === 'retry') await store.retryTask(db, attempt, RETRY_FROM);
+  else if (d.kind === 'retry') await store.retryTask(db, { ...attempt, uncount: d.uncount }, RETRY_FROM);
   else {
     const from = d.status === 'error' ? ERROR_FROM : FAIL_FROM;
     await store.failTask(db, { ...attempt, status: d.status, clientId: lease.clientId }, from);
