@@ -1,13 +1,19 @@
 /**
- * Upload benchmark (issue 4, point 8): a 1 GB float32 update PUT to a real server over loopback
- * (streamed to disk, hashed, header checked first, NaN/Inf scanned, fsynced, journaled), against
- * the raw loopback TCP throughput of the same bytes from the same file (a socket that discards
- * them), and against the same socket writing them to a file and fsyncing it (what the disk
- * allows a durable receiver that checks nothing). The sender is a child process piping the file
- * into a node:http request or a socket; the receiver's peak RSS beyond its baseline is sampled
- * while each transfer runs (constant memory: it must not grow with the upload), and its CPU
- * time (all threads) is measured. Each run uploads twice (two ranks of one round): the first
- * upload of the process also starts the thread that hashes and scans large uploads.
+ * Upload benchmark (issues 4 and 15): a 1 GiB float32 update PUT to a real server over loopback
+ * (streamed to disk, hashed by pieces, header checked first, NaN/Inf scanned, fsynced, journaled),
+ * against the raw loopback TCP throughput of the same bytes from the same file (a socket that
+ * discards them), against the same socket writing them to a file and fsyncing it (what the disk
+ * allows a durable receiver that checks nothing), and against the folder's own write rate with no
+ * network at all ("write alone"). The sender is a child process piping the file into a node:http
+ * request or a socket; the receiver's peak RSS beyond its baseline is sampled while each transfer
+ * runs (constant memory: it must not grow with the upload), and its CPU time (all threads) and
+ * the sender's are measured.
+ *
+ * Each run, per folder, in this order: the discarding socket; the raw receiver to a file there
+ * (deleted after, which frees 1 GiB of page cache); rank 0's PUT (onto the pages just freed);
+ * rank 1's PUT (onto fresh pages); write alone (fresh pages too). On this VM freed memory beyond
+ * about 1 GiB goes back to the host, and writing fresh pages costs about 2 s per GiB, so rank 1
+ * and "write alone" show what storage costs when it is not warm (docs/benchmarks.md).
  *
  * With `--dirs a,b` the server's MODEL_CACHE_DIR and the raw receiver's file live in each
  * folder in turn, within each run (e.g. `/tmp,/dev/shm`: the disk, and tmpfs where fsync costs
@@ -32,6 +38,7 @@ import { startServer } from '../src/main.js';
 import { buildHeader } from '../src/training/safetensors/encode.js';
 import { registeredClient } from '../test/helpers/ws-client.js';
 import { buildWasm } from '../scripts/build-wasm.js';
+import { report, type FolderRows } from './upload-report.js';
 
 const args = process.argv.slice(2);
 const mbArg = args.indexOf('--mb');
@@ -69,7 +76,7 @@ async function writeModel(path: string): Promise<number> {
 function child(
   source: string,
   env: Record<string, string>,
-): Promise<{ ms: number; status?: number; body?: string }> {
+): Promise<{ ms: number; cpuMs: number; status?: number; body?: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', source], {
       env: { ...process.env, ...env },
@@ -92,7 +99,11 @@ import { connect } from 'node:net';
 const t0 = performance.now();
 const s = connect(Number(process.env.PORT), '127.0.0.1');
 createReadStream(process.env.FILE, { highWaterMark: 1 << 20 }).pipe(s);
-s.on('data', () => { console.log(JSON.stringify({ ms: performance.now() - t0 })); s.destroy(); });
+s.on('data', () => {
+  const u = process.cpuUsage();
+  console.log(JSON.stringify({ ms: performance.now() - t0, cpuMs: (u.user + u.system) / 1000 }));
+  s.destroy();
+});
 `;
 
 const HTTP_SENDER = `
@@ -110,7 +121,10 @@ const req = request(process.env.URL, {
 }, (res) => {
   let body = '';
   res.on('data', (d) => (body += d));
-  res.on('end', () => console.log(JSON.stringify({ ms: performance.now() - t0, status: res.statusCode, body })));
+  res.on('end', () => {
+    const u = process.cpuUsage();
+    console.log(JSON.stringify({ ms: performance.now() - t0, cpuMs: (u.user + u.system) / 1000, status: res.statusCode, body }));
+  });
 });
 createReadStream(process.env.FILE, { highWaterMark: 1 << 20 }).pipe(req);
 `;
@@ -133,10 +147,44 @@ function sample(): { stop: () => { peak: number; cpuMs: number } } {
   };
 }
 
-interface Measure {
+/** One measured write: wall time, the receiver's CPU (all threads) and peak RSS, the sender's CPU. */
+export interface Measure {
   ms: number;
   peak: number;
   cpuMs: number;
+  senderCpuMs: number;
+}
+
+/** A transfer not measured (--uploads-only). */
+const NONE: Measure = { ms: NaN, peak: 0, cpuMs: NaN, senderCpuMs: NaN };
+
+/**
+ * The folder's own write rate, no network: a new file of `bytes` written as the raw receiver
+ * writes (4 MiB writes, writeback every 64 MiB, fsync), then deleted. Measured right after the
+ * uploads, whose files are still there: its pages are ones the process has not just freed.
+ */
+async function writeAlone(path: string, bytes: number): Promise<Measure> {
+  const piece = Buffer.alloc(4 << 20, 1);
+  const s = sample();
+  const t0 = performance.now();
+  const fh = await open(path, 'w');
+  try {
+    for (let at = 0, unsynced = 0; at < bytes; at += piece.length) {
+      const n = Math.min(piece.length, bytes - at);
+      await fh.write(piece, 0, n, at);
+      unsynced += n;
+      if (unsynced >= 64 << 20) {
+        unsynced = 0;
+        await fh.datasync();
+      }
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const ms = performance.now() - t0;
+  await unlink(path);
+  return { ms, ...s.stop(), senderCpuMs: 0 };
 }
 
 /** Raw loopback TCP into a socket that discards the bytes (`disk`: writes and fsyncs them). */
@@ -198,10 +246,8 @@ async function rawTcp(file: string, bytes: number, disk: string | null): Promise
     await fh.close();
     await unlink(disk!);
   }
-  return { ms: r.ms, ...m };
+  return { ms: r.ms, ...m, senderCpuMs: r.cpuMs };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
 /** One folder under test: its server (MODEL_CACHE_DIR there) and its scratch folder. */
 interface Target {
@@ -211,7 +257,7 @@ interface Target {
   api: (method: string, path: string, body?: unknown) => Promise<Record<string, unknown>>;
   worker: string;
   /** Per run: the discarding socket, the raw receiver to a file here, and the two uploads. */
-  rows: { tcp: Measure; disk: Measure; puts: Measure[] }[];
+  rows: FolderRows['rows'];
 }
 
 async function startTarget(dir: string, scratch: string, index: number): Promise<Target> {
@@ -244,7 +290,12 @@ async function startTarget(dir: string, scratch: string, index: number): Promise
 }
 
 /** Two uploads (ranks 0 and 1 of a three-rank round) to `t`'s server, measured one by one. */
-async function uploadTwice(t: Target, file: string, tag: string): Promise<Measure[]> {
+async function uploadTwice(
+  t: Target,
+  file: string,
+  bytes: number,
+  tag: string,
+): Promise<{ puts: Measure[]; alone: Measure }> {
   // Three ranks, two uploading one after the other, and a strategy without a running sum:
   // the round stays open and nothing but the uploads runs while they are measured.
   const clients = await Promise.all(
@@ -271,13 +322,15 @@ async function uploadTwice(t: Target, file: string, tag: string): Promise<Measur
     });
     const m = s.stop();
     if (up.status !== 201) throw new Error(`upload answered ${up.status}: ${up.body}`);
-    puts.push({ ms: up.ms, ...m });
+    puts.push({ ms: up.ms, ...m, senderCpuMs: up.cpuMs });
   }
+  // Before the uploads' files are deleted: on pages the process has not just freed, as rank 1's.
+  const alone = UPLOADS_ONLY ? NONE : await writeAlone(join(t.scratch, 'alone.bin'), bytes);
   await t.api('PUT', `/api/tasks/${String(task.id)}/status`, { status: 'cancelled' });
   for (const c of clients) c.close();
   // The accepted updates stay in MODEL_CACHE_DIR after a cancel: 2 GiB a run, in memory on tmpfs.
   rmSync(join(t.scratch, 'models', `task-${String(task.id)}`), { recursive: true, force: true });
-  return puts;
+  return { puts, alone };
 }
 
 async function main(): Promise<void> {
@@ -294,101 +347,25 @@ async function main(): Promise<void> {
         .join(' ')} on ${cpus().length} CPUs`,
     );
     for (const [i, dir] of DIRS.entries()) targets.push(await startTarget(dir, scratch, i));
-    const none: Measure = { ms: NaN, peak: 0, cpuMs: NaN };
     for (let run = 0; run < RUNS; run++) {
       const parts = [`run ${run + 1}`];
       for (const [i, t] of targets.entries()) {
         // The discarding socket next to each folder's uploads: the load changes within a run.
-        const tcp = UPLOADS_ONLY ? none : await rawTcp(file, bytes, null);
-        const disk = UPLOADS_ONLY ? none : await rawTcp(file, bytes, join(t.scratch, 'raw-disk.bin'));
-        const puts = await uploadTwice(t, file, `${run}-${i}`);
-        t.rows.push({ tcp, disk, puts });
+        const tcp = UPLOADS_ONLY ? NONE : await rawTcp(file, bytes, null);
+        // Frees the pages of a 1 GiB file just before rank 0's upload: see docs/benchmarks.md.
+        const disk = UPLOADS_ONLY ? NONE : await rawTcp(file, bytes, join(t.scratch, 'raw-disk.bin'));
+        const { puts, alone } = await uploadTwice(t, file, bytes, `${run}-${i}`);
+        t.rows.push({ tcp, disk, puts, alone });
         // GB/s (receiver CPU in s) of each transfer.
         const f = (m: Measure) => `${gbps(bytes, m.ms).toFixed(2)} (${(m.cpuMs / 1000).toFixed(1)})`;
-        parts.push(`${t.dir}: raw TCP ${f(tcp)}, raw to disk ${f(disk)}, PUT ${puts.map(f).join(' then ')}`);
+        parts.push(
+          `${t.dir}: raw TCP ${f(tcp)}, raw to folder ${f(disk)}, PUT ${puts.map(f).join(' then ')}, ` +
+            `write alone ${f(alone)}`,
+        );
       }
       console.log(`${parts.join('; ')}; GB/s (receiver CPU s); load ${loadavg()[0]!.toFixed(1)}`);
     }
-    const line = (name: string, ms: Measure[]) => {
-      const t = median(ms.map((m) => m.ms));
-      return [
-        name,
-        `${gbps(bytes, t).toFixed(2)} GB/s`,
-        `${(t / 1000).toFixed(2)} s`,
-        `${(median(ms.map((m) => m.cpuMs)) / 1000).toFixed(2)} s`,
-        `${(Math.max(...ms.map((m) => m.peak)) / 2 ** 20).toFixed(0)} MiB`,
-      ];
-    };
-    const tcps = targets.flatMap((t) => t.rows.map((r) => r.tcp));
-    const table = [
-      ['method', 'throughput (median)', 'time', 'receiver CPU', 'receiver peak RSS beyond baseline (max)'],
-      ['---', '---', '---', '---', '---'],
-      line('raw loopback TCP (discarded)', tcps),
-    ];
-    const tcpMs = median(tcps.map((m) => m.ms));
-    const ratios: string[] = [];
-    const summary = (ms: Measure[]) => ({
-      gbps: gbps(bytes, median(ms.map((m) => m.ms))),
-      ms: median(ms.map((m) => m.ms)),
-      receiver_cpu_ms: median(ms.map((m) => m.cpuMs)),
-      peak_rss_beyond_baseline_bytes: Math.max(...ms.map((m) => m.peak)),
-    });
-    const json = {
-      bench: 'upload',
-      bytes,
-      runs: RUNS,
-      load: loadavg(),
-      cpus: cpus().length,
-      raw_tcp: summary(tcps),
-      folders: [] as Record<string, unknown>[],
-    };
-    for (const [i, t] of targets.entries()) {
-      // The first upload of the process also starts the check thread: reported apart.
-      const later = t.rows.flatMap((r, run) => (i === 0 && run === 0 ? r.puts.slice(1) : r.puts));
-      table.push(
-        line(
-          `raw loopback TCP to ${t.dir} (4 MiB writes, fsync)`,
-          t.rows.map((r) => r.disk),
-        ),
-      );
-      if (i === 0)
-        table.push(
-          line(`AI Farm PUT to ${t.dir}, first of the process (starts the check thread)`, [
-            t.rows[0]!.puts[0]!,
-          ]),
-        );
-      table.push(
-        line(`AI Farm PUT to ${t.dir} (piece digest, header + NaN/Inf checks, fsync, journal)`, later),
-      );
-      const putMs = median(later.map((m) => m.ms));
-      const ratio = tcpMs / putMs;
-      // Each upload against the discarding socket measured just before it.
-      const paired = t.rows.flatMap((r, run) =>
-        (i === 0 && run === 0 ? r.puts.slice(1) : r.puts).map((m) => r.tcp.ms / m.ms),
-      );
-      json.folders.push({
-        dir: t.dir,
-        raw_tcp_to_disk: summary(t.rows.map((r) => r.disk)),
-        ...(i === 0 ? { first_upload: summary([t.rows[0]!.puts[0]!]) } : {}),
-        upload: summary(later),
-        upload_over_raw_tcp: ratio,
-        upload_over_raw_tcp_paired_median: median(paired),
-        per_run: t.rows.map((r) => ({
-          raw_tcp_gbps: gbps(bytes, r.tcp.ms),
-          raw_to_disk_gbps: gbps(bytes, r.disk.ms),
-          upload_gbps: r.puts.map((m) => gbps(bytes, m.ms)),
-        })),
-      });
-      ratios.push(
-        `${t.dir}: upload / raw TCP = ${ratio.toFixed(2)} (goal >= 0.9: ${ratio >= 0.9 ? 'met' : 'NOT met'}; ` +
-          `each upload against the raw TCP of its run: median ${median(paired).toFixed(2)}, ` +
-          `${Math.min(...paired).toFixed(2)}-${Math.max(...paired).toFixed(2)}); ` +
-          `upload / raw TCP to disk = ${(median(t.rows.map((r) => r.disk.ms)) / putMs).toFixed(2)}`,
-      );
-    }
-    console.log(table.map((r) => `| ${r.join(' | ')} |`).join('\n'));
-    console.log(`\n${ratios.join('\n')}`);
-    if (JSON_OUT) console.log(JSON.stringify(json));
+    report(bytes, RUNS, targets, JSON_OUT, { load: loadavg(), cpus: cpus().length });
   } finally {
     for (const t of targets) {
       await t.server.stop();
