@@ -1,6 +1,7 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertClient } from '../src/storage/client-repo.js';
+import { insertTaskEvents } from '../src/storage/task-repo.js';
 import { toDbTime } from '../src/storage/values.js';
 import {
   ensurePanelBuilt,
@@ -182,6 +183,32 @@ describe('admin panel in a real browser', () => {
     await t.api('POST', '/api/tasks', { type: 'command', name: 'from-the-api', requirements: {} });
     await expect.poll(() => page.locator('tr[data-task-id]').count(), { timeout: 10_000 }).toBe(5);
     await screenshot(page, 'tasks');
+  });
+
+  it('pages back through a long event history, and keeps live events while it does', async () => {
+    const created = await t.api('POST', '/api/tasks', { type: 'command', name: 'chatty', requirements: {} });
+    const id = created.body.id as number;
+    const at = toDbTime(new Date());
+    await insertTaskEvents(
+      t.server.database.db,
+      Array.from({ length: 450 }, (_, i) => ({ task_id: id, at, kind: 'note', message: `note ${i}` })),
+    );
+    const items = page.locator('.events li');
+    await page.goto(`${t.url}/tasks/${id}`);
+    // The newest page: 200 of the 451 events (the 450 notes and "created").
+    await expect.poll(() => items.count()).toBe(200);
+    expect(await items.first().textContent()).toContain('note 449');
+    const older = page.getByRole('button', { name: 'Show older events' });
+    await older.click();
+    await expect.poll(() => items.count()).toBe(400);
+    // Something happens while older pages are shown: it appears, and nothing drops out.
+    await t.api('PUT', `/api/tasks/${id}/status`, { status: 'paused' });
+    await expect.poll(() => items.count(), { timeout: 10_000 }).toBe(401);
+    await older.click();
+    await expect.poll(() => items.count()).toBe(452);
+    await page.getByText('All 452 events shown.').waitFor();
+    expect(await items.last().textContent()).toContain('created');
+    expect(await older.count()).toBe(0);
   });
 
   it('cordons and uncordons a client', async () => {

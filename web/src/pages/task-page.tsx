@@ -23,6 +23,7 @@ import { ago, dateTime, duration, json, obj } from '../format.js';
 import { HISTORY_MS, useAsync, useThrottled, useTick, useTitle, type Async } from '../hooks.js';
 import { useLive } from '../live.js';
 import { navigate } from '../router.js';
+import { EVENTS_PAGE, TaskEvents } from './task-events.js';
 import { TrainingChart } from './task-training.js';
 
 /** What a status change button does, by current status (the API's USER_TRANSITIONS). */
@@ -53,7 +54,10 @@ async function optional<T>(path: string): Promise<{ data?: T; missing: boolean }
 export function TaskPage({ id }: { id: number }) {
   useTick(5000);
   const task = useAsync(() => api<Task>('GET', `/api/tasks/${id}`), [id]);
-  const events = useAsync(() => api<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events`), [id]);
+  const events = useAsync(
+    () => api<{ items: TaskEvent[] }>('GET', `/api/tasks/${id}/events?limit=${EVENTS_PAGE}`),
+    [id],
+  );
   const logs = useAsync(() => api<{ items: TaskLogLine[] }>('GET', `/api/tasks/${id}/logs?limit=500`), [id]);
   const assignments = useAsync(
     () => optional<{ items: AssignmentView[] }>(`/api/tasks/${id}/assignments`),
@@ -314,17 +318,7 @@ export function TaskPage({ id }: { id: number }) {
 
       <Section title="Events">
         <ErrorNote error={events.error} />
-        <ol class="events" aria-label="Task events, newest first">
-          {events.data?.items.map((e) => (
-            <li key={e.id} class={`event event-${e.kind}`}>
-              <time dateTime={e.at} title={dateTime(e.at)}>
-                {ago(e.at)}
-              </time>
-              <span class="event-kind">{e.kind}</span>
-              <span class="event-msg">{e.message}</span>
-            </li>
-          ))}
-        </ol>
+        <TaskEvents id={id} head={events.data?.items} />
       </Section>
     </div>
   );
