@@ -3,7 +3,7 @@ import { announceStatus, type Bus } from '../bus/bus.js';
 import type { ClientRegistry, Lease } from '../clients/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { FarmMetrics } from '../observability/metrics.js';
-import type { Executor } from '../storage/executor.js';
+import { isUniqueViolation, type Executor } from '../storage/executor.js';
 import {
   findTask,
   findTasks,
@@ -367,7 +367,10 @@ export class Dispatcher {
           ? writes.run((trx) => claimRanks(trx, taskId, ranks, now))
           : writes.submit(claimTasks, { taskId, placements: ranks, attempts: task.attempts, now })
       ).catch((err: unknown) => {
-        this.deps.logger.error({ err, taskId }, 'claim failed');
+        // Another instance re-placed the rank in the same instant: both read the same next
+        // attempt, and the (task, rank, attempt) key let the first commit win.
+        if (isUniqueViolation(err)) this.deps.logger.info({ taskId }, 'claim lost to another instance');
+        else this.deps.logger.error({ err, taskId }, 'claim failed');
         return null;
       });
       const reserved = provisional.filter((l): l is Lease => l !== null);

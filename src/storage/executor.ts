@@ -25,6 +25,15 @@ export function isRolledBackForAnother(err: unknown): boolean {
   return e?.errno === 1213 || e?.code === 'ER_LOCK_DEADLOCK' || e?.code === 'SQLITE_BUSY';
 }
 
+/**
+ * A write refused by a unique key (MariaDB's ER_DUP_ENTRY, 1062; SQLite's unique constraint):
+ * another transaction wrote the same key first. For a claim, a lost race, not a fault.
+ */
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { errno?: unknown; code?: unknown } | null;
+  return e?.errno === 1062 || e?.code === 'ER_DUP_ENTRY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
 /** Tries in all for a transaction chosen as a deadlock's victim again and again. */
 export const DEADLOCK_TRIES = 5;
 

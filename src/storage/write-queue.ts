@@ -1,4 +1,4 @@
-import { inRetriedTransaction, type Executor } from './executor.js';
+import { inRetriedTransaction, isUniqueViolation, type Executor } from './executor.js';
 import type { Logger } from '../observability/logger.js';
 import { insertTaskEvents, type NewTaskEvent } from './task-repo.js';
 
@@ -127,7 +127,8 @@ export class WriteQueue {
           batch[0]?.reject(err);
           continue;
         }
-        if (err instanceof BatchConflict) this.logger.debug({ err, size: batch.length }, 'batch conflict');
+        if (err instanceof BatchConflict || isUniqueViolation(err))
+          this.logger.debug({ err, size: batch.length }, 'batch conflict');
         else this.logger.warn({ err, size: batch.length }, 'group commit failed; retrying one by one');
         for (const p of batch) {
           try {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { connectedClientRow, DIALECTS, migratedPerDescribe } from '../../test/helpers/db.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { listAssignments } from '../storage/assignment-repo.js';
+import { isUniqueViolation } from '../storage/executor.js';
 import { updateClient, upsertClient } from '../storage/client-repo.js';
 import { findTask, insertTask, updateTaskIf } from '../storage/task-repo.js';
 import { claimRanks, claimTasks, type RankPlacement } from './lifecycle.js';
@@ -122,6 +123,38 @@ describe.each(DIALECTS)('claims on remote clients on %s', (dialect) => {
       expect(await findTask(h.db, b)).toMatchObject({ status: 'pending' });
     },
   );
+
+  it('two instances re-placing the same rank at once: one wins, the other loses on the attempt key', async () => {
+    const t = await pending();
+    await updateTaskIf(h.db, t, ['pending'], { status: 'running', attempts: 1 });
+    const replace = (clientId: string, hold?: Promise<void>, started?: () => void) =>
+      h.db.transaction().execute(async (trx) => {
+        const won = await claimRanks(trx, t, [{ rank: 1, clientId }], NOW);
+        started?.();
+        await hold;
+        return won;
+      });
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let claimed = false;
+    const first = replace('l-a', held, () => (claimed = true));
+    await waitFor('A holding its claim', () => claimed);
+    const second = replace('l-b').then(
+      (won) => ({ won, err: null as unknown }),
+      (err: unknown) => ({ won: null, err }),
+    );
+    // MariaDB: B read the same next attempt from its snapshot and waits on A's key. SQLite has one
+    // writer: B runs after A commits, sees the rank held and gives up.
+    if (dialect === 'mysql') await waitFor('B waiting for the key', async () => (await lockWaits()) > 0);
+    release();
+    expect(await first).toMatchObject({ attempts: [1] });
+    const lost = await second;
+    expect(lost.won).toBeNull();
+    if (dialect === 'mysql') expect(isUniqueViolation(lost.err)).toBe(true);
+    else expect(lost.err).toBeNull();
+    const live = (await listAssignments(h.db, t)).filter((a) => a.rank === 1);
+    expect(live.map((a) => [a.client_id, a.attempt])).toEqual([['l-a', 1]]);
+  });
 
   async function lockWaits(): Promise<number> {
     // Transactions of this test's database only: other suites may share the server.
