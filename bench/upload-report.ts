@@ -20,7 +20,8 @@ export interface FolderRows {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
-const gbps = (bytes: number, ms: number) => bytes / 1e9 / (ms / 1000);
+/** GB/s of `bytes` moved in `ms`. */
+export const gbps = (bytes: number, ms: number) => bytes / 1e9 / (ms / 1000);
 
 function summary(bytes: number, ms: Measure[]) {
   const t = median(ms.map((m) => m.ms));

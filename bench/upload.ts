@@ -38,7 +38,7 @@ import { startServer } from '../src/main.js';
 import { buildHeader } from '../src/training/safetensors/encode.js';
 import { registeredClient } from '../test/helpers/ws-client.js';
 import { buildWasm } from '../scripts/build-wasm.js';
-import { report, type FolderRows } from './upload-report.js';
+import { gbps, report, type FolderRows } from './upload-report.js';
 
 const args = process.argv.slice(2);
 const mbArg = args.indexOf('--mb');
@@ -53,7 +53,6 @@ const JSON_OUT = args.includes('--json');
 const dirsArg = Math.max(args.indexOf('--dirs'), args.indexOf('--dir'));
 const DIRS = dirsArg >= 0 ? args[dirsArg + 1]!.split(',').filter((d) => d !== '') : [tmpdir()];
 const elements = Math.floor((MB * 2 ** 20) / 4);
-const gbps = (bytes: number, ms: number) => bytes / 1e9 / (ms / 1000);
 
 async function writeModel(path: string): Promise<number> {
   const { prefix, header } = buildHeader([{ name: 'w', dtype: 'F32', shape: [elements] }]);
